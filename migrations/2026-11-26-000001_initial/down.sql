@@ -1,0 +1,4 @@
+DROP TABLE attempts;
+DROP TABLE exam_sessions;
+DROP TABLE items;
+DROP TABLE item_banks;

@@ -1,0 +1,97 @@
+//! Start-up: turns a [`Config`] into a running [`App`], with context on every step so a
+//! failure says what could not be reached and how to fix it.
+
+use anyhow::Context;
+
+use crate::auth::{JwtKeys, Role, random_secret};
+use crate::config::{Config, redact_url};
+use crate::exam::ExamService;
+use crate::graphql::{AppSchema, Limits, build_schema};
+use crate::storage::db;
+use crate::storage::events::EventBus;
+use crate::storage::redis_pool::RedisPool;
+use crate::storage::state_store::StateStore;
+
+/// Everything a request handler needs; cheap to clone (all shared handles).
+#[derive(Clone)]
+pub struct App {
+    /// The exam flow with its pools.
+    pub service: ExamService,
+    /// The GraphQL schema (holds a clone of `service`).
+    pub schema: AppSchema,
+    /// Token verification.
+    pub keys: JwtKeys,
+}
+
+/// Installs the TLS crypto provider once; without it the first `rediss://` connection panics
+/// inside a pool task and only shows up as a timeout.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Creates the database when missing and applies pending migrations.
+pub async fn prepare_database(config: &Config) -> anyhow::Result<()> {
+    db::create_database_if_missing(&config.database_url)
+        .await
+        .with_context(|| {
+            format!(
+                "Postgres is not reachable at {} (is it running? is DATABASE_URL right?)",
+                redact_url(&config.database_url)
+            )
+        })?;
+    let applied = db::run_migrations(&config.database_url).await?;
+    if !applied.is_empty() {
+        tracing::info!(migrations = ?applied, "database migrated");
+    }
+    Ok(())
+}
+
+/// Builds the application: pools, Redis store, event listener, schema. Redis may be down.
+pub async fn build(config: &Config) -> anyhow::Result<App> {
+    install_crypto_provider();
+    prepare_database(config).await?;
+    let pool = db::pool(&config.database_url, config.database_pool_size);
+    anyhow::ensure!(
+        db::ping(&pool).await,
+        "Postgres is not reachable at {}",
+        redact_url(&config.database_url)
+    );
+    let redis = RedisPool::new(&config.redis_url, config.redis_pool_size)
+        .with_context(|| format!("REDIS_URL {} is not usable", redact_url(&config.redis_url)))?;
+    if !redis.ping().await {
+        tracing::warn!(
+            redis = %redact_url(&config.redis_url),
+            "Redis is not reachable: serving from Postgres until it is"
+        );
+    }
+    let states = StateStore::new(redis, &config.redis_key_prefix, config.engine_state_ttl_seconds);
+    let client = redis::Client::open(config.redis_url.as_str())
+        .with_context(|| format!("REDIS_URL {} is not usable", redact_url(&config.redis_url)))?;
+    let events = EventBus::start(client, states.events_channel());
+    let service = ExamService::new(pool, states, events);
+    let keys = match &config.jwt_secret {
+        Some(secret) => JwtKeys::new(secret.as_bytes()),
+        None => {
+            let keys = JwtKeys::new(random_secret().as_bytes());
+            let admin = keys.mint("admin", Role::Admin, 24 * 3600);
+            tracing::warn!(
+                "JWT_SECRET is not set: using a random secret for this process only.\n  \
+                 Admin token (24 h), paste into GraphiQL's headers as \
+                 {{\"Authorization\": \"Bearer <token>\"}}:\n  {admin}\n  \
+                 Student tokens: set JWT_SECRET and run \
+                 `adaptive-engine token --role student --sub <student-id>`"
+            );
+            keys
+        }
+    };
+    let limits = Limits {
+        introspection: config.graphql_introspection,
+        ..Limits::default()
+    };
+    let schema = build_schema(Some(service.clone()), limits);
+    Ok(App {
+        service,
+        schema,
+        keys,
+    })
+}

@@ -1,0 +1,243 @@
+//! Configuration: every environment variable the service reads, parsed once in `main` and
+//! passed down (no globals, no `std::env` calls anywhere else).
+//!
+//! | variable | default | meaning |
+//! | --- | --- | --- |
+//! | `DATABASE_URL` | `postgres://localhost/adaptive_engine` | source of truth; created and migrated at start |
+//! | `REDIS_URL` | `redis://127.0.0.1:6379/0` | engine-state cache; `rediss://` and `redis://:password@host:port/db` work |
+//! | `REDIS_HOST`, `REDIS_PORT`, `REDIS_DB`, `REDIS_PASSWORD` | — | used only when `REDIS_URL` is unset |
+//! | `REDIS_KEY_PREFIX` | `adaptive_engine` | key prefix of engine states |
+//! | `ENGINE_STATE_TTL_SECONDS` | `3600` | TTL of one exam's engine state, refreshed on every answer |
+//! | `JWT_SECRET` | none | HS256 secret; when unset `serve` makes a random one |
+//! | `HOST`, `PORT` | `127.0.0.1`, `8000` | listen address |
+//! | `DATABASE_POOL_SIZE` | `16` | Postgres connections per instance |
+//! | `REDIS_POOL_SIZE` | `16` | Redis connections per instance |
+//! | `GRAPHQL_INTROSPECTION` | `true` | whether the schema can be introspected (GraphiQL needs it) |
+//! | `RUST_LOG` | `info` | log filter (tracing-subscriber `EnvFilter` syntax) |
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+use thiserror::Error;
+
+/// Default Postgres URL, as the contract names it.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://localhost/adaptive_engine";
+/// Default Redis URL, as the contract names it.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+/// Default prefix of the engine-state keys.
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "adaptive_engine";
+
+/// A configuration value that cannot be used, with the variable it came from.
+#[derive(Debug, Error)]
+#[error("{variable}: {message}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub variable: &'static str,
+    /// What is wrong with its value.
+    pub message: String,
+}
+
+/// Everything the service is configured with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Postgres URL of the source of truth.
+    pub database_url: String,
+    /// Redis URL of the engine-state cache (built from `REDIS_HOST`… when `REDIS_URL` is unset).
+    pub redis_url: String,
+    /// Prefix of the engine-state keys; tests use their own so they never collide.
+    pub redis_key_prefix: String,
+    /// TTL of an engine state, reset on every save, so abandoned exams free their memory.
+    pub engine_state_ttl_seconds: u64,
+    /// HS256 secret for JWTs; `None` makes `serve` generate a throw-away one.
+    pub jwt_secret: Option<String>,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Postgres pool size: one connection serves one answer transaction at a time.
+    pub database_pool_size: u32,
+    /// Redis pool size for state reads and writes (pub/sub has its own connection).
+    pub redis_pool_size: u32,
+    /// Whether GraphQL introspection is enabled (GraphiQL needs it; some deployments hide it).
+    pub graphql_introspection: bool,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment (after `.env` was loaded).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let vars: HashMap<String, String> = std::env::vars().collect();
+        Self::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    /// Reads the configuration through `lookup`, so tests can supply their own variables.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let database_url = get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+        let redis_url = match get("REDIS_URL") {
+            Some(url) => url,
+            None => redis_url_from_parts(
+                get("REDIS_HOST").as_deref(),
+                get("REDIS_PORT").as_deref(),
+                get("REDIS_DB").as_deref(),
+                get("REDIS_PASSWORD").as_deref(),
+            )?,
+        };
+        let redis_key_prefix =
+            get("REDIS_KEY_PREFIX").unwrap_or_else(|| DEFAULT_REDIS_KEY_PREFIX.into());
+        if redis_key_prefix.contains(['*', '?', '[', ']', ' ']) {
+            return Err(ConfigError {
+                variable: "REDIS_KEY_PREFIX",
+                message: "must not contain glob characters or spaces".into(),
+            });
+        }
+        let engine_state_ttl_seconds = parse(&get, "ENGINE_STATE_TTL_SECONDS", 3600u64)?;
+        if engine_state_ttl_seconds == 0 {
+            return Err(ConfigError {
+                variable: "ENGINE_STATE_TTL_SECONDS",
+                message: "must be at least 1".into(),
+            });
+        }
+        let host: IpAddr = match get("HOST") {
+            None => IpAddr::from([127, 0, 0, 1]),
+            Some(h) if h == "localhost" => IpAddr::from([127, 0, 0, 1]),
+            Some(h) => h.parse().map_err(|_| ConfigError {
+                variable: "HOST",
+                message: format!("{h:?} is not an IP address"),
+            })?,
+        };
+        let port = parse(&get, "PORT", 8000u16)?;
+        let graphql_introspection = match get("GRAPHQL_INTROSPECTION").as_deref() {
+            None => true,
+            Some("1" | "true" | "TRUE" | "yes" | "on") => true,
+            Some("0" | "false" | "FALSE" | "no" | "off") => false,
+            Some(other) => {
+                return Err(ConfigError {
+                    variable: "GRAPHQL_INTROSPECTION",
+                    message: format!("{other:?} is not a boolean"),
+                });
+            }
+        };
+        Ok(Self {
+            database_url,
+            redis_url,
+            redis_key_prefix,
+            engine_state_ttl_seconds,
+            jwt_secret: get("JWT_SECRET"),
+            listen: SocketAddr::new(host, port),
+            database_pool_size: parse(&get, "DATABASE_POOL_SIZE", 16u32)?.max(1),
+            redis_pool_size: parse(&get, "REDIS_POOL_SIZE", 16u32)?.max(1),
+            graphql_introspection,
+        })
+    }
+}
+
+fn parse<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: T,
+) -> Result<T, ConfigError> {
+    match get(variable) {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|_| ConfigError {
+            variable,
+            message: format!("{v:?} is not a valid number"),
+        }),
+    }
+}
+
+/// Builds `redis://[:password@]host:port/db` from the individual variables.
+fn redis_url_from_parts(
+    host: Option<&str>,
+    port: Option<&str>,
+    db: Option<&str>,
+    password: Option<&str>,
+) -> Result<String, ConfigError> {
+    let host = host.unwrap_or("127.0.0.1");
+    let port: u16 = port.unwrap_or("6379").parse().map_err(|_| ConfigError {
+        variable: "REDIS_PORT",
+        message: "is not a port number".into(),
+    })?;
+    let db: u32 = db.unwrap_or("0").parse().map_err(|_| ConfigError {
+        variable: "REDIS_DB",
+        message: "is not a database number".into(),
+    })?;
+    let mut url = url::Url::parse(&format!("redis://{host}:{port}/{db}")).map_err(|e| {
+        ConfigError {
+            variable: "REDIS_HOST",
+            message: e.to_string(),
+        }
+    })?;
+    if let Some(password) = password {
+        // `set_password` percent-encodes, so any character works in a password.
+        url.set_password(Some(password)).map_err(|()| ConfigError {
+            variable: "REDIS_PASSWORD",
+            message: "cannot be put in a URL".into(),
+        })?;
+    }
+    Ok(url.into())
+}
+
+/// Hides the password of a URL so it can be logged.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("***"));
+            }
+            url.into()
+        }
+        Err(_) => "<unparseable url>".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(c.redis_url, DEFAULT_REDIS_URL);
+        assert_eq!(c.redis_key_prefix, "adaptive_engine");
+        assert_eq!(c.engine_state_ttl_seconds, 3600);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8000");
+        assert!(c.jwt_secret.is_none());
+    }
+
+    #[test]
+    fn redis_parts_are_used_only_without_redis_url() {
+        let c = config(&[
+            ("REDIS_HOST", "cache.internal"),
+            ("REDIS_PORT", "6380"),
+            ("REDIS_DB", "2"),
+            ("REDIS_PASSWORD", "p@ss:w/rd"),
+        ])
+        .unwrap();
+        assert_eq!(c.redis_url, "redis://:p%40ss%3Aw%2Frd@cache.internal:6380/2");
+        let c = config(&[("REDIS_URL", "rediss://x:6379/1"), ("REDIS_HOST", "y")]).unwrap();
+        assert_eq!(c.redis_url, "rediss://x:6379/1");
+    }
+
+    #[test]
+    fn bad_numbers_name_their_variable() {
+        let err = config(&[("PORT", "eighty")]).unwrap_err();
+        assert_eq!(err.variable, "PORT");
+        let err = config(&[("ENGINE_STATE_TTL_SECONDS", "0")]).unwrap_err();
+        assert_eq!(err.variable, "ENGINE_STATE_TTL_SECONDS");
+    }
+
+    #[test]
+    fn redaction_hides_passwords() {
+        assert_eq!(
+            redact_url("redis://:secret@host:6379/0"),
+            "redis://:***@host:6379/0"
+        );
+    }
+}

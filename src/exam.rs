@@ -1,0 +1,923 @@
+//! The exam flow: create banks, start exams, record answers, summarize, recover. Used the
+//! same way by GraphQL, the CLI and the tests.
+//!
+//! The order of operations is the product's promise:
+//! 1. an answer is recorded in one Postgres transaction that locks the exam row, checks the
+//!    item is the one presented, scores it, inserts the attempt and moves the exam on;
+//! 2. only after the commit is the engine state written to Redis (or deleted when the exam
+//!    completes) and the theta update published;
+//! 3. Redis is a cache: a missing, stale or unreadable state, or Redis down, means the
+//!    history is read back from the attempts, and no request fails because of Redis.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Caller;
+use crate::engine::{self, EngineState, ExamDesign};
+use crate::error::{AppError, AppResult};
+use crate::irt::{EstimatorSettings, ItemParams, StopReason};
+use crate::storage::bank_cache::{Bank, BankCache, BankItem};
+use crate::storage::db::DbPool;
+use crate::storage::events::{EventBus, ThetaEvent};
+use crate::storage::queries::{self, AttemptRow, ExamSessionRow};
+use crate::storage::state_store::StateStore;
+
+/// Largest exam length accepted.
+pub const MAX_EXAM_ITEMS: i32 = 1_000;
+/// Largest bank accepted in one request.
+pub const MAX_BANK_ITEMS: usize = 100_000;
+/// Longest accepted string field (names, ids, keys, responses), in bytes.
+pub const MAX_TEXT_LEN: usize = 10_000;
+
+/// Status of an exam session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExamStatus {
+    /// Taking answers.
+    Active,
+    /// Finished by its stopping rule.
+    Completed,
+    /// Given up (set by operators; no answer is taken).
+    Abandoned,
+}
+
+impl ExamStatus {
+    /// The database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "ACTIVE",
+            Self::Completed => "COMPLETED",
+            Self::Abandoned => "ABANDONED",
+        }
+    }
+
+    /// Parses the database spelling.
+    pub fn parse(raw: &str) -> AppResult<Self> {
+        match raw {
+            "ACTIVE" => Ok(Self::Active),
+            "COMPLETED" => Ok(Self::Completed),
+            "ABANDONED" => Ok(Self::Abandoned),
+            other => Err(AppError::internal("unknown exam status", other)),
+        }
+    }
+}
+
+/// Where a summary's numbers came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateSource {
+    /// The Redis engine state.
+    Cache,
+    /// Postgres (the cache was missing, stale, unreadable or down).
+    Database,
+}
+
+/// One item of a new bank, before validation.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewBankItem {
+    /// The author's id, unique in the bank.
+    pub external_id: String,
+    /// Discrimination.
+    #[serde(default = "one")]
+    pub a: f64,
+    /// Difficulty.
+    pub b: f64,
+    /// Lower asymptote (guessing).
+    #[serde(default)]
+    pub c: f64,
+    /// Upper asymptote (slipping).
+    #[serde(default = "one")]
+    pub d: f64,
+    /// Content area.
+    #[serde(default)]
+    pub content_area: Option<String>,
+    /// What the student sees.
+    pub content: serde_json::Value,
+    /// The correct response.
+    pub answer_key: String,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// A new bank, before validation.
+#[derive(Clone, Debug)]
+pub struct NewBank {
+    /// Its name.
+    pub name: String,
+    /// The scaling constant D (1.0, or 1.702 to approximate the normal ogive).
+    pub scaling_constant: f64,
+    /// Its items.
+    pub items: Vec<NewBankItem>,
+}
+
+/// A bank as clients see it.
+#[derive(Clone, Debug)]
+pub struct BankInfo {
+    /// Id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// Number of items.
+    pub item_count: i64,
+    /// The scaling constant D.
+    pub scaling_constant: f64,
+}
+
+/// The parameters of a new exam, before validation.
+#[derive(Clone, Debug)]
+pub struct ExamRequest {
+    /// The bank to draw items from.
+    pub item_bank_id: i64,
+    /// Maximum length.
+    pub max_items: i32,
+    /// Minimum length before a precision stop.
+    pub min_items: i32,
+    /// Target standard error.
+    pub se_target: Option<f64>,
+    /// Theta before any answer.
+    pub initial_theta: f64,
+    /// Randomesque k.
+    pub randomesque: i32,
+    /// Estimator (its `scaling` is replaced by the bank's D).
+    pub estimator: EstimatorSettings,
+}
+
+/// An item as presented to the student: no key, no parameters.
+#[derive(Clone, Debug)]
+pub struct PresentedItem {
+    /// Item id (to send back with the answer).
+    pub id: i64,
+    /// 1-based position in the exam.
+    pub position: i32,
+    /// What the student sees.
+    pub content: serde_json::Value,
+    /// Content area.
+    pub content_area: Option<String>,
+}
+
+impl PresentedItem {
+    fn new(item: &BankItem, position: i32) -> Self {
+        Self {
+            id: item.id,
+            position,
+            content: item.content.clone(),
+            content_area: item.content_area.clone(),
+        }
+    }
+}
+
+/// An exam session as clients see it.
+#[derive(Clone, Debug)]
+pub struct ExamView {
+    /// The row.
+    pub row: ExamSessionRow,
+    /// Its status.
+    pub status: ExamStatus,
+    /// Its design.
+    pub design: ExamDesign,
+    /// The item presented now, for a client that resumes.
+    pub current_item: Option<PresentedItem>,
+}
+
+/// What `startExam` returns.
+#[derive(Clone, Debug)]
+pub struct Started {
+    /// The new session.
+    pub exam: ExamView,
+}
+
+/// What `submitAnswer` returns (also for a repeated submission).
+#[derive(Clone, Debug)]
+pub struct Answered {
+    /// Theta after the answer.
+    pub theta: f64,
+    /// Its standard error.
+    pub standard_error: f64,
+    /// Answers recorded up to and including this one.
+    pub items_completed: i32,
+    /// Whether this answer completed the exam.
+    pub completed: bool,
+    /// The item presented after this answer.
+    pub next_item: Option<PresentedItem>,
+    /// Why the exam stopped, when it did.
+    pub stop_reason: Option<StopReason>,
+    /// The session now.
+    pub exam: ExamView,
+    /// Whether this call recorded the answer (false: it replayed a recorded one).
+    pub recorded: bool,
+}
+
+/// What `engineSummary` returns.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    /// The exam.
+    pub exam_session_id: i64,
+    /// Current theta.
+    pub theta: f64,
+    /// Its standard error.
+    pub standard_error: f64,
+    /// Answers recorded.
+    pub items_completed: i32,
+    /// Maximum length.
+    pub max_items: i32,
+    /// Status.
+    pub status: ExamStatus,
+    /// Where the numbers came from.
+    pub source: StateSource,
+    /// Remaining TTL of the cached state, when it came from the cache.
+    pub ttl_seconds: Option<i64>,
+}
+
+/// The exam flow, with everything it needs.
+#[derive(Clone)]
+pub struct ExamService {
+    db: DbPool,
+    states: StateStore,
+    events: EventBus,
+    banks: BankCache,
+}
+
+impl ExamService {
+    /// Assembles the service.
+    pub fn new(db: DbPool, states: StateStore, events: EventBus) -> Self {
+        Self {
+            db,
+            states,
+            events,
+            banks: BankCache::default(),
+        }
+    }
+
+    /// The Postgres pool.
+    pub fn db(&self) -> &DbPool {
+        &self.db
+    }
+
+    /// The Redis state store.
+    pub fn states(&self) -> &StateStore {
+        &self.states
+    }
+
+    /// The event bus.
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    /// Validates and stores a new bank with all its items, atomically.
+    pub async fn create_item_bank(&self, bank: NewBank) -> AppResult<BankInfo> {
+        create_item_bank(&self.db, bank).await
+    }
+
+    /// A bank's public description.
+    pub async fn item_bank(&self, bank_id: i64) -> AppResult<BankInfo> {
+        let mut conn = self.db.get().await?;
+        let bank = self.bank(&mut conn, bank_id).await?;
+        Ok(bank_info(&bank))
+    }
+
+    /// Every bank's public description.
+    pub async fn item_banks(&self) -> AppResult<Vec<BankInfo>> {
+        let mut conn = self.db.get().await?;
+        let rows = queries::list_item_banks(&mut conn).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let item_count = queries::count_items(&mut conn, row.id).await?;
+            out.push(BankInfo {
+                id: row.id,
+                name: row.name,
+                item_count,
+                scaling_constant: row.scaling_constant,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn bank(&self, conn: &mut AsyncPgConnection, bank_id: i64) -> AppResult<Arc<Bank>> {
+        self.banks
+            .get(conn, bank_id)
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("item bank {bank_id} does not exist")))
+    }
+
+    /// Starts an exam for `student_id` and presents its first item.
+    pub async fn start_exam(&self, student_id: &str, request: ExamRequest) -> AppResult<Started> {
+        if student_id.is_empty() || student_id.len() > 256 {
+            return Err(AppError::bad_input("the student id must be 1 to 256 bytes"));
+        }
+        let mut conn = self.db.get().await?;
+        let bank = self.bank(&mut conn, request.item_bank_id).await?;
+        let design = design_from_request(&request, bank.scaling_constant, rand::random())?;
+        let decision = engine::decide(&design, &bank.params, &[], &[], design.initial_theta);
+        let next = decision.next_item.map(|i| bank.items[i].id);
+        let completed = next.is_none();
+        let config = serde_json::to_value(&design)
+            .map_err(|e| AppError::internal("cannot serialize the exam design", e))?;
+        let stop_reason = decision.stop.filter(|_| completed).map(stop_reason_str);
+        let row = queries::insert_exam_session(
+            &mut conn,
+            &queries::NewExamSession {
+                student_id,
+                item_bank_id: bank.id,
+                status: if completed { "COMPLETED" } else { "ACTIVE" },
+                config,
+                theta: decision.estimate.theta,
+                standard_error: decision.estimate.standard_error,
+                items_completed: 0,
+                current_item_id: next,
+                stop_reason,
+                completed_at: completed.then(Utc::now),
+            },
+        )
+        .await?;
+        drop(conn);
+        tracing::info!(exam.id = row.id, student.id = student_id, bank.id = bank.id, "exam started");
+        let exam = self.view(row, design, &bank)?;
+        if exam.status == ExamStatus::Active {
+            let state = state_of(&exam, &bank, &[], &[]);
+            self.save_state(&state, "").await;
+        }
+        Ok(Started { exam })
+    }
+
+    /// Records an answer (or replays a recorded one) and moves the exam on.
+    pub async fn submit_answer(
+        &self,
+        caller: &Caller,
+        exam_session_id: i64,
+        item_id: i64,
+        response: &str,
+    ) -> AppResult<Answered> {
+        if response.len() > MAX_TEXT_LEN {
+            return Err(AppError::bad_input(format!(
+                "the response is longer than {MAX_TEXT_LEN} bytes"
+            )));
+        }
+        // Read the cache before taking the row lock, to keep the lock short; it is checked
+        // against the locked row before being trusted.
+        let cached = self.cached_state(exam_session_id).await;
+        let mut conn = self.db.get().await?;
+        let outcome = conn
+            .transaction(async |conn| {
+                self.record_answer(conn, caller, exam_session_id, item_id, response, cached)
+                    .await
+            })
+            .await?;
+        drop(conn);
+        match outcome {
+            Recorded::New { answered, state, event } => {
+                if answered.completed {
+                    if let Err(e) = self.states.complete(exam_session_id, &event).await {
+                        tracing::warn!(exam.id = exam_session_id, error = %e, "cannot drop the completed exam's state");
+                    }
+                } else {
+                    self.save_state(&state, &event).await;
+                }
+                Ok(answered)
+            }
+            Recorded::Replay(answered) => Ok(answered),
+        }
+    }
+
+    async fn record_answer(
+        &self,
+        conn: &mut AsyncPgConnection,
+        caller: &Caller,
+        exam_session_id: i64,
+        item_id: i64,
+        response: &str,
+        cached: Option<EngineState>,
+    ) -> AppResult<Recorded> {
+        let row = queries::lock_exam_session(conn, exam_session_id)
+            .await?
+            .ok_or_else(|| exam_not_found(exam_session_id))?;
+        caller.require_owner(&row.student_id)?;
+        let bank = self.bank(conn, row.item_bank_id).await?;
+        let design = design_of(&row)?;
+        if let Some(attempt) = queries::find_attempt(conn, exam_session_id, item_id).await? {
+            if attempt.response != response {
+                return Err(AppError::AlreadyAnswered);
+            }
+            let exam = self.view(row, design, &bank)?;
+            return Ok(Recorded::Replay(replay(&attempt, exam, &bank)));
+        }
+        let status = ExamStatus::parse(&row.status)?;
+        if status != ExamStatus::Active {
+            return Err(AppError::ExamNotActive(status.as_str().into()));
+        }
+        if row.current_item_id != Some(item_id) {
+            return Err(AppError::ItemNotPresented);
+        }
+        let index = bank
+            .index_of(item_id)
+            .ok_or_else(|| AppError::internal("presented item is not in the bank", item_id))?;
+        let (mut administered, mut responses) = match cached
+            .filter(|s| s.items_completed as i32 == row.items_completed && s.item_bank_id == bank.id)
+            .and_then(|s| history_from_state(&s, &bank))
+        {
+            Some(history) => history,
+            None => {
+                let attempts = queries::list_attempts(conn, exam_session_id).await?;
+                history_from_attempts(&attempts, &bank)?
+            }
+        };
+        let correct = response == bank.items[index].answer_key;
+        administered.push(index);
+        responses.push(correct);
+        let decision = engine::decide(&design, &bank.params, &administered, &responses, row.theta);
+        let next_item_id = decision.next_item.map(|i| bank.items[i].id);
+        let completed = next_item_id.is_none();
+        let items_completed = row.items_completed + 1;
+        let now = Utc::now();
+        let attempt = queries::insert_attempt(
+            conn,
+            &queries::NewAttempt {
+                exam_session_id,
+                item_id,
+                position: items_completed,
+                response,
+                correct,
+                theta: decision.estimate.theta,
+                standard_error: decision.estimate.standard_error,
+                next_item_id,
+                completed,
+            },
+        )
+        .await?;
+        let stop_reason = decision.stop.filter(|_| completed);
+        let row = queries::update_session_progress(
+            conn,
+            exam_session_id,
+            &queries::SessionProgress {
+                status: if completed { "COMPLETED" } else { "ACTIVE" },
+                theta: decision.estimate.theta,
+                standard_error: decision.estimate.standard_error,
+                items_completed,
+                current_item_id: next_item_id,
+                stop_reason: stop_reason.map(stop_reason_str),
+                updated_at: now,
+                completed_at: completed.then_some(now),
+            },
+        )
+        .await?;
+        let exam = self.view(row, design, &bank)?;
+        let state = state_of(&exam, &bank, &administered, &responses);
+        let event = ThetaEvent {
+            exam_session_id,
+            theta: attempt.theta,
+            standard_error: attempt.standard_error,
+            items_completed,
+            completed,
+            at: attempt.created_at,
+        };
+        let event = serde_json::to_string(&event)
+            .map_err(|e| AppError::internal("cannot serialize an event", e))?;
+        Ok(Recorded::New {
+            answered: Answered {
+                theta: attempt.theta,
+                standard_error: attempt.standard_error,
+                items_completed,
+                completed,
+                next_item: exam.current_item.clone(),
+                stop_reason,
+                exam,
+                recorded: true,
+            },
+            state,
+            event,
+        })
+    }
+
+    /// One exam session, for its owner or an admin.
+    pub async fn exam_session(&self, caller: &Caller, exam_session_id: i64) -> AppResult<ExamView> {
+        let mut conn = self.db.get().await?;
+        let row = queries::find_exam_session(&mut conn, exam_session_id)
+            .await?
+            .ok_or_else(|| exam_not_found(exam_session_id))?;
+        caller.require_owner(&row.student_id)?;
+        let bank = self.bank(&mut conn, row.item_bank_id).await?;
+        let design = design_of(&row)?;
+        self.view(row, design, &bank)
+    }
+
+    /// Checks that the caller may watch an exam (it exists and is theirs, or they are admin).
+    pub async fn authorize_exam(&self, caller: &Caller, exam_session_id: i64) -> AppResult<()> {
+        let mut conn = self.db.get().await?;
+        let row = queries::find_exam_session(&mut conn, exam_session_id)
+            .await?
+            .ok_or_else(|| exam_not_found(exam_session_id))?;
+        caller.require_owner(&row.student_id)
+    }
+
+    /// The engine's numbers for one exam, from the cache when it holds the exam's current
+    /// state, else from Postgres (and then the cache is refilled for an active exam).
+    pub async fn engine_summary(&self, caller: &Caller, exam_session_id: i64) -> AppResult<Summary> {
+        let cached = async {
+            let (json, ttl) = self.states.load_with_ttl(exam_session_id).await.ok()??;
+            let state = parse_state(exam_session_id, &json)?;
+            Some((state, ttl))
+        };
+        let mut conn = self.db.get().await?;
+        let (cached, row) = tokio::join!(cached, queries::find_exam_session(&mut conn, exam_session_id));
+        let row = row?.ok_or_else(|| exam_not_found(exam_session_id))?;
+        caller.require_owner(&row.student_id)?;
+        let status = ExamStatus::parse(&row.status)?;
+        let design = design_of(&row)?;
+        if let Some((state, ttl)) = cached
+            && status == ExamStatus::Active
+            && state.items_completed as i32 == row.items_completed
+        {
+            return Ok(Summary {
+                exam_session_id,
+                theta: state.theta,
+                standard_error: state.standard_error,
+                items_completed: state.items_completed as i32,
+                max_items: state.max_items as i32,
+                status,
+                source: StateSource::Cache,
+                ttl_seconds: Some(ttl).filter(|t| *t >= 0),
+            });
+        }
+        if status == ExamStatus::Active {
+            // Refill the cache so the next answer does not read the attempts again.
+            let bank = self.bank(&mut conn, row.item_bank_id).await?;
+            let attempts = queries::list_attempts(&mut conn, exam_session_id).await?;
+            drop(conn);
+            let (administered, responses) = history_from_attempts(&attempts, &bank)?;
+            let exam = self.view(row.clone(), design.clone(), &bank)?;
+            self.save_state(&state_of(&exam, &bank, &administered, &responses), "")
+                .await;
+        }
+        Ok(Summary {
+            exam_session_id,
+            theta: row.theta,
+            standard_error: row.standard_error,
+            items_completed: row.items_completed,
+            max_items: design.max_items as i32,
+            status,
+            source: StateSource::Database,
+            ttl_seconds: None,
+        })
+    }
+
+    /// Ids of the exams whose state is live in Redis.
+    pub async fn active_sessions(&self) -> AppResult<Vec<i64>> {
+        self.states.active_sessions().await.map_err(redis_unavailable)
+    }
+
+    /// Adds seconds to an active exam's state TTL (rebuilding the state first when Redis
+    /// lost it); returns the new TTL.
+    pub async fn extend_ttl(&self, exam_session_id: i64, additional_seconds: i32) -> AppResult<i64> {
+        if !(1..=7 * 24 * 3600).contains(&additional_seconds) {
+            return Err(AppError::bad_input(
+                "additionalSeconds must be between 1 and 604800 (one week)",
+            ));
+        }
+        let mut conn = self.db.get().await?;
+        let row = queries::find_exam_session(&mut conn, exam_session_id)
+            .await?
+            .ok_or_else(|| exam_not_found(exam_session_id))?;
+        let status = ExamStatus::parse(&row.status)?;
+        if status != ExamStatus::Active {
+            return Err(AppError::ExamNotActive(status.as_str().into()));
+        }
+        let additional = i64::from(additional_seconds);
+        if let Some(ttl) = self
+            .states
+            .extend_ttl(exam_session_id, additional)
+            .await
+            .map_err(redis_unavailable)?
+        {
+            return Ok(ttl);
+        }
+        // No state in Redis: rebuild it, then extend.
+        let bank = self.bank(&mut conn, row.item_bank_id).await?;
+        let attempts = queries::list_attempts(&mut conn, exam_session_id).await?;
+        drop(conn);
+        let (administered, responses) = history_from_attempts(&attempts, &bank)?;
+        let design = design_of(&row)?;
+        let exam = self.view(row, design, &bank)?;
+        let json = state_json(&state_of(&exam, &bank, &administered, &responses))?;
+        self.states
+            .save(exam_session_id, &json, administered.len() as i64, "")
+            .await
+            .map_err(redis_unavailable)?;
+        self.states
+            .extend_ttl(exam_session_id, additional)
+            .await
+            .map_err(redis_unavailable)?
+            .ok_or_else(|| AppError::Unavailable("the engine state could not be written".into()))
+    }
+
+    /// Deletes every engine state; returns how many. Exams go on from Postgres.
+    pub async fn clear_engine_cache(&self) -> AppResult<i64> {
+        let deleted = self.states.clear().await.map_err(redis_unavailable)?;
+        tracing::info!(deleted, "engine cache cleared");
+        Ok(deleted)
+    }
+
+    async fn cached_state(&self, exam_session_id: i64) -> Option<EngineState> {
+        match self.states.load(exam_session_id).await {
+            Ok(Some(json)) => parse_state(exam_session_id, &json),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!(exam.id = exam_session_id, error = %e, "engine state unavailable");
+                None
+            }
+        }
+    }
+
+    async fn save_state(&self, state: &EngineState, event: &str) {
+        let exam_session_id = state.exam_session_id;
+        let json = match state_json(state) {
+            Ok(json) => json,
+            Err(_) => return,
+        };
+        if let Err(e) = self
+            .states
+            .save(exam_session_id, &json, i64::from(state.items_completed), event)
+            .await
+        {
+            tracing::warn!(exam.id = exam_session_id, error = %e, "engine state not cached");
+        }
+    }
+
+    fn view(&self, row: ExamSessionRow, design: ExamDesign, bank: &Bank) -> AppResult<ExamView> {
+        let status = ExamStatus::parse(&row.status)?;
+        let current_item = match row.current_item_id {
+            Some(id) => {
+                let index = bank
+                    .index_of(id)
+                    .ok_or_else(|| AppError::internal("current item is not in the bank", id))?;
+                Some(PresentedItem::new(&bank.items[index], row.items_completed + 1))
+            }
+            None => None,
+        };
+        Ok(ExamView {
+            row,
+            status,
+            design,
+            current_item,
+        })
+    }
+}
+
+/// Validates and stores a new bank with all its items, atomically.
+pub async fn create_item_bank(db: &DbPool, bank: NewBank) -> AppResult<BankInfo> {
+    let new_items = validate_bank(&bank)?;
+    let mut conn = db.get().await?;
+    let new_bank = queries::NewItemBank {
+        name: bank.name.trim(),
+        scaling_constant: bank.scaling_constant,
+    };
+    let (row, count) = conn
+        .transaction(async |conn| queries::insert_item_bank(conn, &new_bank, new_items).await)
+        .await?;
+    tracing::info!(bank.id = row.id, items = count, "item bank created");
+    Ok(BankInfo {
+        id: row.id,
+        name: row.name,
+        item_count: count as i64,
+        scaling_constant: row.scaling_constant,
+    })
+}
+
+/// What the answer transaction produced.
+enum Recorded {
+    /// A new attempt, with the state to cache and the event to publish.
+    New {
+        answered: Answered,
+        state: EngineState,
+        event: String,
+    },
+    /// The same answer again: the recorded result.
+    Replay(Answered),
+}
+
+fn exam_not_found(id: i64) -> AppError {
+    AppError::NotFound(format!("exam session {id} does not exist"))
+}
+
+fn redis_unavailable(e: crate::storage::redis_pool::RedisUnavailable) -> AppError {
+    tracing::warn!(error = %e, "redis unavailable");
+    AppError::Unavailable("the engine-state cache (Redis) is unavailable".into())
+}
+
+fn stop_reason_str(reason: StopReason) -> &'static str {
+    match reason {
+        StopReason::MaxItems => "MAX_ITEMS",
+        StopReason::SeTarget => "SE_TARGET",
+        StopReason::BankExhausted => "BANK_EXHAUSTED",
+    }
+}
+
+/// Parses a stored stop reason.
+pub fn parse_stop_reason(raw: &str) -> Option<StopReason> {
+    match raw {
+        "MAX_ITEMS" => Some(StopReason::MaxItems),
+        "SE_TARGET" => Some(StopReason::SeTarget),
+        "BANK_EXHAUSTED" => Some(StopReason::BankExhausted),
+        _ => None,
+    }
+}
+
+fn bank_info(bank: &Bank) -> BankInfo {
+    BankInfo {
+        id: bank.id,
+        name: bank.name.clone(),
+        item_count: bank.items.len() as i64,
+        scaling_constant: bank.scaling_constant,
+    }
+}
+
+fn design_of(row: &ExamSessionRow) -> AppResult<ExamDesign> {
+    serde_json::from_value(row.config.clone())
+        .map_err(|e| AppError::internal("stored exam design is unreadable", e))
+}
+
+fn parse_state(exam_session_id: i64, json: &str) -> Option<EngineState> {
+    match serde_json::from_str::<EngineState>(json) {
+        Ok(state) => Some(state),
+        Err(e) => {
+            tracing::warn!(exam.id = exam_session_id, error = %e, "unreadable engine state ignored");
+            None
+        }
+    }
+}
+
+fn state_json(state: &EngineState) -> AppResult<String> {
+    serde_json::to_string(state).map_err(|e| AppError::internal("cannot serialize engine state", e))
+}
+
+/// The engine state of an exam after `administered`/`responses`.
+fn state_of(exam: &ExamView, bank: &Bank, administered: &[usize], responses: &[bool]) -> EngineState {
+    EngineState {
+        theta: exam.row.theta,
+        standard_error: exam.row.standard_error,
+        item_params_list: administered.iter().map(|&i| bank.params[i]).collect(),
+        responses: responses.to_vec(),
+        max_items: exam.design.max_items,
+        items_completed: administered.len() as u32,
+        item_ids: administered.iter().map(|&i| bank.items[i].id).collect(),
+        presented_item_id: exam.row.current_item_id,
+        student_id: exam.row.student_id.clone(),
+        item_bank_id: bank.id,
+        exam_session_id: exam.row.id,
+    }
+}
+
+fn history_from_state(state: &EngineState, bank: &Bank) -> Option<(Vec<usize>, Vec<bool>)> {
+    if state.item_ids.len() != state.responses.len() {
+        return None;
+    }
+    let administered = state
+        .item_ids
+        .iter()
+        .map(|&id| bank.index_of(id))
+        .collect::<Option<Vec<usize>>>()?;
+    Some((administered, state.responses.clone()))
+}
+
+fn history_from_attempts(attempts: &[AttemptRow], bank: &Bank) -> AppResult<(Vec<usize>, Vec<bool>)> {
+    let administered = attempts
+        .iter()
+        .map(|a| {
+            bank.index_of(a.item_id)
+                .ok_or_else(|| AppError::internal("attempted item is not in the bank", a.item_id))
+        })
+        .collect::<AppResult<Vec<usize>>>()?;
+    Ok((administered, attempts.iter().map(|a| a.correct).collect()))
+}
+
+/// The recorded result of an attempt, for a repeated submission.
+fn replay(attempt: &AttemptRow, exam: ExamView, bank: &Bank) -> Answered {
+    let next_item = attempt
+        .next_item_id
+        .and_then(|id| bank.index_of(id))
+        .map(|i| PresentedItem::new(&bank.items[i], attempt.position + 1));
+    let stop_reason = if attempt.completed {
+        exam.row.stop_reason.as_deref().and_then(parse_stop_reason)
+    } else {
+        None
+    };
+    Answered {
+        theta: attempt.theta,
+        standard_error: attempt.standard_error,
+        items_completed: attempt.position,
+        completed: attempt.completed,
+        next_item,
+        stop_reason,
+        exam,
+        recorded: false,
+    }
+}
+
+/// Checks an exam request and turns it into a design with the bank's D and a seed.
+pub fn design_from_request(request: &ExamRequest, scaling: f64, seed: u64) -> AppResult<ExamDesign> {
+    if !(1..=MAX_EXAM_ITEMS).contains(&request.max_items) {
+        return Err(AppError::bad_input(format!(
+            "maxItems must be between 1 and {MAX_EXAM_ITEMS}"
+        )));
+    }
+    if request.min_items < 0 || request.min_items > request.max_items {
+        return Err(AppError::bad_input("minItems must be between 0 and maxItems"));
+    }
+    if let Some(se) = request.se_target
+        && !(se.is_finite() && se > 0.0)
+    {
+        return Err(AppError::bad_input("seTarget must be a positive number"));
+    }
+    if !request.initial_theta.is_finite() || request.initial_theta.abs() > 10.0 {
+        return Err(AppError::bad_input("initialTheta must be between -10 and 10"));
+    }
+    if !(1..=100).contains(&request.randomesque) {
+        return Err(AppError::bad_input("randomesque must be between 1 and 100"));
+    }
+    let estimator = EstimatorSettings {
+        scaling,
+        ..request.estimator.clone()
+    };
+    estimator
+        .validate()
+        .map_err(|e| AppError::bad_input(format!("estimator: {e}")))?;
+    Ok(ExamDesign {
+        max_items: request.max_items as u32,
+        min_items: request.min_items as u32,
+        se_target: request.se_target,
+        initial_theta: request.initial_theta,
+        randomesque: request.randomesque as u32,
+        estimator,
+        seed,
+    })
+}
+
+/// Checks a new bank and returns its rows (bank id filled in on insert).
+pub fn validate_bank(bank: &NewBank) -> AppResult<Vec<queries::NewItem>> {
+    let name = bank.name.trim();
+    if name.is_empty() || name.len() > 256 {
+        return Err(AppError::bad_input("the bank name must be 1 to 256 bytes"));
+    }
+    if !(bank.scaling_constant.is_finite() && bank.scaling_constant > 0.0 && bank.scaling_constant <= 10.0) {
+        return Err(AppError::bad_input("scalingConstant must be in (0, 10]"));
+    }
+    if bank.items.is_empty() || bank.items.len() > MAX_BANK_ITEMS {
+        return Err(AppError::bad_input(format!(
+            "a bank holds 1 to {MAX_BANK_ITEMS} items"
+        )));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(bank.items.len());
+    bank.items
+        .iter()
+        .enumerate()
+        .map(|(n, item)| {
+            let at = |msg: &str| AppError::bad_input(format!("items[{n}] ({:?}): {msg}", item.external_id));
+            if item.external_id.trim().is_empty() || item.external_id.len() > 256 {
+                return Err(at("externalId must be 1 to 256 bytes"));
+            }
+            if !seen.insert(item.external_id.as_str()) {
+                return Err(at("duplicate externalId"));
+            }
+            check_params(&ItemParams { a: item.a, b: item.b, c: item.c, d: item.d }).map_err(|m| at(&m))?;
+            if item.answer_key.is_empty() || item.answer_key.len() > MAX_TEXT_LEN {
+                return Err(at("answerKey must be 1 to 10000 bytes"));
+            }
+            if item.content_area.as_ref().is_some_and(|c| c.len() > 256) {
+                return Err(at("contentArea must be at most 256 bytes"));
+            }
+            if item.content.to_string().len() > 100_000 {
+                return Err(at("content must be at most 100000 bytes of JSON"));
+            }
+            Ok(queries::NewItem {
+                item_bank_id: 0,
+                external_id: item.external_id.clone(),
+                a: item.a,
+                b: item.b,
+                c: item.c,
+                d: item.d,
+                content_area: item.content_area.clone(),
+                content: item.content.clone(),
+                answer_key: item.answer_key.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Checks one item's 4PL parameters.
+fn check_params(p: &ItemParams) -> Result<(), String> {
+    if !(p.a.is_finite() && p.a > 0.0 && p.a <= 10.0) {
+        return Err("a must be in (0, 10]".into());
+    }
+    if !(p.b.is_finite() && p.b.abs() <= 10.0) {
+        return Err("b must be in [-10, 10]".into());
+    }
+    if !(p.c.is_finite() && (0.0..1.0).contains(&p.c)) {
+        return Err("c must be in [0, 1)".into());
+    }
+    if !(p.d.is_finite() && p.d <= 1.0 && p.d > p.c) {
+        return Err("d must be in (c, 1]".into());
+    }
+    Ok(())
+}

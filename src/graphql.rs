@@ -1,0 +1,111 @@
+//! The GraphQL API: schema assembly, and the boundary where [`AppError`]s become GraphQL
+//! errors with `extensions.code`. Resolvers are thin: they parse ids, ask the request's
+//! [`Auth`] for a caller, call [`ExamService`], and convert the result.
+
+mod mutation;
+mod query;
+mod subscription;
+pub mod types;
+
+use async_graphql::{Context, ErrorExtensions, ID, MergedObject, Schema};
+
+use crate::auth::{Auth, Caller};
+use crate::error::{AppError, AppResult};
+use crate::exam::ExamService;
+
+pub use mutation::MutationRoot;
+pub use query::QueryRoot;
+pub use subscription::SubscriptionRoot;
+
+/// The assembled schema.
+pub type AppSchema = Schema<Query, Mutation, SubscriptionRoot>;
+
+/// Every query, merged from the domain roots.
+#[derive(MergedObject, Default)]
+pub struct Query(QueryRoot);
+
+/// Every mutation, merged from the domain roots.
+#[derive(MergedObject, Default)]
+pub struct Mutation(MutationRoot);
+
+/// Limits applied to every operation.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Deepest selection allowed (GraphiQL's introspection query needs about 13).
+    pub depth: usize,
+    /// Largest complexity (one per field, list fields count their children once).
+    pub complexity: usize,
+    /// Whether introspection is enabled.
+    pub introspection: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            depth: 16,
+            complexity: 1_000,
+            introspection: true,
+        }
+    }
+}
+
+/// Builds the schema around the exam service.
+pub fn build_schema(service: Option<ExamService>, limits: Limits) -> AppSchema {
+    let mut builder = Schema::build(Query::default(), Mutation::default(), SubscriptionRoot)
+        .limit_depth(limits.depth)
+        .limit_complexity(limits.complexity);
+    if !limits.introspection {
+        builder = builder.disable_introspection();
+    }
+    if let Some(service) = service {
+        builder = builder.data(service);
+    }
+    builder.finish()
+}
+
+/// The SDL of the schema, as committed in `schema.graphql`.
+pub fn sdl() -> String {
+    build_schema(None, Limits::default()).sdl()
+}
+
+/// Converts an [`AppError`] to a GraphQL error carrying its code.
+pub(crate) fn gql(error: AppError) -> async_graphql::Error {
+    error.extend()
+}
+
+/// The request's authenticated caller, or `UNAUTHENTICATED`.
+pub(crate) fn caller<'a>(ctx: &'a Context<'_>) -> AppResult<&'a Caller> {
+    match ctx.data_opt::<Auth>() {
+        Some(auth) => auth.caller(),
+        None => Auth::Anonymous.caller(),
+    }
+}
+
+/// The exam service from the schema data.
+pub(crate) fn service<'a>(ctx: &'a Context<'_>) -> AppResult<&'a ExamService> {
+    ctx.data::<ExamService>()
+        .map_err(|e| AppError::internal("schema has no exam service", e.message))
+}
+
+/// Parses a database id given as a GraphQL `ID`.
+pub(crate) fn parse_id(id: &ID, what: &str) -> AppResult<i64> {
+    id.parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| AppError::bad_input(format!("{what} must be a positive integer id")))
+}
+
+#[cfg(test)]
+mod tests {
+    /// `schema.graphql` is the SDL the code generates; regenerate it with
+    /// `cargo run -- schema > schema.graphql` when the API changes.
+    #[test]
+    fn schema_graphql_is_up_to_date() {
+        let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql"))
+            .expect("schema.graphql exists at the repo root");
+        assert!(
+            committed == super::sdl(),
+            "schema.graphql is out of date: run `cargo run -- schema > schema.graphql`"
+        );
+    }
+}

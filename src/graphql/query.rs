@@ -1,0 +1,51 @@
+//! Queries: exam sessions, engine summaries, banks and live sessions.
+
+use async_graphql::{Context, ID, Object, Result};
+
+use super::types::{EngineSummary, ExamSession, ItemBank};
+use super::{caller, gql, parse_id, service};
+
+/// Read-only operations.
+#[derive(Default)]
+pub struct QueryRoot;
+
+#[Object]
+impl QueryRoot {
+    /// The engine's numbers for one exam, from the Redis cache when it is current, else
+    /// from Postgres (owner or admin).
+    async fn engine_summary(&self, ctx: &Context<'_>, exam_session_id: ID) -> Result<EngineSummary> {
+        let caller = caller(ctx).map_err(gql)?;
+        let id = parse_id(&exam_session_id, "examSessionId").map_err(gql)?;
+        let summary = service(ctx).map_err(gql)?.engine_summary(caller, id).await.map_err(gql)?;
+        Ok(summary.into())
+    }
+
+    /// One exam session (owner or admin).
+    async fn exam_session(&self, ctx: &Context<'_>, id: ID) -> Result<ExamSession> {
+        let caller = caller(ctx).map_err(gql)?;
+        let id = parse_id(&id, "id").map_err(gql)?;
+        let view = service(ctx).map_err(gql)?.exam_session(caller, id).await.map_err(gql)?;
+        Ok(view.into())
+    }
+
+    /// Ids of the exams whose engine state is live in Redis (admin; uses SCAN).
+    async fn active_sessions(&self, ctx: &Context<'_>) -> Result<Vec<ID>> {
+        caller(ctx).and_then(|c| c.require_admin()).map_err(gql)?;
+        let ids = service(ctx).map_err(gql)?.active_sessions().await.map_err(gql)?;
+        Ok(ids.into_iter().map(ID::from).collect())
+    }
+
+    /// One item bank (any authenticated caller: no parameters or keys are shown).
+    async fn item_bank(&self, ctx: &Context<'_>, id: ID) -> Result<ItemBank> {
+        caller(ctx).map_err(gql)?;
+        let id = parse_id(&id, "id").map_err(gql)?;
+        Ok(service(ctx).map_err(gql)?.item_bank(id).await.map_err(gql)?.into())
+    }
+
+    /// Every item bank, newest first (admin).
+    async fn item_banks(&self, ctx: &Context<'_>) -> Result<Vec<ItemBank>> {
+        caller(ctx).and_then(|c| c.require_admin()).map_err(gql)?;
+        let banks = service(ctx).map_err(gql)?.item_banks().await.map_err(gql)?;
+        Ok(banks.into_iter().map(Into::into).collect())
+    }
+}

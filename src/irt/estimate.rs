@@ -1,0 +1,667 @@
+//! Ability estimation from a dichotomous response pattern.
+//!
+//! This module owns the estimators (EAP, MAP, MLE, WLE), their standard
+//! errors, the prior distributions and the rule for constant patterns (all
+//! answers right or all wrong). It follows the R package catR 3.17
+//! (`thetaEst`, `semTheta`, `eapEst`, `eapSem`; Magis & Barrada, 2017) and is
+//! tested against its output (`tests/data/catr_estimates.json`).
+//!
+//! Notation: `x_i ∈ {0, 1}` the responses, `P_i = P_i(θ)` (see
+//! [`super::model`]), `Q_i = 1 − P_i`,
+//!
+//! ```text
+//! log L(θ) = Σ x_i ln P_i + (1 − x_i) ln Q_i
+//! S(θ)     = Σ P_i'(x_i − P_i)/(P_i Q_i)       (score, catR's `r`)
+//! I(θ)     = Σ P_i'²/(P_i Q_i)                 (test information)
+//! J(θ)     = Σ P_i' P_i''/(P_i Q_i)            (Warm, 1989)
+//! ```
+//!
+//! * **EAP** (Bock & Mislevy, 1982; catR `eapEst`/`eapSem`): posterior mean
+//!   and posterior standard deviation on `quadrature_points` equally spaced
+//!   nodes `x_0 = theta_min, …, x_{n−1} = theta_max`, integrated with catR's
+//!   trapezoid rule `∫ y ≈ Σ_k (x_{k+1} − x_k)(y_k + y_{k+1})/2`:
+//!   `θ̂ = ∫ θ L π / ∫ L π`, `SE = sqrt(∫ (θ − θ̂)² L π / ∫ L π)`. The
+//!   log-likelihood is accumulated per node in log space and its maximum is
+//!   subtracted before exponentiating, so thousands of answers never
+//!   underflow.
+//! * **MAP** (Bayes modal, catR "BM"): the maximizer of `log L + log π` on
+//!   `[theta_min, theta_max]` (on `[lower, upper] ∩ [theta_min, theta_max]`
+//!   for a uniform prior, whose MAP is the MLE there), i.e. a root of
+//!   `S(θ) + (log π)'(θ)`: `(μ − θ)/σ²` for the normal prior, `0` for the
+//!   uniform one, `I'(θ)/(2 I(θ))` for Jeffreys' prior `π ∝ sqrt(I)`.
+//! * **MLE** (catR "ML"): the maximizer of `log L` on the range (a root of
+//!   `S`); all-correct and all-wrong patterns give the upper and lower bound.
+//! * **WLE** (Warm, 1989; catR "WL"): a root of `S(θ) + J(θ)/(2 I(θ))`. It is
+//!   finite for constant patterns.
+//!
+//! Standard errors (catR `semTheta`; "sandwich" is catR's `sem.type = "new"`,
+//! Magis, 2016, eq. for `Var(θ̂) = E[T²]/E[T']²` with `T` the estimating
+//! function):
+//!
+//! | estimator | classic | sandwich |
+//! |---|---|---|
+//! | MLE | `1/sqrt(I)` | `1/sqrt(I)` |
+//! | MAP | `1/sqrt(I − (log π)'')` | `sqrt(I)/|I − (log π)''|` |
+//! | WLE | `1/sqrt(I)` | `sqrt(I)/|I − (J/(2I))'|` |
+//!
+//! with `(log π)'' = −1/σ²` (normal), `0` (uniform),
+//! `(½ ln I)'' = (I''·I − I'²)/(2I²)` (Jeffreys), and
+//! `(J/(2I))' = (J'·I − J·I')/(2I²)`.
+//!
+//! Roots are located as follows. The estimating function `T` is evaluated on
+//! a scan grid of step ≤ 0.25 over the range; every sign change from `+` to
+//! `−` (a local maximum of the objective) is refined with Brent's method
+//! (R's `zeroin`, tolerance 1e-13), and a bound is a candidate when `T`
+//! points outwards there (`T(lo) ≤ 0`, `T(hi) ≥ 0`). With a single candidate
+//! (every unimodal case) this is exactly catR's rule (`uniroot` on the range,
+//! or the bound when `T` has the same sign at both ends). With several
+//! candidates (multimodal 3PL likelihoods) the one with the largest objective
+//! wins: `log L + log π` for MAP and MLE; for WLE, which has no objective in
+//! general, Warm's penalized likelihood `log L + ½ ln I` (exact for the
+//! 1PL/2PL, a tie-breaker otherwise). Two roots closer than the scan step can
+//! be missed.
+
+use serde::{Deserialize, Serialize};
+
+use super::IrtError;
+use super::model::{ItemParams, ItemTerms, information, log_prob};
+
+/// Smallest accepted [`EstimatorSettings::quadrature_points`].
+pub const MIN_QUADRATURE_POINTS: usize = 2;
+/// Largest accepted [`EstimatorSettings::quadrature_points`] (the EAP keeps its
+/// nodes in a stack buffer of this size: no allocation per estimate).
+pub const MAX_QUADRATURE_POINTS: usize = 1001;
+/// Step of [`ConstantPatternRule::Step`] (catR's `constantPatt = "fixed7"`).
+pub const CONSTANT_PATTERN_STEP: f64 = 0.7;
+
+/// Largest distance between two points of the root scan grid.
+const SCAN_STEP: f64 = 0.25;
+/// Largest number of scan intervals (very wide ranges get a coarser scan).
+const MAX_SCAN_INTERVALS: usize = 400;
+/// Absolute tolerance passed to Brent's method.
+const ROOT_TOLERANCE: f64 = 1e-13;
+/// Iteration cap of Brent's method (it converges in far fewer).
+const ROOT_MAX_ITERATIONS: usize = 500;
+
+/// The ability estimator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EstimatorMethod {
+    /// Expected a posteriori (posterior mean), catR "EAP".
+    Eap,
+    /// Maximum a posteriori (posterior mode), catR "BM".
+    Map,
+    /// Maximum likelihood, catR "ML".
+    Mle,
+    /// Warm's weighted likelihood, catR "WL".
+    Wle,
+}
+
+/// Prior distribution of ability (used by EAP and MAP, and by the
+/// [`ConstantPatternRule::Map`]/[`ConstantPatternRule::Eap`] fallbacks).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Prior {
+    /// Normal `N(mean, sd²)`, catR `priorDist = "norm"`.
+    Normal {
+        /// Mean.
+        mean: f64,
+        /// Standard deviation, `> 0`.
+        sd: f64,
+    },
+    /// Uniform on `[lower, upper]` (density `1/(upper − lower)` inside,
+    /// endpoints included, 0 outside), catR `priorDist = "unif"`.
+    Uniform {
+        /// Lower bound.
+        lower: f64,
+        /// Upper bound, `> lower`.
+        upper: f64,
+    },
+    /// Jeffreys' non-informative prior `π(θ) ∝ sqrt(I(θ))` over the answered
+    /// items, catR `priorDist = "Jeffreys"`.
+    Jeffreys,
+}
+
+/// Standard error formula of the MAP and WLE estimators (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SeType {
+    /// Inverse square root of the (posterior) information, catR
+    /// `sem.type = "classic"`.
+    Classic,
+    /// Magis (2016) sandwich form `sqrt(I)/|T'|`, catR `sem.type = "new"`.
+    /// Same as [`SeType::Classic`] for MLE.
+    Sandwich,
+}
+
+/// What MLE and WLE do when all responses are equal (all right or all wrong).
+/// Other estimators ignore it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConstantPatternRule {
+    /// No special treatment (catR's default `constantPatt = NULL`): the MLE
+    /// goes to `theta_max`/`theta_min`, the WLE keeps its own finite value.
+    Bound,
+    /// Use the MAP estimate and its standard error with the settings' prior
+    /// (catR `constantPatt = "BM"`).
+    Map,
+    /// Use the EAP estimate and posterior SD (catR `constantPatt = "EAP"`).
+    Eap,
+    /// Move [`CONSTANT_PATTERN_STEP`] from `current_theta`, up after all
+    /// correct and down after all wrong, clamped to the range (catR
+    /// `constantPatt = "fixed7"`). catR then reports an infinite SE; this
+    /// returns `1/sqrt(I)` at the new value instead, so it stays finite.
+    Step,
+}
+
+/// Everything an ability estimate depends on besides the responses.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EstimatorSettings {
+    /// The estimator.
+    pub method: EstimatorMethod,
+    /// The ability prior (EAP, MAP and the constant-pattern fallbacks).
+    pub prior: Prior,
+    /// Number of EAP quadrature nodes on `[theta_min, theta_max]`, in
+    /// [`MIN_QUADRATURE_POINTS`]`..=`[`MAX_QUADRATURE_POINTS`] (catR `parInt[3]`).
+    pub quadrature_points: usize,
+    /// Lower end of the ability range: the search interval of MAP/MLE/WLE
+    /// (catR `range`) and the first EAP node (catR `parInt[1]`).
+    pub theta_min: f64,
+    /// Upper end of the ability range (catR `range[2]` and `parInt[2]`).
+    pub theta_max: f64,
+    /// Scaling constant `D` of the logistic model (1 or 1.702).
+    pub scaling: f64,
+    /// Standard error formula for MAP and WLE.
+    pub se_type: SeType,
+    /// Rule for constant patterns under MLE and WLE.
+    pub constant_pattern: ConstantPatternRule,
+}
+
+impl Default for EstimatorSettings {
+    /// EAP with a standard normal prior, 33 nodes on `[-4, 4]`, `D = 1`,
+    /// classic SE, [`ConstantPatternRule::Bound`] (catR's defaults).
+    fn default() -> Self {
+        Self {
+            method: EstimatorMethod::Eap,
+            prior: Prior::Normal { mean: 0.0, sd: 1.0 },
+            quadrature_points: 33,
+            theta_min: -4.0,
+            theta_max: 4.0,
+            scaling: 1.0,
+            se_type: SeType::Classic,
+            constant_pattern: ConstantPatternRule::Bound,
+        }
+    }
+}
+
+impl EstimatorSettings {
+    /// Checks that the settings can be used: quadrature points in
+    /// [`MIN_QUADRATURE_POINTS`]`..=`[`MAX_QUADRATURE_POINTS`], finite
+    /// `theta_min < theta_max`, finite `scaling > 0`, a normal prior with a
+    /// finite mean and finite `sd > 0`, a uniform prior with finite
+    /// `lower < upper` that overlaps `(theta_min, theta_max)`.
+    ///
+    /// # Errors
+    /// The first violated condition, as an [`IrtError`].
+    pub fn validate(&self) -> Result<(), IrtError> {
+        if !(MIN_QUADRATURE_POINTS..=MAX_QUADRATURE_POINTS).contains(&self.quadrature_points) {
+            return Err(IrtError::QuadraturePoints(self.quadrature_points));
+        }
+        if !(self.theta_min.is_finite() && self.theta_max.is_finite() && self.theta_min < self.theta_max) {
+            return Err(IrtError::ThetaRange {
+                min: self.theta_min,
+                max: self.theta_max,
+            });
+        }
+        if !(self.scaling.is_finite() && self.scaling > 0.0) {
+            return Err(IrtError::Scaling(self.scaling));
+        }
+        match self.prior {
+            Prior::Normal { mean, sd } => {
+                if !(mean.is_finite() && sd.is_finite() && sd > 0.0) {
+                    return Err(IrtError::NormalPrior { mean, sd });
+                }
+            }
+            Prior::Uniform { lower, upper } => {
+                let ok = lower.is_finite()
+                    && upper.is_finite()
+                    && lower < upper
+                    && lower < self.theta_max
+                    && upper > self.theta_min;
+                if !ok {
+                    return Err(IrtError::UniformPrior { lower, upper });
+                }
+            }
+            Prior::Jeffreys => {}
+        }
+        Ok(())
+    }
+}
+
+/// An ability estimate and its standard error.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Estimate {
+    /// Estimated ability, always within `[theta_min, theta_max]`.
+    pub theta: f64,
+    /// Its standard error (posterior SD for EAP). Positive; `+∞` only when the
+    /// answered items carry no information at all at `theta` (degenerate
+    /// items).
+    pub standard_error: f64,
+}
+
+/// Estimates ability from `responses` (`true` = correct) to `items`.
+///
+/// * No responses: no estimator is run; the result is `current_theta`
+///   clamped to `[theta_min, theta_max]` (the prior centre if `current_theta`
+///   is not finite) with the prior's SD as standard error: `sd` for the
+///   normal prior, `(upper − lower)/√12` for the uniform one and
+///   `(theta_max − theta_min)/√12` for Jeffreys' (flat when nothing was
+///   answered).
+/// * Otherwise the estimator of `settings.method`, with
+///   `settings.constant_pattern` applied to MLE/WLE when all responses are
+///   equal; `current_theta` is only read by [`ConstantPatternRule::Step`].
+///
+/// `settings` and `items` are assumed valid ([`EstimatorSettings::validate`],
+/// [`ItemParams::validate`]); [`try_estimate`] checks them. With invalid input
+/// the result is unspecified but this does not panic (beyond the length check).
+///
+/// # Panics
+/// If `items.len() != responses.len()`.
+#[must_use]
+pub fn estimate(settings: &EstimatorSettings, items: &[ItemParams], responses: &[bool], current_theta: f64) -> Estimate {
+    assert_eq!(
+        items.len(),
+        responses.len(),
+        "estimate: every answered item needs exactly one response"
+    );
+    let Some(&first) = responses.first() else {
+        return prior_estimate(settings, current_theta);
+    };
+    let mut method = settings.method;
+    if matches!(method, EstimatorMethod::Mle | EstimatorMethod::Wle) && responses.iter().all(|&x| x == first) {
+        match settings.constant_pattern {
+            ConstantPatternRule::Bound => {}
+            ConstantPatternRule::Map => method = EstimatorMethod::Map,
+            ConstantPatternRule::Eap => method = EstimatorMethod::Eap,
+            ConstantPatternRule::Step => {
+                let from = if current_theta.is_finite() {
+                    current_theta
+                } else {
+                    prior_center(settings)
+                };
+                let step = if first {
+                    CONSTANT_PATTERN_STEP
+                } else {
+                    -CONSTANT_PATTERN_STEP
+                };
+                let theta = (from + step).clamp(settings.theta_min, settings.theta_max);
+                let info: f64 = items.iter().map(|it| information(it, theta, settings.scaling)).sum();
+                return Estimate {
+                    theta,
+                    standard_error: 1.0 / info.sqrt(),
+                };
+            }
+        }
+    }
+    match method {
+        EstimatorMethod::Eap => eap(settings, items, responses).unwrap_or_else(|| prior_estimate(settings, current_theta)),
+        EstimatorMethod::Map => match settings.prior {
+            Prior::Normal { mean, sd } => modal(settings, items, responses, Equation::MapNormal { mean, sd }),
+            Prior::Uniform { .. } => modal(settings, items, responses, Equation::MapUniform),
+            Prior::Jeffreys => modal(settings, items, responses, Equation::MapJeffreys),
+        },
+        EstimatorMethod::Mle => modal(settings, items, responses, Equation::Mle),
+        EstimatorMethod::Wle => modal(settings, items, responses, Equation::Wle),
+    }
+}
+
+/// [`estimate`] after validating the settings, the items and the lengths.
+///
+/// # Errors
+/// [`IrtError::LengthMismatch`], or the first error of
+/// [`EstimatorSettings::validate`] or [`ItemParams::validate_at`].
+pub fn try_estimate(
+    settings: &EstimatorSettings,
+    items: &[ItemParams],
+    responses: &[bool],
+    current_theta: f64,
+) -> Result<Estimate, IrtError> {
+    settings.validate()?;
+    if items.len() != responses.len() {
+        return Err(IrtError::LengthMismatch {
+            items: items.len(),
+            responses: responses.len(),
+        });
+    }
+    for (index, item) in items.iter().enumerate() {
+        item.validate_at(index)?;
+    }
+    Ok(estimate(settings, items, responses, current_theta))
+}
+
+/// Centre of the prior (normal mean, uniform midpoint, range midpoint for
+/// Jeffreys).
+fn prior_center(settings: &EstimatorSettings) -> f64 {
+    match settings.prior {
+        Prior::Normal { mean, .. } => mean,
+        Prior::Uniform { lower, upper } => 0.5 * (lower + upper),
+        Prior::Jeffreys => 0.5 * (settings.theta_min + settings.theta_max),
+    }
+}
+
+/// The estimate before any answer (see [`estimate`]).
+fn prior_estimate(settings: &EstimatorSettings, current_theta: f64) -> Estimate {
+    let sqrt12 = 12.0_f64.sqrt();
+    let standard_error = match settings.prior {
+        Prior::Normal { sd, .. } => sd,
+        Prior::Uniform { lower, upper } => (upper - lower) / sqrt12,
+        Prior::Jeffreys => (settings.theta_max - settings.theta_min) / sqrt12,
+    };
+    let from = if current_theta.is_finite() {
+        current_theta
+    } else {
+        prior_center(settings)
+    };
+    Estimate {
+        theta: clamp_to_range(from, settings.theta_min, settings.theta_max),
+        standard_error,
+    }
+}
+
+/// `x` clamped to `[lo, hi]` without panicking on an inverted range.
+fn clamp_to_range(x: f64, lo: f64, hi: f64) -> f64 {
+    x.min(hi).max(lo)
+}
+
+/// EAP estimate and posterior SD (catR `eapEst`/`eapSem`), or `None` when the
+/// posterior has no mass on the nodes (only with invalid settings or items).
+fn eap(settings: &EstimatorSettings, items: &[ItemParams], responses: &[bool]) -> Option<Estimate> {
+    let n = settings
+        .quadrature_points
+        .clamp(MIN_QUADRATURE_POINTS, MAX_QUADRATURE_POINTS);
+    let (lo, hi) = (settings.theta_min, settings.theta_max);
+    let step = (hi - lo) / (n - 1) as f64;
+    // R's seq(lo, hi, length.out = n): lo + k·step, last node exactly hi.
+    let node = |k: usize| if k + 1 == n { hi } else { lo + k as f64 * step };
+    let scaling = settings.scaling;
+
+    // Log posterior (up to a constant) at every node.
+    let mut buffer = [0.0_f64; MAX_QUADRATURE_POINTS];
+    let log_post = &mut buffer[..n];
+    for (item, &correct) in items.iter().zip(responses) {
+        for (k, lp) in log_post.iter_mut().enumerate() {
+            *lp += log_prob(item, node(k), scaling, correct);
+        }
+    }
+    match settings.prior {
+        Prior::Normal { mean, sd } => {
+            for (k, lp) in log_post.iter_mut().enumerate() {
+                let u = (node(k) - mean) / sd;
+                *lp -= 0.5 * u * u;
+            }
+        }
+        Prior::Uniform { lower, upper } => {
+            for (k, lp) in log_post.iter_mut().enumerate() {
+                if !(lower..=upper).contains(&node(k)) {
+                    *lp = f64::NEG_INFINITY;
+                }
+            }
+        }
+        Prior::Jeffreys => {
+            for (k, lp) in log_post.iter_mut().enumerate() {
+                let theta = node(k);
+                let info: f64 = items.iter().map(|it| information(it, theta, scaling)).sum();
+                *lp += 0.5 * info.ln();
+            }
+        }
+    }
+
+    let max = log_post.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !max.is_finite() {
+        return None;
+    }
+    for lp in log_post.iter_mut() {
+        *lp = (*lp - max).exp();
+    }
+    let weights: &[f64] = log_post;
+    // catR's integrate.catR: Σ (x[k+1] − x[k])·(y[k] + y[k+1])/2.
+    let integrate = |f: &dyn Fn(usize) -> f64| -> f64 {
+        (0..n - 1)
+            .map(|k| (node(k + 1) - node(k)) * (f(k) + f(k + 1)) * 0.5)
+            .sum()
+    };
+    let mass = integrate(&|k| weights[k]);
+    if !(mass > 0.0 && mass.is_finite()) {
+        return None;
+    }
+    let theta = integrate(&|k| node(k) * weights[k]) / mass;
+    let variance = integrate(&|k| {
+        let u = node(k) - theta;
+        u * u * weights[k]
+    }) / mass;
+    Some(Estimate {
+        theta,
+        standard_error: variance.sqrt(),
+    })
+}
+
+/// The estimating equation of a modal estimator.
+#[derive(Clone, Copy, Debug)]
+enum Equation {
+    /// `S(θ) = 0`.
+    Mle,
+    /// `S(θ) + (μ − θ)/σ² = 0`.
+    MapNormal {
+        /// Prior mean.
+        mean: f64,
+        /// Prior SD.
+        sd: f64,
+    },
+    /// `S(θ) = 0` on the prior's support intersected with the range.
+    MapUniform,
+    /// `S(θ) + I'(θ)/(2 I(θ)) = 0`.
+    MapJeffreys,
+    /// `S(θ) + J(θ)/(2 I(θ)) = 0`.
+    Wle,
+}
+
+/// Sums over the answered items at one ability value.
+#[derive(Clone, Copy, Debug, Default)]
+struct Sums {
+    /// Score `S`.
+    score: f64,
+    /// Test information `I`.
+    info: f64,
+    /// `I'`.
+    d_info: f64,
+    /// `I''`.
+    d2_info: f64,
+    /// Warm's `J`.
+    j: f64,
+    /// `J'`.
+    d_j: f64,
+}
+
+impl Sums {
+    /// Accumulates the per-item terms at `theta`.
+    fn at(items: &[ItemParams], responses: &[bool], theta: f64, scaling: f64) -> Self {
+        let mut s = Self::default();
+        for (item, &x) in items.iter().zip(responses) {
+            let t = ItemTerms::new(item, theta, scaling);
+            s.score += t.score(x);
+            s.info += t.info;
+            s.d_info += t.d_info;
+            s.d2_info += t.d2_info;
+            s.j += t.j;
+            s.d_j += t.d_j;
+        }
+        s
+    }
+
+    /// `a / (2 I)`, 0 when there is no information.
+    fn over_two_info(&self, a: f64) -> f64 {
+        if self.info > 0.0 { a / (2.0 * self.info) } else { 0.0 }
+    }
+}
+
+impl Equation {
+    /// The estimating function `T(θ)` whose root is the estimate.
+    fn value(self, s: &Sums, theta: f64) -> f64 {
+        match self {
+            Self::Mle | Self::MapUniform => s.score,
+            Self::MapNormal { mean, sd } => s.score + (mean - theta) / (sd * sd),
+            Self::MapJeffreys => s.score + s.over_two_info(s.d_info),
+            Self::Wle => s.score + s.over_two_info(s.j),
+        }
+    }
+
+    /// The objective used to choose among several roots (see the module doc).
+    fn objective(self, items: &[ItemParams], responses: &[bool], theta: f64, scaling: f64) -> f64 {
+        let mut log_lik = 0.0;
+        let mut info = 0.0;
+        for (item, &x) in items.iter().zip(responses) {
+            let t = ItemTerms::new(item, theta, scaling);
+            log_lik += t.log_prob(x);
+            info += t.info;
+        }
+        match self {
+            Self::Mle | Self::MapUniform => log_lik,
+            Self::MapNormal { mean, sd } => {
+                let u = (theta - mean) / sd;
+                log_lik - 0.5 * u * u
+            }
+            Self::MapJeffreys | Self::Wle => log_lik + 0.5 * info.ln(),
+        }
+    }
+
+    /// Standard error at the estimate (table in the module doc).
+    fn standard_error(self, s: &Sums, se_type: SeType) -> f64 {
+        let i = s.info;
+        let classic = 1.0 / i.sqrt();
+        // Denominator `−T'(θ̂)` of the estimating function.
+        let denominator = match self {
+            Self::Mle | Self::MapUniform => return classic,
+            Self::MapNormal { sd, .. } => i + 1.0 / (sd * sd),
+            Self::MapJeffreys => i - (s.d2_info * i - s.d_info * s.d_info) / (2.0 * i * i),
+            Self::Wle => match se_type {
+                SeType::Classic => return classic,
+                SeType::Sandwich => i - (s.d_j * i - s.j * s.d_info) / (2.0 * i * i),
+            },
+        };
+        let se = match se_type {
+            SeType::Classic => 1.0 / denominator.sqrt(),
+            SeType::Sandwich => i.sqrt() / denominator.abs(),
+        };
+        if se.is_finite() && se > 0.0 { se } else { classic }
+    }
+}
+
+/// MAP, MLE or WLE: the root of `equation` on the range (see the module doc)
+/// and its standard error.
+fn modal(settings: &EstimatorSettings, items: &[ItemParams], responses: &[bool], equation: Equation) -> Estimate {
+    let (mut lo, mut hi) = (settings.theta_min, settings.theta_max);
+    if let (Equation::MapUniform, Prior::Uniform { lower, upper }) = (equation, settings.prior) {
+        let (l, u) = (lo.max(lower), hi.min(upper));
+        if l < u {
+            (lo, hi) = (l, u);
+        }
+    }
+    let scaling = settings.scaling;
+    let t = |theta: f64| equation.value(&Sums::at(items, responses, theta, scaling), theta);
+    let objective = |theta: f64| equation.objective(items, responses, theta, scaling);
+
+    // Best candidate so far and its objective (computed only when needed).
+    let mut best: Option<(f64, Option<f64>)> = None;
+    let mut consider = |theta: f64| match best {
+        None => best = Some((theta, None)),
+        Some((b, b_obj)) => {
+            let b_obj = b_obj.unwrap_or_else(|| objective(b));
+            let obj = objective(theta);
+            best = Some(if obj > b_obj { (theta, Some(obj)) } else { (b, Some(b_obj)) });
+        }
+    };
+
+    let intervals = (((hi - lo) / SCAN_STEP).ceil() as usize).clamp(1, MAX_SCAN_INTERVALS);
+    let width = (hi - lo) / intervals as f64;
+    let grid = |j: usize| if j == intervals { hi } else { lo + j as f64 * width };
+    let mut prev = (lo, t(lo));
+    if prev.1 <= 0.0 {
+        consider(lo);
+    }
+    let mut last = prev.1;
+    for j in 1..=intervals {
+        let x = grid(j);
+        let fx = t(x);
+        if prev.1 > 0.0 && fx <= 0.0 {
+            consider(brent(&t, prev.0, x, prev.1, fx));
+        }
+        prev = (x, fx);
+        last = fx;
+    }
+    if last >= 0.0 {
+        consider(hi);
+    }
+    // Only reachable when T is NaN somewhere (invalid items): stay in range.
+    let theta = best.map_or(0.5 * (lo + hi), |(b, _)| b);
+    let sums = Sums::at(items, responses, theta, scaling);
+    Estimate {
+        theta,
+        standard_error: equation.standard_error(&sums, settings.se_type),
+    }
+}
+
+/// Brent's root finder (Brent, 1973, ch. 4; the `zeroin` of R's `uniroot`)
+/// on `[a, b]` with `f(a) = fa`, `f(b) = fb` of opposite signs (or one zero).
+fn brent(f: &impl Fn(f64) -> f64, a: f64, b: f64, fa: f64, fb: f64) -> f64 {
+    let (mut a, mut b, mut fa, mut fb) = (a, b, fa, fb);
+    if fa == 0.0 {
+        return a;
+    }
+    if fb == 0.0 {
+        return b;
+    }
+    let (mut c, mut fc) = (a, fa);
+    for _ in 0..ROOT_MAX_ITERATIONS {
+        let prev_step = b - a;
+        if fc.abs() < fb.abs() {
+            (a, b, c) = (b, c, b);
+            (fa, fb, fc) = (fb, fc, fb);
+        }
+        let tol_act = 2.0 * f64::EPSILON * b.abs() + ROOT_TOLERANCE / 2.0;
+        let mut new_step = (c - b) / 2.0;
+        if new_step.abs() <= tol_act || fb == 0.0 {
+            return b;
+        }
+        if prev_step.abs() >= tol_act && fa.abs() > fb.abs() {
+            let cb = c - b;
+            let (mut p, mut q);
+            if a == c {
+                // Secant step.
+                let t1 = fb / fa;
+                p = cb * t1;
+                q = 1.0 - t1;
+            } else {
+                // Inverse quadratic interpolation.
+                let qq = fa / fc;
+                let t1 = fb / fc;
+                let t2 = fb / fa;
+                p = t2 * (cb * qq * (qq - t1) - (b - a) * (t1 - 1.0));
+                q = (qq - 1.0) * (t1 - 1.0) * (t2 - 1.0);
+            }
+            if p > 0.0 {
+                q = -q;
+            } else {
+                p = -p;
+            }
+            if p < 0.75 * cb * q - (tol_act * q).abs() / 2.0 && p < (prev_step * q / 2.0).abs() {
+                new_step = p / q;
+            }
+        }
+        if new_step.abs() < tol_act {
+            new_step = if new_step > 0.0 { tol_act } else { -tol_act };
+        }
+        (a, fa) = (b, fb);
+        b += new_step;
+        fb = f(b);
+        if (fb > 0.0 && fc > 0.0) || (fb < 0.0 && fc < 0.0) {
+            (c, fc) = (a, fa);
+        }
+    }
+    b
+}

@@ -1,0 +1,135 @@
+//! The `adaptive-engine` command line: `serve` (default), `migrate`, `schema`, `token`,
+//! `import-bank`. Parses arguments and hands over to the library.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use adaptive_engine::auth::{JwtKeys, Role};
+use adaptive_engine::config::Config;
+use adaptive_engine::{app, bank_file, exam, graphql, server, storage};
+
+/// Computerized adaptive testing service: IRT engine, GraphQL API, Postgres + Redis.
+///
+/// Configuration comes from the environment (and a `.env` file in the working
+/// directory): DATABASE_URL, REDIS_URL (or REDIS_HOST/PORT/DB/PASSWORD), REDIS_KEY_PREFIX,
+/// ENGINE_STATE_TTL_SECONDS, JWT_SECRET, HOST, PORT. See the README for the full table.
+#[derive(Parser)]
+#[command(name = "adaptive-engine", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (the default): creates and migrates the database if needed, then
+    /// serves GraphQL on http://HOST:PORT/graphql (GraphiQL in a browser).
+    Serve,
+    /// Create the database if missing and apply pending migrations, then exit.
+    Migrate,
+    /// Print the GraphQL schema (SDL), as committed in schema.graphql.
+    Schema,
+    /// Mint a JWT signed with JWT_SECRET, for curl, GraphiQL or tests.
+    Token {
+        /// The caller's role.
+        #[arg(long, value_enum)]
+        role: Role,
+        /// The subject: the student id (owner of the exams they start) or admin id.
+        #[arg(long)]
+        sub: String,
+        /// How long the token is valid.
+        #[arg(long, default_value_t = 3600)]
+        ttl_seconds: u64,
+    },
+    /// Create an item bank from a file: a JSON list of ItemInput objects, or CSV with the
+    /// columns externalId,a,b,c,d,contentArea,content,answerKey. Prints the new bank id.
+    ImportBank {
+        /// The JSON or CSV file.
+        file: PathBuf,
+        /// The bank's name (default: the file name without extension).
+        #[arg(long)]
+        name: Option<String>,
+        /// The scaling constant D of the logistic model.
+        #[arg(long, default_value_t = 1.0)]
+        scaling_constant: f64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let _ = dotenvy::dotenv();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_http=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("adaptive-engine: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Schema = command {
+        print!("{}", graphql::sdl());
+        return Ok(());
+    }
+    let config = Config::from_env()?;
+    match command {
+        Command::Serve => {
+            let app = app::build(&config).await?;
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?;
+            tracing::info!("GraphiQL on http://{}/graphql", listener.local_addr()?);
+            server::run(listener, app, server::shutdown_signal()).await?;
+        }
+        Command::Migrate => app::prepare_database(&config).await?,
+        Command::Schema => unreachable!("handled above"),
+        Command::Token {
+            role,
+            sub,
+            ttl_seconds,
+        } => {
+            let secret = config.jwt_secret.context(
+                "JWT_SECRET is not set: a token signed with anything else would be refused",
+            )?;
+            println!("{}", JwtKeys::new(secret.as_bytes()).mint(&sub, role, ttl_seconds));
+        }
+        Command::ImportBank {
+            file,
+            name,
+            scaling_constant,
+        } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let items = bank_file::parse(&bytes)?;
+            let name = name.unwrap_or_else(|| {
+                file.file_stem()
+                    .map_or_else(|| "bank".into(), |s| s.to_string_lossy().into_owned())
+            });
+            app::prepare_database(&config).await?;
+            let pool = storage::db::pool(&config.database_url, 2);
+            let bank = exam::create_item_bank(
+                &pool,
+                exam::NewBank {
+                    name,
+                    scaling_constant,
+                    items,
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{} ({})", e, e.code()))?;
+            println!("{}", bank.id);
+            eprintln!("created item bank {} {:?} with {} items", bank.id, bank.name, bank.item_count);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,13 @@
+//! Storage: Postgres (the source of truth) and Redis (the engine-state cache and the event
+//! bus). Owns every query and every Redis command; knows nothing of GraphQL or HTTP.
+//!
+//! Database code lives here, apart from the GraphQL resolvers, because
+//! `diesel_async::RunQueryDsl` shadows `Schema::execute` wherever both are in scope.
+
+pub mod bank_cache;
+pub mod db;
+pub mod events;
+pub mod queries;
+pub mod redis_pool;
+pub mod schema;
+pub mod state_store;

@@ -1,0 +1,125 @@
+//! Postgres connection pool, database creation and embedded migrations.
+//!
+//! Several instances may start at once against one database: creation tolerates a
+//! concurrent `CREATE DATABASE`, and migrations run under a Postgres advisory lock.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use diesel::sql_types::{BigInt, Text};
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::pooled_connection::bb8::{Pool, PooledConnection};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+/// The migrations of `migrations/`, compiled into the binary.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// Key of the advisory lock held while migrations run ("adaptive" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x6164_6170_7469_7665;
+
+/// The Postgres connection pool every request draws from.
+pub type DbPool = Pool<AsyncPgConnection>;
+/// One connection checked out of [`DbPool`].
+pub type DbConn<'a> = PooledConnection<'a, AsyncPgConnection>;
+
+/// Builds the pool without connecting; `connection_timeout` bounds how long a request waits
+/// for a connection when Postgres is slow or down.
+pub fn pool(database_url: &str, max_size: u32) -> DbPool {
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(database_url);
+    Pool::builder()
+        .max_size(max_size)
+        .connection_timeout(Duration::from_secs(5))
+        .test_on_check_out(false)
+        .build_unchecked(manager)
+}
+
+/// Creates the database named in `database_url` when it does not exist yet.
+///
+/// Connects to the server's `postgres` maintenance database to do so. Fails (with the
+/// reason) when the server cannot be reached at all.
+pub async fn create_database_if_missing(database_url: &str) -> anyhow::Result<()> {
+    // The common case: the database exists and we can connect to it.
+    if AsyncPgConnection::establish(database_url).await.is_ok() {
+        return Ok(());
+    }
+    let mut url = url::Url::parse(database_url).context("DATABASE_URL is not a valid URL")?;
+    let name = url.path().trim_start_matches('/').to_owned();
+    anyhow::ensure!(!name.is_empty(), "DATABASE_URL names no database");
+    url.set_path("/postgres");
+    let mut conn = AsyncPgConnection::establish(url.as_str())
+        .await
+        .with_context(|| {
+            format!(
+                "cannot connect to Postgres at {}",
+                crate::config::redact_url(database_url)
+            )
+        })?;
+    if database_exists(&mut conn, &name).await? {
+        return Ok(());
+    }
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    match diesel::sql_query(format!("CREATE DATABASE {quoted}"))
+        .execute(&mut conn)
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(database = %name, "created database");
+            Ok(())
+        }
+        // Another instance created it between our check and our CREATE.
+        Err(_) if database_exists(&mut conn, &name).await? => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot create database {name}")),
+    }
+}
+
+async fn database_exists(conn: &mut AsyncPgConnection, name: &str) -> anyhow::Result<bool> {
+    #[derive(diesel::QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let found: Found = diesel::sql_query("SELECT count(*) AS n FROM pg_database WHERE datname = $1")
+        .bind::<Text, _>(name)
+        .get_result(conn)
+        .await
+        .context("cannot list databases")?;
+    Ok(found.n > 0)
+}
+
+/// Runs the pending embedded migrations while holding an advisory lock, so instances that
+/// start together migrate once. Returns the versions applied.
+pub async fn run_migrations(database_url: &str) -> anyhow::Result<Vec<String>> {
+    let url = database_url.to_owned();
+    // The sync harness drives the async connection with `block_on`: it must not run on a
+    // runtime worker, hence `spawn_blocking`.
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
+        type SyncConn = AsyncConnectionWrapper<AsyncPgConnection>;
+        let mut conn = <SyncConn as diesel::Connection>::establish(&url)
+            .context("cannot connect to Postgres to migrate")?;
+        let lock = diesel::sql_query("SELECT pg_advisory_lock($1)").bind::<BigInt, _>(MIGRATION_LOCK_KEY);
+        diesel::RunQueryDsl::execute(lock, &mut conn).context("cannot take the migration lock")?;
+        let applied = conn
+            .run_pending_migrations(MIGRATIONS)
+            .map(|versions| versions.iter().map(ToString::to_string).collect())
+            .map_err(|e| anyhow::anyhow!("migration failed: {e}"));
+        let unlock = diesel::sql_query("SELECT pg_advisory_unlock($1)").bind::<BigInt, _>(MIGRATION_LOCK_KEY);
+        let _ = diesel::RunQueryDsl::execute(unlock, &mut conn);
+        applied
+    })
+    .await
+    .context("migration task panicked")?
+}
+
+/// Whether Postgres answers a trivial query within a second.
+pub async fn ping(pool: &DbPool) -> bool {
+    let check = async {
+        let mut conn = pool.get().await.ok()?;
+        diesel::sql_query("SELECT 1").execute(&mut *conn).await.ok()
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), check).await,
+        Ok(Some(_))
+    )
+}

@@ -1,0 +1,230 @@
+//! Theta updates across instances: every answer's event is published on one Redis channel
+//! (by [`super::state_store::StateStore`], in the same round trip as the state write); each
+//! instance keeps one dedicated pub/sub connection on that channel and fans the events out
+//! in-process to the subscribers of each exam.
+//!
+//! Delivery is at-most-once: events published while Redis is down, or while this
+//! instance's listener reconnects, are lost. Events carry `items_completed` so a client can
+//! see a gap and re-read the summary.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, broadcast};
+use tokio_stream::wrappers::BroadcastStream;
+
+/// Events buffered per exam for a slow subscriber before it starts skipping.
+const PER_EXAM_BUFFER: usize = 64;
+/// Longest pause between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// One recorded answer's outcome, as published and as pushed to subscribers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ThetaEvent {
+    /// The exam the answer belongs to.
+    pub exam_session_id: i64,
+    /// The estimate after the answer.
+    pub theta: f64,
+    /// Its standard error.
+    pub standard_error: f64,
+    /// Answers recorded so far, this one included.
+    pub items_completed: i32,
+    /// Whether this answer completed the exam.
+    pub completed: bool,
+    /// When the answer was committed.
+    pub at: DateTime<Utc>,
+}
+
+/// This instance's end of the event channel.
+#[derive(Clone)]
+pub struct EventBus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// One broadcast sender per exam that has subscribers on this instance.
+    senders: Mutex<HashMap<i64, broadcast::Sender<ThetaEvent>>>,
+    /// Whether the listener is subscribed right now.
+    listening: AtomicBool,
+    /// Woken each time the listener (re)subscribes.
+    subscribed: Notify,
+    /// The listener task, stopped with the bus.
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.lock().ok().and_then(|mut t| t.take()) {
+            task.abort();
+        }
+    }
+}
+
+impl EventBus {
+    /// Starts the listener on `channel`; it connects (and reconnects) by itself.
+    pub fn start(client: redis::Client, channel: String) -> Self {
+        let inner = Arc::new(Inner {
+            senders: Mutex::new(HashMap::new()),
+            listening: AtomicBool::new(false),
+            subscribed: Notify::new(),
+            task: Mutex::new(None),
+        });
+        let task = tokio::spawn(listen(client, channel, Arc::downgrade(&inner)));
+        if let Ok(mut slot) = inner.task.lock() {
+            *slot = Some(task);
+        }
+        Self { inner }
+    }
+
+    /// Whether the listener is subscribed to Redis now.
+    pub fn is_listening(&self) -> bool {
+        self.inner.listening.load(Ordering::Acquire)
+    }
+
+    /// Waits until the listener is subscribed, or `timeout` passes; returns whether it is.
+    pub async fn wait_listening(&self, timeout: Duration) -> bool {
+        let wait = async {
+            loop {
+                let notified = self.inner.subscribed.notified();
+                if self.is_listening() {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+
+    /// The events of one exam from now on, as long as the stream is kept.
+    pub fn subscribe(&self, exam_session_id: i64) -> ExamEvents {
+        let receiver = {
+            let mut senders = lock(&self.inner.senders);
+            senders
+                .entry(exam_session_id)
+                .or_insert_with(|| broadcast::channel(PER_EXAM_BUFFER).0)
+                .subscribe()
+        };
+        ExamEvents {
+            stream: BroadcastStream::new(receiver),
+            exam_session_id,
+            bus: Arc::downgrade(&self.inner),
+        }
+    }
+
+    /// Number of exams with at least one subscriber on this instance.
+    pub fn watched_exams(&self) -> usize {
+        lock(&self.inner.senders).len()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The listener: subscribe, fan out until the connection ends, back off, repeat.
+async fn listen(client: redis::Client, channel: String, bus: std::sync::Weak<Inner>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match subscribe(&client, &channel).await {
+            Ok(pubsub) => {
+                backoff = Duration::from_millis(100);
+                let Some(inner) = bus.upgrade() else { return };
+                inner.listening.store(true, Ordering::Release);
+                inner.subscribed.notify_waiters();
+                drop(inner);
+                tracing::info!(channel = %channel, "listening for theta updates");
+                let mut messages = pubsub.into_on_message();
+                while let Some(message) = messages.next().await {
+                    let Some(inner) = bus.upgrade() else { return };
+                    dispatch(&inner, message.get_payload_bytes());
+                }
+                let Some(inner) = bus.upgrade() else { return };
+                inner.listening.store(false, Ordering::Release);
+                tracing::warn!("theta update listener lost its Redis connection; reconnecting");
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "theta update listener cannot subscribe yet");
+            }
+        }
+        if bus.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn subscribe(client: &redis::Client, channel: &str) -> redis::RedisResult<redis::aio::PubSub> {
+    let connect = async {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(channel).await?;
+        Ok(pubsub)
+    };
+    tokio::time::timeout(Duration::from_secs(2), connect)
+        .await
+        .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "subscribe timed out"))))
+}
+
+fn dispatch(inner: &Inner, payload: &[u8]) {
+    let event: ThetaEvent = match serde_json::from_slice(payload) {
+        Ok(event) => event,
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring a malformed theta update");
+            return;
+        }
+    };
+    let senders = lock(&inner.senders);
+    if let Some(sender) = senders.get(&event.exam_session_id) {
+        let _ = sender.send(event);
+    }
+}
+
+/// The events of one exam; dropping it unsubscribes.
+pub struct ExamEvents {
+    stream: BroadcastStream<ThetaEvent>,
+    exam_session_id: i64,
+    bus: std::sync::Weak<Inner>,
+}
+
+impl Stream for ExamEvents {
+    type Item = ThetaEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ThetaEvent>> {
+        loop {
+            match self.stream.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(event))) => return Poll::Ready(Some(event)),
+                Poll::Ready(Some(Err(lagged))) => {
+                    // A slow client missed events; it sees the gap in items_completed.
+                    tracing::debug!(exam.id = self.exam_session_id, %lagged, "subscriber lagged");
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl Drop for ExamEvents {
+    fn drop(&mut self) {
+        let Some(inner) = self.bus.upgrade() else {
+            return;
+        };
+        let mut senders = lock(&inner.senders);
+        // Our receiver is still alive while we run, so "1" means we were the last one.
+        if senders
+            .get(&self.exam_session_id)
+            .is_some_and(|s| s.receiver_count() <= 1)
+        {
+            senders.remove(&self.exam_session_id);
+        }
+    }
+}

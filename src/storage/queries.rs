@@ -1,0 +1,316 @@
+//! Rows and queries of the Postgres tables. Every function takes `&mut AsyncPgConnection`
+//! and returns diesel's `QueryResult`, so callers compose them inside one transaction.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+use super::schema::{attempts, exam_sessions, item_banks, items};
+
+/// Rows inserted per statement: Postgres allows 65,535 bind parameters, an item has 9.
+const INSERT_CHUNK: usize = 2_000;
+
+/// An item bank as stored.
+#[derive(Clone, Debug, Queryable, Selectable)]
+#[diesel(table_name = item_banks)]
+pub struct ItemBankRow {
+    pub id: i64,
+    pub name: String,
+    pub scaling_constant: f64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A new item bank.
+#[derive(Debug, Insertable)]
+#[diesel(table_name = item_banks)]
+pub struct NewItemBank<'a> {
+    pub name: &'a str,
+    pub scaling_constant: f64,
+}
+
+/// An item as stored, answer key and parameters included (never sent to students).
+#[derive(Clone, Debug, Queryable, Selectable)]
+#[diesel(table_name = items)]
+pub struct ItemRow {
+    pub id: i64,
+    pub item_bank_id: i64,
+    pub external_id: String,
+    pub a: f64,
+    pub b: f64,
+    pub c: f64,
+    pub d: f64,
+    pub content_area: Option<String>,
+    pub content: serde_json::Value,
+    pub answer_key: String,
+}
+
+/// A new item of a bank.
+#[derive(Clone, Debug, Insertable)]
+#[diesel(table_name = items)]
+pub struct NewItem {
+    pub item_bank_id: i64,
+    pub external_id: String,
+    pub a: f64,
+    pub b: f64,
+    pub c: f64,
+    pub d: f64,
+    pub content_area: Option<String>,
+    pub content: serde_json::Value,
+    pub answer_key: String,
+}
+
+/// An exam session as stored.
+#[derive(Clone, Debug, Queryable, Selectable)]
+#[diesel(table_name = exam_sessions)]
+pub struct ExamSessionRow {
+    pub id: i64,
+    pub student_id: String,
+    pub item_bank_id: i64,
+    pub status: String,
+    pub config: serde_json::Value,
+    pub theta: f64,
+    pub standard_error: f64,
+    pub items_completed: i32,
+    pub current_item_id: Option<i64>,
+    pub stop_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// A new exam session, with its first item already chosen.
+#[derive(Debug, Insertable)]
+#[diesel(table_name = exam_sessions)]
+pub struct NewExamSession<'a> {
+    pub student_id: &'a str,
+    pub item_bank_id: i64,
+    pub status: &'a str,
+    pub config: serde_json::Value,
+    pub theta: f64,
+    pub standard_error: f64,
+    pub items_completed: i32,
+    pub current_item_id: Option<i64>,
+    pub stop_reason: Option<&'a str>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// The session columns an answer changes.
+#[derive(Debug, AsChangeset)]
+#[diesel(table_name = exam_sessions, treat_none_as_null = true)]
+pub struct SessionProgress<'a> {
+    pub status: &'a str,
+    pub theta: f64,
+    pub standard_error: f64,
+    pub items_completed: i32,
+    pub current_item_id: Option<i64>,
+    pub stop_reason: Option<&'a str>,
+    pub updated_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// A recorded answer as stored.
+#[derive(Clone, Debug, Queryable, Selectable)]
+#[diesel(table_name = attempts)]
+pub struct AttemptRow {
+    pub id: i64,
+    pub exam_session_id: i64,
+    pub item_id: i64,
+    pub position: i32,
+    pub response: String,
+    pub correct: bool,
+    pub theta: f64,
+    pub standard_error: f64,
+    pub next_item_id: Option<i64>,
+    pub completed: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A new recorded answer.
+#[derive(Debug, Insertable)]
+#[diesel(table_name = attempts)]
+pub struct NewAttempt<'a> {
+    pub exam_session_id: i64,
+    pub item_id: i64,
+    pub position: i32,
+    pub response: &'a str,
+    pub correct: bool,
+    pub theta: f64,
+    pub standard_error: f64,
+    pub next_item_id: Option<i64>,
+    pub completed: bool,
+}
+
+/// Inserts a bank and its items (call inside a transaction).
+pub async fn insert_item_bank(
+    conn: &mut AsyncPgConnection,
+    bank: &NewItemBank<'_>,
+    new_items: Vec<NewItem>,
+) -> QueryResult<(ItemBankRow, usize)> {
+    let row: ItemBankRow = diesel::insert_into(item_banks::table)
+        .values(bank)
+        .returning(ItemBankRow::as_returning())
+        .get_result(conn)
+        .await?;
+    let mut inserted = 0;
+    let rows: Vec<NewItem> = new_items
+        .into_iter()
+        .map(|item| NewItem {
+            item_bank_id: row.id,
+            ..item
+        })
+        .collect();
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        inserted += diesel::insert_into(items::table)
+            .values(chunk)
+            .execute(conn)
+            .await?;
+    }
+    Ok((row, inserted))
+}
+
+/// One bank by id.
+pub async fn find_item_bank(
+    conn: &mut AsyncPgConnection,
+    bank_id: i64,
+) -> QueryResult<Option<ItemBankRow>> {
+    item_banks::table
+        .find(bank_id)
+        .select(ItemBankRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Every bank, newest first.
+pub async fn list_item_banks(conn: &mut AsyncPgConnection) -> QueryResult<Vec<ItemBankRow>> {
+    item_banks::table
+        .order(item_banks::id.desc())
+        .select(ItemBankRow::as_select())
+        .load(conn)
+        .await
+}
+
+/// Number of items per bank id.
+pub async fn count_items(conn: &mut AsyncPgConnection, bank_id: i64) -> QueryResult<i64> {
+    items::table
+        .filter(items::item_bank_id.eq(bank_id))
+        .count()
+        .get_result(conn)
+        .await
+}
+
+/// All items of a bank in id order (the order the engine indexes them by).
+pub async fn load_bank_items(
+    conn: &mut AsyncPgConnection,
+    bank_id: i64,
+) -> QueryResult<Vec<ItemRow>> {
+    items::table
+        .filter(items::item_bank_id.eq(bank_id))
+        .order(items::id.asc())
+        .select(ItemRow::as_select())
+        .load(conn)
+        .await
+}
+
+/// Inserts a session and returns it.
+pub async fn insert_exam_session(
+    conn: &mut AsyncPgConnection,
+    session: &NewExamSession<'_>,
+) -> QueryResult<ExamSessionRow> {
+    diesel::insert_into(exam_sessions::table)
+        .values(session)
+        .returning(ExamSessionRow::as_returning())
+        .get_result(conn)
+        .await
+}
+
+/// One session by id.
+pub async fn find_exam_session(
+    conn: &mut AsyncPgConnection,
+    session_id: i64,
+) -> QueryResult<Option<ExamSessionRow>> {
+    exam_sessions::table
+        .find(session_id)
+        .select(ExamSessionRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// One session by id, locked (`FOR UPDATE`) until the transaction ends, so answers to one
+/// exam are recorded one at a time whichever instance receives them.
+pub async fn lock_exam_session(
+    conn: &mut AsyncPgConnection,
+    session_id: i64,
+) -> QueryResult<Option<ExamSessionRow>> {
+    exam_sessions::table
+        .find(session_id)
+        .select(ExamSessionRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Writes the progress an answer made.
+pub async fn update_session_progress(
+    conn: &mut AsyncPgConnection,
+    session_id: i64,
+    progress: &SessionProgress<'_>,
+) -> QueryResult<ExamSessionRow> {
+    diesel::update(exam_sessions::table.find(session_id))
+        .set(progress)
+        .returning(ExamSessionRow::as_returning())
+        .get_result(conn)
+        .await
+}
+
+/// Ids of the sessions that are still active.
+pub async fn active_session_ids(conn: &mut AsyncPgConnection) -> QueryResult<Vec<i64>> {
+    exam_sessions::table
+        .filter(exam_sessions::status.eq("ACTIVE"))
+        .order(exam_sessions::id.asc())
+        .select(exam_sessions::id)
+        .load(conn)
+        .await
+}
+
+/// The recorded answer of a session to one item, if any.
+pub async fn find_attempt(
+    conn: &mut AsyncPgConnection,
+    session_id: i64,
+    item_id: i64,
+) -> QueryResult<Option<AttemptRow>> {
+    attempts::table
+        .filter(attempts::exam_session_id.eq(session_id))
+        .filter(attempts::item_id.eq(item_id))
+        .select(AttemptRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Every recorded answer of a session, in the order given.
+pub async fn list_attempts(
+    conn: &mut AsyncPgConnection,
+    session_id: i64,
+) -> QueryResult<Vec<AttemptRow>> {
+    attempts::table
+        .filter(attempts::exam_session_id.eq(session_id))
+        .order(attempts::position.asc())
+        .select(AttemptRow::as_select())
+        .load(conn)
+        .await
+}
+
+/// Records one answer.
+pub async fn insert_attempt(
+    conn: &mut AsyncPgConnection,
+    attempt: &NewAttempt<'_>,
+) -> QueryResult<AttemptRow> {
+    diesel::insert_into(attempts::table)
+        .values(attempt)
+        .returning(AttemptRow::as_returning())
+        .get_result(conn)
+        .await
+}

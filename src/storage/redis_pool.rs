@@ -1,0 +1,173 @@
+//! The Redis connection pool, wrapped so that a slow or dead Redis costs a request at most
+//! a few hundred milliseconds, and usually nothing at all.
+//!
+//! bb8's `get()` waits up to `connection_timeout` (30 s by default): here it is 250 ms, every
+//! command has its own timeout, and a circuit breaker skips Redis entirely for a while after
+//! a failure, so a dead Redis is not paid for on every request. Callers treat every error
+//! as a cache miss: Postgres is the source of truth.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bb8_redis::RedisConnectionManager;
+use redis::aio::MultiplexedConnection;
+
+/// How long a request waits for a pooled connection.
+const CONNECTION_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long one Redis command may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
+/// The breaker's first pause after a failure; doubled per consecutive failure.
+const BREAKER_BASE: Duration = Duration::from_millis(250);
+/// The breaker's longest pause.
+const BREAKER_MAX: Duration = Duration::from_secs(5);
+
+/// Why a Redis operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisUnavailable {
+    /// The breaker is open after recent failures; Redis was not tried.
+    #[error("redis skipped: circuit breaker open")]
+    BreakerOpen,
+    /// No connection could be had in time.
+    #[error("redis connection: {0}")]
+    Connect(String),
+    /// The command failed or timed out.
+    #[error("redis command: {0}")]
+    Command(String),
+}
+
+/// Logs the real cause of connection failures, which otherwise only surface as "timed out".
+#[derive(Debug, Clone, Copy)]
+struct LogErrors;
+
+impl bb8::ErrorSink<redis::RedisError> for LogErrors {
+    fn sink(&self, error: redis::RedisError) {
+        tracing::warn!(error = %error, "redis connection failed");
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<redis::RedisError>> {
+        Box::new(*self)
+    }
+}
+
+/// A Redis pool with timeouts and a circuit breaker.
+#[derive(Clone)]
+pub struct RedisPool {
+    pool: bb8::Pool<RedisConnectionManager>,
+    breaker: Arc<Breaker>,
+}
+
+/// Shared breaker state: when it is open, and how many failures in a row.
+struct Breaker {
+    /// Milliseconds since `epoch` until which Redis is not tried.
+    open_until_ms: AtomicU64,
+    /// Consecutive failures, for the exponential pause.
+    failures: AtomicU32,
+    /// Reference point of `open_until_ms`.
+    epoch: Instant,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Self {
+            open_until_ms: AtomicU64::new(0),
+            failures: AtomicU32::new(0),
+            epoch: Instant::now(),
+        }
+    }
+}
+
+impl Breaker {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn is_open(&self) -> bool {
+        self.now_ms() < self.open_until_ms.load(Ordering::Relaxed)
+    }
+
+    fn record_success(&self) {
+        if self.failures.swap(0, Ordering::Relaxed) > 0 {
+            tracing::info!("redis is reachable again");
+        }
+        self.open_until_ms.store(0, Ordering::Relaxed);
+    }
+
+    fn record_failure(&self) {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed).min(16);
+        let pause = BREAKER_BASE
+            .saturating_mul(1 << failures.min(5))
+            .min(BREAKER_MAX);
+        self.open_until_ms
+            .store(self.now_ms() + pause.as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl RedisPool {
+    /// Builds the pool without connecting, so the service starts while Redis is down.
+    pub fn new(redis_url: &str, max_size: u32) -> Result<Self, redis::RedisError> {
+        let manager = RedisConnectionManager::new(redis_url)?;
+        let pool = bb8::Pool::builder()
+            .max_size(max_size)
+            .connection_timeout(CONNECTION_TIMEOUT)
+            .error_sink(Box::new(LogErrors))
+            // A multiplexed connection does not notice that Redis restarted; the ping on
+            // check-out discards dead ones.
+            .test_on_check_out(true)
+            .build_unchecked(manager);
+        Ok(Self {
+            pool,
+            breaker: Arc::default(),
+        })
+    }
+
+    /// Runs one operation on a pooled connection, unless the breaker is open; any failure
+    /// or timeout opens it.
+    pub async fn run<T, F>(&self, op: F) -> Result<T, RedisUnavailable>
+    where
+        F: AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
+    {
+        if self.breaker.is_open() {
+            return Err(RedisUnavailable::BreakerOpen);
+        }
+        self.run_unguarded(op).await
+    }
+
+    /// Like [`RedisPool::run`] but tries Redis even when the breaker is open (health checks).
+    pub async fn run_unguarded<T, F>(&self, op: F) -> Result<T, RedisUnavailable>
+    where
+        F: AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
+    {
+        let mut conn = match self.pool.get().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                self.breaker.record_failure();
+                return Err(RedisUnavailable::Connect(e.to_string()));
+            }
+        };
+        match tokio::time::timeout(COMMAND_TIMEOUT, op(&mut conn)).await {
+            Ok(Ok(value)) => {
+                self.breaker.record_success();
+                Ok(value)
+            }
+            Ok(Err(e)) => {
+                // A server-side error (e.g. OOM, WRONGTYPE) says Redis is up.
+                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                    self.breaker.record_failure();
+                }
+                Err(RedisUnavailable::Command(e.to_string()))
+            }
+            Err(_) => {
+                self.breaker.record_failure();
+                Err(RedisUnavailable::Command("timed out".into()))
+            }
+        }
+    }
+
+    /// Whether Redis answers PING now (ignores the breaker, and resets it on success).
+    pub async fn ping(&self) -> bool {
+        self.run_unguarded(async |conn| redis::cmd("PING").query_async::<String>(conn).await)
+            .await
+            .is_ok()
+    }
+}

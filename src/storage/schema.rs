@@ -1,0 +1,65 @@
+// @generated automatically by Diesel CLI.
+
+diesel::table! {
+    attempts (id) {
+        id -> Int8,
+        exam_session_id -> Int8,
+        item_id -> Int8,
+        position -> Int4,
+        response -> Text,
+        correct -> Bool,
+        theta -> Float8,
+        standard_error -> Float8,
+        next_item_id -> Nullable<Int8>,
+        completed -> Bool,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    exam_sessions (id) {
+        id -> Int8,
+        student_id -> Text,
+        item_bank_id -> Int8,
+        status -> Text,
+        config -> Jsonb,
+        theta -> Float8,
+        standard_error -> Float8,
+        items_completed -> Int4,
+        current_item_id -> Nullable<Int8>,
+        stop_reason -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        completed_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    item_banks (id) {
+        id -> Int8,
+        name -> Text,
+        scaling_constant -> Float8,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    items (id) {
+        id -> Int8,
+        item_bank_id -> Int8,
+        external_id -> Text,
+        a -> Float8,
+        b -> Float8,
+        c -> Float8,
+        d -> Float8,
+        content_area -> Nullable<Text>,
+        content -> Jsonb,
+        answer_key -> Text,
+    }
+}
+
+diesel::joinable!(attempts -> exam_sessions (exam_session_id));
+diesel::joinable!(exam_sessions -> item_banks (item_bank_id));
+diesel::joinable!(items -> item_banks (item_bank_id));
+
+diesel::allow_tables_to_appear_in_same_query!(attempts, exam_sessions, item_banks, items,);

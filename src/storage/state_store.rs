@@ -1,0 +1,306 @@
+//! The Redis engine-state store: one JSON string per live exam under
+//! `{prefix}:{exam_session_id}`, with a TTL reset on every save, deleted on completion.
+//!
+//! It stores what it is given and never decides anything: the exam flow checks a loaded
+//! state against Postgres before trusting it. Writes are versioned by `items_completed`
+//! so a slow instance can never overwrite a newer state with an older one, and a completed
+//! exam leaves a short-lived marker (`{prefix}-completed:{id}`, outside the state prefix)
+//! so a late write cannot bring its state back. Each write also publishes the answer's
+//! event in the same round trip.
+
+use redis::{AsyncCommands, Script};
+
+use super::redis_pool::{RedisPool, RedisUnavailable};
+
+/// Saves a state unless a newer one (or the completion marker) is there, then publishes.
+/// KEYS: state key, completion marker. ARGV: json, items_completed, ttl, channel, event.
+const SAVE_SCRIPT: &str = r"
+local saved = 0
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  local current = redis.call('GET', KEYS[1])
+  local newer = false
+  if current then
+    local ok, decoded = pcall(cjson.decode, current)
+    if ok and type(decoded) == 'table' and tonumber(decoded.items_completed)
+       and tonumber(decoded.items_completed) > tonumber(ARGV[2]) then
+      newer = true
+    end
+  end
+  if not newer then
+    redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[3]))
+    saved = 1
+  end
+end
+if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
+return saved
+";
+
+/// Deletes a completed exam's state, leaves the completion marker, then publishes.
+/// KEYS: state key, completion marker. ARGV: ttl, channel, event.
+const COMPLETE_SCRIPT: &str = r"
+redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[2], '1', 'EX', tonumber(ARGV[1]))
+if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+return 1
+";
+
+/// Adds seconds to a key's TTL; returns the new TTL, or -2 when the key does not exist.
+const EXTEND_SCRIPT: &str = r"
+local ttl = redis.call('TTL', KEYS[1])
+if ttl == -2 then return -2 end
+if ttl < 0 then ttl = 0 end
+local new_ttl = ttl + tonumber(ARGV[1])
+redis.call('EXPIRE', KEYS[1], new_ttl)
+return new_ttl
+";
+
+/// Keys deleted per `UNLINK` when clearing.
+const CLEAR_BATCH: usize = 500;
+
+/// Engine states of live exams in Redis.
+#[derive(Clone)]
+pub struct StateStore {
+    redis: RedisPool,
+    prefix: String,
+    ttl_seconds: u64,
+    save_script: Script,
+    complete_script: Script,
+    extend_script: Script,
+}
+
+impl StateStore {
+    /// A store writing under `prefix` with the given TTL.
+    pub fn new(redis: RedisPool, prefix: &str, ttl_seconds: u64) -> Self {
+        Self {
+            redis,
+            prefix: prefix.to_owned(),
+            ttl_seconds,
+            save_script: Script::new(SAVE_SCRIPT),
+            complete_script: Script::new(COMPLETE_SCRIPT),
+            extend_script: Script::new(EXTEND_SCRIPT),
+        }
+    }
+
+    /// The pool underneath (health checks use it).
+    pub fn redis(&self) -> &RedisPool {
+        &self.redis
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The TTL every save sets.
+    pub fn ttl_seconds(&self) -> u64 {
+        self.ttl_seconds
+    }
+
+    /// `{prefix}:{id}`: the key of one exam's state.
+    pub fn key(&self, exam_session_id: i64) -> String {
+        format!("{}:{exam_session_id}", self.prefix)
+    }
+
+    fn completed_marker(&self, exam_session_id: i64) -> String {
+        format!("{}-completed:{exam_session_id}", self.prefix)
+    }
+
+    /// The pub/sub channel theta updates go through.
+    pub fn events_channel(&self) -> String {
+        format!("{}-events", self.prefix)
+    }
+
+    /// The stored JSON of an exam, if Redis has it and answers.
+    pub async fn load(&self, exam_session_id: i64) -> Result<Option<String>, RedisUnavailable> {
+        let key = self.key(exam_session_id);
+        self.redis
+            .run(async |conn| conn.get::<_, Option<String>>(&key).await)
+            .await
+    }
+
+    /// The stored JSON and its remaining TTL in one round trip.
+    pub async fn load_with_ttl(
+        &self,
+        exam_session_id: i64,
+    ) -> Result<Option<(String, i64)>, RedisUnavailable> {
+        let key = self.key(exam_session_id);
+        let (json, ttl): (Option<String>, i64) = self
+            .redis
+            .run(async |conn| {
+                redis::pipe()
+                    .get(&key)
+                    .ttl(&key)
+                    .query_async::<(Option<String>, i64)>(conn)
+                    .await
+            })
+            .await?;
+        Ok(json.map(|json| (json, ttl)))
+    }
+
+    /// Saves a state (TTL reset) unless Redis holds a newer one, and publishes `event`
+    /// (skipped when empty). Returns whether the state was written.
+    pub async fn save(
+        &self,
+        exam_session_id: i64,
+        json: &str,
+        items_completed: i64,
+        event: &str,
+    ) -> Result<bool, RedisUnavailable> {
+        let (key, marker, channel) = (
+            self.key(exam_session_id),
+            self.completed_marker(exam_session_id),
+            self.events_channel(),
+        );
+        let script = &self.save_script;
+        let ttl = self.ttl_seconds;
+        self.redis
+            .run(async |conn| {
+                script
+                    .key(&key)
+                    .key(&marker)
+                    .arg(json)
+                    .arg(items_completed)
+                    .arg(ttl)
+                    .arg(&channel)
+                    .arg(event)
+                    .invoke_async::<i64>(conn)
+                    .await
+            })
+            .await
+            .map(|saved| saved == 1)
+    }
+
+    /// Removes a completed exam's state for good and publishes `event`.
+    pub async fn complete(&self, exam_session_id: i64, event: &str) -> Result<(), RedisUnavailable> {
+        let (key, marker, channel) = (
+            self.key(exam_session_id),
+            self.completed_marker(exam_session_id),
+            self.events_channel(),
+        );
+        let script = &self.complete_script;
+        let ttl = self.ttl_seconds;
+        self.redis
+            .run(async |conn| {
+                script
+                    .key(&key)
+                    .key(&marker)
+                    .arg(ttl)
+                    .arg(&channel)
+                    .arg(event)
+                    .invoke_async::<i64>(conn)
+                    .await
+            })
+            .await
+            .map(drop)
+    }
+
+    /// Deletes one exam's state (it will be rebuilt from Postgres when next needed).
+    pub async fn delete(&self, exam_session_id: i64) -> Result<bool, RedisUnavailable> {
+        let key = self.key(exam_session_id);
+        self.redis
+            .run(async |conn| conn.del::<_, i64>(&key).await)
+            .await
+            .map(|n| n > 0)
+    }
+
+    /// Remaining TTL of an exam's state in seconds; `None` when there is no state.
+    pub async fn ttl(&self, exam_session_id: i64) -> Result<Option<i64>, RedisUnavailable> {
+        let key = self.key(exam_session_id);
+        let ttl: i64 = self
+            .redis
+            .run(async |conn| conn.ttl::<_, i64>(&key).await)
+            .await?;
+        Ok((ttl >= -1).then_some(ttl))
+    }
+
+    /// Adds `additional_seconds` to an exam's TTL; `None` when it has no state.
+    pub async fn extend_ttl(
+        &self,
+        exam_session_id: i64,
+        additional_seconds: i64,
+    ) -> Result<Option<i64>, RedisUnavailable> {
+        let key = self.key(exam_session_id);
+        let script = &self.extend_script;
+        let ttl: i64 = self
+            .redis
+            .run(async |conn| {
+                script
+                    .key(&key)
+                    .arg(additional_seconds)
+                    .invoke_async::<i64>(conn)
+                    .await
+            })
+            .await?;
+        Ok((ttl >= 0).then_some(ttl))
+    }
+
+    /// Ids of the exams that have a state, found with `SCAN` (never `KEYS`, which blocks
+    /// Redis on large databases). Keys whose suffix is not an id are ignored.
+    pub async fn active_sessions(&self) -> Result<Vec<i64>, RedisUnavailable> {
+        let keys = self.scan_keys().await?;
+        let start = self.prefix.len() + 1;
+        let mut ids: Vec<i64> = keys
+            .iter()
+            .filter_map(|key| key.get(start..)?.parse().ok())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Deletes every engine state under the prefix; returns how many were deleted.
+    pub async fn clear(&self) -> Result<i64, RedisUnavailable> {
+        let keys = self.scan_keys().await?;
+        let mut deleted = 0;
+        for batch in keys.chunks(CLEAR_BATCH) {
+            deleted += self
+                .redis
+                .run(async |conn| {
+                    redis::cmd("UNLINK")
+                        .arg(batch)
+                        .query_async::<i64>(conn)
+                        .await
+                })
+                .await?;
+        }
+        Ok(deleted)
+    }
+
+    async fn scan_keys(&self) -> Result<Vec<String>, RedisUnavailable> {
+        let pattern = format!("{}:*", escape_glob(&self.prefix));
+        let mut keys = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = self
+                .redis
+                .run(async |conn| {
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async::<(u64, Vec<String>)>(conn)
+                        .await
+                })
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+}
+
+/// Escapes the glob characters `SCAN MATCH` interprets.
+fn escape_glob(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for ch in raw.chars() {
+        if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}

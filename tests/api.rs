@@ -1,0 +1,362 @@
+//! The exam flow over real HTTP against real Postgres and Redis: estimates and item
+//! choices, the Redis state contract, idempotency, error codes, auth and admin operations.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    START, answer, start, SUBMIT, SUMMARY, TestApp, TestDb, bank_item_ids, bank_params, error_code, reference_eap,
+    reference_information,
+};
+use redis::AsyncCommands;
+use serde_json::{Value, json};
+
+fn item_index(bank_ids: &[String], id: &str) -> usize {
+    bank_ids.iter().position(|b| b == id).expect("presented item is in the bank")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_twenty_item_exam_matches_catr_eap_and_always_presents_the_most_informative_item() {
+    let app = TestApp::spawn().await;
+    let params = bank_params(80);
+    let bank = app.create_bank(&params).await;
+    let ids = bank_item_ids(&app, &bank).await;
+    let token = app.student("student-1");
+    let (exam, started) = start(&app, &token, &bank, json!({})).await;
+    assert_eq!(started["examSession"]["theta"], 0.0);
+    assert_eq!(started["examSession"]["standardError"], 1.0);
+    assert_eq!(started["examSession"]["status"], "ACTIVE");
+
+    let mut item = started["nextItem"].clone();
+    let mut seen: Vec<usize> = Vec::new();
+    let mut responses: Vec<bool> = Vec::new();
+    let mut theta = 0.0;
+    for step in 0..20 {
+        let index = item_index(&ids, item["id"].as_str().expect("item id"));
+        assert_eq!(item["position"], step + 1);
+        // The presented item is the most informative one left at the current theta.
+        let best = (0..params.len())
+            .filter(|i| !seen.contains(i))
+            .max_by(|&x, &y| {
+                let (a, b, c) = params[x];
+                let (a2, b2, c2) = params[y];
+                reference_information(a, b, c, theta)
+                    .total_cmp(&reference_information(a2, b2, c2, theta))
+                    .then(y.cmp(&x))
+            })
+            .expect("items left");
+        assert_eq!(index, best, "step {step}: presented item is not the most informative");
+        assert!(item.get("answerKey").is_none() && item["content"]["stem"].is_string());
+
+        let correct = (step * 7 + 3) % 5 < 3;
+        let result = answer(&app, &token, &exam, item["id"].as_str().expect("id"), correct).await;
+        seen.push(index);
+        responses.push(correct);
+        let administered: Vec<(f64, f64, f64)> = seen.iter().map(|&i| params[i]).collect();
+        let (expected_theta, expected_se) = reference_eap(&administered, &responses, 0.0, 1.0, -4.0, 4.0, 33);
+        let got_theta = result["theta"].as_f64().expect("theta");
+        let got_se = result["standardError"].as_f64().expect("se");
+        assert!((got_theta - expected_theta).abs() < 1e-9, "step {step}: theta {got_theta} vs {expected_theta}");
+        assert!((got_se - expected_se).abs() < 1e-9, "step {step}: se {got_se} vs {expected_se}");
+        assert_eq!(result["itemsCompleted"], step + 1);
+        theta = got_theta;
+        if step < 19 {
+            assert_eq!(result["completed"], false);
+            item = result["nextItem"].clone();
+        } else {
+            assert_eq!(result["completed"], true);
+            assert_eq!(result["stopReason"], "MAX_ITEMS");
+            assert!(result["nextItem"].is_null());
+            assert_eq!(result["examSession"]["status"], "COMPLETED");
+        }
+    }
+    let stored = app
+        .db
+        .count(&format!("SELECT count(*) AS n FROM attempts WHERE exam_session_id = {exam}"))
+        .await;
+    assert_eq!(stored, 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_state_follows_the_contract_and_is_deleted_on_completion() {
+    let app = TestApp::spawn().await;
+    let bank = app.create_bank(&bank_params(30)).await;
+    let token = app.student("s-redis");
+    let (exam, started) = start(&app, &token, &bank, json!({"maxItems": 3})).await;
+    let mut redis = app.redis().await;
+    let key = app.key(&exam);
+
+    let mut item = started["nextItem"]["id"].as_str().expect("item").to_owned();
+    for step in 1..=3 {
+        let result = answer(&app, &token, &exam, &item, step != 2).await;
+        if step < 3 {
+            let json: String = redis.get(&key).await.expect("state is cached");
+            let state: Value = serde_json::from_str(&json).expect("state is JSON");
+            for field in ["theta", "standard_error", "item_params_list", "responses", "max_items", "items_completed"] {
+                assert!(state.get(field).is_some(), "state lacks {field}: {state}");
+            }
+            assert_eq!(state["items_completed"], step);
+            assert_eq!(state["max_items"], 3);
+            assert_eq!(state["theta"], result["theta"]);
+            assert_eq!(state["standard_error"], result["standardError"]);
+            let params = state["item_params_list"].as_array().expect("list");
+            assert_eq!(params.len(), step as usize);
+            assert!(params[0].get("a").is_some() && params[0].get("b").is_some() && params[0].get("c").is_some());
+            assert!(params[0].get("d").is_none(), "d is written only when it is not 1");
+            let expected: Vec<bool> = (1..=step).map(|s| s != 2).collect();
+            assert_eq!(state["responses"], json!(expected));
+            let ttl: i64 = redis.ttl(&key).await.expect("ttl");
+            assert!((3590..=3600).contains(&ttl), "ttl {ttl}");
+            item = result["nextItem"]["id"].as_str().expect("next").to_owned();
+        } else {
+            assert_eq!(result["completed"], true);
+            let exists: bool = redis.exists(&key).await.expect("exists");
+            assert!(!exists, "the state must be gone once the exam completes");
+        }
+    }
+    // Only engine states live under the prefix.
+    let keys: Vec<String> = redis.keys(format!("{}:*", app.prefix)).await.expect("keys");
+    assert!(keys.is_empty(), "{keys:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resubmitting_the_same_answer_replays_it_and_a_different_one_is_refused() {
+    let app = TestApp::spawn().await;
+    let bank = app.create_bank(&bank_params(20)).await;
+    let token = app.student("s-idem");
+    let (exam, started) = start(&app, &token, &bank, json!({"maxItems": 5})).await;
+    let first_item = started["nextItem"]["id"].as_str().expect("item").to_owned();
+    let first = answer(&app, &token, &exam, &first_item, true).await;
+    let again = answer(&app, &token, &exam, &first_item, true).await;
+    assert_eq!(first["theta"], again["theta"]);
+    assert_eq!(first["standardError"], again["standardError"]);
+    assert_eq!(first["itemsCompleted"], again["itemsCompleted"]);
+    assert_eq!(first["nextItem"]["id"], again["nextItem"]["id"]);
+
+    let different = app
+        .gql(Some(&token), SUBMIT, json!({"input": {"examSessionId": exam, "itemId": first_item, "response": "B"}}))
+        .await;
+    assert_eq!(error_code(&different), "ALREADY_ANSWERED");
+
+    // An item of the bank that is not the one presented.
+    let ids = bank_item_ids(&app, &bank).await;
+    let next = first["nextItem"]["id"].as_str().expect("next");
+    let other = ids.iter().find(|id| *id != next && *id != &first_item).expect("another item");
+    let wrong = app
+        .gql(Some(&token), SUBMIT, json!({"input": {"examSessionId": exam, "itemId": other, "response": "A"}}))
+        .await;
+    assert_eq!(error_code(&wrong), "ITEM_NOT_PRESENTED");
+
+    let attempts = app
+        .db
+        .count(&format!("SELECT count(*) AS n FROM attempts WHERE exam_session_id = {exam}"))
+        .await;
+    assert_eq!(attempts, 1, "replays and refusals record nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_identical_concurrent_submissions_record_one_attempt() {
+    let app = TestApp::spawn().await;
+    let bank = app.create_bank(&bank_params(20)).await;
+    let token = app.student("s-race");
+    let (exam, started) = start(&app, &token, &bank, json!({"maxItems": 5})).await;
+    let item = started["nextItem"]["id"].as_str().expect("item").to_owned();
+    let calls = (0..20).map(|_| {
+        let (app, token, exam, item) = (&app, &token, &exam, &item);
+        async move {
+            app.gql(Some(token), SUBMIT, json!({"input": {"examSessionId": exam, "itemId": item, "response": "A"}}))
+                .await
+        }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    for r in &results {
+        assert!(r.get("errors").is_none(), "{r}");
+        assert_eq!(r["data"]["submitAnswer"]["theta"], results[0]["data"]["submitAnswer"]["theta"]);
+        assert_eq!(r["data"]["submitAnswer"]["itemsCompleted"], 1);
+    }
+    let attempts = app
+        .db
+        .count(&format!("SELECT count(*) AS n FROM attempts WHERE exam_session_id = {exam}"))
+        .await;
+    assert_eq!(attempts, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_need_a_valid_token_and_see_only_their_own_exams() {
+    let app = TestApp::spawn().await;
+    let bank = app.create_bank(&bank_params(10)).await;
+    let alice = app.student("alice");
+    let (exam, started) = start(&app, &alice, &bank, json!({})).await;
+    let item = started["nextItem"]["id"].as_str().expect("item");
+
+    let anonymous = app.gql(None, SUMMARY, json!({"id": exam})).await;
+    assert_eq!(error_code(&anonymous), "UNAUTHENTICATED");
+    let forged = adaptive_engine::auth::JwtKeys::new(b"not the secret").mint("alice", adaptive_engine::auth::Role::Student, 60);
+    assert_eq!(error_code(&app.gql(Some(&forged), SUMMARY, json!({"id": exam})).await), "UNAUTHENTICATED");
+
+    let mallory = app.student("mallory");
+    assert_eq!(error_code(&app.gql(Some(&mallory), SUMMARY, json!({"id": exam})).await), "FORBIDDEN");
+    let steal = app
+        .gql(Some(&mallory), SUBMIT, json!({"input": {"examSessionId": exam, "itemId": item, "response": "A"}}))
+        .await;
+    assert_eq!(error_code(&steal), "FORBIDDEN");
+    assert_eq!(
+        error_code(&app.gql(Some(&mallory), "{ activeSessions }", json!({})).await),
+        "FORBIDDEN"
+    );
+    assert_eq!(
+        error_code(&app.gql(Some(&alice), "mutation { clearEngineCache }", json!({})).await),
+        "FORBIDDEN"
+    );
+    let attempts = app
+        .db
+        .count(&format!("SELECT count(*) AS n FROM attempts WHERE exam_session_id = {exam}"))
+        .await;
+    assert_eq!(attempts, 0, "a forbidden answer records nothing");
+
+    // The owner and an admin both see it; nobody sees keys or parameters.
+    let own = app.gql(Some(&alice), SUMMARY, json!({"id": exam})).await;
+    assert!(own.get("errors").is_none(), "{own}");
+    let admin = app.gql(Some(&app.admin()), SUMMARY, json!({"id": exam})).await;
+    assert!(admin.get("errors").is_none(), "{admin}");
+    let session = app
+        .ok(&alice, "query($id: ID!) { examSession(id: $id) { id studentId currentItem { id content } } }", json!({"id": exam}))
+        .await;
+    assert_eq!(session["examSession"]["studentId"], "alice");
+    let text = session.to_string();
+    assert!(!text.contains("answerKey") && !text.contains("\"a\""), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_bad_user_input_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let bank = app.create_bank(&bank_params(10)).await;
+    let token = app.student("s-bad");
+    for bad in [
+        json!({"maxItems": 0}),
+        json!({"minItems": 30, "maxItems": 20}),
+        json!({"seTarget": -0.1}),
+        json!({"randomesque": 0}),
+        json!({"estimator": {"priorSd": 0}}),
+        json!({"estimator": {"quadraturePoints": 1}}),
+        json!({"estimator": {"thetaMin": 2, "thetaMax": 1}}),
+    ] {
+        let mut input = json!({"itemBankId": bank});
+        input.as_object_mut().expect("object").extend(bad.as_object().expect("object").clone());
+        let response = app.gql(Some(&token), START, json!({"input": input})).await;
+        assert_eq!(error_code(&response), "BAD_USER_INPUT", "{bad}: {response}");
+    }
+    let missing = app.gql(Some(&token), START, json!({"input": {"itemBankId": "999999"}})).await;
+    assert_eq!(error_code(&missing), "NOT_FOUND");
+    let malformed = app.gql(Some(&token), SUMMARY, json!({"id": "abc"})).await;
+    assert_eq!(error_code(&malformed), "BAD_USER_INPUT");
+    let sessions = app.db.count("SELECT count(*) AS n FROM exam_sessions").await;
+    assert_eq!(sessions, 0);
+
+    let duplicate = app
+        .gql(
+            Some(&app.admin()),
+            "mutation($input: CreateItemBankInput!) { createItemBank(input: $input) { id } }",
+            json!({"input": {"name": "dup", "items": [
+                {"externalId": "x", "b": 0, "content": {}, "answerKey": "A"},
+                {"externalId": "x", "b": 1, "content": {}, "answerKey": "A"}]}}),
+        )
+        .await;
+    assert_eq!(error_code(&duplicate), "BAD_USER_INPUT");
+    assert_eq!(app.db.count("SELECT count(*) AS n FROM item_banks").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_can_list_extend_summarize_and_clear_live_exams() {
+    let app = TestApp::spawn().await;
+    let bank = app.create_bank(&bank_params(20)).await;
+    let admin = app.admin();
+    let token = app.student("s-ops");
+    let (exam1, started1) = start(&app, &token, &bank, json!({})).await;
+    let (exam2, _) = start(&app, &token, &bank, json!({})).await;
+    answer(&app, &token, &exam1, started1["nextItem"]["id"].as_str().expect("item"), true).await;
+
+    let active = app.ok(&admin, "{ activeSessions }", json!({})).await;
+    let mut ids: Vec<String> = serde_json::from_value(active["activeSessions"].clone()).expect("ids");
+    ids.sort();
+    let mut expected = vec![exam1.clone(), exam2.clone()];
+    expected.sort();
+    assert_eq!(ids, expected);
+
+    let summary = app.ok(&token, SUMMARY, json!({"id": exam1})).await["engineSummary"].clone();
+    assert_eq!(summary["source"], "CACHE");
+    assert_eq!(summary["itemsCompleted"], 1);
+    assert_eq!(summary["maxItems"], 20);
+    assert!(summary["ttlSeconds"].as_i64().expect("ttl") > 3500);
+
+    let extended = app
+        .ok(&admin, "mutation($id: ID!) { extendExamTtl(examSessionId: $id, additionalSeconds: 600) }", json!({"id": exam1}))
+        .await;
+    let ttl = extended["extendExamTtl"].as_i64().expect("ttl");
+    assert!((4190..=4200).contains(&ttl), "ttl {ttl}");
+
+    let cleared = app.ok(&admin, "mutation { clearEngineCache }", json!({})).await;
+    assert_eq!(cleared["clearEngineCache"], 2);
+    let summary = app.ok(&token, SUMMARY, json!({"id": exam1})).await["engineSummary"].clone();
+    assert_eq!(summary["source"], "DATABASE");
+    assert_eq!(summary["itemsCompleted"], 1);
+    assert!(summary["ttlSeconds"].is_null());
+    // The summary refilled the cache.
+    let summary = app.ok(&token, SUMMARY, json!({"id": exam1})).await["engineSummary"].clone();
+    assert_eq!(summary["source"], "CACHE");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exam_stops_at_the_se_target_after_min_items() {
+    let app = TestApp::spawn().await;
+    let bank = app.create_bank(&bank_params(60)).await;
+    let token = app.student("s-se");
+    let (exam, started) = start(&app, &token, &bank, json!({"maxItems": 40, "minItems": 3, "seTarget": 0.5})).await;
+    let mut item = started["nextItem"]["id"].as_str().expect("item").to_owned();
+    let mut last = Value::Null;
+    for step in 0..40 {
+        last = answer(&app, &token, &exam, &item, step % 2 == 0).await;
+        if last["completed"] == true {
+            break;
+        }
+        assert!(last["standardError"].as_f64().expect("se") > 0.5 || step + 1 < 3);
+        item = last["nextItem"]["id"].as_str().expect("next").to_owned();
+    }
+    assert_eq!(last["completed"], true);
+    assert_eq!(last["stopReason"], "SE_TARGET");
+    assert!(last["standardError"].as_f64().expect("se") <= 0.5);
+    assert!(last["itemsCompleted"].as_i64().expect("n") >= 3);
+    let after = app
+        .gql(Some(&token), SUBMIT, json!({"input": {"examSessionId": exam, "itemId": item, "response": "Z"}}))
+        .await;
+    assert_eq!(error_code(&after), "EXAM_NOT_ACTIVE");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_postgres_and_redis() {
+    let app = TestApp::spawn().await;
+    let health: Value = app.http.get(app.url("/health")).send().await.expect("get").json().await.expect("json");
+    assert_eq!(health, json!({"status": "ok", "postgres": "up", "redis": "up"}));
+    let redis: Value = app.http.get(app.url("/health/redis")).send().await.expect("get").json().await.expect("json");
+    assert_eq!(redis["redis"], "up");
+    assert!(chrono::DateTime::parse_from_rfc3339(redis["timestamp"].as_str().expect("ts")).is_ok());
+    let page = app.http.get(app.url("/graphql")).send().await.expect("get").text().await.expect("text");
+    assert!(page.contains("graphiql") && page.contains("/graphql/ws"), "GraphiQL page wired to the ws endpoint");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_instances_can_create_and_migrate_a_new_database_at_once() {
+    let db = TestDb::unborn();
+    let config = adaptive_engine::config::Config::from_lookup(|k| (k == "DATABASE_URL").then(|| db.url.clone()))
+        .expect("config");
+    let runs = (0..3).map(|_| adaptive_engine::app::prepare_database(&config));
+    for result in futures_util::future::join_all(runs).await {
+        result.expect("concurrent start-up succeeds");
+    }
+    let tables = db
+        .count("SELECT count(*) AS n FROM information_schema.tables WHERE table_name IN ('items','exam_sessions','attempts','item_banks')")
+        .await;
+    assert_eq!(tables, 4);
+    let _ = Duration::from_secs(0);
+}

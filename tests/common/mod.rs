@@ -1,0 +1,634 @@
+//! Shared helpers of the integration tests: a fresh database per test (copied from a
+//! migrated template), a random Redis key prefix per test, the service on an ephemeral
+//! port, a GraphQL client, a test-owned `redis-server` for fault tests, and a small
+//! graphql-transport-ws client.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use adaptive_engine::app::{self, App};
+use adaptive_engine::auth::{JwtKeys, Role};
+use adaptive_engine::config::Config;
+use adaptive_engine::server;
+use diesel::sql_types::{BigInt, Text};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+/// Secret of every test token.
+pub const JWT_SECRET: &str = "integration-test-secret";
+
+/// The server the tests create databases on (`TEST_DATABASE_URL` overrides; no path).
+pub fn server_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://root@127.0.0.1:5432".into())
+}
+
+/// The shared Redis of the tests (`TEST_REDIS_URL` overrides).
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// A unique-enough suffix for names.
+pub fn unique(tag: &str) -> String {
+    format!("{tag}_{}_{:08x}", std::process::id(), rand::random::<u32>())
+}
+
+async fn admin_conn() -> AsyncPgConnection {
+    AsyncPgConnection::establish(&format!("{}/postgres", server_url()))
+        .await
+        .expect("connect to the postgres maintenance database")
+}
+
+/// Name of the migrated template: depends on the migrations, so a change makes a new one.
+fn template_name() -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut files: Vec<_> = walk(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations")));
+    files.sort();
+    for file in files {
+        for byte in std::fs::read(&file).unwrap_or_default().into_iter().chain(file.to_string_lossy().bytes()) {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    format!("adaptive_engine_tpl_{hash:016x}")
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+async fn database_exists(conn: &mut AsyncPgConnection, name: &str) -> bool {
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let found: N = diesel::sql_query("SELECT count(*) AS n FROM pg_database WHERE datname = $1")
+        .bind::<Text, _>(name)
+        .get_result(conn)
+        .await
+        .expect("query pg_database");
+    found.n > 0
+}
+
+/// Creates (once per migrations version, across processes) the migrated template.
+async fn ensure_template() -> String {
+    let name = template_name();
+    let mut conn = admin_conn().await;
+    if database_exists(&mut conn, &name).await {
+        return name;
+    }
+    diesel::sql_query("SELECT pg_advisory_lock(4242)")
+        .execute(&mut conn)
+        .await
+        .expect("lock");
+    if !database_exists(&mut conn, &name).await {
+        let building = format!("{name}_building");
+        diesel::sql_query(format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await
+            .expect("drop stale template");
+        diesel::sql_query(format!("CREATE DATABASE {building}"))
+            .execute(&mut conn)
+            .await
+            .expect("create template");
+        adaptive_engine::storage::db::run_migrations(&format!("{}/{building}", server_url()))
+            .await
+            .expect("migrate template");
+        diesel::sql_query(format!("ALTER DATABASE {building} RENAME TO {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("rename template");
+    }
+    diesel::sql_query("SELECT pg_advisory_unlock(4242)")
+        .execute(&mut conn)
+        .await
+        .expect("unlock");
+    name
+}
+
+/// A database of one test, dropped (WITH FORCE) when the last handle goes.
+pub struct TestDb {
+    /// Database name.
+    pub name: String,
+    /// Its URL.
+    pub url: String,
+}
+
+impl TestDb {
+    /// A fresh, migrated database.
+    pub async fn new() -> Arc<Self> {
+        let template = ensure_template().await;
+        let name = unique("ae_test");
+        let mut conn = admin_conn().await;
+        let mut tries = 0;
+        loop {
+            match diesel::sql_query(format!("CREATE DATABASE {name} TEMPLATE {template}"))
+                .execute(&mut conn)
+                .await
+            {
+                Ok(_) => break,
+                // Another test is copying the template right now.
+                Err(e) if tries < 100 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50 + rand::random::<u64>() % 100)).await;
+                }
+                Err(e) => panic!("cannot create test database: {e}"),
+            }
+        }
+        Arc::new(Self {
+            url: format!("{}/{name}", server_url()),
+            name,
+        })
+    }
+
+    /// A database name that does not exist yet (for start-up tests); dropped on drop.
+    pub fn unborn() -> Arc<Self> {
+        let name = unique("ae_fresh");
+        Arc::new(Self {
+            url: format!("{}/{name}", server_url()),
+            name,
+        })
+    }
+
+    /// A direct connection, for assertions against Postgres.
+    pub async fn conn(&self) -> AsyncPgConnection {
+        AsyncPgConnection::establish(&self.url).await.expect("connect to test db")
+    }
+
+    /// Runs a query returning one bigint column named `n`.
+    pub async fn count(&self, sql: &str) -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct N {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let mut conn = self.conn().await;
+        let row: N = diesel::sql_query(sql).get_result(&mut conn).await.expect(sql);
+        row.n
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async {
+                let mut conn = admin_conn().await;
+                let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await;
+            });
+        })
+        .join();
+    }
+}
+
+/// Options of a test instance.
+#[derive(Clone, Default)]
+pub struct Options {
+    /// Share this database (two instances of one deployment).
+    pub db: Option<Arc<TestDb>>,
+    /// Share this key prefix.
+    pub prefix: Option<String>,
+    /// Use this Redis instead of the shared one.
+    pub redis_url: Option<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+}
+
+/// One running instance of the service.
+pub struct TestApp {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its database.
+    pub db: Arc<TestDb>,
+    /// Its Redis key prefix.
+    pub prefix: String,
+    /// Its Redis URL.
+    pub redis_url: String,
+    /// The application (for in-process checks).
+    pub app: App,
+    /// Token minting with the test secret.
+    pub keys: JwtKeys,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl TestApp {
+    /// An instance with its own database and prefix on the shared Redis.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Options::default()).await
+    }
+
+    /// An instance configured by `options`.
+    pub async fn spawn_with(options: Options) -> Self {
+        let db = match options.db {
+            Some(db) => db,
+            None => TestDb::new().await,
+        };
+        let prefix = options.prefix.unwrap_or_else(|| unique("ae"));
+        let redis_url = options.redis_url.unwrap_or_else(redis_url);
+        let mut vars: Vec<(String, String)> = vec![
+            ("DATABASE_URL".into(), db.url.clone()),
+            ("REDIS_URL".into(), redis_url.clone()),
+            ("REDIS_KEY_PREFIX".into(), prefix.clone()),
+            ("JWT_SECRET".into(), JWT_SECRET.into()),
+            ("DATABASE_POOL_SIZE".into(), "4".into()),
+            ("REDIS_POOL_SIZE".into(), "4".into()),
+        ];
+        vars.extend(options.env);
+        let config = Config::from_lookup(|k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+            .expect("test config");
+        let app = app::build(&config).await.expect("build app");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(server::run(listener, app.clone(), async {
+            let _ = rx.await;
+        }));
+        // Subscriptions need the pub/sub listener; give it a moment when Redis is up.
+        app.service.events().wait_listening(Duration::from_secs(3)).await;
+        Self {
+            addr,
+            db,
+            prefix,
+            redis_url,
+            app,
+            keys: JwtKeys::new(JWT_SECRET.as_bytes()),
+            http: reqwest::Client::new(),
+            shutdown: Some(tx),
+        }
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:1234`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// An admin token.
+    pub fn admin(&self) -> String {
+        self.keys.mint("admin-1", Role::Admin, 3600)
+    }
+
+    /// A student token.
+    pub fn student(&self, sub: &str) -> String {
+        self.keys.mint(sub, Role::Student, 3600)
+    }
+
+    /// Posts a GraphQL operation and returns the whole JSON response.
+    pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        post_gql(&self.http, &self.url("/graphql"), token, query, variables).await
+    }
+
+    /// Posts a GraphQL operation that must succeed; returns `data`.
+    pub async fn ok(&self, token: &str, query: &str, variables: Value) -> Value {
+        let response = self.gql(Some(token), query, variables).await;
+        assert!(response.get("errors").is_none(), "unexpected errors: {response}");
+        response["data"].clone()
+    }
+
+    /// Creates a bank from `(a, b, c)` triples (answer key "A" for every item).
+    pub async fn create_bank(&self, params: &[(f64, f64, f64)]) -> String {
+        let items: Vec<Value> = params
+            .iter()
+            .enumerate()
+            .map(|(i, (a, b, c))| {
+                json!({"externalId": format!("item-{i}"), "a": a, "b": b, "c": c,
+                       "contentArea": if i % 2 == 0 { "algebra" } else { "geometry" },
+                       "content": {"stem": format!("Question {i}"), "options": ["A", "B", "C", "D"]},
+                       "answerKey": "A"})
+            })
+            .collect();
+        let data = self
+            .ok(
+                &self.admin(),
+                "mutation($input: CreateItemBankInput!) { createItemBank(input: $input) { id itemCount } }",
+                json!({"input": {"name": "test bank", "items": items}}),
+            )
+            .await;
+        data["createItemBank"]["id"].as_str().expect("bank id").to_owned()
+    }
+
+    /// A direct Redis connection to this instance's Redis.
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis_url.as_str())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis connection")
+    }
+
+    /// `{prefix}:{id}`.
+    pub fn key(&self, exam_id: &str) -> String {
+        format!("{}:{exam_id}", self.prefix)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Posts a GraphQL operation to `url`.
+pub async fn post_gql(http: &reqwest::Client, url: &str, token: Option<&str>, query: &str, variables: Value) -> Value {
+    let mut request = http.post(url).json(&json!({"query": query, "variables": variables}));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("send");
+    response.json().await.expect("json response")
+}
+
+/// The `extensions.code` of the first error.
+pub fn error_code(response: &Value) -> String {
+    response["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("expected an error with a code, got {response}"))
+        .to_owned()
+}
+
+/// The GraphQL selections the tests use.
+pub const START: &str = "mutation($input: StartExamInput!) { startExam(input: $input) {
+    examSession { id studentId status theta standardError itemsCompleted }
+    nextItem { id position content contentArea } } }";
+/// Submit an answer.
+pub const SUBMIT: &str = "mutation($input: SubmitAnswerInput!) { submitAnswer(input: $input) {
+    theta standardError itemsCompleted completed stopReason
+    nextItem { id position content contentArea }
+    examSession { id status theta standardError itemsCompleted } } }";
+/// Engine summary.
+pub const SUMMARY: &str = "query($id: ID!) { engineSummary(examSessionId: $id) {
+    examSessionId theta standardError itemsCompleted maxItems status source ttlSeconds } }";
+
+/// A `redis-server` owned by one test, on its own port, so the test can stop, restart or
+/// flush it without touching anyone else.
+pub struct RedisServer {
+    /// Its port.
+    pub port: u16,
+    child: Option<Child>,
+    args: Vec<String>,
+}
+
+impl RedisServer {
+    /// Starts one on a free port.
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts one with extra arguments.
+    pub async fn start_with(extra: &[&str]) -> Self {
+        let port = free_port();
+        let mut server = Self {
+            port,
+            child: None,
+            args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        server.restart().await;
+        server
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Starts it again (on the same port) after [`RedisServer::stop`].
+    pub async fn restart(&mut self) {
+        self.stop();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed");
+        self.child = Some(child);
+        let client = redis::Client::open(self.url()).expect("url");
+        for _ in 0..100 {
+            if let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                && redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("test redis-server did not start");
+    }
+
+    /// Kills it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A graphql-transport-ws client subscribed to one operation.
+pub struct Subscription {
+    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+impl Subscription {
+    /// Connects to `addr`, sends `connection_init` with `token`, and subscribes to
+    /// `thetaUpdates` of `exam_id`. Returns the error when the server refuses.
+    pub async fn theta_updates(addr: SocketAddr, token: Option<&str>, exam_id: &str) -> Result<Self, String> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{addr}/graphql/ws").into_client_request().expect("request");
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().expect("header"));
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| e.to_string())?;
+        let payload = match token {
+            Some(t) => json!({"authorization": format!("Bearer {t}")}),
+            None => json!({}),
+        };
+        send(&mut socket, json!({"type": "connection_init", "payload": payload})).await;
+        match next_json(&mut socket, Duration::from_secs(5)).await {
+            Some(msg) if msg["type"] == "connection_ack" => {}
+            other => return Err(format!("no connection_ack: {other:?}")),
+        }
+        send(
+            &mut socket,
+            json!({"id": "1", "type": "subscribe", "payload": {
+                "query": "subscription($id: ID!) { thetaUpdates(examSessionId: $id) { examSessionId theta standardError itemsCompleted completed at } }",
+                "variables": {"id": exam_id}}}),
+        )
+        .await;
+        Ok(Self { socket })
+    }
+
+    /// The next `thetaUpdates` payload (or error message), within `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> Option<Value> {
+        loop {
+            let msg = next_json(&mut self.socket, timeout).await?;
+            match msg["type"].as_str() {
+                Some("next") => return Some(msg["payload"].clone()),
+                Some("error") | Some("complete") => return Some(msg),
+                _ => continue,
+            }
+        }
+    }
+}
+
+async fn send(
+    socket: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    msg: Value,
+) {
+    use tokio_tungstenite::tungstenite::Message;
+    socket.send(Message::Text(msg.to_string().into())).await.expect("ws send");
+}
+
+async fn next_json(
+    socket: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    timeout: Duration,
+) -> Option<Value> {
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match tokio::time::timeout(timeout, socket.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => return serde_json::from_str(&text).ok(),
+            Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) | Err(_) => return None,
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+/// An independent 4PL EAP (catR's eapEst/eapSem: trapezoid over `n` points on
+/// [lo, hi] with a N(mean, sd) prior), written plainly for the tests.
+pub fn reference_eap(items: &[(f64, f64, f64)], responses: &[bool], mean: f64, sd: f64, lo: f64, hi: f64, n: usize) -> (f64, f64) {
+    let grid: Vec<f64> = (0..n).map(|k| lo + (hi - lo) * k as f64 / (n - 1) as f64).collect();
+    let weight: Vec<f64> = grid
+        .iter()
+        .map(|&t| {
+            let prior = (-(t - mean).powi(2) / (2.0 * sd * sd)).exp() / (sd * (2.0 * std::f64::consts::PI).sqrt());
+            let likelihood: f64 = items
+                .iter()
+                .zip(responses)
+                .map(|(&(a, b, c), &u)| {
+                    let p = c + (1.0 - c) / (1.0 + (-a * (t - b)).exp());
+                    if u { p } else { 1.0 - p }
+                })
+                .product();
+            prior * likelihood
+        })
+        .collect();
+    let trapezoid = |y: &[f64]| -> f64 { (0..n - 1).map(|k| (grid[k + 1] - grid[k]) * (y[k] + y[k + 1]) / 2.0).sum() };
+    let norm = trapezoid(&weight);
+    let mean_y: Vec<f64> = grid.iter().zip(&weight).map(|(t, w)| t * w).collect();
+    let theta = trapezoid(&mean_y) / norm;
+    let var_y: Vec<f64> = grid.iter().zip(&weight).map(|(t, w)| (t - theta).powi(2) * w).collect();
+    (theta, (trapezoid(&var_y) / norm).sqrt())
+}
+
+/// 3PL Fisher information (D = 1), written plainly for the tests.
+pub fn reference_information(a: f64, b: f64, c: f64, theta: f64) -> f64 {
+    let p = c + (1.0 - c) / (1.0 + (-a * (theta - b)).exp());
+    a * a * ((p - c) / (1.0 - c)).powi(2) * (1.0 - p) / p
+}
+
+/// A deterministic 3PL bank of `n` items.
+pub fn bank_params(n: usize) -> Vec<(f64, f64, f64)> {
+    (0..n)
+        .map(|i| {
+            let x = i as f64;
+            (0.6 + (x * 0.37).sin().abs() * 1.6, -2.5 + 5.0 * ((x * 0.618).fract()), 0.05 + 0.2 * ((x * 0.29).cos().abs()))
+        })
+        .collect()
+}
+
+/// Item ids of a bank in creation order (the order of `bank_params`), read from Postgres.
+pub async fn bank_item_ids(app: &TestApp, bank: &str) -> Vec<String> {
+    use adaptive_engine::storage::schema::items;
+    use diesel::prelude::*;
+    let mut conn = app.db.conn().await;
+    let ids: Vec<i64> = items::table
+        .filter(items::item_bank_id.eq(bank.parse::<i64>().expect("bank id")))
+        .order(items::id.asc())
+        .select(items::id)
+        .load(&mut conn)
+        .await
+        .expect("item ids");
+    ids.into_iter().map(|i| i.to_string()).collect()
+}
+
+/// Answers the presented item: "A" (the key) when `correct`, else "C".
+pub async fn answer(app: &TestApp, token: &str, exam: &str, item: &str, correct: bool) -> Value {
+    let response = if correct { "A" } else { "C" };
+    app.ok(token, SUBMIT, json!({"input": {"examSessionId": exam, "itemId": item, "response": response}}))
+        .await["submitAnswer"]
+        .clone()
+}
+
+/// Starts an exam on `bank` with extra input fields; returns its id and the payload.
+pub async fn start(app: &TestApp, token: &str, bank: &str, extra: Value) -> (String, Value) {
+    let mut input = json!({"itemBankId": bank});
+    if let (Some(input), Some(extra)) = (input.as_object_mut(), extra.as_object()) {
+        input.extend(extra.clone());
+    }
+    let data = app.ok(token, START, json!({"input": input})).await;
+    let exam = data["startExam"]["examSession"]["id"].as_str().expect("exam id").to_owned();
+    (exam, data["startExam"].clone())
+}
+
+/// Follows an exam and checks every estimate against the reference EAP.
+pub struct ExamChecker {
+    /// Bank parameters in item-id order.
+    pub params: Vec<(f64, f64, f64)>,
+    /// Bank item ids in the same order.
+    pub ids: Vec<String>,
+    /// Items seen so far (indices).
+    pub seen: Vec<usize>,
+    /// Responses so far.
+    pub responses: Vec<bool>,
+}
+
+impl ExamChecker {
+    /// Records an answer and asserts the result equals the reference EAP to 1e-9.
+    pub fn check(&mut self, item: &str, correct: bool, result: &Value) {
+        let index = self.ids.iter().position(|i| i == item).expect("item in bank");
+        self.seen.push(index);
+        self.responses.push(correct);
+        let administered: Vec<(f64, f64, f64)> = self.seen.iter().map(|&i| self.params[i]).collect();
+        let (theta, se) = reference_eap(&administered, &self.responses, 0.0, 1.0, -4.0, 4.0, 33);
+        let got_theta = result["theta"].as_f64().expect("theta");
+        let got_se = result["standardError"].as_f64().expect("se");
+        let n = self.seen.len();
+        assert!((got_theta - theta).abs() < 1e-9, "answer {n}: theta {got_theta} vs reference {theta}");
+        assert!((got_se - se).abs() < 1e-9, "answer {n}: se {got_se} vs reference {se}");
+        assert_eq!(result["itemsCompleted"].as_u64(), Some(n as u64));
+    }
+}
