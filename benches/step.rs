@@ -4,7 +4,9 @@
 
 use std::hint::black_box;
 
-use adaptive_engine::irt::{EstimatorSettings, ItemParams, estimate, probability, select_next_item};
+use adaptive_engine::irt::{
+    EstimatorSettings, ItemParams, estimate, probability, select_next_item,
+};
 use criterion::{Criterion, criterion_group, criterion_main};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -35,7 +37,8 @@ fn scenario(n: usize) -> Scenario {
     let (mut items, mut responses) = (Vec::new(), Vec::new());
     let mut theta = 0.0;
     for _ in 0..20 {
-        let next = select_next_item(&bank, &administered, theta, 1.0, 1, &mut rng).expect("bank not exhausted");
+        let next = select_next_item(&bank, &administered, theta, 1.0, 1, &mut rng)
+            .expect("bank not exhausted");
         administered[next] = true;
         items.push(bank[next]);
         responses.push(rng.random::<f64>() < probability(&bank[next], 0.5, 1.0));
@@ -64,7 +67,12 @@ fn bench_step(c: &mut Criterion, name: &str, n: usize) {
                 1,
                 &mut rng,
             );
-            let e = estimate(&settings, black_box(&s.items), black_box(&s.responses), s.theta);
+            let e = estimate(
+                &settings,
+                black_box(&s.items),
+                black_box(&s.responses),
+                s.theta,
+            );
             (next, e)
         });
     });

@@ -8,7 +8,7 @@
 //! * [`model`]: the dichotomous four-parameter logistic model (4PL): response
 //!   probability and Fisher information of an item ([`probability`],
 //!   [`information`]).
-//! * [`estimate`]: ability estimation from a response pattern: EAP, MAP
+//! * [`mod@estimate`]: ability estimation from a response pattern: EAP, MAP
 //!   (Bayes modal), MLE and WLE with their standard errors, matching the R
 //!   package catR 3.17 (`thetaEst`, `semTheta`, `eapEst`, `eapSem`).
 //! * [`select`]: next-item selection by maximum Fisher information with
@@ -103,7 +103,9 @@ pub enum IrtError {
         d: f64,
     },
     /// `items` and `responses` have different lengths.
-    #[error("{items} items but {responses} responses: every answered item needs exactly one response")]
+    #[error(
+        "{items} items but {responses} responses: every answered item needs exactly one response"
+    )]
     LengthMismatch {
         /// Number of items.
         items: usize,

@@ -315,7 +315,9 @@ async fn an_exam_stops_at_the_se_target_after_min_items() {
     let (exam, started) = start(&app, &token, &bank, json!({"maxItems": 40, "minItems": 3, "seTarget": 0.5})).await;
     let mut item = started["nextItem"]["id"].as_str().expect("item").to_owned();
     let mut last = Value::Null;
+    let mut answered = Vec::new();
     for step in 0..40 {
+        answered.push(item.clone());
         last = answer(&app, &token, &exam, &item, step % 2 == 0).await;
         if last["completed"] == true {
             break;
@@ -327,8 +329,13 @@ async fn an_exam_stops_at_the_se_target_after_min_items() {
     assert_eq!(last["stopReason"], "SE_TARGET");
     assert!(last["standardError"].as_f64().expect("se") <= 0.5);
     assert!(last["itemsCompleted"].as_i64().expect("n") >= 3);
+    // Answering the last item again replays it; any other item is refused.
+    let replay = answer(&app, &token, &exam, &item, last["itemsCompleted"].as_i64().expect("n") % 2 == 1).await;
+    assert_eq!(replay["theta"], last["theta"]);
+    let ids = bank_item_ids(&app, &bank).await;
+    let unanswered = ids.iter().rev().find(|id| **id != item && !answered.contains(id)).expect("an item");
     let after = app
-        .gql(Some(&token), SUBMIT, json!({"input": {"examSessionId": exam, "itemId": item, "response": "Z"}}))
+        .gql(Some(&token), SUBMIT, json!({"input": {"examSessionId": exam, "itemId": unanswered, "response": "A"}}))
         .await;
     assert_eq!(error_code(&after), "EXAM_NOT_ACTIVE");
 }

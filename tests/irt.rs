@@ -5,8 +5,9 @@
 use std::collections::BTreeSet;
 
 use adaptive_engine::irt::{
-    ConstantPatternRule, Estimate, EstimatorMethod, EstimatorSettings, IrtError, ItemParams, MAX_RANDOMESQUE, Prior,
-    SeType, StopReason, StoppingRule, estimate, information, probability, select_next_item, try_estimate,
+    ConstantPatternRule, Estimate, EstimatorMethod, EstimatorSettings, IrtError, ItemParams,
+    MAX_RANDOMESQUE, Prior, SeType, StopReason, StoppingRule, estimate, information, probability,
+    select_next_item, try_estimate,
 };
 use proptest::prelude::*;
 use rand::rngs::StdRng;
@@ -18,7 +19,10 @@ use serde_json::Value;
 // ---------------------------------------------------------------------------
 
 /// Path of the reference file, read at run time.
-const REFERENCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/catr_estimates.json");
+const REFERENCE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/catr_estimates.json"
+);
 
 /// The parsed reference file.
 fn reference() -> Value {
@@ -57,7 +61,11 @@ fn settings_of(case: &Value) -> EstimatorSettings {
     };
     let par_int = s["parInt"].as_array().expect("parInt");
     let range = s["range"].as_array().expect("range");
-    let interval = if method == EstimatorMethod::Eap { par_int } else { range };
+    let interval = if method == EstimatorMethod::Eap {
+        par_int
+    } else {
+        range
+    };
     let se_type = match s["semType"].as_str().expect("semType") {
         "classic" => SeType::Classic,
         "new" => SeType::Sandwich,
@@ -92,7 +100,8 @@ fn settings_of(case: &Value) -> EstimatorSettings {
 /// 0.6007221654549848. The file's 0.6007221629608847 is what a central
 /// second difference of `I` with step 1e-4 gives (0.60072216293), i.e. its
 /// `I''` was numerical, with an error of 2.5e-9 in the SE.
-const EXACT_SE_CORRECTIONS: &[(&str, f64, f64)] = &[("2PL_10_prior_Jeffreys_BM", 0.600_722_165_454_984_8, 5e-9)];
+const EXACT_SE_CORRECTIONS: &[(&str, f64, f64)] =
+    &[("2PL_10_prior_Jeffreys_BM", 0.600_722_165_454_984_8, 5e-9)];
 
 /// Runs the reference case `name` and checks it: EAP within 1e-12 of catR,
 /// MAP/MLE/WLE within 1e-9 of the exact root and 2e-4 of catR (whose roots
@@ -105,7 +114,8 @@ fn check_case(name: &str) {
         .iter()
         .find(|c| c["name"] == name)
         .unwrap_or_else(|| panic!("case {name} not in the reference file"));
-    let items: Vec<ItemParams> = serde_json::from_value(case["input"]["items"].clone()).expect("items");
+    let items: Vec<ItemParams> =
+        serde_json::from_value(case["input"]["items"].clone()).expect("items");
     let responses: Vec<bool> = case["input"]["responses"]
         .as_array()
         .expect("responses")
@@ -238,7 +248,10 @@ fn information_known_values() {
         let dp = 0.8 * (p - 0.25) * (0.95 - p) / 0.7;
         let expected = dp * dp / (p * (1.0 - p));
         let got = information(&item, theta, 1.0);
-        assert!((got - expected).abs() < 1e-14, "θ = {theta}: {got} vs {expected}");
+        assert!(
+            (got - expected).abs() < 1e-14,
+            "θ = {theta}: {got} vs {expected}"
+        );
     }
 }
 
@@ -246,11 +259,17 @@ fn information_known_values() {
 fn item_params_serde_defaults_d_to_one() {
     let item: ItemParams = serde_json::from_str(r#"{"a":1.2,"b":-0.5,"c":0.2}"#).expect("3PL item");
     assert_eq!(item, ItemParams::three_pl(1.2, -0.5, 0.2));
-    assert_eq!(serde_json::to_string(&item).expect("serializes"), r#"{"a":1.2,"b":-0.5,"c":0.2}"#);
+    assert_eq!(
+        serde_json::to_string(&item).expect("serializes"),
+        r#"{"a":1.2,"b":-0.5,"c":0.2}"#
+    );
     let four = ItemParams::new(1.0, 0.0, 0.1, 0.9);
     let text = serde_json::to_string(&four).expect("serializes");
     assert_eq!(text, r#"{"a":1.0,"b":0.0,"c":0.1,"d":0.9}"#);
-    assert_eq!(serde_json::from_str::<ItemParams>(&text).expect("round trip"), four);
+    assert_eq!(
+        serde_json::from_str::<ItemParams>(&text).expect("round trip"),
+        four
+    );
 }
 
 #[test]
@@ -264,10 +283,16 @@ fn item_validation() {
         ItemParams::new(1.0, 0.0, 0.5, 0.5),
         ItemParams::new(1.0, 0.0, 0.0, 1.1),
     ] {
-        assert!(matches!(bad.validate(), Err(IrtError::Item { .. })), "{bad:?}");
+        assert!(
+            matches!(bad.validate(), Err(IrtError::Item { .. })),
+            "{bad:?}"
+        );
     }
     let err = ItemParams::two_pl(-1.0, 0.0).validate_at(7).unwrap_err();
-    assert!(err.to_string().starts_with("item 7: discrimination"), "{err}");
+    assert!(
+        err.to_string().starts_with("item 7: discrimination"),
+        "{err}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -285,7 +310,10 @@ fn default_settings_are_catr_defaults_and_valid() {
     assert_eq!(s.constant_pattern, ConstantPatternRule::Bound);
     assert_eq!(s.validate(), Ok(()));
     let json = serde_json::to_string(&s).expect("serializes");
-    assert_eq!(serde_json::from_str::<EstimatorSettings>(&json).expect("round trip"), s);
+    assert_eq!(
+        serde_json::from_str::<EstimatorSettings>(&json).expect("round trip"),
+        s
+    );
 }
 
 #[test]
@@ -314,7 +342,13 @@ fn settings_validation_errors() {
             },
             IrtError::ThetaRange { min: 4.0, max: 4.0 },
         ),
-        (EstimatorSettings { scaling: 0.0, ..ok.clone() }, IrtError::Scaling(0.0)),
+        (
+            EstimatorSettings {
+                scaling: 0.0,
+                ..ok.clone()
+            },
+            IrtError::Scaling(0.0),
+        ),
         (
             EstimatorSettings {
                 prior: Prior::Normal { mean: 0.0, sd: 0.0 },
@@ -324,17 +358,29 @@ fn settings_validation_errors() {
         ),
         (
             EstimatorSettings {
-                prior: Prior::Uniform { lower: 5.0, upper: 6.0 },
+                prior: Prior::Uniform {
+                    lower: 5.0,
+                    upper: 6.0,
+                },
                 ..ok.clone()
             },
-            IrtError::UniformPrior { lower: 5.0, upper: 6.0 },
+            IrtError::UniformPrior {
+                lower: 5.0,
+                upper: 6.0,
+            },
         ),
         (
             EstimatorSettings {
-                prior: Prior::Uniform { lower: 1.0, upper: -1.0 },
+                prior: Prior::Uniform {
+                    lower: 1.0,
+                    upper: -1.0,
+                },
                 ..ok.clone()
             },
-            IrtError::UniformPrior { lower: 1.0, upper: -1.0 },
+            IrtError::UniformPrior {
+                lower: 1.0,
+                upper: -1.0,
+            },
         ),
     ];
     for (settings, expected) in cases {
@@ -343,7 +389,10 @@ fn settings_validation_errors() {
     }
     assert_eq!(
         try_estimate(&ok, &[ItemParams::two_pl(1.0, 0.0)], &[], 0.0),
-        Err(IrtError::LengthMismatch { items: 1, responses: 0 })
+        Err(IrtError::LengthMismatch {
+            items: 1,
+            responses: 0
+        })
     );
     assert_eq!(
         IrtError::QuadraturePoints(1).to_string(),
@@ -357,8 +406,16 @@ fn no_responses_gives_current_theta_and_prior_sd() {
         prior: Prior::Normal { mean: 0.3, sd: 1.5 },
         ..EstimatorSettings::default()
     };
-    for method in [EstimatorMethod::Eap, EstimatorMethod::Map, EstimatorMethod::Mle, EstimatorMethod::Wle] {
-        let s = EstimatorSettings { method, ..s.clone() };
+    for method in [
+        EstimatorMethod::Eap,
+        EstimatorMethod::Map,
+        EstimatorMethod::Mle,
+        EstimatorMethod::Wle,
+    ] {
+        let s = EstimatorSettings {
+            method,
+            ..s.clone()
+        };
         assert_eq!(
             estimate(&s, &[], &[], 0.7),
             Estimate {
@@ -366,11 +423,18 @@ fn no_responses_gives_current_theta_and_prior_sd() {
                 standard_error: 1.5
             }
         );
-        assert_eq!(estimate(&s, &[], &[], 9.0).theta, 4.0, "clamped to theta_max");
+        assert_eq!(
+            estimate(&s, &[], &[], 9.0).theta,
+            4.0,
+            "clamped to theta_max"
+        );
         assert_eq!(estimate(&s, &[], &[], f64::NAN).theta, 0.3, "prior mean");
     }
     let uniform = EstimatorSettings {
-        prior: Prior::Uniform { lower: -3.0, upper: 3.0 },
+        prior: Prior::Uniform {
+            lower: -3.0,
+            upper: 3.0,
+        },
         ..EstimatorSettings::default()
     };
     let e = estimate(&uniform, &[], &[], 0.0);
@@ -417,8 +481,14 @@ fn constant_pattern_rules() {
             constant_pattern: rule,
             ..base.clone()
         };
-        assert_eq!(estimate(&with(ConstantPatternRule::Map), &items, &responses, 0.0), map);
-        assert_eq!(estimate(&with(ConstantPatternRule::Eap), &items, &responses, 0.0), eap);
+        assert_eq!(
+            estimate(&with(ConstantPatternRule::Map), &items, &responses, 0.0),
+            map
+        );
+        assert_eq!(
+            estimate(&with(ConstantPatternRule::Eap), &items, &responses, 0.0),
+            eap
+        );
         let step = estimate(&with(ConstantPatternRule::Step), &items, &responses, 1.0);
         assert!((step.theta - 1.7).abs() < 1e-15);
         let info: f64 = items.iter().map(|i| information(i, 1.7, 1.0)).sum();
@@ -439,7 +509,10 @@ fn constant_pattern_rules() {
         constant_pattern: ConstantPatternRule::Step,
         ..base.clone()
     };
-    assert_eq!(estimate(&step, &items, &mixed, 0.0), estimate(&base, &items, &mixed, 0.0));
+    assert_eq!(
+        estimate(&step, &items, &mixed, 0.0),
+        estimate(&base, &items, &mixed, 0.0)
+    );
 }
 
 #[test]
@@ -448,7 +521,13 @@ fn sandwich_se_equals_classic_for_mle_and_uniform_map() {
     let responses = [true, false, true, false, false];
     for (method, prior) in [
         (EstimatorMethod::Mle, Prior::Normal { mean: 0.0, sd: 1.0 }),
-        (EstimatorMethod::Map, Prior::Uniform { lower: -3.0, upper: 3.0 }),
+        (
+            EstimatorMethod::Map,
+            Prior::Uniform {
+                lower: -3.0,
+                upper: 3.0,
+            },
+        ),
     ] {
         let classic = EstimatorSettings {
             method,
@@ -461,7 +540,10 @@ fn sandwich_se_equals_classic_for_mle_and_uniform_map() {
         };
         let a = estimate(&classic, &items, &responses, 0.0);
         let b = estimate(&sandwich, &items, &responses, 0.0);
-        assert!((a.standard_error - b.standard_error).abs() < 1e-12, "{method:?}");
+        assert!(
+            (a.standard_error - b.standard_error).abs() < 1e-12,
+            "{method:?}"
+        );
     }
 }
 
@@ -501,7 +583,8 @@ fn map_with_normal_prior_is_a_stationary_point_of_the_log_posterior() {
 // ---------------------------------------------------------------------------
 
 fn any_item() -> impl Strategy<Value = ItemParams> {
-    (0.2_f64..3.0, -3.5_f64..3.5, 0.0_f64..0.35, 0.8_f64..=1.0).prop_map(|(a, b, c, d)| ItemParams::new(a, b, c, d))
+    (0.2_f64..3.0, -3.5_f64..3.5, 0.0_f64..0.35, 0.8_f64..=1.0)
+        .prop_map(|(a, b, c, d)| ItemParams::new(a, b, c, d))
 }
 
 fn any_method() -> impl Strategy<Value = EstimatorMethod> {
@@ -538,7 +621,16 @@ fn any_settings() -> impl Strategy<Value = EstimatorSettings> {
         2.0_f64..5.0,
     )
         .prop_map(
-            |(method, prior, quadrature_points, scaling, se_type, constant_pattern, theta_min, theta_max)| {
+            |(
+                method,
+                prior,
+                quadrature_points,
+                scaling,
+                se_type,
+                constant_pattern,
+                theta_min,
+                theta_max,
+            )| {
                 EstimatorSettings {
                     method,
                     prior,
@@ -660,13 +752,82 @@ proptest! {
     }
 }
 
+/// Log-likelihood computed directly from [`probability`].
+fn log_likelihood(items: &[ItemParams], responses: &[bool], theta: f64, scaling: f64) -> f64 {
+    items
+        .iter()
+        .zip(responses)
+        .map(|(it, &x)| {
+            let p = probability(it, theta, scaling);
+            if x { p.ln() } else { (1.0 - p).ln() }
+        })
+        .sum()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// MLE and MAP reach the global maximum of their objective on the range,
+    /// also when a 3PL likelihood has several local maxima (about 7% of such
+    /// random patterns): no point of a fine grid does better.
+    #[test]
+    fn modal_estimates_are_global_maxima(
+        items_and_responses in prop::collection::vec(
+            ((0.3_f64..2.5, -3.0_f64..3.0, 0.0_f64..0.35), any::<bool>()),
+            2..15,
+        ),
+        map in any::<bool>(),
+    ) {
+        let (items, responses): (Vec<ItemParams>, Vec<bool>) = items_and_responses
+            .into_iter()
+            .map(|((a, b, c), x)| (ItemParams::three_pl(a, b, c), x))
+            .unzip();
+        let method = if map { EstimatorMethod::Map } else { EstimatorMethod::Mle };
+        let settings = EstimatorSettings { method, ..EstimatorSettings::default() };
+        let objective = |t: f64| {
+            log_likelihood(&items, &responses, t, 1.0) - if map { 0.5 * t * t } else { 0.0 }
+        };
+        let e = estimate(&settings, &items, &responses, 0.0);
+        let at_estimate = objective(e.theta);
+        for i in 0..=2_000 {
+            let t = -4.0 + 8.0 * f64::from(i) / 2_000.0;
+            prop_assert!(objective(t) <= at_estimate + 1e-9, "θ = {t} beats {e:?}");
+        }
+    }
+
+    /// For 2PL items Jeffreys' prior gives `I'/(2I) = J/(2I)`: the MAP with
+    /// Jeffreys' prior and the WLE coincide (as in the reference cases).
+    #[test]
+    fn jeffreys_map_equals_wle_for_2pl(
+        items_and_responses in prop::collection::vec(((0.3_f64..2.5, -3.0_f64..3.0), any::<bool>()), 1..30),
+        scaling in prop_oneof![Just(1.0), Just(1.702)],
+    ) {
+        let (items, responses): (Vec<ItemParams>, Vec<bool>) = items_and_responses
+            .into_iter()
+            .map(|((a, b), x)| (ItemParams::two_pl(a, b), x))
+            .unzip();
+        let map = EstimatorSettings {
+            method: EstimatorMethod::Map,
+            prior: Prior::Jeffreys,
+            scaling,
+            ..EstimatorSettings::default()
+        };
+        let wle = EstimatorSettings { method: EstimatorMethod::Wle, ..map.clone() };
+        let a = estimate(&map, &items, &responses, 0.0);
+        let b = estimate(&wle, &items, &responses, 0.0);
+        prop_assert!((a.theta - b.theta).abs() < 1e-9, "{a:?} vs {b:?}");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Item selection
 // ---------------------------------------------------------------------------
 
 /// Equal slopes, difficulties -3..3 by 0.5 (13 items, index 6 has b = 0).
 fn ladder() -> Vec<ItemParams> {
-    (0..13).map(|i| ItemParams::two_pl(1.0, -3.0 + 0.5 * i as f64)).collect()
+    (0..13)
+        .map(|i| ItemParams::two_pl(1.0, -3.0 + 0.5 * i as f64))
+        .collect()
 }
 
 #[test]
@@ -674,15 +835,33 @@ fn selects_the_item_located_at_theta() {
     let bank = ladder();
     let none = vec![false; bank.len()];
     let mut rng = StdRng::seed_from_u64(1);
-    assert_eq!(select_next_item(&bank, &none, 0.0, 1.0, 1, &mut rng), Some(6));
-    assert_eq!(select_next_item(&bank, &none, 1.0, 1.702, 1, &mut rng), Some(8));
-    assert_eq!(select_next_item(&bank, &none, 1.1, 1.0, 1, &mut rng), Some(8));
-    assert_eq!(select_next_item(&bank, &none, -9.0, 1.0, 1, &mut rng), Some(0));
+    assert_eq!(
+        select_next_item(&bank, &none, 0.0, 1.0, 1, &mut rng),
+        Some(6)
+    );
+    assert_eq!(
+        select_next_item(&bank, &none, 1.0, 1.702, 1, &mut rng),
+        Some(8)
+    );
+    assert_eq!(
+        select_next_item(&bank, &none, 1.1, 1.0, 1, &mut rng),
+        Some(8)
+    );
+    assert_eq!(
+        select_next_item(&bank, &none, -9.0, 1.0, 1, &mut rng),
+        Some(0)
+    );
     // k = 0 behaves as k = 1.
-    assert_eq!(select_next_item(&bank, &none, 0.0, 1.0, 0, &mut rng), Some(6));
+    assert_eq!(
+        select_next_item(&bank, &none, 0.0, 1.0, 0, &mut rng),
+        Some(6)
+    );
     // Higher discrimination wins at equal distance.
     let bank = [ItemParams::two_pl(1.0, 0.0), ItemParams::two_pl(2.0, 0.0)];
-    assert_eq!(select_next_item(&bank, &[false, false], 0.0, 1.0, 1, &mut rng), Some(1));
+    assert_eq!(
+        select_next_item(&bank, &[false, false], 0.0, 1.0, 1, &mut rng),
+        Some(1)
+    );
 }
 
 #[test]
@@ -690,8 +869,21 @@ fn ties_go_to_the_lowest_index() {
     let item = ItemParams::three_pl(1.3, 0.2, 0.2);
     let bank = vec![item; 5];
     let mut rng = StdRng::seed_from_u64(2);
-    assert_eq!(select_next_item(&bank, &[false; 5], 0.0, 1.0, 1, &mut rng), Some(0));
-    assert_eq!(select_next_item(&bank, &[true, true, false, false, false], 0.0, 1.0, 1, &mut rng), Some(2));
+    assert_eq!(
+        select_next_item(&bank, &[false; 5], 0.0, 1.0, 1, &mut rng),
+        Some(0)
+    );
+    assert_eq!(
+        select_next_item(
+            &bank,
+            &[true, true, false, false, false],
+            0.0,
+            1.0,
+            1,
+            &mut rng
+        ),
+        Some(2)
+    );
     // The top-2 group among 5 equal items is {0, 1}.
     let picks: BTreeSet<usize> = (0..200)
         .map(|_| select_next_item(&bank, &[false; 5], 0.0, 1.0, 2, &mut rng).expect("some"))
@@ -705,7 +897,12 @@ fn randomesque_draws_among_the_top_k_only_and_hits_each() {
     let none = vec![false; bank.len()];
     let mut rng = StdRng::seed_from_u64(3);
     // At θ = 0.1 the order is b = 0 (6), 0.5 (7), -0.5 (5), 1.0 (8), -1.0 (4).
-    for (k, expected) in [(1, vec![6]), (2, vec![6, 7]), (3, vec![5, 6, 7]), (5, vec![4, 5, 6, 7, 8])] {
+    for (k, expected) in [
+        (1, vec![6]),
+        (2, vec![6, 7]),
+        (3, vec![5, 6, 7]),
+        (5, vec![4, 5, 6, 7, 8]),
+    ] {
         let mut counts = [0_usize; 13];
         let draws = 3_000;
         for _ in 0..draws {
@@ -714,7 +911,10 @@ fn randomesque_draws_among_the_top_k_only_and_hits_each() {
         for (i, &n) in counts.iter().enumerate() {
             if expected.contains(&i) {
                 let share = n as f64 / draws as f64;
-                assert!((share - 1.0 / k as f64).abs() < 0.05, "k={k}: item {i} drawn {n} times");
+                assert!(
+                    (share - 1.0 / k as f64).abs() < 0.05,
+                    "k={k}: item {i} drawn {n} times"
+                );
             } else {
                 assert_eq!(n, 0, "k={k}: item {i} is not in the top {k}");
             }
@@ -739,11 +939,15 @@ fn administered_items_are_never_picked() {
     // Exhausting the bank one item at a time visits every item once.
     let mut administered = vec![false; bank.len()];
     for _ in 0..bank.len() {
-        let pick = select_next_item(&bank, &administered, 0.0, 1.0, 4, &mut rng).expect("some left");
+        let pick =
+            select_next_item(&bank, &administered, 0.0, 1.0, 4, &mut rng).expect("some left");
         assert!(!administered[pick]);
         administered[pick] = true;
     }
-    assert_eq!(select_next_item(&bank, &administered, 0.0, 1.0, 4, &mut rng), None);
+    assert_eq!(
+        select_next_item(&bank, &administered, 0.0, 1.0, 4, &mut rng),
+        None
+    );
 }
 
 #[test]
@@ -751,13 +955,26 @@ fn none_when_nothing_is_eligible() {
     let mut rng = StdRng::seed_from_u64(6);
     assert_eq!(select_next_item(&[], &[], 0.0, 1.0, 1, &mut rng), None);
     let bank = ladder();
-    assert_eq!(select_next_item(&bank, &vec![true; bank.len()], 0.0, 1.0, 5, &mut rng), None);
+    assert_eq!(
+        select_next_item(&bank, &vec![true; bank.len()], 0.0, 1.0, 5, &mut rng),
+        None
+    );
     // Fewer eligible items than k: draws among those left.
     let mut administered = vec![true; bank.len()];
     administered[2] = false;
     administered[11] = false;
     let picks: BTreeSet<usize> = (0..100)
-        .map(|_| select_next_item(&bank, &administered, 0.0, 1.0, MAX_RANDOMESQUE + 10, &mut rng).expect("some"))
+        .map(|_| {
+            select_next_item(
+                &bank,
+                &administered,
+                0.0,
+                1.0,
+                MAX_RANDOMESQUE + 10,
+                &mut rng,
+            )
+            .expect("some")
+        })
         .collect();
     assert_eq!(picks, BTreeSet::from([2, 11]));
 }
@@ -809,7 +1026,11 @@ fn stopping_rule_cases() {
         (10, f64::NAN, 50, None),
     ];
     for (completed, se, left, expected) in cases {
-        assert_eq!(rule.check(completed, se, left), expected, "{completed} items, se {se}, {left} left");
+        assert_eq!(
+            rule.check(completed, se, left),
+            expected,
+            "{completed} items, se {se}, {left} left"
+        );
     }
     let fixed = StoppingRule {
         max_items: 10,
@@ -830,7 +1051,10 @@ fn stopping_rule_validation_and_serde() {
     assert_eq!(ok.validate(), Ok(()));
     for bad in [
         StoppingRule { max_items: 0, ..ok },
-        StoppingRule { min_items: 31, ..ok },
+        StoppingRule {
+            min_items: 31,
+            ..ok
+        },
         StoppingRule {
             se_target: Some(0.0),
             ..ok
@@ -840,9 +1064,18 @@ fn stopping_rule_validation_and_serde() {
             ..ok
         },
     ] {
-        assert!(matches!(bad.validate(), Err(IrtError::StoppingRule(_))), "{bad:?}");
+        assert!(
+            matches!(bad.validate(), Err(IrtError::StoppingRule(_))),
+            "{bad:?}"
+        );
     }
     let json = serde_json::to_string(&ok).expect("serializes");
-    assert_eq!(serde_json::from_str::<StoppingRule>(&json).expect("round trip"), ok);
-    assert_eq!(serde_json::to_string(&StopReason::SeTarget).expect("serializes"), r#""SeTarget""#);
+    assert_eq!(
+        serde_json::from_str::<StoppingRule>(&json).expect("round trip"),
+        ok
+    );
+    assert_eq!(
+        serde_json::to_string(&StopReason::SeTarget).expect("serializes"),
+        r#""SeTarget""#
+    );
 }

@@ -21,9 +21,12 @@
 //!   nodes `x_0 = theta_min, …, x_{n−1} = theta_max`, integrated with catR's
 //!   trapezoid rule `∫ y ≈ Σ_k (x_{k+1} − x_k)(y_k + y_{k+1})/2`:
 //!   `θ̂ = ∫ θ L π / ∫ L π`, `SE = sqrt(∫ (θ − θ̂)² L π / ∫ L π)`. The
-//!   log-likelihood is accumulated per node in log space and its maximum is
+//!   likelihood at each node is accumulated as `mantissa · 2^exponent`,
+//!   renormalized after every item (log space in effect, with one `ln` per
+//!   node rather than per item and node); the maximum log posterior is
 //!   subtracted before exponentiating, so thousands of answers never
-//!   underflow.
+//!   underflow. No allocation: the nodes live in stack buffers of
+//!   [`MAX_QUADRATURE_POINTS`].
 //! * **MAP** (Bayes modal, catR "BM"): the maximizer of `log L + log π` on
 //!   `[theta_min, theta_max]` (on `[lower, upper] ∩ [theta_min, theta_max]`
 //!   for a uniform prior, whose MAP is the MLE there), i.e. a root of
@@ -34,19 +37,30 @@
 //! * **WLE** (Warm, 1989; catR "WL"): a root of `S(θ) + J(θ)/(2 I(θ))`. It is
 //!   finite for constant patterns.
 //!
-//! Standard errors (catR `semTheta`; "sandwich" is catR's `sem.type = "new"`,
-//! Magis, 2016, eq. for `Var(θ̂) = E[T²]/E[T']²` with `T` the estimating
-//! function):
+//! Standard errors (catR `semTheta`). Write the estimating equation as
+//! `T(θ) = S(θ) + r(θ) = 0`, with `r = (log π)'` for MAP and `r = J/(2I)` for
+//! WLE. "Classic" is the inverse square root of the (posterior) information;
+//! "sandwich" is catR's `sem.type = "new"` (Magis, 2016): since
+//! `Var(S) = I` and `E[−T'] = I − r'`, `Var(θ̂) ≈ I/(I − r')²`:
 //!
 //! | estimator | classic | sandwich |
 //! |---|---|---|
-//! | MLE | `1/sqrt(I)` | `1/sqrt(I)` |
-//! | MAP | `1/sqrt(I − (log π)'')` | `sqrt(I)/|I − (log π)''|` |
-//! | WLE | `1/sqrt(I)` | `sqrt(I)/|I − (J/(2I))'|` |
+//! | MLE | `1/sqrt(I)` | `1/sqrt(I)` (same) |
+//! | MAP | `1/sqrt(I − (log π)'')` | `sqrt(I)/abs(I − (log π)'')` |
+//! | WLE | `1/sqrt(I)` | `sqrt(I)/abs(I − (J/(2I))')` |
 //!
 //! with `(log π)'' = −1/σ²` (normal), `0` (uniform),
 //! `(½ ln I)'' = (I''·I − I'²)/(2I²)` (Jeffreys), and
-//! `(J/(2I))' = (J'·I − J·I')/(2I²)`.
+//! `(J/(2I))' = (J'·I − J·I')/(2I²)`, all at `θ̂`. When the classic
+//! denominator is not positive (possible for Jeffreys' prior far in the tails)
+//! `1/sqrt(I)` is returned instead of catR's NaN. These match catR's output
+//! to the last digit at catR's own root (reference cases
+//! `2PL_10_prior_Jeffreys_BM`, `3PL_20_BM_semType_new`,
+//! `3PL_20_WL_semType_new`). One deliberate difference: catR's `semTheta`
+//! evaluates the Jeffreys and WLE correction terms `I'`, `I''`, `J`, `J'`
+//! with `D = 1` whatever `D` is (its helper is called without `D`); here they
+//! use `scaling`, consistently with the estimate itself. Results differ from
+//! catR only for those two SEs with `D ≠ 1`.
 //!
 //! Roots are located as follows. The estimating function `T` is evaluated on
 //! a scan grid of step ≤ 0.25 over the range; every sign change from `+` to
@@ -64,7 +78,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::IrtError;
-use super::model::{ItemParams, ItemTerms, information, log_prob};
+use super::model::{ItemParams, ItemTerms, information, response_probability};
 
 /// Smallest accepted [`EstimatorSettings::quadrature_points`].
 pub const MIN_QUADRATURE_POINTS: usize = 2;
@@ -203,7 +217,10 @@ impl EstimatorSettings {
         if !(MIN_QUADRATURE_POINTS..=MAX_QUADRATURE_POINTS).contains(&self.quadrature_points) {
             return Err(IrtError::QuadraturePoints(self.quadrature_points));
         }
-        if !(self.theta_min.is_finite() && self.theta_max.is_finite() && self.theta_min < self.theta_max) {
+        if !(self.theta_min.is_finite()
+            && self.theta_max.is_finite()
+            && self.theta_min < self.theta_max)
+        {
             return Err(IrtError::ThetaRange {
                 min: self.theta_min,
                 max: self.theta_max,
@@ -264,7 +281,12 @@ pub struct Estimate {
 /// # Panics
 /// If `items.len() != responses.len()`.
 #[must_use]
-pub fn estimate(settings: &EstimatorSettings, items: &[ItemParams], responses: &[bool], current_theta: f64) -> Estimate {
+pub fn estimate(
+    settings: &EstimatorSettings,
+    items: &[ItemParams],
+    responses: &[bool],
+    current_theta: f64,
+) -> Estimate {
     assert_eq!(
         items.len(),
         responses.len(),
@@ -274,7 +296,9 @@ pub fn estimate(settings: &EstimatorSettings, items: &[ItemParams], responses: &
         return prior_estimate(settings, current_theta);
     };
     let mut method = settings.method;
-    if matches!(method, EstimatorMethod::Mle | EstimatorMethod::Wle) && responses.iter().all(|&x| x == first) {
+    if matches!(method, EstimatorMethod::Mle | EstimatorMethod::Wle)
+        && responses.iter().all(|&x| x == first)
+    {
         match settings.constant_pattern {
             ConstantPatternRule::Bound => {}
             ConstantPatternRule::Map => method = EstimatorMethod::Map,
@@ -291,7 +315,10 @@ pub fn estimate(settings: &EstimatorSettings, items: &[ItemParams], responses: &
                     -CONSTANT_PATTERN_STEP
                 };
                 let theta = (from + step).clamp(settings.theta_min, settings.theta_max);
-                let info: f64 = items.iter().map(|it| information(it, theta, settings.scaling)).sum();
+                let info: f64 = items
+                    .iter()
+                    .map(|it| information(it, theta, settings.scaling))
+                    .sum();
                 return Estimate {
                     theta,
                     standard_error: 1.0 / info.sqrt(),
@@ -300,9 +327,12 @@ pub fn estimate(settings: &EstimatorSettings, items: &[ItemParams], responses: &
         }
     }
     match method {
-        EstimatorMethod::Eap => eap(settings, items, responses).unwrap_or_else(|| prior_estimate(settings, current_theta)),
+        EstimatorMethod::Eap => eap(settings, items, responses)
+            .unwrap_or_else(|| prior_estimate(settings, current_theta)),
         EstimatorMethod::Map => match settings.prior {
-            Prior::Normal { mean, sd } => modal(settings, items, responses, Equation::MapNormal { mean, sd }),
+            Prior::Normal { mean, sd } => {
+                modal(settings, items, responses, Equation::MapNormal { mean, sd })
+            }
             Prior::Uniform { .. } => modal(settings, items, responses, Equation::MapUniform),
             Prior::Jeffreys => modal(settings, items, responses, Equation::MapJeffreys),
         },
@@ -369,6 +399,17 @@ fn clamp_to_range(x: f64, lo: f64, hi: f64) -> f64 {
     x.min(hi).max(lo)
 }
 
+/// `x = m·2^e` with `m ∈ [1, 2)`, for a positive normal `x` (bit operations
+/// only, so the EAP loop vectorizes).
+#[inline(always)]
+fn split_exponent(x: f64) -> (f64, i64) {
+    const FRACTION: u64 = (1 << 52) - 1;
+    const ONE: u64 = 1023 << 52;
+    let bits = x.to_bits();
+    let exponent = (bits >> 52) as i64 - 1023;
+    (f64::from_bits((bits & FRACTION) | ONE), exponent)
+}
+
 /// EAP estimate and posterior SD (catR `eapEst`/`eapSem`), or `None` when the
 /// posterior has no mass on the nodes (only with invalid settings or items).
 fn eap(settings: &EstimatorSettings, items: &[ItemParams], responses: &[bool]) -> Option<Estimate> {
@@ -381,31 +422,54 @@ fn eap(settings: &EstimatorSettings, items: &[ItemParams], responses: &[bool]) -
     let node = |k: usize| if k + 1 == n { hi } else { lo + k as f64 * step };
     let scaling = settings.scaling;
 
+    let mut node_buf = [0.0_f64; MAX_QUADRATURE_POINTS];
+    let nodes = &mut node_buf[..n];
+    for (k, x) in nodes.iter_mut().enumerate() {
+        *x = node(k);
+    }
+    let nodes: &[f64] = nodes;
+
+    // Likelihood at every node as mantissa × 2^exponent: the product of the
+    // response probabilities is renormalized after every item, so it never
+    // underflows and costs no logarithm per item.
+    let mut mantissa_buf = [1.0_f64; MAX_QUADRATURE_POINTS];
+    let mut exponent_buf = [0_i64; MAX_QUADRATURE_POINTS];
+    let mantissa = &mut mantissa_buf[..n];
+    let exponent = &mut exponent_buf[..n];
+    for (item, &correct) in items.iter().zip(responses) {
+        for ((m, e), &theta) in mantissa.iter_mut().zip(exponent.iter_mut()).zip(nodes) {
+            let (mm, ee) = split_exponent(*m * response_probability(item, theta, scaling, correct));
+            *m = mm;
+            *e += ee;
+        }
+    }
+
     // Log posterior (up to a constant) at every node.
     let mut buffer = [0.0_f64; MAX_QUADRATURE_POINTS];
     let log_post = &mut buffer[..n];
-    for (item, &correct) in items.iter().zip(responses) {
-        for (k, lp) in log_post.iter_mut().enumerate() {
-            *lp += log_prob(item, node(k), scaling, correct);
-        }
+    for ((lp, &m), &e) in log_post
+        .iter_mut()
+        .zip(mantissa.iter())
+        .zip(exponent.iter())
+    {
+        *lp = m.ln() + e as f64 * std::f64::consts::LN_2;
     }
     match settings.prior {
         Prior::Normal { mean, sd } => {
-            for (k, lp) in log_post.iter_mut().enumerate() {
-                let u = (node(k) - mean) / sd;
+            for (lp, &theta) in log_post.iter_mut().zip(nodes) {
+                let u = (theta - mean) / sd;
                 *lp -= 0.5 * u * u;
             }
         }
         Prior::Uniform { lower, upper } => {
-            for (k, lp) in log_post.iter_mut().enumerate() {
-                if !(lower..=upper).contains(&node(k)) {
+            for (lp, theta) in log_post.iter_mut().zip(nodes) {
+                if !(lower..=upper).contains(theta) {
                     *lp = f64::NEG_INFINITY;
                 }
             }
         }
         Prior::Jeffreys => {
-            for (k, lp) in log_post.iter_mut().enumerate() {
-                let theta = node(k);
+            for (lp, &theta) in log_post.iter_mut().zip(nodes) {
                 let info: f64 = items.iter().map(|it| information(it, theta, scaling)).sum();
                 *lp += 0.5 * info.ln();
             }
@@ -423,16 +487,16 @@ fn eap(settings: &EstimatorSettings, items: &[ItemParams], responses: &[bool]) -
     // catR's integrate.catR: Σ (x[k+1] − x[k])·(y[k] + y[k+1])/2.
     let integrate = |f: &dyn Fn(usize) -> f64| -> f64 {
         (0..n - 1)
-            .map(|k| (node(k + 1) - node(k)) * (f(k) + f(k + 1)) * 0.5)
+            .map(|k| (nodes[k + 1] - nodes[k]) * (f(k) + f(k + 1)) * 0.5)
             .sum()
     };
     let mass = integrate(&|k| weights[k]);
     if !(mass > 0.0 && mass.is_finite()) {
         return None;
     }
-    let theta = integrate(&|k| node(k) * weights[k]) / mass;
+    let theta = integrate(&|k| nodes[k] * weights[k]) / mass;
     let variance = integrate(&|k| {
-        let u = node(k) - theta;
+        let u = nodes[k] - theta;
         u * u * weights[k]
     }) / mass;
     Some(Estimate {
@@ -496,7 +560,11 @@ impl Sums {
 
     /// `a / (2 I)`, 0 when there is no information.
     fn over_two_info(&self, a: f64) -> f64 {
-        if self.info > 0.0 { a / (2.0 * self.info) } else { 0.0 }
+        if self.info > 0.0 {
+            a / (2.0 * self.info)
+        } else {
+            0.0
+        }
     }
 }
 
@@ -548,13 +616,22 @@ impl Equation {
             SeType::Classic => 1.0 / denominator.sqrt(),
             SeType::Sandwich => i.sqrt() / denominator.abs(),
         };
-        if se.is_finite() && se > 0.0 { se } else { classic }
+        if se.is_finite() && se > 0.0 {
+            se
+        } else {
+            classic
+        }
     }
 }
 
 /// MAP, MLE or WLE: the root of `equation` on the range (see the module doc)
 /// and its standard error.
-fn modal(settings: &EstimatorSettings, items: &[ItemParams], responses: &[bool], equation: Equation) -> Estimate {
+fn modal(
+    settings: &EstimatorSettings,
+    items: &[ItemParams],
+    responses: &[bool],
+    equation: Equation,
+) -> Estimate {
     let (mut lo, mut hi) = (settings.theta_min, settings.theta_max);
     if let (Equation::MapUniform, Prior::Uniform { lower, upper }) = (equation, settings.prior) {
         let (l, u) = (lo.max(lower), hi.min(upper));
@@ -573,13 +650,23 @@ fn modal(settings: &EstimatorSettings, items: &[ItemParams], responses: &[bool],
         Some((b, b_obj)) => {
             let b_obj = b_obj.unwrap_or_else(|| objective(b));
             let obj = objective(theta);
-            best = Some(if obj > b_obj { (theta, Some(obj)) } else { (b, Some(b_obj)) });
+            best = Some(if obj > b_obj {
+                (theta, Some(obj))
+            } else {
+                (b, Some(b_obj))
+            });
         }
     };
 
     let intervals = (((hi - lo) / SCAN_STEP).ceil() as usize).clamp(1, MAX_SCAN_INTERVALS);
     let width = (hi - lo) / intervals as f64;
-    let grid = |j: usize| if j == intervals { hi } else { lo + j as f64 * width };
+    let grid = |j: usize| {
+        if j == intervals {
+            hi
+        } else {
+            lo + j as f64 * width
+        }
+    };
     let mut prev = (lo, t(lo));
     if prev.1 <= 0.0 {
         consider(lo);

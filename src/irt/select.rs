@@ -30,9 +30,10 @@ pub const MAX_RANDOMESQUE: usize = 64;
 ///   never chosen.
 /// * Returns `None` when no item is eligible.
 ///
-/// Cost: one `exp` and one division per eligible item; the group is kept
-/// sorted in a fixed array, touched only when an item beats the current
-/// `k`-th best.
+/// Cost: per item one branch-free exponential and one division (computed for
+/// administered items too, which keeps the loop vectorizable), then one
+/// comparison; the group is kept sorted in a fixed array, touched only when an
+/// item beats the current `k`-th best. No allocation.
 pub fn select_next_item<R: Rng + ?Sized>(
     bank: &[ItemParams],
     administered: &[bool],
@@ -43,10 +44,22 @@ pub fn select_next_item<R: Rng + ?Sized>(
 ) -> Option<usize> {
     let k = randomesque.clamp(1, MAX_RANDOMESQUE);
     let mut top = TopK::new(k);
-    for (index, (item, &done)) in bank.iter().zip(administered).enumerate() {
-        let info = information(item, theta, scaling);
-        if !done && info > top.threshold {
-            top.insert(info, index);
+    // Two passes per chunk: a branch-free (vectorizable) information loop,
+    // then a cheap scan against the current k-th best.
+    let mut info = [0.0_f64; CHUNK];
+    for (chunk, (items, done)) in bank
+        .chunks(CHUNK)
+        .zip(administered.chunks(CHUNK))
+        .enumerate()
+    {
+        let n = items.len().min(done.len());
+        for (slot, item) in info[..n].iter_mut().zip(items) {
+            *slot = information(item, theta, scaling);
+        }
+        for (j, (&value, &done)) in info[..n].iter().zip(done).enumerate() {
+            if !done && value > top.threshold {
+                top.insert(value, chunk * CHUNK + j);
+            }
         }
     }
     match top.len {
@@ -55,6 +68,9 @@ pub fn select_next_item<R: Rng + ?Sized>(
         len => Some(top.index[rng.random_range(0..len)]),
     }
 }
+
+/// Items per block of the selection loop.
+const CHUNK: usize = 256;
 
 /// The `k` largest values seen so far, sorted in decreasing order, earlier
 /// insertions first among equal values.
@@ -88,7 +104,11 @@ impl TopK {
     fn insert(&mut self, value: f64, index: usize) {
         // After every entry >= value, so ties keep the earlier index first.
         let pos = self.value[..self.len].partition_point(|&v| v >= value);
-        let end = if self.len < self.k { self.len } else { self.k - 1 };
+        let end = if self.len < self.k {
+            self.len
+        } else {
+            self.k - 1
+        };
         self.value.copy_within(pos..end, pos + 1);
         self.index.copy_within(pos..end, pos + 1);
         self.value[pos] = value;

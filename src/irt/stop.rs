@@ -44,7 +44,12 @@ impl StoppingRule {
     ///    (a NaN standard error never satisfies it);
     /// 3. `items_left == 0` → [`StopReason::BankExhausted`].
     #[must_use]
-    pub fn check(&self, items_completed: usize, standard_error: f64, items_left: usize) -> Option<StopReason> {
+    pub fn check(
+        &self,
+        items_completed: usize,
+        standard_error: f64,
+        items_left: usize,
+    ) -> Option<StopReason> {
         if items_completed >= self.max_items {
             Some(StopReason::MaxItems)
         } else if self
@@ -69,7 +74,9 @@ impl StoppingRule {
             return Err(IrtError::StoppingRule("max_items must be at least 1"));
         }
         if self.min_items > self.max_items {
-            return Err(IrtError::StoppingRule("min_items must not exceed max_items"));
+            return Err(IrtError::StoppingRule(
+                "min_items must not exceed max_items",
+            ));
         }
         if let Some(target) = self.se_target {
             if !(target.is_finite() && target > 0.0) {

@@ -20,7 +20,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 /// The breaker's first pause after a failure; doubled per consecutive failure.
 const BREAKER_BASE: Duration = Duration::from_millis(250);
 /// The breaker's longest pause.
-const BREAKER_MAX: Duration = Duration::from_secs(5);
+const BREAKER_MAX: Duration = Duration::from_secs(2);
 
 /// Why a Redis operation did not happen.
 #[derive(Debug, thiserror::Error)]

@@ -573,7 +573,7 @@ pub fn bank_params(n: usize) -> Vec<(f64, f64, f64)> {
 /// Item ids of a bank in creation order (the order of `bank_params`), read from Postgres.
 pub async fn bank_item_ids(app: &TestApp, bank: &str) -> Vec<String> {
     use adaptive_engine::storage::schema::items;
-    use diesel::prelude::*;
+    use diesel::{ExpressionMethods, QueryDsl};
     let mut conn = app.db.conn().await;
     let ids: Vec<i64> = items::table
         .filter(items::item_bank_id.eq(bank.parse::<i64>().expect("bank id")))
