@@ -64,7 +64,11 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
             "Redis is not reachable: serving from Postgres until it is"
         );
     }
-    let states = StateStore::new(redis, &config.redis_key_prefix, config.engine_state_ttl_seconds);
+    let states = StateStore::new(
+        redis,
+        &config.redis_key_prefix,
+        config.engine_state_ttl_seconds,
+    );
     let client = redis::Client::open(config.redis_url.as_str())
         .with_context(|| format!("REDIS_URL {} is not usable", redact_url(&config.redis_url)))?;
     let events = EventBus::start(client, states.events_channel());
@@ -74,11 +78,13 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
         None => {
             let keys = JwtKeys::new(random_secret().as_bytes());
             let admin = keys.mint("admin", Role::Admin, 24 * 3600);
+            let student = keys.mint("student-1", Role::Student, 24 * 3600);
             tracing::warn!(
                 "JWT_SECRET is not set: using a random secret for this process only.\n  \
-                 Admin token (24 h), paste into GraphiQL's headers as \
-                 {{\"Authorization\": \"Bearer <token>\"}}:\n  {admin}\n  \
-                 Student tokens: set JWT_SECRET and run \
+                 Paste a token into GraphiQL's headers as {{\"Authorization\": \"Bearer <token>\"}}.\n  \
+                 Admin token (24 h):\n  {admin}\n  \
+                 Student token for student-1 (24 h):\n  {student}\n  \
+                 For tokens of other students, set JWT_SECRET (e.g. in .env), restart, and run \
                  `adaptive-engine token --role student --sub <student-id>`"
             );
             keys

@@ -52,7 +52,9 @@ impl Caller {
         if self.is_admin() {
             Ok(())
         } else {
-            Err(AppError::Forbidden("this operation needs the admin role".into()))
+            Err(AppError::Forbidden(
+                "this operation needs the admin role".into(),
+            ))
         }
     }
 
@@ -61,7 +63,9 @@ impl Caller {
         if self.is_admin() || self.sub == student_id {
             Ok(())
         } else {
-            Err(AppError::Forbidden("this exam belongs to another student".into()))
+            Err(AppError::Forbidden(
+                "this exam belongs to another student".into(),
+            ))
         }
     }
 }
@@ -188,8 +192,14 @@ mod tests {
         };
         assert_eq!(caller.sub, "alice");
         assert_eq!(caller.role, Role::Student);
-        assert!(matches!(JwtKeys::new(b"other").verify(&token), Auth::Invalid(_)));
-        assert!(matches!(keys.verify_header(Some("Basic abc")), Auth::Invalid(_)));
+        assert!(matches!(
+            JwtKeys::new(b"other").verify(&token),
+            Auth::Invalid(_)
+        ));
+        assert!(matches!(
+            keys.verify_header(Some("Basic abc")),
+            Auth::Invalid(_)
+        ));
         assert!(matches!(keys.verify_header(None), Auth::Anonymous));
     }
 
@@ -200,10 +210,7 @@ mod tests {
             role: Role::Student,
         };
         assert!(student.require_owner("s1").is_ok());
-        assert_eq!(
-            student.require_owner("s2").unwrap_err().code(),
-            "FORBIDDEN"
-        );
+        assert_eq!(student.require_owner("s2").unwrap_err().code(), "FORBIDDEN");
         assert_eq!(student.require_admin().unwrap_err().code(), "FORBIDDEN");
         let admin = Caller {
             sub: "root".into(),

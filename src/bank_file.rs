@@ -18,7 +18,8 @@ pub enum BankFileError {
 
 /// Parses a bank file: JSON when it starts with `[` (after white space), CSV otherwise.
 pub fn parse(bytes: &[u8]) -> Result<Vec<NewBankItem>, BankFileError> {
-    let text = std::str::from_utf8(bytes).map_err(|e| BankFileError::Csv(format!("not UTF-8: {e}")))?;
+    let text =
+        std::str::from_utf8(bytes).map_err(|e| BankFileError::Csv(format!("not UTF-8: {e}")))?;
     let text = text.trim_start_matches('\u{feff}');
     if text.trim_start().starts_with('[') {
         serde_json::from_str(text).map_err(|e| BankFileError::Json(e.to_string()))
@@ -28,7 +29,9 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<NewBankItem>, BankFileError> {
 }
 
 fn parse_csv(text: &str) -> Result<Vec<NewBankItem>, BankFileError> {
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
     let headers = reader
         .headers()
         .map_err(|e| BankFileError::Csv(format!("header: {e}")))?
@@ -49,15 +52,18 @@ fn parse_csv(text: &str) -> Result<Vec<NewBankItem>, BankFileError> {
         let line = n + 2;
         let record = record.map_err(|e| BankFileError::Csv(format!("line {line}: {e}")))?;
         let cell = |i: Option<usize>| i.and_then(|i| record.get(i)).filter(|v| !v.is_empty());
-        let number = |i: Option<usize>, name: &str, default: Option<f64>| -> Result<f64, BankFileError> {
-            match (cell(i), default) {
-                (Some(v), _) => v
-                    .parse()
-                    .map_err(|_| BankFileError::Csv(format!("line {line}: {name} {v:?} is not a number"))),
-                (None, Some(default)) => Ok(default),
-                (None, None) => Err(BankFileError::Csv(format!("line {line}: {name} is missing"))),
-            }
-        };
+        let number =
+            |i: Option<usize>, name: &str, default: Option<f64>| -> Result<f64, BankFileError> {
+                match (cell(i), default) {
+                    (Some(v), _) => v.parse().map_err(|_| {
+                        BankFileError::Csv(format!("line {line}: {name} {v:?} is not a number"))
+                    }),
+                    (None, Some(default)) => Ok(default),
+                    (None, None) => Err(BankFileError::Csv(format!(
+                        "line {line}: {name} is missing"
+                    ))),
+                }
+            };
         let raw_content = cell(Some(content)).unwrap_or_default();
         items.push(NewBankItem {
             external_id: cell(Some(external_id)).unwrap_or_default().to_owned(),
@@ -103,7 +109,10 @@ mod tests {
     #[test]
     fn errors_name_the_line_and_column() {
         let err = parse(b"externalId,b,content,answerKey\nq1,hard,x,A\n").unwrap_err();
-        assert_eq!(err, BankFileError::Csv("line 2: b \"hard\" is not a number".into()));
+        assert_eq!(
+            err,
+            BankFileError::Csv("line 2: b \"hard\" is not a number".into())
+        );
         let err = parse(b"externalId,content,answerKey\nq1,x,A\n").unwrap_err();
         assert!(err.to_string().contains("missing column b"), "{err}");
         assert!(matches!(parse(b"[{\"b\":1}]"), Err(BankFileError::Json(_))));

@@ -159,12 +159,11 @@ fn redis_url_from_parts(
         variable: "REDIS_DB",
         message: "is not a database number".into(),
     })?;
-    let mut url = url::Url::parse(&format!("redis://{host}:{port}/{db}")).map_err(|e| {
-        ConfigError {
+    let mut url =
+        url::Url::parse(&format!("redis://{host}:{port}/{db}")).map_err(|e| ConfigError {
             variable: "REDIS_HOST",
             message: e.to_string(),
-        }
-    })?;
+        })?;
     if let Some(password) = password {
         // `set_password` percent-encodes, so any character works in a password.
         url.set_password(Some(password)).map_err(|()| ConfigError {
@@ -220,7 +219,10 @@ mod tests {
             ("REDIS_PASSWORD", "p@ss:w/rd"),
         ])
         .unwrap();
-        assert_eq!(c.redis_url, "redis://:p%40ss%3Aw%2Frd@cache.internal:6380/2");
+        assert_eq!(
+            c.redis_url,
+            "redis://:p%40ss%3Aw%2Frd@cache.internal:6380/2"
+        );
         let c = config(&[("REDIS_URL", "rediss://x:6379/1"), ("REDIS_HOST", "y")]).unwrap();
         assert_eq!(c.redis_url, "rediss://x:6379/1");
     }

@@ -90,9 +90,10 @@ pub fn decide(
         used[i] = true;
     }
     let items_left = bank.len() - administered.len();
-    let stop = design
-        .stopping_rule()
-        .check(administered.len(), estimate.standard_error, items_left);
+    let stop =
+        design
+            .stopping_rule()
+            .check(administered.len(), estimate.standard_error, items_left);
     let next_item = match stop {
         Some(_) => None,
         None => {

@@ -90,9 +90,16 @@ impl From<diesel::result::Error> for AppError {
 
 fn is_connection_message(message: &str) -> bool {
     let message = message.to_ascii_lowercase();
-    ["connection", "terminating", "shutting down", "closed", "broken pipe", "timed out"]
-        .iter()
-        .any(|needle| message.contains(needle))
+    [
+        "connection",
+        "terminating",
+        "shutting down",
+        "closed",
+        "broken pipe",
+        "timed out",
+    ]
+    .iter()
+    .any(|needle| message.contains(needle))
 }
 
 impl From<bb8::RunError<diesel_async::pooled_connection::PoolError>> for AppError {

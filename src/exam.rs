@@ -334,7 +334,12 @@ impl ExamService {
         )
         .await?;
         drop(conn);
-        tracing::info!(exam.id = row.id, student.id = student_id, bank.id = bank.id, "exam started");
+        tracing::info!(
+            exam.id = row.id,
+            student.id = student_id,
+            bank.id = bank.id,
+            "exam started"
+        );
         let exam = self.view(row, design, &bank)?;
         if exam.status == ExamStatus::Active {
             let state = state_of(&exam, &bank, &[], &[]);
@@ -368,7 +373,11 @@ impl ExamService {
             .await?;
         drop(conn);
         match outcome {
-            Recorded::New { answered, state, event } => {
+            Recorded::New {
+                answered,
+                state,
+                event,
+            } => {
                 if answered.completed {
                     if let Err(e) = self.states.complete(exam_session_id, &event).await {
                         tracing::warn!(exam.id = exam_session_id, error = %e, "cannot drop the completed exam's state");
@@ -415,7 +424,9 @@ impl ExamService {
             .index_of(item_id)
             .ok_or_else(|| AppError::internal("presented item is not in the bank", item_id))?;
         let (mut administered, mut responses) = match cached
-            .filter(|s| s.items_completed as i32 == row.items_completed && s.item_bank_id == bank.id)
+            .filter(|s| {
+                s.items_completed as i32 == row.items_completed && s.item_bank_id == bank.id
+            })
             .and_then(|s| history_from_state(&s, &bank))
         {
             Some(history) => history,
@@ -514,14 +525,21 @@ impl ExamService {
 
     /// The engine's numbers for one exam, from the cache when it holds the exam's current
     /// state, else from Postgres (and then the cache is refilled for an active exam).
-    pub async fn engine_summary(&self, caller: &Caller, exam_session_id: i64) -> AppResult<Summary> {
+    pub async fn engine_summary(
+        &self,
+        caller: &Caller,
+        exam_session_id: i64,
+    ) -> AppResult<Summary> {
         let cached = async {
             let (json, ttl) = self.states.load_with_ttl(exam_session_id).await.ok()??;
             let state = parse_state(exam_session_id, &json)?;
             Some((state, ttl))
         };
         let mut conn = self.db.get().await?;
-        let (cached, row) = tokio::join!(cached, queries::find_exam_session(&mut conn, exam_session_id));
+        let (cached, row) = tokio::join!(
+            cached,
+            queries::find_exam_session(&mut conn, exam_session_id)
+        );
         let row = row?.ok_or_else(|| exam_not_found(exam_session_id))?;
         caller.require_owner(&row.student_id)?;
         let status = ExamStatus::parse(&row.status)?;
@@ -565,12 +583,19 @@ impl ExamService {
 
     /// Ids of the exams whose state is live in Redis.
     pub async fn active_sessions(&self) -> AppResult<Vec<i64>> {
-        self.states.active_sessions().await.map_err(redis_unavailable)
+        self.states
+            .active_sessions()
+            .await
+            .map_err(redis_unavailable)
     }
 
     /// Adds seconds to an active exam's state TTL (rebuilding the state first when Redis
     /// lost it); returns the new TTL.
-    pub async fn extend_ttl(&self, exam_session_id: i64, additional_seconds: i32) -> AppResult<i64> {
+    pub async fn extend_ttl(
+        &self,
+        exam_session_id: i64,
+        additional_seconds: i32,
+    ) -> AppResult<i64> {
         if !(1..=7 * 24 * 3600).contains(&additional_seconds) {
             return Err(AppError::bad_input(
                 "additionalSeconds must be between 1 and 604800 (one week)",
@@ -638,7 +663,12 @@ impl ExamService {
         };
         if let Err(e) = self
             .states
-            .save(exam_session_id, &json, i64::from(state.items_completed), event)
+            .save(
+                exam_session_id,
+                &json,
+                i64::from(state.items_completed),
+                event,
+            )
             .await
         {
             tracing::warn!(exam.id = exam_session_id, error = %e, "engine state not cached");
@@ -652,7 +682,10 @@ impl ExamService {
                 let index = bank
                     .index_of(id)
                     .ok_or_else(|| AppError::internal("current item is not in the bank", id))?;
-                Some(PresentedItem::new(&bank.items[index], row.items_completed + 1))
+                Some(PresentedItem::new(
+                    &bank.items[index],
+                    row.items_completed + 1,
+                ))
             }
             None => None,
         };
@@ -753,7 +786,12 @@ fn state_json(state: &EngineState) -> AppResult<String> {
 }
 
 /// The engine state of an exam after `administered`/`responses`.
-fn state_of(exam: &ExamView, bank: &Bank, administered: &[usize], responses: &[bool]) -> EngineState {
+fn state_of(
+    exam: &ExamView,
+    bank: &Bank,
+    administered: &[usize],
+    responses: &[bool],
+) -> EngineState {
     EngineState {
         theta: exam.row.theta,
         standard_error: exam.row.standard_error,
@@ -781,7 +819,10 @@ fn history_from_state(state: &EngineState, bank: &Bank) -> Option<(Vec<usize>, V
     Some((administered, state.responses.clone()))
 }
 
-fn history_from_attempts(attempts: &[AttemptRow], bank: &Bank) -> AppResult<(Vec<usize>, Vec<bool>)> {
+fn history_from_attempts(
+    attempts: &[AttemptRow],
+    bank: &Bank,
+) -> AppResult<(Vec<usize>, Vec<bool>)> {
     let administered = attempts
         .iter()
         .map(|a| {
@@ -816,14 +857,20 @@ fn replay(attempt: &AttemptRow, exam: ExamView, bank: &Bank) -> Answered {
 }
 
 /// Checks an exam request and turns it into a design with the bank's D and a seed.
-pub fn design_from_request(request: &ExamRequest, scaling: f64, seed: u64) -> AppResult<ExamDesign> {
+pub fn design_from_request(
+    request: &ExamRequest,
+    scaling: f64,
+    seed: u64,
+) -> AppResult<ExamDesign> {
     if !(1..=MAX_EXAM_ITEMS).contains(&request.max_items) {
         return Err(AppError::bad_input(format!(
             "maxItems must be between 1 and {MAX_EXAM_ITEMS}"
         )));
     }
     if request.min_items < 0 || request.min_items > request.max_items {
-        return Err(AppError::bad_input("minItems must be between 0 and maxItems"));
+        return Err(AppError::bad_input(
+            "minItems must be between 0 and maxItems",
+        ));
     }
     if let Some(se) = request.se_target
         && !(se.is_finite() && se > 0.0)
@@ -831,7 +878,9 @@ pub fn design_from_request(request: &ExamRequest, scaling: f64, seed: u64) -> Ap
         return Err(AppError::bad_input("seTarget must be a positive number"));
     }
     if !request.initial_theta.is_finite() || request.initial_theta.abs() > 10.0 {
-        return Err(AppError::bad_input("initialTheta must be between -10 and 10"));
+        return Err(AppError::bad_input(
+            "initialTheta must be between -10 and 10",
+        ));
     }
     if !(1..=100).contains(&request.randomesque) {
         return Err(AppError::bad_input("randomesque must be between 1 and 100"));
@@ -860,7 +909,10 @@ pub fn validate_bank(bank: &NewBank) -> AppResult<Vec<queries::NewItem>> {
     if name.is_empty() || name.len() > 256 {
         return Err(AppError::bad_input("the bank name must be 1 to 256 bytes"));
     }
-    if !(bank.scaling_constant.is_finite() && bank.scaling_constant > 0.0 && bank.scaling_constant <= 10.0) {
+    if !(bank.scaling_constant.is_finite()
+        && bank.scaling_constant > 0.0
+        && bank.scaling_constant <= 10.0)
+    {
         return Err(AppError::bad_input("scalingConstant must be in (0, 10]"));
     }
     if bank.items.is_empty() || bank.items.len() > MAX_BANK_ITEMS {
@@ -873,14 +925,22 @@ pub fn validate_bank(bank: &NewBank) -> AppResult<Vec<queries::NewItem>> {
         .iter()
         .enumerate()
         .map(|(n, item)| {
-            let at = |msg: &str| AppError::bad_input(format!("items[{n}] ({:?}): {msg}", item.external_id));
+            let at = |msg: &str| {
+                AppError::bad_input(format!("items[{n}] ({:?}): {msg}", item.external_id))
+            };
             if item.external_id.trim().is_empty() || item.external_id.len() > 256 {
                 return Err(at("externalId must be 1 to 256 bytes"));
             }
             if !seen.insert(item.external_id.as_str()) {
                 return Err(at("duplicate externalId"));
             }
-            check_params(&ItemParams { a: item.a, b: item.b, c: item.c, d: item.d }).map_err(|m| at(&m))?;
+            check_params(&ItemParams {
+                a: item.a,
+                b: item.b,
+                c: item.c,
+                d: item.d,
+            })
+            .map_err(|m| at(&m))?;
             if item.answer_key.is_empty() || item.answer_key.len() > MAX_TEXT_LEN {
                 return Err(at("answerKey must be 1 to 10000 bytes"));
             }

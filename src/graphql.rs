@@ -101,8 +101,9 @@ mod tests {
     /// `cargo run -- schema > schema.graphql` when the API changes.
     #[test]
     fn schema_graphql_is_up_to_date() {
-        let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql"))
-            .expect("schema.graphql exists at the repo root");
+        let committed =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql"))
+                .expect("schema.graphql exists at the repo root");
         assert!(
             committed == super::sdl(),
             "schema.graphql is out of date: run `cargo run -- schema > schema.graphql`"

@@ -36,8 +36,8 @@ pub mod select;
 pub mod stop;
 
 pub use estimate::{
-    ConstantPatternRule, Estimate, EstimatorMethod, EstimatorSettings, MAX_QUADRATURE_POINTS,
-    MIN_QUADRATURE_POINTS, Prior, SeType, estimate, try_estimate,
+    CONSTANT_PATTERN_STEP, ConstantPatternRule, Estimate, EstimatorMethod, EstimatorSettings,
+    MAX_QUADRATURE_POINTS, MIN_QUADRATURE_POINTS, Prior, SeType, estimate, try_estimate,
 };
 pub use model::{ItemParams, information, probability};
 pub use select::{MAX_RANDOMESQUE, select_next_item};
@@ -74,10 +74,10 @@ pub enum IrtError {
         /// The standard deviation given.
         sd: f64,
     },
-    /// The uniform prior's bounds are not finite and increasing, or they do
-    /// not overlap `[theta_min, theta_max]`.
+    /// The uniform prior's bounds are not finite and increasing, or they
+    /// contain fewer than two quadrature nodes of `[theta_min, theta_max]`.
     #[error(
-        "uniform prior needs finite bounds with lower < upper overlapping [theta_min, theta_max], got [{lower}, {upper}]"
+        "uniform prior needs finite bounds with lower < upper containing at least two quadrature nodes of [theta_min, theta_max], got [{lower}, {upper}]"
     )]
     UniformPrior {
         /// The lower bound given.

@@ -102,14 +102,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let secret = config.jwt_secret.context(
                 "JWT_SECRET is not set: a token signed with anything else would be refused",
             )?;
-            println!("{}", JwtKeys::new(secret.as_bytes()).mint(&sub, role, ttl_seconds));
+            println!(
+                "{}",
+                JwtKeys::new(secret.as_bytes()).mint(&sub, role, ttl_seconds)
+            );
         }
         Command::ImportBank {
             file,
             name,
             scaling_constant,
         } => {
-            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let items = bank_file::parse(&bytes)?;
             let name = name.unwrap_or_else(|| {
                 file.file_stem()
@@ -128,7 +132,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("{} ({})", e, e.code()))?;
             println!("{}", bank.id);
-            eprintln!("created item bank {} {:?} with {} items", bank.id, bank.name, bank.item_count);
+            eprintln!(
+                "created item bank {} {:?} with {} items",
+                bank.id, bank.name, bank.item_count
+            );
         }
     }
     Ok(())

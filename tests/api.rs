@@ -6,14 +6,17 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    START, answer, start, SUBMIT, SUMMARY, TestApp, TestDb, bank_item_ids, bank_params, error_code, reference_eap,
-    reference_information,
+    START, SUBMIT, SUMMARY, TestApp, TestDb, answer, bank_item_ids, bank_params, error_code,
+    reference_eap, reference_information, start,
 };
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 
 fn item_index(bank_ids: &[String], id: &str) -> usize {
-    bank_ids.iter().position(|b| b == id).expect("presented item is in the bank")
+    bank_ids
+        .iter()
+        .position(|b| b == id)
+        .expect("presented item is in the bank")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,19 +49,36 @@ async fn a_twenty_item_exam_matches_catr_eap_and_always_presents_the_most_inform
                     .then(y.cmp(&x))
             })
             .expect("items left");
-        assert_eq!(index, best, "step {step}: presented item is not the most informative");
+        assert_eq!(
+            index, best,
+            "step {step}: presented item is not the most informative"
+        );
         assert!(item.get("answerKey").is_none() && item["content"]["stem"].is_string());
 
         let correct = (step * 7 + 3) % 5 < 3;
-        let result = answer(&app, &token, &exam, item["id"].as_str().expect("id"), correct).await;
+        let result = answer(
+            &app,
+            &token,
+            &exam,
+            item["id"].as_str().expect("id"),
+            correct,
+        )
+        .await;
         seen.push(index);
         responses.push(correct);
         let administered: Vec<(f64, f64, f64)> = seen.iter().map(|&i| params[i]).collect();
-        let (expected_theta, expected_se) = reference_eap(&administered, &responses, 0.0, 1.0, -4.0, 4.0, 33);
+        let (expected_theta, expected_se) =
+            reference_eap(&administered, &responses, 0.0, 1.0, -4.0, 4.0, 33);
         let got_theta = result["theta"].as_f64().expect("theta");
         let got_se = result["standardError"].as_f64().expect("se");
-        assert!((got_theta - expected_theta).abs() < 1e-9, "step {step}: theta {got_theta} vs {expected_theta}");
-        assert!((got_se - expected_se).abs() < 1e-9, "step {step}: se {got_se} vs {expected_se}");
+        assert!(
+            (got_theta - expected_theta).abs() < 1e-9,
+            "step {step}: theta {got_theta} vs {expected_theta}"
+        );
+        assert!(
+            (got_se - expected_se).abs() < 1e-9,
+            "step {step}: se {got_se} vs {expected_se}"
+        );
         assert_eq!(result["itemsCompleted"], step + 1);
         theta = got_theta;
         if step < 19 {
@@ -73,7 +93,9 @@ async fn a_twenty_item_exam_matches_catr_eap_and_always_presents_the_most_inform
     }
     let stored = app
         .db
-        .count(&format!("SELECT count(*) AS n FROM attempts WHERE exam_session_id = {exam}"))
+        .count(&format!(
+            "SELECT count(*) AS n FROM attempts WHERE exam_session_id = {exam}"
+        ))
         .await;
     assert_eq!(stored, 20);
 }
@@ -93,7 +115,14 @@ async fn the_redis_state_follows_the_contract_and_is_deleted_on_completion() {
         if step < 3 {
             let json: String = redis.get(&key).await.expect("state is cached");
             let state: Value = serde_json::from_str(&json).expect("state is JSON");
-            for field in ["theta", "standard_error", "item_params_list", "responses", "max_items", "items_completed"] {
+            for field in [
+                "theta",
+                "standard_error",
+                "item_params_list",
+                "responses",
+                "max_items",
+                "items_completed",
+            ] {
                 assert!(state.get(field).is_some(), "state lacks {field}: {state}");
             }
             assert_eq!(state["items_completed"], step);
@@ -102,8 +131,15 @@ async fn the_redis_state_follows_the_contract_and_is_deleted_on_completion() {
             assert_eq!(state["standard_error"], result["standardError"]);
             let params = state["item_params_list"].as_array().expect("list");
             assert_eq!(params.len(), step as usize);
-            assert!(params[0].get("a").is_some() && params[0].get("b").is_some() && params[0].get("c").is_some());
-            assert!(params[0].get("d").is_none(), "d is written only when it is not 1");
+            assert!(
+                params[0].get("a").is_some()
+                    && params[0].get("b").is_some()
+                    && params[0].get("c").is_some()
+            );
+            assert!(
+                params[0].get("d").is_none(),
+                "d is written only when it is not 1"
+            );
             let expected: Vec<bool> = (1..=step).map(|s| s != 2).collect();
             assert_eq!(state["responses"], json!(expected));
             let ttl: i64 = redis.ttl(&key).await.expect("ttl");
@@ -135,22 +171,35 @@ async fn resubmitting_the_same_answer_replays_it_and_a_different_one_is_refused(
     assert_eq!(first["nextItem"]["id"], again["nextItem"]["id"]);
 
     let different = app
-        .gql(Some(&token), SUBMIT, json!({"input": {"examSessionId": exam, "itemId": first_item, "response": "B"}}))
+        .gql(
+            Some(&token),
+            SUBMIT,
+            json!({"input": {"examSessionId": exam, "itemId": first_item, "response": "B"}}),
+        )
         .await;
     assert_eq!(error_code(&different), "ALREADY_ANSWERED");
 
     // An item of the bank that is not the one presented.
     let ids = bank_item_ids(&app, &bank).await;
     let next = first["nextItem"]["id"].as_str().expect("next");
-    let other = ids.iter().find(|id| *id != next && *id != &first_item).expect("another item");
+    let other = ids
+        .iter()
+        .find(|id| *id != next && *id != &first_item)
+        .expect("another item");
     let wrong = app
-        .gql(Some(&token), SUBMIT, json!({"input": {"examSessionId": exam, "itemId": other, "response": "A"}}))
+        .gql(
+            Some(&token),
+            SUBMIT,
+            json!({"input": {"examSessionId": exam, "itemId": other, "response": "A"}}),
+        )
         .await;
     assert_eq!(error_code(&wrong), "ITEM_NOT_PRESENTED");
 
     let attempts = app
         .db
-        .count(&format!("SELECT count(*) AS n FROM attempts WHERE exam_session_id = {exam}"))
+        .count(&format!(
+            "SELECT count(*) AS n FROM attempts WHERE exam_session_id = {exam}"
+        ))
         .await;
     assert_eq!(attempts, 1, "replays and refusals record nothing");
 }
@@ -165,19 +214,28 @@ async fn twenty_identical_concurrent_submissions_record_one_attempt() {
     let calls = (0..20).map(|_| {
         let (app, token, exam, item) = (&app, &token, &exam, &item);
         async move {
-            app.gql(Some(token), SUBMIT, json!({"input": {"examSessionId": exam, "itemId": item, "response": "A"}}))
-                .await
+            app.gql(
+                Some(token),
+                SUBMIT,
+                json!({"input": {"examSessionId": exam, "itemId": item, "response": "A"}}),
+            )
+            .await
         }
     });
     let results = futures_util::future::join_all(calls).await;
     for r in &results {
         assert!(r.get("errors").is_none(), "{r}");
-        assert_eq!(r["data"]["submitAnswer"]["theta"], results[0]["data"]["submitAnswer"]["theta"]);
+        assert_eq!(
+            r["data"]["submitAnswer"]["theta"],
+            results[0]["data"]["submitAnswer"]["theta"]
+        );
         assert_eq!(r["data"]["submitAnswer"]["itemsCompleted"], 1);
     }
     let attempts = app
         .db
-        .count(&format!("SELECT count(*) AS n FROM attempts WHERE exam_session_id = {exam}"))
+        .count(&format!(
+            "SELECT count(*) AS n FROM attempts WHERE exam_session_id = {exam}"
+        ))
         .await;
     assert_eq!(attempts, 1);
 }
@@ -192,40 +250,71 @@ async fn callers_need_a_valid_token_and_see_only_their_own_exams() {
 
     let anonymous = app.gql(None, SUMMARY, json!({"id": exam})).await;
     assert_eq!(error_code(&anonymous), "UNAUTHENTICATED");
-    let forged = adaptive_engine::auth::JwtKeys::new(b"not the secret").mint("alice", adaptive_engine::auth::Role::Student, 60);
-    assert_eq!(error_code(&app.gql(Some(&forged), SUMMARY, json!({"id": exam})).await), "UNAUTHENTICATED");
+    let forged = adaptive_engine::auth::JwtKeys::new(b"not the secret").mint(
+        "alice",
+        adaptive_engine::auth::Role::Student,
+        60,
+    );
+    assert_eq!(
+        error_code(&app.gql(Some(&forged), SUMMARY, json!({"id": exam})).await),
+        "UNAUTHENTICATED"
+    );
 
     let mallory = app.student("mallory");
-    assert_eq!(error_code(&app.gql(Some(&mallory), SUMMARY, json!({"id": exam})).await), "FORBIDDEN");
+    assert_eq!(
+        error_code(&app.gql(Some(&mallory), SUMMARY, json!({"id": exam})).await),
+        "FORBIDDEN"
+    );
     let steal = app
-        .gql(Some(&mallory), SUBMIT, json!({"input": {"examSessionId": exam, "itemId": item, "response": "A"}}))
+        .gql(
+            Some(&mallory),
+            SUBMIT,
+            json!({"input": {"examSessionId": exam, "itemId": item, "response": "A"}}),
+        )
         .await;
     assert_eq!(error_code(&steal), "FORBIDDEN");
     assert_eq!(
-        error_code(&app.gql(Some(&mallory), "{ activeSessions }", json!({})).await),
+        error_code(
+            &app.gql(Some(&mallory), "{ activeSessions }", json!({}))
+                .await
+        ),
         "FORBIDDEN"
     );
     assert_eq!(
-        error_code(&app.gql(Some(&alice), "mutation { clearEngineCache }", json!({})).await),
+        error_code(
+            &app.gql(Some(&alice), "mutation { clearEngineCache }", json!({}))
+                .await
+        ),
         "FORBIDDEN"
     );
     let attempts = app
         .db
-        .count(&format!("SELECT count(*) AS n FROM attempts WHERE exam_session_id = {exam}"))
+        .count(&format!(
+            "SELECT count(*) AS n FROM attempts WHERE exam_session_id = {exam}"
+        ))
         .await;
     assert_eq!(attempts, 0, "a forbidden answer records nothing");
 
     // The owner and an admin both see it; nobody sees keys or parameters.
     let own = app.gql(Some(&alice), SUMMARY, json!({"id": exam})).await;
     assert!(own.get("errors").is_none(), "{own}");
-    let admin = app.gql(Some(&app.admin()), SUMMARY, json!({"id": exam})).await;
+    let admin = app
+        .gql(Some(&app.admin()), SUMMARY, json!({"id": exam}))
+        .await;
     assert!(admin.get("errors").is_none(), "{admin}");
     let session = app
-        .ok(&alice, "query($id: ID!) { examSession(id: $id) { id studentId currentItem { id content } } }", json!({"id": exam}))
+        .ok(
+            &alice,
+            "query($id: ID!) { examSession(id: $id) { id studentId currentItem { id content } } }",
+            json!({"id": exam}),
+        )
         .await;
     assert_eq!(session["examSession"]["studentId"], "alice");
     let text = session.to_string();
-    assert!(!text.contains("answerKey") && !text.contains("\"a\""), "{text}");
+    assert!(
+        !text.contains("answerKey") && !text.contains("\"a\""),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,15 +332,27 @@ async fn bad_input_gets_bad_user_input_and_changes_nothing() {
         json!({"estimator": {"thetaMin": 2, "thetaMax": 1}}),
     ] {
         let mut input = json!({"itemBankId": bank});
-        input.as_object_mut().expect("object").extend(bad.as_object().expect("object").clone());
+        input
+            .as_object_mut()
+            .expect("object")
+            .extend(bad.as_object().expect("object").clone());
         let response = app.gql(Some(&token), START, json!({"input": input})).await;
         assert_eq!(error_code(&response), "BAD_USER_INPUT", "{bad}: {response}");
     }
-    let missing = app.gql(Some(&token), START, json!({"input": {"itemBankId": "999999"}})).await;
+    let missing = app
+        .gql(
+            Some(&token),
+            START,
+            json!({"input": {"itemBankId": "999999"}}),
+        )
+        .await;
     assert_eq!(error_code(&missing), "NOT_FOUND");
     let malformed = app.gql(Some(&token), SUMMARY, json!({"id": "abc"})).await;
     assert_eq!(error_code(&malformed), "BAD_USER_INPUT");
-    let sessions = app.db.count("SELECT count(*) AS n FROM exam_sessions").await;
+    let sessions = app
+        .db
+        .count("SELECT count(*) AS n FROM exam_sessions")
+        .await;
     assert_eq!(sessions, 0);
 
     let duplicate = app
@@ -264,7 +365,10 @@ async fn bad_input_gets_bad_user_input_and_changes_nothing() {
         )
         .await;
     assert_eq!(error_code(&duplicate), "BAD_USER_INPUT");
-    assert_eq!(app.db.count("SELECT count(*) AS n FROM item_banks").await, 1);
+    assert_eq!(
+        app.db.count("SELECT count(*) AS n FROM item_banks").await,
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,10 +379,18 @@ async fn operators_can_list_extend_summarize_and_clear_live_exams() {
     let token = app.student("s-ops");
     let (exam1, started1) = start(&app, &token, &bank, json!({})).await;
     let (exam2, _) = start(&app, &token, &bank, json!({})).await;
-    answer(&app, &token, &exam1, started1["nextItem"]["id"].as_str().expect("item"), true).await;
+    answer(
+        &app,
+        &token,
+        &exam1,
+        started1["nextItem"]["id"].as_str().expect("item"),
+        true,
+    )
+    .await;
 
     let active = app.ok(&admin, "{ activeSessions }", json!({})).await;
-    let mut ids: Vec<String> = serde_json::from_value(active["activeSessions"].clone()).expect("ids");
+    let mut ids: Vec<String> =
+        serde_json::from_value(active["activeSessions"].clone()).expect("ids");
     ids.sort();
     let mut expected = vec![exam1.clone(), exam2.clone()];
     expected.sort();
@@ -291,12 +403,18 @@ async fn operators_can_list_extend_summarize_and_clear_live_exams() {
     assert!(summary["ttlSeconds"].as_i64().expect("ttl") > 3500);
 
     let extended = app
-        .ok(&admin, "mutation($id: ID!) { extendExamTtl(examSessionId: $id, additionalSeconds: 600) }", json!({"id": exam1}))
+        .ok(
+            &admin,
+            "mutation($id: ID!) { extendExamTtl(examSessionId: $id, additionalSeconds: 600) }",
+            json!({"id": exam1}),
+        )
         .await;
     let ttl = extended["extendExamTtl"].as_i64().expect("ttl");
     assert!((4190..=4200).contains(&ttl), "ttl {ttl}");
 
-    let cleared = app.ok(&admin, "mutation { clearEngineCache }", json!({})).await;
+    let cleared = app
+        .ok(&admin, "mutation { clearEngineCache }", json!({}))
+        .await;
     assert_eq!(cleared["clearEngineCache"], 2);
     let summary = app.ok(&token, SUMMARY, json!({"id": exam1})).await["engineSummary"].clone();
     assert_eq!(summary["source"], "DATABASE");
@@ -312,7 +430,13 @@ async fn an_exam_stops_at_the_se_target_after_min_items() {
     let app = TestApp::spawn().await;
     let bank = app.create_bank(&bank_params(60)).await;
     let token = app.student("s-se");
-    let (exam, started) = start(&app, &token, &bank, json!({"maxItems": 40, "minItems": 3, "seTarget": 0.5})).await;
+    let (exam, started) = start(
+        &app,
+        &token,
+        &bank,
+        json!({"maxItems": 40, "minItems": 3, "seTarget": 0.5}),
+    )
+    .await;
     let mut item = started["nextItem"]["id"].as_str().expect("item").to_owned();
     let mut last = Value::Null;
     let mut answered = Vec::new();
@@ -330,12 +454,27 @@ async fn an_exam_stops_at_the_se_target_after_min_items() {
     assert!(last["standardError"].as_f64().expect("se") <= 0.5);
     assert!(last["itemsCompleted"].as_i64().expect("n") >= 3);
     // Answering the last item again replays it; any other item is refused.
-    let replay = answer(&app, &token, &exam, &item, last["itemsCompleted"].as_i64().expect("n") % 2 == 1).await;
+    let replay = answer(
+        &app,
+        &token,
+        &exam,
+        &item,
+        last["itemsCompleted"].as_i64().expect("n") % 2 == 1,
+    )
+    .await;
     assert_eq!(replay["theta"], last["theta"]);
     let ids = bank_item_ids(&app, &bank).await;
-    let unanswered = ids.iter().rev().find(|id| **id != item && !answered.contains(id)).expect("an item");
+    let unanswered = ids
+        .iter()
+        .rev()
+        .find(|id| **id != item && !answered.contains(id))
+        .expect("an item");
     let after = app
-        .gql(Some(&token), SUBMIT, json!({"input": {"examSessionId": exam, "itemId": unanswered, "response": "A"}}))
+        .gql(
+            Some(&token),
+            SUBMIT,
+            json!({"input": {"examSessionId": exam, "itemId": unanswered, "response": "A"}}),
+        )
         .await;
     assert_eq!(error_code(&after), "EXAM_NOT_ACTIVE");
 }
@@ -343,20 +482,52 @@ async fn an_exam_stops_at_the_se_target_after_min_items() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_reports_postgres_and_redis() {
     let app = TestApp::spawn().await;
-    let health: Value = app.http.get(app.url("/health")).send().await.expect("get").json().await.expect("json");
-    assert_eq!(health, json!({"status": "ok", "postgres": "up", "redis": "up"}));
-    let redis: Value = app.http.get(app.url("/health/redis")).send().await.expect("get").json().await.expect("json");
+    let health: Value = app
+        .http
+        .get(app.url("/health"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        health,
+        json!({"status": "ok", "postgres": "up", "redis": "up"})
+    );
+    let redis: Value = app
+        .http
+        .get(app.url("/health/redis"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(redis["redis"], "up");
     assert!(chrono::DateTime::parse_from_rfc3339(redis["timestamp"].as_str().expect("ts")).is_ok());
-    let page = app.http.get(app.url("/graphql")).send().await.expect("get").text().await.expect("text");
-    assert!(page.contains("graphiql") && page.contains("/graphql/ws"), "GraphiQL page wired to the ws endpoint");
+    let page = app
+        .http
+        .get(app.url("/graphql"))
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        page.contains("graphiql") && page.contains("/graphql/ws"),
+        "GraphiQL page wired to the ws endpoint"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_instances_can_create_and_migrate_a_new_database_at_once() {
     let db = TestDb::unborn();
-    let config = adaptive_engine::config::Config::from_lookup(|k| (k == "DATABASE_URL").then(|| db.url.clone()))
-        .expect("config");
+    let config = adaptive_engine::config::Config::from_lookup(|k| {
+        (k == "DATABASE_URL").then(|| db.url.clone())
+    })
+    .expect("config");
     let runs = (0..3).map(|_| adaptive_engine::app::prepare_database(&config));
     for result in futures_util::future::join_all(runs).await {
         result.expect("concurrent start-up succeeds");

@@ -382,6 +382,23 @@ fn settings_validation_errors() {
                 upper: -1.0,
             },
         ),
+        (
+            // Nodes -2, 0, 2: only one inside the prior's support.
+            EstimatorSettings {
+                quadrature_points: 3,
+                theta_min: -2.0,
+                theta_max: 2.0,
+                prior: Prior::Uniform {
+                    lower: -0.5,
+                    upper: 1.5,
+                },
+                ..ok.clone()
+            },
+            IrtError::UniformPrior {
+                lower: -0.5,
+                upper: 1.5,
+            },
+        ),
     ];
     for (settings, expected) in cases {
         assert_eq!(settings.validate(), Err(expected.clone()), "{settings:?}");

@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    ExamChecker, JWT_SECRET, Options, RedisServer, Subscription, TestApp, TestDb, answer, bank_item_ids,
-    bank_params, free_port, post_gql, start,
+    ExamChecker, JWT_SECRET, Options, RedisServer, Subscription, TestApp, TestDb, answer,
+    bank_item_ids, bank_params, free_port, post_gql, start,
 };
 use redis::AsyncCommands;
 use serde_json::{Value, json};
@@ -24,12 +24,17 @@ async fn checker(app: &TestApp, bank: &str, params: Vec<(f64, f64, f64)>) -> Exa
 }
 
 async fn attempts(db: &TestDb, exam: &str) -> i64 {
-    db.count(&format!("SELECT count(*) AS n FROM attempts WHERE exam_session_id = {exam}")).await
+    db.count(&format!(
+        "SELECT count(*) AS n FROM attempts WHERE exam_session_id = {exam}"
+    ))
+    .await
 }
 
 async fn distinct_positions(db: &TestDb, exam: &str) -> i64 {
-    db.count(&format!("SELECT count(DISTINCT position) AS n FROM attempts WHERE exam_session_id = {exam}"))
-        .await
+    db.count(&format!(
+        "SELECT count(DISTINCT position) AS n FROM attempts WHERE exam_session_id = {exam}"
+    ))
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,7 +58,10 @@ async fn deleting_the_state_or_flushing_redis_mid_exam_changes_no_estimate() {
                 let _: i64 = conn.del(app.key(&exam)).await.expect("del");
             }
             1 => {
-                let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.expect("flushall");
+                let _: () = redis::cmd("FLUSHALL")
+                    .query_async(&mut conn)
+                    .await
+                    .expect("flushall");
             }
             _ => {}
         }
@@ -64,7 +72,11 @@ async fn deleting_the_state_or_flushing_redis_mid_exam_changes_no_estimate() {
             item = result["nextItem"]["id"].as_str().expect("next").to_owned();
         }
     }
-    assert_eq!(attempts(&app.db, &exam).await, 20, "answers recorded = answers acknowledged");
+    assert_eq!(
+        attempts(&app.db, &exam).await,
+        20,
+        "answers recorded = answers acknowledged"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,7 +107,15 @@ async fn stopping_redis_mid_exam_fails_nothing_and_health_says_down() {
         check.check(&item, correct, &result);
         item = result["nextItem"]["id"].as_str().expect("next").to_owned();
         if step == 7 {
-            let health: Value = app.http.get(app.url("/health/redis")).send().await.expect("get").json().await.expect("json");
+            let health: Value = app
+                .http
+                .get(app.url("/health/redis"))
+                .send()
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("json");
             assert_eq!(health["redis"], "down");
             let response = app.http.get(app.url("/health")).send().await.expect("get");
             assert_eq!(response.status(), 200);
@@ -112,9 +132,21 @@ async fn stopping_redis_mid_exam_fails_nothing_and_health_says_down() {
     let json: String = conn.get(app.key(&exam)).await.expect("state cached again");
     let state: Value = serde_json::from_str(&json).expect("json");
     assert_eq!(state["items_completed"], 15);
-    let health: Value = app.http.get(app.url("/health/redis")).send().await.expect("get").json().await.expect("json");
+    let health: Value = app
+        .http
+        .get(app.url("/health/redis"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(health["redis"], "up");
-    assert_eq!(attempts(&app.db, &exam).await, 15, "answers recorded = answers acknowledged");
+    assert_eq!(
+        attempts(&app.db, &exam).await,
+        15,
+        "answers recorded = answers acknowledged"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,12 +194,14 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn adaptive-engine");
+        // Owned at once, so a panic below still kills and reaps it.
+        let server = Self { child, port };
         let http = reqwest::Client::new();
         for _ in 0..200 {
             if let Ok(r) = http.get(format!("http://127.0.0.1:{port}/health")).send().await
                 && r.status().is_success()
             {
-                return Self { child, port };
+                return server;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -202,9 +236,22 @@ async fn an_exam_survives_sigkill_of_the_server_with_no_attempt_lost_or_doubled(
     let http = reqwest::Client::new();
 
     let mut server = Server::start(&setup.db, &setup.prefix).await;
-    let data = post_gql(&http, &server.url(), Some(&token), common::START, json!({"input": {"itemBankId": bank}})).await;
-    let exam = data["data"]["startExam"]["examSession"]["id"].as_str().expect("exam").to_owned();
-    let mut item = data["data"]["startExam"]["nextItem"]["id"].as_str().expect("item").to_owned();
+    let data = post_gql(
+        &http,
+        &server.url(),
+        Some(&token),
+        common::START,
+        json!({"input": {"itemBankId": bank}}),
+    )
+    .await;
+    let exam = data["data"]["startExam"]["examSession"]["id"]
+        .as_str()
+        .expect("exam")
+        .to_owned();
+    let mut item = data["data"]["startExam"]["nextItem"]["id"]
+        .as_str()
+        .expect("item")
+        .to_owned();
     let mut acknowledged = 0;
     for step in 0..12 {
         let correct = step % 3 != 2;
@@ -214,7 +261,13 @@ async fn an_exam_survives_sigkill_of_the_server_with_no_attempt_lost_or_doubled(
             let url = server.url();
             let in_flight = tokio::spawn({
                 let (http, token, input) = (http.clone(), token.clone(), input.clone());
-                async move { http.post(url).bearer_auth(token).json(&json!({"query": common::SUBMIT, "variables": input})).send().await }
+                async move {
+                    http.post(url)
+                        .bearer_auth(token)
+                        .json(&json!({"query": common::SUBMIT, "variables": input}))
+                        .send()
+                        .await
+                }
             });
             tokio::time::sleep(Duration::from_millis(2)).await;
             server.kill();
@@ -229,7 +282,11 @@ async fn an_exam_survives_sigkill_of_the_server_with_no_attempt_lost_or_doubled(
         acknowledged += 1;
         item = result["nextItem"]["id"].as_str().expect("next").to_owned();
     }
-    assert_eq!(attempts(&setup.db, &exam).await, acknowledged, "answers recorded = answers acknowledged");
+    assert_eq!(
+        attempts(&setup.db, &exam).await,
+        acknowledged,
+        "answers recorded = answers acknowledged"
+    );
     assert_eq!(distinct_positions(&setup.db, &exam).await, acknowledged);
 }
 
@@ -246,7 +303,9 @@ async fn a_subscriber_on_one_instance_receives_every_update_recorded_through_ano
     let token = a.student("s-live");
     let (exam, started) = start(&a, &token, &bank, json!({"maxItems": 6})).await;
 
-    let mut subscription = Subscription::theta_updates(b.addr, Some(&token), &exam).await.expect("subscribed");
+    let mut subscription = Subscription::theta_updates(b.addr, Some(&token), &exam)
+        .await
+        .expect("subscribed");
     // The subscription is registered once the server has processed "subscribe".
     tokio::time::sleep(Duration::from_millis(200)).await;
 
@@ -260,7 +319,10 @@ async fn a_subscriber_on_one_instance_receives_every_update_recorded_through_ano
         results.push(result);
     }
     for (n, result) in results.iter().enumerate() {
-        let event = subscription.next(Duration::from_secs(5)).await.expect("an event per answer");
+        let event = subscription
+            .next(Duration::from_secs(5))
+            .await
+            .expect("an event per answer");
         let update = &event["data"]["thetaUpdates"];
         assert_eq!(update["examSessionId"], exam.as_str());
         assert_eq!(update["itemsCompleted"], n as u64 + 1, "in order");
@@ -268,14 +330,25 @@ async fn a_subscriber_on_one_instance_receives_every_update_recorded_through_ano
         assert_eq!(update["standardError"], result["standardError"]);
         assert_eq!(update["completed"], n == 5);
     }
-    assert_eq!(attempts(&a.db, &exam).await, 6, "answers recorded = answers acknowledged");
+    assert_eq!(
+        attempts(&a.db, &exam).await,
+        6,
+        "answers recorded = answers acknowledged"
+    );
 
     // No token, or another student's: no events.
-    assert!(Subscription::theta_updates(b.addr, None, &exam).await.is_err());
+    assert!(
+        Subscription::theta_updates(b.addr, None, &exam)
+            .await
+            .is_err()
+    );
     let mut other = Subscription::theta_updates(b.addr, Some(&b.student("mallory")), &exam)
         .await
         .expect("connection accepted");
-    let refused = other.next(Duration::from_secs(5)).await.expect("an error message");
+    let refused = other
+        .next(Duration::from_secs(5))
+        .await
+        .expect("an error message");
     // Either an `error` message or a `next` carrying errors, depending on where it failed.
     let code = refused["errors"][0]["extensions"]["code"]
         .as_str()
@@ -287,7 +360,10 @@ async fn a_subscriber_on_one_instance_receives_every_update_recorded_through_ano
 fn serve_refuses_to_start_without_postgres_with_a_one_line_reason() {
     let output = Command::new(env!("CARGO_BIN_EXE_adaptive-engine"))
         .arg("serve")
-        .env("DATABASE_URL", format!("postgres://root@127.0.0.1:{}/nothing", free_port()))
+        .env(
+            "DATABASE_URL",
+            format!("postgres://root@127.0.0.1:{}/nothing", free_port()),
+        )
         .env("PORT", free_port().to_string())
         .env("RUST_LOG", "off")
         .output()
@@ -295,5 +371,8 @@ fn serve_refuses_to_start_without_postgres_with_a_one_line_reason() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     let last = stderr.lines().last().unwrap_or_default();
-    assert!(last.starts_with("adaptive-engine: Postgres is not reachable"), "{stderr}");
+    assert!(
+        last.starts_with("adaptive-engine: Postgres is not reachable"),
+        "{stderr}"
+    );
 }

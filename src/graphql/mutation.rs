@@ -17,19 +17,31 @@ pub struct MutationRoot;
 #[Object]
 impl MutationRoot {
     /// Creates an item bank with all its items, atomically (admin).
-    async fn create_item_bank(&self, ctx: &Context<'_>, input: CreateItemBankInput) -> Result<ItemBank> {
+    async fn create_item_bank(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateItemBankInput,
+    ) -> Result<ItemBank> {
         caller(ctx).and_then(|c| c.require_admin()).map_err(gql)?;
         let bank = NewBank {
             name: input.name,
             scaling_constant: input.scaling_constant.unwrap_or(1.0),
             items: input.items.into_iter().map(Into::into).collect(),
         };
-        let info = service(ctx).map_err(gql)?.create_item_bank(bank).await.map_err(gql)?;
+        let info = service(ctx)
+            .map_err(gql)?
+            .create_item_bank(bank)
+            .await
+            .map_err(gql)?;
         Ok(info.into())
     }
 
     /// Starts an exam owned by the caller (the token's `sub`) and presents its first item.
-    async fn start_exam(&self, ctx: &Context<'_>, input: StartExamInput) -> Result<StartExamPayload> {
+    async fn start_exam(
+        &self,
+        ctx: &Context<'_>,
+        input: StartExamInput,
+    ) -> Result<StartExamPayload> {
         let caller = caller(ctx).map_err(gql)?;
         let request = ExamRequest {
             item_bank_id: parse_id(&input.item_bank_id, "itemBankId").map_err(gql)?,
@@ -57,7 +69,11 @@ impl MutationRoot {
 
     /// Records the answer to the presented item and returns the new estimate and the next
     /// item. Sending the same response again returns the recorded result (owner).
-    async fn submit_answer(&self, ctx: &Context<'_>, input: SubmitAnswerInput) -> Result<SubmitAnswerPayload> {
+    async fn submit_answer(
+        &self,
+        ctx: &Context<'_>,
+        input: SubmitAnswerInput,
+    ) -> Result<SubmitAnswerPayload> {
         let caller = caller(ctx).map_err(gql)?;
         let exam_id = parse_id(&input.exam_session_id, "examSessionId").map_err(gql)?;
         let item_id = parse_id(&input.item_id, "itemId").map_err(gql)?;
@@ -70,7 +86,12 @@ impl MutationRoot {
     }
 
     /// Adds seconds to an active exam's engine-state TTL; returns the new TTL (admin).
-    async fn extend_exam_ttl(&self, ctx: &Context<'_>, exam_session_id: ID, additional_seconds: i32) -> Result<i32> {
+    async fn extend_exam_ttl(
+        &self,
+        ctx: &Context<'_>,
+        exam_session_id: ID,
+        additional_seconds: i32,
+    ) -> Result<i32> {
         caller(ctx).and_then(|c| c.require_admin()).map_err(gql)?;
         let id = parse_id(&exam_session_id, "examSessionId").map_err(gql)?;
         let ttl = service(ctx)
@@ -85,7 +106,11 @@ impl MutationRoot {
     /// from Postgres (admin).
     async fn clear_engine_cache(&self, ctx: &Context<'_>) -> Result<i32> {
         caller(ctx).and_then(|c| c.require_admin()).map_err(gql)?;
-        let deleted = service(ctx).map_err(gql)?.clear_engine_cache().await.map_err(gql)?;
+        let deleted = service(ctx)
+            .map_err(gql)?
+            .clear_engine_cache()
+            .await
+            .map_err(gql)?;
         Ok(i32::try_from(deleted).unwrap_or(i32::MAX))
     }
 }

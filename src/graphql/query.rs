@@ -13,10 +13,18 @@ pub struct QueryRoot;
 impl QueryRoot {
     /// The engine's numbers for one exam, from the Redis cache when it is current, else
     /// from Postgres (owner or admin).
-    async fn engine_summary(&self, ctx: &Context<'_>, exam_session_id: ID) -> Result<EngineSummary> {
+    async fn engine_summary(
+        &self,
+        ctx: &Context<'_>,
+        exam_session_id: ID,
+    ) -> Result<EngineSummary> {
         let caller = caller(ctx).map_err(gql)?;
         let id = parse_id(&exam_session_id, "examSessionId").map_err(gql)?;
-        let summary = service(ctx).map_err(gql)?.engine_summary(caller, id).await.map_err(gql)?;
+        let summary = service(ctx)
+            .map_err(gql)?
+            .engine_summary(caller, id)
+            .await
+            .map_err(gql)?;
         Ok(summary.into())
     }
 
@@ -24,14 +32,22 @@ impl QueryRoot {
     async fn exam_session(&self, ctx: &Context<'_>, id: ID) -> Result<ExamSession> {
         let caller = caller(ctx).map_err(gql)?;
         let id = parse_id(&id, "id").map_err(gql)?;
-        let view = service(ctx).map_err(gql)?.exam_session(caller, id).await.map_err(gql)?;
+        let view = service(ctx)
+            .map_err(gql)?
+            .exam_session(caller, id)
+            .await
+            .map_err(gql)?;
         Ok(view.into())
     }
 
     /// Ids of the exams whose engine state is live in Redis (admin; uses SCAN).
     async fn active_sessions(&self, ctx: &Context<'_>) -> Result<Vec<ID>> {
         caller(ctx).and_then(|c| c.require_admin()).map_err(gql)?;
-        let ids = service(ctx).map_err(gql)?.active_sessions().await.map_err(gql)?;
+        let ids = service(ctx)
+            .map_err(gql)?
+            .active_sessions()
+            .await
+            .map_err(gql)?;
         Ok(ids.into_iter().map(ID::from).collect())
     }
 
@@ -39,7 +55,12 @@ impl QueryRoot {
     async fn item_bank(&self, ctx: &Context<'_>, id: ID) -> Result<ItemBank> {
         caller(ctx).map_err(gql)?;
         let id = parse_id(&id, "id").map_err(gql)?;
-        Ok(service(ctx).map_err(gql)?.item_bank(id).await.map_err(gql)?.into())
+        Ok(service(ctx)
+            .map_err(gql)?
+            .item_bank(id)
+            .await
+            .map_err(gql)?
+            .into())
     }
 
     /// Every item bank, newest first (admin).

@@ -14,7 +14,11 @@ impl SubscriptionRoot {
     /// One event per answer recorded in the exam, on whichever instance it was recorded
     /// (owner or admin). Delivery is at-most-once: a gap in `itemsCompleted` means missed
     /// events, and `engineSummary` has the current numbers.
-    async fn theta_updates(&self, ctx: &Context<'_>, exam_session_id: ID) -> Result<impl Stream<Item = ThetaUpdate> + use<>> {
+    async fn theta_updates(
+        &self,
+        ctx: &Context<'_>,
+        exam_session_id: ID,
+    ) -> Result<impl Stream<Item = ThetaUpdate> + use<>> {
         let caller = caller(ctx).map_err(gql)?;
         let id = parse_id(&exam_session_id, "examSessionId").map_err(gql)?;
         let service = service(ctx).map_err(gql)?;

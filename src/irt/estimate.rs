@@ -209,7 +209,8 @@ impl EstimatorSettings {
     /// [`MIN_QUADRATURE_POINTS`]`..=`[`MAX_QUADRATURE_POINTS`], finite
     /// `theta_min < theta_max`, finite `scaling > 0`, a normal prior with a
     /// finite mean and finite `sd > 0`, a uniform prior with finite
-    /// `lower < upper` that overlaps `(theta_min, theta_max)`.
+    /// `lower < upper` containing at least two quadrature nodes (otherwise the
+    /// EAP posterior would be a single point with a zero SD).
     ///
     /// # Errors
     /// The first violated condition, as an [`IrtError`].
@@ -239,8 +240,11 @@ impl EstimatorSettings {
                 let ok = lower.is_finite()
                     && upper.is_finite()
                     && lower < upper
-                    && lower < self.theta_max
-                    && upper > self.theta_min;
+                    && self
+                        .nodes()
+                        .filter(|x| (lower..=upper).contains(x))
+                        .nth(1)
+                        .is_some();
                 if !ok {
                     return Err(IrtError::UniformPrior { lower, upper });
                 }
@@ -249,6 +253,22 @@ impl EstimatorSettings {
         }
         Ok(())
     }
+}
+
+impl EstimatorSettings {
+    /// The EAP quadrature nodes: `quadrature_points` equally spaced values
+    /// from `theta_min` to `theta_max` (R's `seq(theta_min, theta_max,
+    /// length.out = quadrature_points)`, the last one exactly `theta_max`).
+    pub fn nodes(&self) -> impl Iterator<Item = f64> + use<> {
+        grid(self.theta_min, self.theta_max, self.quadrature_points)
+    }
+}
+
+/// `n.max(2)` equally spaced values from `lo` to `hi`, the last exactly `hi`.
+fn grid(lo: f64, hi: f64, n: usize) -> impl Iterator<Item = f64> {
+    let n = n.max(2);
+    let step = (hi - lo) / (n - 1) as f64;
+    (0..n).map(move |k| if k + 1 == n { hi } else { lo + k as f64 * step })
 }
 
 /// An ability estimate and its standard error.
@@ -314,7 +334,7 @@ pub fn estimate(
                 } else {
                     -CONSTANT_PATTERN_STEP
                 };
-                let theta = (from + step).clamp(settings.theta_min, settings.theta_max);
+                let theta = clamp_to_range(from + step, settings.theta_min, settings.theta_max);
                 let info: f64 = items
                     .iter()
                     .map(|it| information(it, theta, settings.scaling))
@@ -416,16 +436,14 @@ fn eap(settings: &EstimatorSettings, items: &[ItemParams], responses: &[bool]) -
     let n = settings
         .quadrature_points
         .clamp(MIN_QUADRATURE_POINTS, MAX_QUADRATURE_POINTS);
-    let (lo, hi) = (settings.theta_min, settings.theta_max);
-    let step = (hi - lo) / (n - 1) as f64;
-    // R's seq(lo, hi, length.out = n): lo + k·step, last node exactly hi.
-    let node = |k: usize| if k + 1 == n { hi } else { lo + k as f64 * step };
     let scaling = settings.scaling;
-
     let mut node_buf = [0.0_f64; MAX_QUADRATURE_POINTS];
     let nodes = &mut node_buf[..n];
-    for (k, x) in nodes.iter_mut().enumerate() {
-        *x = node(k);
+    for (x, value) in nodes
+        .iter_mut()
+        .zip(grid(settings.theta_min, settings.theta_max, n))
+    {
+        *x = value;
     }
     let nodes: &[f64] = nodes;
 
@@ -659,28 +677,18 @@ fn modal(
     };
 
     let intervals = (((hi - lo) / SCAN_STEP).ceil() as usize).clamp(1, MAX_SCAN_INTERVALS);
-    let width = (hi - lo) / intervals as f64;
-    let grid = |j: usize| {
-        if j == intervals {
-            hi
-        } else {
-            lo + j as f64 * width
-        }
-    };
     let mut prev = (lo, t(lo));
     if prev.1 <= 0.0 {
         consider(lo);
     }
-    let mut last = prev.1;
-    for j in 1..=intervals {
-        let x = grid(j);
+    for x in grid(lo, hi, intervals + 1).skip(1) {
         let fx = t(x);
         if prev.1 > 0.0 && fx <= 0.0 {
             consider(brent(&t, prev.0, x, prev.1, fx));
         }
         prev = (x, fx);
-        last = fx;
     }
+    let last = prev.1;
     if last >= 0.0 {
         consider(hi);
     }

@@ -125,7 +125,7 @@ pub fn probability(item: &ItemParams, theta: f64, scaling: f64) -> f64 {
     item.c + (item.d - item.c) * l
 }
 
-/// Fisher information of `item` at ability `theta` (Lord, 1980, eq. 5-6;
+/// Fisher information of `item` at ability `theta` (Lord, 1980, ch. 5;
 /// catR's `Ii`):
 ///
 /// ```text

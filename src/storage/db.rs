@@ -80,11 +80,12 @@ async fn database_exists(conn: &mut AsyncPgConnection, name: &str) -> anyhow::Re
         #[diesel(sql_type = BigInt)]
         n: i64,
     }
-    let found: Found = diesel::sql_query("SELECT count(*) AS n FROM pg_database WHERE datname = $1")
-        .bind::<Text, _>(name)
-        .get_result(conn)
-        .await
-        .context("cannot list databases")?;
+    let found: Found =
+        diesel::sql_query("SELECT count(*) AS n FROM pg_database WHERE datname = $1")
+            .bind::<Text, _>(name)
+            .get_result(conn)
+            .await
+            .context("cannot list databases")?;
     Ok(found.n > 0)
 }
 
@@ -98,13 +99,15 @@ pub async fn run_migrations(database_url: &str) -> anyhow::Result<Vec<String>> {
         type SyncConn = AsyncConnectionWrapper<AsyncPgConnection>;
         let mut conn = <SyncConn as diesel::Connection>::establish(&url)
             .context("cannot connect to Postgres to migrate")?;
-        let lock = diesel::sql_query("SELECT pg_advisory_lock($1)").bind::<BigInt, _>(MIGRATION_LOCK_KEY);
+        let lock =
+            diesel::sql_query("SELECT pg_advisory_lock($1)").bind::<BigInt, _>(MIGRATION_LOCK_KEY);
         diesel::RunQueryDsl::execute(lock, &mut conn).context("cannot take the migration lock")?;
         let applied = conn
             .run_pending_migrations(MIGRATIONS)
             .map(|versions| versions.iter().map(ToString::to_string).collect())
             .map_err(|e| anyhow::anyhow!("migration failed: {e}"));
-        let unlock = diesel::sql_query("SELECT pg_advisory_unlock($1)").bind::<BigInt, _>(MIGRATION_LOCK_KEY);
+        let unlock = diesel::sql_query("SELECT pg_advisory_unlock($1)")
+            .bind::<BigInt, _>(MIGRATION_LOCK_KEY);
         let _ = diesel::RunQueryDsl::execute(unlock, &mut conn);
         applied
     })

@@ -163,7 +163,10 @@ async fn listen(client: redis::Client, channel: String, bus: std::sync::Weak<Inn
     }
 }
 
-async fn subscribe(client: &redis::Client, channel: &str) -> redis::RedisResult<redis::aio::PubSub> {
+async fn subscribe(
+    client: &redis::Client,
+    channel: &str,
+) -> redis::RedisResult<redis::aio::PubSub> {
     let connect = async {
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(channel).await?;
@@ -171,7 +174,12 @@ async fn subscribe(client: &redis::Client, channel: &str) -> redis::RedisResult<
     };
     tokio::time::timeout(Duration::from_secs(2), connect)
         .await
-        .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "subscribe timed out"))))
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "subscribe timed out",
+            )))
+        })
 }
 
 fn dispatch(inner: &Inner, payload: &[u8]) {

@@ -171,7 +171,11 @@ impl StateStore {
     }
 
     /// Removes a completed exam's state for good and publishes `event`.
-    pub async fn complete(&self, exam_session_id: i64, event: &str) -> Result<(), RedisUnavailable> {
+    pub async fn complete(
+        &self,
+        exam_session_id: i64,
+        event: &str,
+    ) -> Result<(), RedisUnavailable> {
         let (key, marker, channel) = (
             self.key(exam_session_id),
             self.completed_marker(exam_session_id),

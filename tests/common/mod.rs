@@ -46,10 +46,17 @@ async fn admin_conn() -> AsyncPgConnection {
 /// Name of the migrated template: depends on the migrations, so a change makes a new one.
 fn template_name() -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut files: Vec<_> = walk(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations")));
+    let mut files: Vec<_> = walk(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/migrations"
+    )));
     files.sort();
     for file in files {
-        for byte in std::fs::read(&file).unwrap_or_default().into_iter().chain(file.to_string_lossy().bytes()) {
+        for byte in std::fs::read(&file)
+            .unwrap_or_default()
+            .into_iter()
+            .chain(file.to_string_lossy().bytes())
+        {
             hash = (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
         }
     }
@@ -144,7 +151,8 @@ impl TestDb {
                 Err(e) if tries < 100 => {
                     tries += 1;
                     let _ = e;
-                    tokio::time::sleep(Duration::from_millis(50 + rand::random::<u64>() % 100)).await;
+                    tokio::time::sleep(Duration::from_millis(50 + rand::random::<u64>() % 100))
+                        .await;
                 }
                 Err(e) => panic!("cannot create test database: {e}"),
             }
@@ -166,7 +174,9 @@ impl TestDb {
 
     /// A direct connection, for assertions against Postgres.
     pub async fn conn(&self) -> AsyncPgConnection {
-        AsyncPgConnection::establish(&self.url).await.expect("connect to test db")
+        AsyncPgConnection::establish(&self.url)
+            .await
+            .expect("connect to test db")
     }
 
     /// Runs a query returning one bigint column named `n`.
@@ -177,7 +187,10 @@ impl TestDb {
             n: i64,
         }
         let mut conn = self.conn().await;
-        let row: N = diesel::sql_query(sql).get_result(&mut conn).await.expect(sql);
+        let row: N = diesel::sql_query(sql)
+            .get_result(&mut conn)
+            .await
+            .expect(sql);
         row.n
     }
 }
@@ -187,7 +200,10 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Drop runs inside the test's runtime: use a thread with its own.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             rt.block_on(async {
                 let mut conn = admin_conn().await;
                 let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -254,17 +270,23 @@ impl TestApp {
             ("REDIS_POOL_SIZE".into(), "4".into()),
         ];
         vars.extend(options.env);
-        let config = Config::from_lookup(|k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
-            .expect("test config");
+        let config =
+            Config::from_lookup(|k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+                .expect("test config");
         let app = app::build(&config).await.expect("build app");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel();
         tokio::spawn(server::run(listener, app.clone(), async {
             let _ = rx.await;
         }));
         // Subscriptions need the pub/sub listener; give it a moment when Redis is up.
-        app.service.events().wait_listening(Duration::from_secs(3)).await;
+        app.service
+            .events()
+            .wait_listening(Duration::from_secs(3))
+            .await;
         Self {
             addr,
             db,
@@ -300,7 +322,10 @@ impl TestApp {
     /// Posts a GraphQL operation that must succeed; returns `data`.
     pub async fn ok(&self, token: &str, query: &str, variables: Value) -> Value {
         let response = self.gql(Some(token), query, variables).await;
-        assert!(response.get("errors").is_none(), "unexpected errors: {response}");
+        assert!(
+            response.get("errors").is_none(),
+            "unexpected errors: {response}"
+        );
         response["data"].clone()
     }
 
@@ -323,7 +348,10 @@ impl TestApp {
                 json!({"input": {"name": "test bank", "items": items}}),
             )
             .await;
-        data["createItemBank"]["id"].as_str().expect("bank id").to_owned()
+        data["createItemBank"]["id"]
+            .as_str()
+            .expect("bank id")
+            .to_owned()
     }
 
     /// A direct Redis connection to this instance's Redis.
@@ -350,8 +378,16 @@ impl Drop for TestApp {
 }
 
 /// Posts a GraphQL operation to `url`.
-pub async fn post_gql(http: &reqwest::Client, url: &str, token: Option<&str>, query: &str, variables: Value) -> Value {
-    let mut request = http.post(url).json(&json!({"query": query, "variables": variables}));
+pub async fn post_gql(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    query: &str,
+    variables: Value,
+) -> Value {
+    let mut request = http
+        .post(url)
+        .json(&json!({"query": query, "variables": variables}));
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -416,7 +452,16 @@ impl RedisServer {
     pub async fn restart(&mut self) {
         self.stop();
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -426,7 +471,10 @@ impl RedisServer {
         let client = redis::Client::open(self.url()).expect("url");
         for _ in 0..100 {
             if let Ok(mut conn) = client.get_multiplexed_async_connection().await
-                && redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok()
+                && redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .is_ok()
             {
                 return;
             }
@@ -460,24 +508,39 @@ pub fn free_port() -> u16 {
 
 /// A graphql-transport-ws client subscribed to one operation.
 pub struct Subscription {
-    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
 }
 
 impl Subscription {
     /// Connects to `addr`, sends `connection_init` with `token`, and subscribes to
     /// `thetaUpdates` of `exam_id`. Returns the error when the server refuses.
-    pub async fn theta_updates(addr: SocketAddr, token: Option<&str>, exam_id: &str) -> Result<Self, String> {
+    pub async fn theta_updates(
+        addr: SocketAddr,
+        token: Option<&str>,
+        exam_id: &str,
+    ) -> Result<Self, String> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut request = format!("ws://{addr}/graphql/ws").into_client_request().expect("request");
-        request
-            .headers_mut()
-            .insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().expect("header"));
-        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| e.to_string())?;
+        let mut request = format!("ws://{addr}/graphql/ws")
+            .into_client_request()
+            .expect("request");
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "graphql-transport-ws".parse().expect("header"),
+        );
+        let (mut socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .map_err(|e| e.to_string())?;
         let payload = match token {
             Some(t) => json!({"authorization": format!("Bearer {t}")}),
             None => json!({}),
         };
-        send(&mut socket, json!({"type": "connection_init", "payload": payload})).await;
+        send(
+            &mut socket,
+            json!({"type": "connection_init", "payload": payload}),
+        )
+        .await;
         match next_json(&mut socket, Duration::from_secs(5)).await {
             Some(msg) if msg["type"] == "connection_ack" => {}
             other => return Err(format!("no connection_ack: {other:?}")),
@@ -506,15 +569,22 @@ impl Subscription {
 }
 
 async fn send(
-    socket: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    socket: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
     msg: Value,
 ) {
     use tokio_tungstenite::tungstenite::Message;
-    socket.send(Message::Text(msg.to_string().into())).await.expect("ws send");
+    socket
+        .send(Message::Text(msg.to_string().into()))
+        .await
+        .expect("ws send");
 }
 
 async fn next_json(
-    socket: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    socket: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
     timeout: Duration,
 ) -> Option<Value> {
     use tokio_tungstenite::tungstenite::Message;
@@ -529,12 +599,23 @@ async fn next_json(
 
 /// An independent 4PL EAP (catR's eapEst/eapSem: trapezoid over `n` points on
 /// [lo, hi] with a N(mean, sd) prior), written plainly for the tests.
-pub fn reference_eap(items: &[(f64, f64, f64)], responses: &[bool], mean: f64, sd: f64, lo: f64, hi: f64, n: usize) -> (f64, f64) {
-    let grid: Vec<f64> = (0..n).map(|k| lo + (hi - lo) * k as f64 / (n - 1) as f64).collect();
+pub fn reference_eap(
+    items: &[(f64, f64, f64)],
+    responses: &[bool],
+    mean: f64,
+    sd: f64,
+    lo: f64,
+    hi: f64,
+    n: usize,
+) -> (f64, f64) {
+    let grid: Vec<f64> = (0..n)
+        .map(|k| lo + (hi - lo) * k as f64 / (n - 1) as f64)
+        .collect();
     let weight: Vec<f64> = grid
         .iter()
         .map(|&t| {
-            let prior = (-(t - mean).powi(2) / (2.0 * sd * sd)).exp() / (sd * (2.0 * std::f64::consts::PI).sqrt());
+            let prior = (-(t - mean).powi(2) / (2.0 * sd * sd)).exp()
+                / (sd * (2.0 * std::f64::consts::PI).sqrt());
             let likelihood: f64 = items
                 .iter()
                 .zip(responses)
@@ -546,11 +627,19 @@ pub fn reference_eap(items: &[(f64, f64, f64)], responses: &[bool], mean: f64, s
             prior * likelihood
         })
         .collect();
-    let trapezoid = |y: &[f64]| -> f64 { (0..n - 1).map(|k| (grid[k + 1] - grid[k]) * (y[k] + y[k + 1]) / 2.0).sum() };
+    let trapezoid = |y: &[f64]| -> f64 {
+        (0..n - 1)
+            .map(|k| (grid[k + 1] - grid[k]) * (y[k] + y[k + 1]) / 2.0)
+            .sum()
+    };
     let norm = trapezoid(&weight);
     let mean_y: Vec<f64> = grid.iter().zip(&weight).map(|(t, w)| t * w).collect();
     let theta = trapezoid(&mean_y) / norm;
-    let var_y: Vec<f64> = grid.iter().zip(&weight).map(|(t, w)| (t - theta).powi(2) * w).collect();
+    let var_y: Vec<f64> = grid
+        .iter()
+        .zip(&weight)
+        .map(|(t, w)| (t - theta).powi(2) * w)
+        .collect();
     (theta, (trapezoid(&var_y) / norm).sqrt())
 }
 
@@ -565,7 +654,11 @@ pub fn bank_params(n: usize) -> Vec<(f64, f64, f64)> {
     (0..n)
         .map(|i| {
             let x = i as f64;
-            (0.6 + (x * 0.37).sin().abs() * 1.6, -2.5 + 5.0 * ((x * 0.618).fract()), 0.05 + 0.2 * ((x * 0.29).cos().abs()))
+            (
+                0.6 + (x * 0.37).sin().abs() * 1.6,
+                -2.5 + 5.0 * ((x * 0.618).fract()),
+                0.05 + 0.2 * ((x * 0.29).cos().abs()),
+            )
         })
         .collect()
 }
@@ -588,8 +681,12 @@ pub async fn bank_item_ids(app: &TestApp, bank: &str) -> Vec<String> {
 /// Answers the presented item: "A" (the key) when `correct`, else "C".
 pub async fn answer(app: &TestApp, token: &str, exam: &str, item: &str, correct: bool) -> Value {
     let response = if correct { "A" } else { "C" };
-    app.ok(token, SUBMIT, json!({"input": {"examSessionId": exam, "itemId": item, "response": response}}))
-        .await["submitAnswer"]
+    app.ok(
+        token,
+        SUBMIT,
+        json!({"input": {"examSessionId": exam, "itemId": item, "response": response}}),
+    )
+    .await["submitAnswer"]
         .clone()
 }
 
@@ -600,7 +697,10 @@ pub async fn start(app: &TestApp, token: &str, bank: &str, extra: Value) -> (Str
         input.extend(extra.clone());
     }
     let data = app.ok(token, START, json!({"input": input})).await;
-    let exam = data["startExam"]["examSession"]["id"].as_str().expect("exam id").to_owned();
+    let exam = data["startExam"]["examSession"]["id"]
+        .as_str()
+        .expect("exam id")
+        .to_owned();
     (exam, data["startExam"].clone())
 }
 
@@ -619,16 +719,27 @@ pub struct ExamChecker {
 impl ExamChecker {
     /// Records an answer and asserts the result equals the reference EAP to 1e-9.
     pub fn check(&mut self, item: &str, correct: bool, result: &Value) {
-        let index = self.ids.iter().position(|i| i == item).expect("item in bank");
+        let index = self
+            .ids
+            .iter()
+            .position(|i| i == item)
+            .expect("item in bank");
         self.seen.push(index);
         self.responses.push(correct);
-        let administered: Vec<(f64, f64, f64)> = self.seen.iter().map(|&i| self.params[i]).collect();
+        let administered: Vec<(f64, f64, f64)> =
+            self.seen.iter().map(|&i| self.params[i]).collect();
         let (theta, se) = reference_eap(&administered, &self.responses, 0.0, 1.0, -4.0, 4.0, 33);
         let got_theta = result["theta"].as_f64().expect("theta");
         let got_se = result["standardError"].as_f64().expect("se");
         let n = self.seen.len();
-        assert!((got_theta - theta).abs() < 1e-9, "answer {n}: theta {got_theta} vs reference {theta}");
-        assert!((got_se - se).abs() < 1e-9, "answer {n}: se {got_se} vs reference {se}");
+        assert!(
+            (got_theta - theta).abs() < 1e-9,
+            "answer {n}: theta {got_theta} vs reference {theta}"
+        );
+        assert!(
+            (got_se - se).abs() < 1e-9,
+            "answer {n}: se {got_se} vs reference {se}"
+        );
         assert_eq!(result["itemsCompleted"].as_u64(), Some(n as u64));
     }
 }
