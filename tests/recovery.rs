@@ -198,7 +198,10 @@ impl Server {
         let server = Self { child, port };
         let http = reqwest::Client::new();
         for _ in 0..200 {
-            if let Ok(r) = http.get(format!("http://127.0.0.1:{port}/health")).send().await
+            if let Ok(r) = http
+                .get(format!("http://127.0.0.1:{port}/health"))
+                .send()
+                .await
                 && r.status().is_success()
             {
                 return server;
