@@ -538,3 +538,28 @@ async fn several_instances_can_create_and_migrate_a_new_database_at_once() {
     assert_eq!(tables, 4);
     let _ = Duration::from_secs(0);
 }
+
+/// The introspection query GraphiQL sends (graphql-js `getIntrospectionQuery`), which nests
+/// `ofType` deeply: the depth and complexity limits must let it through.
+const INTROSPECTION: &str = r#"query IntrospectionQuery {
+  __schema { queryType { name } mutationType { name } subscriptionType { name }
+    types { ...FullType }
+    directives { name description locations args { ...InputValue } } } }
+fragment FullType on __Type { kind name description
+  fields(includeDeprecated: true) { name description args { ...InputValue } type { ...TypeRef } isDeprecated deprecationReason }
+  inputFields { ...InputValue } interfaces { ...TypeRef }
+  enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+  possibleTypes { ...TypeRef } }
+fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue }
+fragment TypeRef on __Type { kind name ofType { kind name ofType { kind name ofType { kind name
+  ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } } }"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphiql_can_introspect_the_schema_without_a_token() {
+    let app = TestApp::spawn().await;
+    let response = app.gql(None, INTROSPECTION, json!({})).await;
+    assert!(response.get("errors").is_none(), "{response}");
+    let types = response["data"]["__schema"]["types"].as_array().expect("types");
+    assert!(types.iter().any(|t| t["name"] == "EngineSummary"));
+    assert_eq!(response["data"]["__schema"]["subscriptionType"]["name"], "Subscription");
+}

@@ -9,7 +9,7 @@ use super::{caller, gql, parse_id, service};
 /// Live events.
 pub struct SubscriptionRoot;
 
-#[Subscription]
+#[Subscription(name = "Subscription")]
 impl SubscriptionRoot {
     /// One event per answer recorded in the exam, on whichever instance it was recorded
     /// (owner or admin). Delivery is at-most-once: a gap in `itemsCompleted` means missed
