@@ -559,7 +559,12 @@ async fn graphiql_can_introspect_the_schema_without_a_token() {
     let app = TestApp::spawn().await;
     let response = app.gql(None, INTROSPECTION, json!({})).await;
     assert!(response.get("errors").is_none(), "{response}");
-    let types = response["data"]["__schema"]["types"].as_array().expect("types");
+    let types = response["data"]["__schema"]["types"]
+        .as_array()
+        .expect("types");
     assert!(types.iter().any(|t| t["name"] == "EngineSummary"));
-    assert_eq!(response["data"]["__schema"]["subscriptionType"]["name"], "Subscription");
+    assert_eq!(
+        response["data"]["__schema"]["subscriptionType"]["name"],
+        "Subscription"
+    );
 }

@@ -117,6 +117,13 @@ impl ItemParams {
 ///
 /// Stable for any finite input (never NaN for valid items, even at `θ`
 /// thousands of units from `b`).
+///
+/// ```
+/// use adaptive_engine::irt::{ItemParams, probability};
+/// // At θ = b the 3PL probability is halfway between c and 1.
+/// let item = ItemParams::three_pl(1.3, 0.5, 0.2);
+/// assert!((probability(&item, 0.5, 1.0) - 0.6).abs() < 1e-15);
+/// ```
 #[must_use]
 #[inline]
 pub fn probability(item: &ItemParams, theta: f64, scaling: f64) -> f64 {
