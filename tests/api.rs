@@ -568,3 +568,52 @@ async fn graphiql_can_introspect_the_schema_without_a_token() {
         "Subscription"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_bank_reads_csv_and_json_files_into_banks_exams_can_use() {
+    let app = TestApp::spawn().await;
+    let dir = std::env::temp_dir().join(common::unique("bank"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let csv = dir.join("algebra.csv");
+    std::fs::write(
+        &csv,
+        "externalId,a,b,c,d,contentArea,content,answerKey\n\
+         q1,1.2,-0.5,0.2,,algebra,\"{\"\"stem\"\":\"\"2+2?\"\"}\",4\n\
+         q2,,0.8,,,geometry,How many sides has a hexagon?,6\n",
+    )
+    .expect("write csv");
+    let json_file = dir.join("set.json");
+    std::fs::write(
+        &json_file,
+        r#"[{"externalId":"j1","b":0.1,"content":{"stem":"?"},"answerKey":"A"}]"#,
+    )
+    .expect("write json");
+    for (file, expected_items) in [(&csv, 2), (&json_file, 1)] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_adaptive-engine"))
+            .arg("import-bank")
+            .arg(file)
+            .env("DATABASE_URL", &app.db.url)
+            .env("RUST_LOG", "off")
+            .output()
+            .expect("run import-bank");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        let bank = app
+            .ok(&app.admin(), "query($id: ID!) { itemBank(id: $id) { id name itemCount } }", json!({"id": id}))
+            .await;
+        assert_eq!(bank["itemBank"]["itemCount"], expected_items);
+        let (_, started) = start(&app, &app.student("s-import"), &id, json!({})).await;
+        assert!(started["nextItem"]["id"].is_string());
+    }
+    let bad = dir.join("bad.csv");
+    std::fs::write(&bad, "externalId,b,content,answerKey\nq1,hard,x,A\n").expect("write");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_adaptive-engine"))
+        .arg("import-bank")
+        .arg(&bad)
+        .env("DATABASE_URL", &app.db.url)
+        .output()
+        .expect("run import-bank");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("line 2: b \"hard\" is not a number"));
+    let _ = std::fs::remove_dir_all(dir);
+}
