@@ -31,6 +31,7 @@
 //!   estimators with dichotomous item response models. *Psychometrika*, 81(1).
 
 pub mod estimate;
+pub mod item;
 pub mod model;
 pub mod select;
 pub mod stop;
@@ -39,6 +40,7 @@ pub use estimate::{
     CONSTANT_PATTERN_STEP, ConstantPatternRule, Estimate, EstimatorMethod, EstimatorSettings,
     MAX_QUADRATURE_POINTS, MIN_QUADRATURE_POINTS, Prior, SeType, estimate, try_estimate,
 };
+pub use item::{Item, MAX_CATEGORIES, PolytomousItem, PolytomousModel};
 pub use model::{ItemParams, information, probability};
 pub use select::{MAX_RANDOMESQUE, select_next_item};
 pub use stop::{StopReason, StoppingRule};
@@ -101,6 +103,14 @@ pub enum IrtError {
         c: f64,
         /// Upper asymptote given.
         d: f64,
+    },
+    /// A polytomous item's parameters are outside its model's domain.
+    #[error("item {index}: {reason}")]
+    Polytomous {
+        /// Position of the item in the slice that was checked.
+        index: usize,
+        /// What is wrong.
+        reason: &'static str,
     },
     /// `items` and `responses` have different lengths.
     #[error(

@@ -1,0 +1,1 @@
+//! Item selection rules, content balancing, enemy items and exposure control.
