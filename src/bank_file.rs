@@ -1,9 +1,11 @@
 //! Reading item banks from files for `import-bank` (and `simulate`): a JSON list of
 //! `ItemInput` objects, or CSV with the same columns (`externalId,a,b,c,d,contentArea,
-//! content,answerKey`; a, c, d and contentArea may be empty or absent). Pure parsing: no
-//! I/O beyond the bytes it is given, so it can be fuzzed.
+//! content,answerKey,model,thresholds,scoring,enemyGroup`; all but externalId, b, content
+//! and answerKey may be empty or absent; `thresholds` is a JSON array or `;`-separated
+//! numbers, `scoring` a JSON object). Pure parsing: no I/O beyond the bytes it is given, so
+//! it can be fuzzed.
 
-use crate::exam::NewBankItem;
+use crate::exam::{ItemModel, NewBankItem};
 
 /// Why a bank file could not be read.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -47,6 +49,12 @@ fn parse_csv(text: &str) -> Result<Vec<NewBankItem>, BankFileError> {
         required("answerKey")?,
     );
     let (a, c, d, content_area) = (column("a"), column("c"), column("d"), column("contentArea"));
+    let (model, thresholds, scoring, enemy_group) = (
+        column("model"),
+        column("thresholds"),
+        column("scoring"),
+        column("enemyGroup"),
+    );
     let mut items = Vec::new();
     for (n, record) in reader.records().enumerate() {
         let line = n + 2;
@@ -76,9 +84,39 @@ fn parse_csv(text: &str) -> Result<Vec<NewBankItem>, BankFileError> {
             content: serde_json::from_str(raw_content)
                 .unwrap_or_else(|_| serde_json::Value::String(raw_content.to_owned())),
             answer_key: cell(Some(answer_key)).unwrap_or_default().to_owned(),
+            model: match cell(model).map(str::to_ascii_uppercase).as_deref() {
+                None | Some("DICHOTOMOUS") => ItemModel::Dichotomous,
+                Some("GRM") => ItemModel::Grm,
+                Some("GPCM") => ItemModel::Gpcm,
+                Some(other) => {
+                    return Err(BankFileError::Csv(format!(
+                        "line {line}: model {other:?} is not DICHOTOMOUS, GRM or GPCM"
+                    )));
+                }
+            },
+            thresholds: cell(thresholds)
+                .map(|raw| parse_thresholds(raw).ok_or_else(|| {
+                    BankFileError::Csv(format!("line {line}: thresholds {raw:?} are not numbers"))
+                }))
+                .transpose()?,
+            scoring: cell(scoring)
+                .map(|raw| serde_json::from_str(raw).map_err(|_| {
+                    BankFileError::Csv(format!("line {line}: scoring is not a JSON object"))
+                }))
+                .transpose()?,
+            enemy_group: cell(enemy_group).map(str::to_owned),
         });
     }
     Ok(items)
+}
+
+/// `[0.1, 0.5]` or `0.1;0.5`.
+fn parse_thresholds(raw: &str) -> Option<Vec<f64>> {
+    if raw.trim_start().starts_with('[') {
+        serde_json::from_str(raw).ok()
+    } else {
+        raw.split(';').map(|t| t.trim().parse().ok()).collect()
+    }
 }
 
 #[cfg(test)]
@@ -104,6 +142,21 @@ mod tests {
         }
         assert_eq!(from_csv[1].a, 1.0);
         assert_eq!(from_csv[1].d, 1.0);
+    }
+
+    #[test]
+    fn polytomous_items_read_from_csv() {
+        let csv = "externalId,a,b,content,answerKey,model,thresholds,scoring,enemyGroup\n\
+                   p1,1.1,0,essay,all,GRM,-1;0.5;1.2,\"{\"\"none\"\":0,\"\"all\"\":3}\",g1\n\
+                   p2,0.9,0,likert,4,gpcm,\"[0.2,-0.4]\",,\n";
+        let items = parse(csv.as_bytes()).unwrap();
+        assert_eq!(items[0].model, ItemModel::Grm);
+        assert_eq!(items[0].thresholds, Some(vec![-1.0, 0.5, 1.2]));
+        assert_eq!(items[0].scoring, Some(serde_json::json!({"none": 0, "all": 3})));
+        assert_eq!(items[0].enemy_group.as_deref(), Some("g1"));
+        assert_eq!(items[1].model, ItemModel::Gpcm);
+        assert_eq!(items[1].thresholds, Some(vec![0.2, -0.4]));
+        assert!(parse(b"externalId,b,content,answerKey,model\nx,0,c,A,RASCH\n").is_err());
     }
 
     #[test]

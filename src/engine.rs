@@ -1,46 +1,58 @@
-//! An exam's adaptive engine: the exam design, the state of one exam, and the single
-//! function that decides each step ("answers so far → estimate → stop or next item").
+//! An exam's adaptive engine: the exam design, the psychometric view of a bank, the state
+//! of one exam, and the single function that decides each step ("answers so far →
+//! estimate → stop, or next item").
 //!
 //! Pure: no I/O, no clock. The server (`exam`) and the simulator call the same
 //! [`decide`], so a design studied offline behaves identically live, and a rebuild from
-//! Postgres reproduces every estimate and every item choice (randomesque draws come from a
+//! Postgres reproduces every estimate (estimates are a function of the responses) and every
+//! item choice that does not depend on live exposure counts (randomesque draws come from a
 //! generator seeded by the exam's seed and the step number, never from global state).
 
-use rand::SeedableRng;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
 use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::irt::{self, Estimate, EstimatorSettings, ItemParams, Prior, StopReason, StoppingRule};
+use crate::irt::{
+    self, ContentBalance, Estimate, EstimatorSettings, ExposureControl, ExposureCounts, ExposureMethod,
+    InformationIndex, Item, ItemParams, Prior, SelectionContext, SelectionRule, StopInputs, StopReason,
+    StoppingRule,
+};
 
-/// Everything that defines how an exam runs; stored with the session as JSON.
+/// Everything that defines how an exam runs; stored with the session as JSON so a
+/// rebuild from Postgres behaves exactly like the original engine.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ExamDesign {
-    /// Stop after this many answers.
-    pub max_items: u32,
-    /// Never stop on precision before this many answers.
-    pub min_items: u32,
-    /// Stop once the standard error is at or below this.
-    pub se_target: Option<f64>,
+    /// When the exam stops.
+    pub stopping: StoppingRule,
     /// Theta before any answer (drives the first item choice).
     pub initial_theta: f64,
-    /// Choose at random among this many most informative items (1 = always the best).
+    /// Choose at random among this many best items of the selection rule (1 = the best).
     pub randomesque: u32,
     /// The ability estimator, including the bank's scaling constant D.
     pub estimator: EstimatorSettings,
-    /// Seed of the exam's randomesque draws.
+    /// The item selection rule.
+    #[serde(default)]
+    pub selection_rule: SelectionRule,
+    /// Fleet-wide exposure control, if any.
+    #[serde(default)]
+    pub exposure: Option<ExposureControl>,
+    /// Content balancing targets, if any.
+    #[serde(default)]
+    pub content_balance: Option<ContentBalance>,
+    /// Items given first, in this order (bank item ids).
+    #[serde(default)]
+    pub start_item_ids: Vec<i64>,
+    /// Items this examinee may not see (item-eligibility exposure control, drawn at start).
+    #[serde(default)]
+    pub ineligible_item_ids: Vec<i64>,
+    /// Seed of the exam's random draws.
     pub seed: u64,
 }
 
 impl ExamDesign {
-    /// The stopping rule of this design.
-    pub fn stopping_rule(&self) -> StoppingRule {
-        StoppingRule {
-            max_items: self.max_items as usize,
-            min_items: self.min_items as usize,
-            se_target: self.se_target,
-        }
-    }
-
     /// The estimate before any answer: the initial theta, with the prior's spread as SE.
     pub fn initial_estimate(&self) -> Estimate {
         let standard_error = match self.estimator.prior {
@@ -55,6 +67,94 @@ impl ExamDesign {
     }
 }
 
+/// The psychometric view of an item bank: models, ids, content areas and enemy groups,
+/// indexed alike, plus the lazily built fast index of maximum-information selection.
+#[derive(Debug)]
+pub struct EngineBank {
+    /// The scaling constant D of the bank.
+    pub scaling: f64,
+    /// IRT model of each item.
+    pub items: Vec<Item>,
+    /// Database id of each item.
+    pub ids: Vec<i64>,
+    /// Content area of each item.
+    pub areas: Vec<Option<String>>,
+    /// Enemy group of each item.
+    pub enemy_groups: Vec<Option<String>>,
+    /// Built on first use of maximum-information selection.
+    index: OnceLock<InformationIndex>,
+    /// Item id → index.
+    positions: HashMap<i64, usize>,
+}
+
+impl EngineBank {
+    /// A bank from its columns (all of the same length).
+    pub fn new(
+        scaling: f64,
+        items: Vec<Item>,
+        ids: Vec<i64>,
+        areas: Vec<Option<String>>,
+        enemy_groups: Vec<Option<String>>,
+    ) -> Self {
+        let positions = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        Self {
+            scaling,
+            items,
+            ids,
+            areas,
+            enemy_groups,
+            index: OnceLock::new(),
+            positions,
+        }
+    }
+
+    /// A bank of dichotomous items numbered 1..=n with no areas or enemies (tests, simulations).
+    pub fn from_params(scaling: f64, params: &[ItemParams]) -> Self {
+        let n = params.len();
+        Self::new(
+            scaling,
+            params.iter().copied().map(Item::from).collect(),
+            (1..=n as i64).collect(),
+            vec![None; n],
+            vec![None; n],
+        )
+    }
+
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether the bank has no item.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The index of an item id.
+    pub fn index_of(&self, id: i64) -> Option<usize> {
+        self.positions.get(&id).copied()
+    }
+
+    /// The fast maximum-information index (built once, on first use).
+    pub fn information_index(&self) -> &InformationIndex {
+        self.index
+            .get_or_init(|| InformationIndex::new(&self.items, self.scaling))
+    }
+}
+
+/// What an exam has done so far.
+#[derive(Clone, Copy, Debug)]
+pub struct History<'a> {
+    /// Bank indices of the items answered, in order.
+    pub administered: &'a [usize],
+    /// Their category scores (0/1 for dichotomous items).
+    pub scores: &'a [u32],
+    /// The estimate before the last answer (step rules for constant patterns start there).
+    pub previous_theta: f64,
+    /// Seconds since the exam started.
+    pub elapsed_seconds: f64,
+}
+
 /// What the engine decided after the answers so far.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Decision {
@@ -64,67 +164,149 @@ pub struct Decision {
     pub stop: Option<StopReason>,
     /// The bank index of the next item, when the exam goes on.
     pub next_item: Option<usize>,
+    /// The item the selection rule chose first (differs from `next_item` when
+    /// Sympson–Hetter exposure control turned it down).
+    pub selected_item: Option<usize>,
 }
 
-/// Decides one step: estimates from `administered` (bank indices, in order) and their
-/// `responses`, checks the stopping rule, and otherwise picks the next item.
-///
-/// `previous_theta` is the estimate before the last answer (used by step-wise rules for
-/// constant response patterns).
-pub fn decide(
-    design: &ExamDesign,
-    bank: &[ItemParams],
-    administered: &[usize],
-    responses: &[bool],
-    previous_theta: f64,
-) -> Decision {
-    debug_assert_eq!(administered.len(), responses.len());
-    let estimate = if responses.is_empty() {
+/// Decides one step: estimates from the history, checks the stopping rules, and
+/// otherwise picks the next item. `exposure` holds the live fleet-wide counts when the
+/// design uses exposure control.
+pub fn decide(design: &ExamDesign, bank: &EngineBank, history: &History<'_>, exposure: Option<&ExposureCounts>) -> Decision {
+    let n = history.administered.len();
+    debug_assert_eq!(n, history.scores.len());
+    let estimate = if n == 0 {
         design.initial_estimate()
     } else {
-        let items: Vec<ItemParams> = administered.iter().map(|&i| bank[i]).collect();
-        irt::estimate(&design.estimator, &items, responses, previous_theta)
+        let items: Vec<Item> = history.administered.iter().map(|&i| bank.items[i].clone()).collect();
+        irt::estimate_items(&design.estimator, &items, history.scores, history.previous_theta)
     };
-    let mut used = vec![false; bank.len()];
-    for &i in administered {
-        used[i] = true;
+    let mut eligible = vec![true; bank.len()];
+    for &i in history.administered {
+        eligible[i] = false;
     }
-    let items_left = bank.len() - administered.len();
-    let stop =
-        design
-            .stopping_rule()
-            .check(administered.len(), estimate.standard_error, items_left);
-    let next_item = match stop {
-        Some(_) => None,
-        None => {
-            let mut rng = step_rng(design.seed, administered.len());
-            irt::select_next_item(
-                bank,
-                &used,
-                estimate.theta,
-                design.estimator.scaling,
-                design.randomesque.max(1) as usize,
-                &mut rng,
-            )
+    for id in &design.ineligible_item_ids {
+        if let Some(i) = bank.index_of(*id) {
+            eligible[i] = false;
         }
+    }
+    if bank.enemy_groups.iter().any(Option::is_some) {
+        let groups: Vec<Option<&str>> = bank.enemy_groups.iter().map(Option::as_deref).collect();
+        irt::exclude_enemies(&groups, history.administered, &mut eligible);
+    }
+    let items_left = eligible.iter().filter(|e| **e).count();
+    let uses_index = design.selection_rule == SelectionRule::MaxInfo;
+    let max_information_left = match design.stopping.min_information {
+        Some(_) => best_information(bank, &eligible, estimate.theta),
+        None => f64::INFINITY,
     };
+    let stop = design.stopping.check(&StopInputs {
+        items_completed: n,
+        theta: estimate.theta,
+        standard_error: estimate.standard_error,
+        items_left,
+        max_information_left,
+        elapsed_seconds: history.elapsed_seconds,
+    });
+    if stop.is_some() {
+        return Decision {
+            estimate,
+            stop,
+            next_item: None,
+            selected_item: None,
+        };
+    }
+    // Fixed start items come first, as long as they are still eligible.
+    if let Some(i) = design
+        .start_item_ids
+        .get(n)
+        .and_then(|id| bank.index_of(*id))
+        .filter(|&i| eligible[i])
+    {
+        return Decision {
+            estimate,
+            stop: None,
+            next_item: Some(i),
+            selected_item: Some(i),
+        };
+    }
+    if let Some(balance) = &design.content_balance {
+        let areas: Vec<Option<&str>> = bank.areas.iter().map(Option::as_deref).collect();
+        irt::restrict_to_content_area(balance, &areas, history.administered, &mut eligible);
+    }
+    let mut rng = step_rng(design.seed, n);
+    let select = |eligible: &[bool], rng: &mut StdRng| {
+        let ctx = SelectionContext {
+            bank: &bank.items,
+            eligible,
+            administered: history.administered,
+            responses: history.scores,
+            theta: estimate.theta,
+            standard_error: estimate.standard_error,
+            estimator: &design.estimator,
+            max_items: design.stopping.max_items,
+            index: uses_index.then(|| bank.information_index()),
+        };
+        irt::select_item(design.selection_rule, &ctx, design.randomesque.max(1) as usize, rng)
+    };
+    let selected_item = select(&eligible, &mut rng);
+    let mut next_item = selected_item;
+    // Sympson–Hetter: the chosen item is given with probability K_i, else the rule picks
+    // again without it (for this step).
+    if let (Some(control), Some(counts)) = (&design.exposure, exposure)
+        && control.method == ExposureMethod::SympsonHetter
+    {
+        while let Some(i) = next_item {
+            if rng.random::<f64>() < irt::sympson_hetter_probability(control, counts, i) {
+                break;
+            }
+            eligible[i] = false;
+            next_item = select(&eligible, &mut rng);
+        }
+    }
     Decision {
         estimate,
-        stop: stop.or(next_item.is_none().then_some(StopReason::BankExhausted)),
+        stop: next_item.is_none().then_some(StopReason::BankExhausted),
         next_item,
+        selected_item,
+    }
+}
+
+/// Information of the most informative eligible item at `theta` (0 when none is left).
+fn best_information(bank: &EngineBank, eligible: &[bool], theta: f64) -> f64 {
+    bank.items
+        .iter()
+        .zip(eligible)
+        .filter(|(_, e)| **e)
+        .map(|(item, _)| item.information(theta, bank.scaling))
+        .fold(0.0, f64::max)
+}
+
+/// The items an examinee may not see under item-eligibility exposure control, drawn once
+/// at the start of the exam from the live counts.
+pub fn draw_ineligible(design: &ExamDesign, bank: &EngineBank, counts: &ExposureCounts) -> Vec<i64> {
+    match &design.exposure {
+        Some(control) if control.method == ExposureMethod::ItemEligibility => {
+            let mut rng = step_rng(design.seed, usize::MAX);
+            irt::draw_ineligible_items(control, counts, &mut rng)
+                .into_iter()
+                .filter_map(|i| bank.ids.get(i).copied())
+                .collect()
+        }
+        _ => Vec::new(),
     }
 }
 
 /// The generator of one step's random draws: a function of the exam's seed and the step
 /// only, so a rebuilt engine draws the same items.
 fn step_rng(seed: u64, step: usize) -> StdRng {
-    StdRng::seed_from_u64(seed ^ (step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    StdRng::seed_from_u64(seed ^ (step as u64).wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 /// One live exam's engine state, as cached in Redis (`{prefix}:{id}`, JSON).
 ///
-/// The first six fields are the contract's; the rest let an instance continue the exam
-/// without Postgres reads and let the summary be served from the cache.
+/// The first six fields after the id are the contract's; the rest let an instance continue
+/// the exam without reading the attempts, and let the summary be served from the cache.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EngineState {
     /// The exam this state belongs to.
@@ -133,10 +315,14 @@ pub struct EngineState {
     pub theta: f64,
     /// Its standard error.
     pub standard_error: f64,
-    /// Parameters of the administered items, in order.
-    pub item_params_list: Vec<ItemParams>,
-    /// Whether each administered item was answered correctly, in order.
+    /// Parameters of the administered items, in order (`{"a","b","c"}`, plus `"d"` when
+    /// it is not 1; polytomous items as `{"model","a","thresholds"}`).
+    pub item_params_list: Vec<Item>,
+    /// Whether each administered item got full credit, in order.
     pub responses: Vec<bool>,
+    /// Category scores, only when some item is polytomous (else `responses` says it all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scores: Option<Vec<u32>>,
     /// The exam's maximum length.
     pub max_items: u32,
     /// Answers recorded; also the state's version (a write never replaces a larger one).
@@ -151,36 +337,63 @@ pub struct EngineState {
     pub item_bank_id: i64,
 }
 
+impl EngineState {
+    /// The category score of every answer.
+    pub fn category_scores(&self) -> Vec<u32> {
+        match &self.scores {
+            Some(scores) => scores.clone(),
+            None => self.responses.iter().map(|r| u32::from(*r)).collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn design(max_items: u32, randomesque: u32) -> ExamDesign {
+    fn design(max_items: usize, randomesque: u32) -> ExamDesign {
         ExamDesign {
-            max_items,
-            min_items: 1,
-            se_target: None,
+            stopping: StoppingRule {
+                max_items,
+                min_items: 1,
+                ..StoppingRule::default()
+            },
             initial_theta: 0.0,
             randomesque,
             estimator: EstimatorSettings::default(),
+            selection_rule: SelectionRule::MaxInfo,
+            exposure: None,
+            content_balance: None,
+            start_item_ids: Vec::new(),
+            ineligible_item_ids: Vec::new(),
             seed: 42,
         }
     }
 
-    fn bank() -> Vec<ItemParams> {
-        (0..30)
+    fn bank() -> EngineBank {
+        let params: Vec<ItemParams> = (0..30)
             .map(|i| ItemParams {
                 a: 1.0 + (i % 3) as f64 * 0.3,
                 b: -3.0 + i as f64 * 0.2,
                 c: 0.1,
                 d: 1.0,
             })
-            .collect()
+            .collect();
+        EngineBank::from_params(1.0, &params)
+    }
+
+    fn history<'a>(administered: &'a [usize], scores: &'a [u32], previous_theta: f64) -> History<'a> {
+        History {
+            administered,
+            scores,
+            previous_theta,
+            elapsed_seconds: 0.0,
+        }
     }
 
     #[test]
     fn the_first_step_uses_the_initial_theta_and_prior_sd() {
-        let d = decide(&design(5, 1), &bank(), &[], &[], 0.0);
+        let d = decide(&design(5, 1), &bank(), &history(&[], &[], 0.0), None);
         assert_eq!(d.estimate.theta, 0.0);
         assert_eq!(d.estimate.standard_error, 1.0);
         assert!(d.stop.is_none());
@@ -192,29 +405,40 @@ mod tests {
         let bank = bank();
         let design = design(10, 5);
         let mut administered = Vec::new();
-        let mut responses = Vec::new();
+        let mut scores = Vec::new();
         let mut theta = design.initial_theta;
         for step in 0..8 {
-            let first = decide(&design, &bank, &administered, &responses, theta);
-            let again = decide(&design, &bank, &administered, &responses, theta);
+            let first = decide(&design, &bank, &history(&administered, &scores, theta), None);
+            let again = decide(&design, &bank, &history(&administered, &scores, theta), None);
             assert_eq!(first, again, "step {step}");
             let next = first.next_item.expect("exam goes on");
             assert!(!administered.contains(&next));
             theta = first.estimate.theta;
             administered.push(next);
-            responses.push(step % 2 == 0);
+            scores.push(u32::from(step % 2 == 0));
         }
     }
 
     #[test]
     fn the_exam_stops_at_max_items_and_when_the_bank_runs_out() {
         let bank = bank();
-        let d = decide(&design(2, 1), &bank, &[0, 1], &[true, false], 0.0);
+        let d = decide(&design(2, 1), &bank, &history(&[0, 1], &[1, 0], 0.0), None);
         assert_eq!(d.stop, Some(StopReason::MaxItems));
         assert_eq!(d.next_item, None);
         let all: Vec<usize> = (0..bank.len()).collect();
-        let responses: Vec<bool> = all.iter().map(|i| i % 2 == 0).collect();
-        let d = decide(&design(100, 1), &bank, &all, &responses, 0.0);
+        let scores: Vec<u32> = all.iter().map(|i| (i % 2) as u32).collect();
+        let d = decide(&design(100, 1), &bank, &history(&all, &scores, 0.0), None);
         assert_eq!(d.stop, Some(StopReason::BankExhausted));
+    }
+
+    #[test]
+    fn start_items_come_first_in_order() {
+        let bank = bank();
+        let mut design = design(5, 1);
+        design.start_item_ids = vec![bank.ids[7], bank.ids[3]];
+        let first = decide(&design, &bank, &history(&[], &[], 0.0), None);
+        assert_eq!(first.next_item, Some(7));
+        let second = decide(&design, &bank, &history(&[7], &[1], 0.0), None);
+        assert_eq!(second.next_item, Some(3));
     }
 }

@@ -16,12 +16,16 @@ use diesel_async::{AsyncConnection, AsyncPgConnection};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
-use crate::engine::{self, EngineState, ExamDesign};
+use crate::engine::{self, EngineState, ExamDesign, History};
 use crate::error::{AppError, AppResult};
-use crate::irt::{EstimatorSettings, ItemParams, StopReason};
+use crate::irt::{
+    self, ContentBalance, EstimatorSettings, ExposureControl, ItemParams, SelectionRule, StopReason,
+    StoppingRule,
+};
 use crate::storage::bank_cache::{Bank, BankCache, BankItem};
 use crate::storage::db::DbPool;
 use crate::storage::events::{EventBus, ThetaEvent};
+use crate::storage::exposure::ExposureTracker;
 use crate::storage::queries::{self, AttemptRow, ExamSessionRow};
 use crate::storage::state_store::StateStore;
 
@@ -73,6 +77,30 @@ pub enum StateSource {
     Database,
 }
 
+/// The response model of an item, as stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ItemModel {
+    /// 4PL right/wrong.
+    #[default]
+    Dichotomous,
+    /// Graded response model.
+    Grm,
+    /// Generalized partial credit model.
+    Gpcm,
+}
+
+impl ItemModel {
+    /// The database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dichotomous => "DICHOTOMOUS",
+            Self::Grm => "GRM",
+            Self::Gpcm => "GPCM",
+        }
+    }
+}
+
 /// One item of a new bank, before validation.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -97,6 +125,18 @@ pub struct NewBankItem {
     pub content: serde_json::Value,
     /// The correct response.
     pub answer_key: String,
+    /// The response model.
+    #[serde(default)]
+    pub model: ItemModel,
+    /// Polytomous thresholds.
+    #[serde(default)]
+    pub thresholds: Option<Vec<f64>>,
+    /// Polytomous scoring: response → category score.
+    #[serde(default)]
+    pub scoring: Option<serde_json::Value>,
+    /// Enemy group.
+    #[serde(default)]
+    pub enemy_group: Option<String>,
 }
 
 fn one() -> f64 {
@@ -144,6 +184,22 @@ pub struct ExamRequest {
     pub randomesque: i32,
     /// Estimator (its `scaling` is replaced by the bank's D).
     pub estimator: EstimatorSettings,
+    /// Item selection rule.
+    pub selection_rule: SelectionRule,
+    /// Fleet-wide exposure control.
+    pub exposure: Option<ExposureControl>,
+    /// Content balancing targets (area, proportion).
+    pub content_balance: Option<Vec<(String, f64)>>,
+    /// Items given first, in order.
+    pub start_item_ids: Vec<i64>,
+    /// Classification cut score.
+    pub cut_score: Option<f64>,
+    /// Confidence level of the classification interval.
+    pub confidence_level: f64,
+    /// Stop when no eligible item has at least this much information at theta.
+    pub min_information: Option<f64>,
+    /// Stop once this many seconds have passed since the start.
+    pub max_duration_seconds: Option<i32>,
 }
 
 /// An item as presented to the student: no key, no parameters.
@@ -239,16 +295,19 @@ pub struct ExamService {
     states: StateStore,
     events: EventBus,
     banks: BankCache,
+    exposure: ExposureTracker,
 }
 
 impl ExamService {
     /// Assembles the service.
     pub fn new(db: DbPool, states: StateStore, events: EventBus) -> Self {
+        let exposure = ExposureTracker::new(states.redis().clone(), states.prefix());
         Self {
             db,
             states,
             events,
             banks: BankCache::default(),
+            exposure,
         }
     }
 
@@ -310,8 +369,21 @@ impl ExamService {
         }
         let mut conn = self.db.get().await?;
         let bank = self.bank(&mut conn, request.item_bank_id).await?;
-        let design = design_from_request(&request, bank.scaling_constant, rand::random())?;
-        let decision = engine::decide(&design, &bank.params, &[], &[], design.initial_theta);
+        let mut design = design_from_request(&request, &bank, rand::random())?;
+        let counts = match design.exposure {
+            Some(_) => Some(self.exposure.counts(&mut conn, bank.id, &bank.engine).await?),
+            None => None,
+        };
+        if let Some(counts) = &counts {
+            design.ineligible_item_ids = engine::draw_ineligible(&design, &bank.engine, counts);
+        }
+        let history = History {
+            administered: &[],
+            scores: &[],
+            previous_theta: design.initial_theta,
+            elapsed_seconds: 0.0,
+        };
+        let decision = engine::decide(&design, &bank.engine, &history, counts.as_deref());
         let next = decision.next_item.map(|i| bank.items[i].id);
         let completed = next.is_none();
         let config = serde_json::to_value(&design)
@@ -334,12 +406,13 @@ impl ExamService {
         )
         .await?;
         drop(conn);
-        tracing::info!(
-            exam.id = row.id,
-            student.id = student_id,
-            bank.id = bank.id,
-            "exam started"
-        );
+        tracing::info!(exam.id = row.id, student.id = student_id, bank.id = bank.id, "exam started");
+        if design.exposure.is_some() {
+            let selected = decision.selected_item.map(|i| bank.items[i].id);
+            self.exposure
+                .record_start(bank.id, &design.ineligible_item_ids, selected, next)
+                .await;
+        }
         let exam = self.view(row, design, &bank)?;
         if exam.status == ExamStatus::Active {
             let state = state_of(&exam, &bank, &[], &[]);
@@ -377,7 +450,13 @@ impl ExamService {
                 answered,
                 state,
                 event,
+                exposure,
             } => {
+                if let Some((bank_id, selected, presented)) = exposure {
+                    self.exposure
+                        .record_presentation(bank_id, selected, presented)
+                        .await;
+                }
                 if answered.completed {
                     if let Err(e) = self.states.complete(exam_session_id, &event).await {
                         tracing::warn!(exam.id = exam_session_id, error = %e, "cannot drop the completed exam's state");
@@ -423,10 +502,11 @@ impl ExamService {
         let index = bank
             .index_of(item_id)
             .ok_or_else(|| AppError::internal("presented item is not in the bank", item_id))?;
-        let (mut administered, mut responses) = match cached
-            .filter(|s| {
-                s.items_completed as i32 == row.items_completed && s.item_bank_id == bank.id
-            })
+        let score = bank.items[index]
+            .score(response)
+            .map_err(|e| AppError::bad_input(e.to_string()))?;
+        let (mut administered, mut scores) = match cached
+            .filter(|s| s.items_completed as i32 == row.items_completed && s.item_bank_id == bank.id)
             .and_then(|s| history_from_state(&s, &bank))
         {
             Some(history) => history,
@@ -435,14 +515,23 @@ impl ExamService {
                 history_from_attempts(&attempts, &bank)?
             }
         };
-        let correct = response == bank.items[index].answer_key;
         administered.push(index);
-        responses.push(correct);
-        let decision = engine::decide(&design, &bank.params, &administered, &responses, row.theta);
+        scores.push(score);
+        let now = Utc::now();
+        let counts = match design.exposure {
+            Some(_) => Some(self.exposure.counts(conn, bank.id, &bank.engine).await?),
+            None => None,
+        };
+        let history = History {
+            administered: &administered,
+            scores: &scores,
+            previous_theta: row.theta,
+            elapsed_seconds: (now - row.created_at).num_milliseconds().max(0) as f64 / 1000.0,
+        };
+        let decision = engine::decide(&design, &bank.engine, &history, counts.as_deref());
         let next_item_id = decision.next_item.map(|i| bank.items[i].id);
         let completed = next_item_id.is_none();
         let items_completed = row.items_completed + 1;
-        let now = Utc::now();
         let attempt = queries::insert_attempt(
             conn,
             &queries::NewAttempt {
@@ -450,7 +539,8 @@ impl ExamService {
                 item_id,
                 position: items_completed,
                 response,
-                correct,
+                correct: score + 1 == bank.items[index].categories,
+                score: score as i32,
                 theta: decision.estimate.theta,
                 standard_error: decision.estimate.standard_error,
                 next_item_id,
@@ -474,8 +564,15 @@ impl ExamService {
             },
         )
         .await?;
+        let exposure = design.exposure.is_some().then(|| {
+            (
+                bank.id,
+                decision.selected_item.map(|i| bank.items[i].id),
+                next_item_id,
+            )
+        });
         let exam = self.view(row, design, &bank)?;
-        let state = state_of(&exam, &bank, &administered, &responses);
+        let state = state_of(&exam, &bank, &administered, &scores);
         let event = ThetaEvent {
             exam_session_id,
             theta: attempt.theta,
@@ -499,6 +596,7 @@ impl ExamService {
             },
             state,
             event,
+            exposure,
         })
     }
 
@@ -574,7 +672,7 @@ impl ExamService {
             theta: row.theta,
             standard_error: row.standard_error,
             items_completed: row.items_completed,
-            max_items: design.max_items as i32,
+            max_items: design.stopping.max_items as i32,
             status,
             source: StateSource::Database,
             ttl_seconds: None,
@@ -725,6 +823,7 @@ enum Recorded {
         answered: Answered,
         state: EngineState,
         event: String,
+        exposure: Option<(i64, Option<i64>, Option<i64>)>,
     },
     /// The same answer again: the recorded result.
     Replay(Answered),
@@ -743,6 +842,9 @@ fn stop_reason_str(reason: StopReason) -> &'static str {
     match reason {
         StopReason::MaxItems => "MAX_ITEMS",
         StopReason::SeTarget => "SE_TARGET",
+        StopReason::Classification => "CLASSIFICATION",
+        StopReason::MinInformation => "MIN_INFORMATION",
+        StopReason::MaxDuration => "MAX_DURATION",
         StopReason::BankExhausted => "BANK_EXHAUSTED",
     }
 }
@@ -752,6 +854,9 @@ pub fn parse_stop_reason(raw: &str) -> Option<StopReason> {
     match raw {
         "MAX_ITEMS" => Some(StopReason::MaxItems),
         "SE_TARGET" => Some(StopReason::SeTarget),
+        "CLASSIFICATION" => Some(StopReason::Classification),
+        "MIN_INFORMATION" => Some(StopReason::MinInformation),
+        "MAX_DURATION" => Some(StopReason::MaxDuration),
         "BANK_EXHAUSTED" => Some(StopReason::BankExhausted),
         _ => None,
     }
@@ -785,30 +890,32 @@ fn state_json(state: &EngineState) -> AppResult<String> {
     serde_json::to_string(state).map_err(|e| AppError::internal("cannot serialize engine state", e))
 }
 
-/// The engine state of an exam after `administered`/`responses`.
-fn state_of(
-    exam: &ExamView,
-    bank: &Bank,
-    administered: &[usize],
-    responses: &[bool],
-) -> EngineState {
+/// The engine state of an exam after `administered`/`scores`.
+fn state_of(exam: &ExamView, bank: &Bank, administered: &[usize], scores: &[u32]) -> EngineState {
+    let polytomous = administered.iter().any(|&i| bank.items[i].categories != 2);
     EngineState {
+        exam_session_id: exam.row.id,
         theta: exam.row.theta,
         standard_error: exam.row.standard_error,
-        item_params_list: administered.iter().map(|&i| bank.params[i]).collect(),
-        responses: responses.to_vec(),
-        max_items: exam.design.max_items,
+        item_params_list: administered.iter().map(|&i| bank.engine.items[i].clone()).collect(),
+        responses: administered
+            .iter()
+            .zip(scores)
+            .map(|(&i, &s)| s + 1 == bank.items[i].categories)
+            .collect(),
+        scores: polytomous.then(|| scores.to_vec()),
+        max_items: exam.design.stopping.max_items as u32,
         items_completed: administered.len() as u32,
         item_ids: administered.iter().map(|&i| bank.items[i].id).collect(),
         presented_item_id: exam.row.current_item_id,
         student_id: exam.row.student_id.clone(),
         item_bank_id: bank.id,
-        exam_session_id: exam.row.id,
     }
 }
 
-fn history_from_state(state: &EngineState, bank: &Bank) -> Option<(Vec<usize>, Vec<bool>)> {
-    if state.item_ids.len() != state.responses.len() {
+fn history_from_state(state: &EngineState, bank: &Bank) -> Option<(Vec<usize>, Vec<u32>)> {
+    let scores = state.category_scores();
+    if state.item_ids.len() != scores.len() {
         return None;
     }
     let administered = state
@@ -816,13 +923,10 @@ fn history_from_state(state: &EngineState, bank: &Bank) -> Option<(Vec<usize>, V
         .iter()
         .map(|&id| bank.index_of(id))
         .collect::<Option<Vec<usize>>>()?;
-    Some((administered, state.responses.clone()))
+    Some((administered, scores))
 }
 
-fn history_from_attempts(
-    attempts: &[AttemptRow],
-    bank: &Bank,
-) -> AppResult<(Vec<usize>, Vec<bool>)> {
+fn history_from_attempts(attempts: &[AttemptRow], bank: &Bank) -> AppResult<(Vec<usize>, Vec<u32>)> {
     let administered = attempts
         .iter()
         .map(|a| {
@@ -830,7 +934,7 @@ fn history_from_attempts(
                 .ok_or_else(|| AppError::internal("attempted item is not in the bank", a.item_id))
         })
         .collect::<AppResult<Vec<usize>>>()?;
-    Ok((administered, attempts.iter().map(|a| a.correct).collect()))
+    Ok((administered, attempts.iter().map(|a| a.score.max(0) as u32).collect()))
 }
 
 /// The recorded result of an attempt, for a repeated submission.
@@ -857,50 +961,127 @@ fn replay(attempt: &AttemptRow, exam: ExamView, bank: &Bank) -> Answered {
 }
 
 /// Checks an exam request and turns it into a design with the bank's D and a seed.
-pub fn design_from_request(
-    request: &ExamRequest,
-    scaling: f64,
-    seed: u64,
-) -> AppResult<ExamDesign> {
+pub fn design_from_request(request: &ExamRequest, bank: &Bank, seed: u64) -> AppResult<ExamDesign> {
     if !(1..=MAX_EXAM_ITEMS).contains(&request.max_items) {
         return Err(AppError::bad_input(format!(
             "maxItems must be between 1 and {MAX_EXAM_ITEMS}"
         )));
     }
     if request.min_items < 0 || request.min_items > request.max_items {
-        return Err(AppError::bad_input(
-            "minItems must be between 0 and maxItems",
-        ));
+        return Err(AppError::bad_input("minItems must be between 0 and maxItems"));
     }
-    if let Some(se) = request.se_target
-        && !(se.is_finite() && se > 0.0)
-    {
-        return Err(AppError::bad_input("seTarget must be a positive number"));
-    }
+    let positive = |value: Option<f64>, name: &str| match value {
+        Some(v) if !(v.is_finite() && v > 0.0) => {
+            Err(AppError::bad_input(format!("{name} must be a positive number")))
+        }
+        _ => Ok(()),
+    };
+    positive(request.se_target, "seTarget")?;
+    positive(request.min_information, "minInformation")?;
     if !request.initial_theta.is_finite() || request.initial_theta.abs() > 10.0 {
-        return Err(AppError::bad_input(
-            "initialTheta must be between -10 and 10",
-        ));
+        return Err(AppError::bad_input("initialTheta must be between -10 and 10"));
     }
-    if !(1..=100).contains(&request.randomesque) {
-        return Err(AppError::bad_input("randomesque must be between 1 and 100"));
+    if !(1..=irt::MAX_RANDOMESQUE as i32).contains(&request.randomesque) {
+        return Err(AppError::bad_input(format!(
+            "randomesque must be between 1 and {}",
+            irt::MAX_RANDOMESQUE
+        )));
     }
+    if let Some(cut) = request.cut_score
+        && !(cut.is_finite() && cut.abs() <= 10.0)
+    {
+        return Err(AppError::bad_input("cutScore must be between -10 and 10"));
+    }
+    if !(request.confidence_level > 0.0 && request.confidence_level < 1.0) {
+        return Err(AppError::bad_input("confidenceLevel must be strictly between 0 and 1"));
+    }
+    if let Some(seconds) = request.max_duration_seconds
+        && !(1..=7 * 24 * 3600).contains(&seconds)
+    {
+        return Err(AppError::bad_input("maxDurationSeconds must be between 1 and 604800"));
+    }
+    if request.start_item_ids.len() > request.max_items as usize {
+        return Err(AppError::bad_input("startItemIds cannot be longer than maxItems"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for id in &request.start_item_ids {
+        if bank.index_of(*id).is_none() {
+            return Err(AppError::bad_input(format!("startItemIds: item {id} is not in this bank")));
+        }
+        if !seen.insert(*id) {
+            return Err(AppError::bad_input(format!("startItemIds: item {id} is listed twice")));
+        }
+    }
+    if let Some(control) = &request.exposure
+        && !(control.max_rate > 0.0 && control.max_rate <= 1.0)
+    {
+        return Err(AppError::bad_input("exposure.maxRate must be in (0, 1]"));
+    }
+    let content_balance = match &request.content_balance {
+        None => None,
+        Some(targets) => Some(content_balance(targets, bank)?),
+    };
     let estimator = EstimatorSettings {
-        scaling,
+        scaling: bank.scaling_constant,
         ..request.estimator.clone()
     };
     estimator
         .validate()
         .map_err(|e| AppError::bad_input(format!("estimator: {e}")))?;
-    Ok(ExamDesign {
-        max_items: request.max_items as u32,
-        min_items: request.min_items as u32,
+    let stopping = StoppingRule {
+        max_items: request.max_items as usize,
+        min_items: request.min_items as usize,
         se_target: request.se_target,
+        cut_score: request.cut_score,
+        confidence_level: request.confidence_level,
+        min_information: request.min_information,
+        max_duration_seconds: request.max_duration_seconds.map(f64::from),
+    };
+    stopping
+        .validate()
+        .map_err(|e| AppError::bad_input(e.to_string()))?;
+    Ok(ExamDesign {
+        stopping,
         initial_theta: request.initial_theta,
         randomesque: request.randomesque as u32,
         estimator,
+        selection_rule: request.selection_rule,
+        exposure: request.exposure,
+        content_balance,
+        start_item_ids: request.start_item_ids.clone(),
+        ineligible_item_ids: Vec::new(),
         seed,
     })
+}
+
+/// Checks content-balancing targets against the bank.
+fn content_balance(targets: &[(String, f64)], bank: &Bank) -> AppResult<ContentBalance> {
+    if targets.is_empty() || targets.len() > 256 {
+        return Err(AppError::bad_input("contentBalance needs 1 to 256 areas"));
+    }
+    let mut areas = std::collections::HashSet::new();
+    for (area, proportion) in targets {
+        if !(proportion.is_finite() && *proportion >= 0.0 && *proportion <= 1.0) {
+            return Err(AppError::bad_input(format!(
+                "contentBalance: the proportion of {area:?} must be in [0, 1]"
+            )));
+        }
+        if !areas.insert(area.as_str()) {
+            return Err(AppError::bad_input(format!("contentBalance: area {area:?} is listed twice")));
+        }
+        if !bank.engine.areas.iter().any(|a| a.as_deref() == Some(area.as_str())) {
+            return Err(AppError::bad_input(format!(
+                "contentBalance: no item of this bank is in area {area:?}"
+            )));
+        }
+    }
+    let balance = ContentBalance {
+        targets: targets.to_vec(),
+    };
+    balance
+        .validate()
+        .map_err(|e| AppError::bad_input(format!("contentBalance: {e}")))?;
+    Ok(balance)
 }
 
 /// Checks a new bank and returns its rows (bank id filled in on insert).
@@ -934,18 +1115,15 @@ pub fn validate_bank(bank: &NewBank) -> AppResult<Vec<queries::NewItem>> {
             if !seen.insert(item.external_id.as_str()) {
                 return Err(at("duplicate externalId"));
             }
-            check_params(&ItemParams {
-                a: item.a,
-                b: item.b,
-                c: item.c,
-                d: item.d,
-            })
-            .map_err(|m| at(&m))?;
+            check_item(item).map_err(|m| at(&m))?;
             if item.answer_key.is_empty() || item.answer_key.len() > MAX_TEXT_LEN {
                 return Err(at("answerKey must be 1 to 10000 bytes"));
             }
             if item.content_area.as_ref().is_some_and(|c| c.len() > 256) {
                 return Err(at("contentArea must be at most 256 bytes"));
+            }
+            if item.enemy_group.as_ref().is_some_and(|c| c.is_empty() || c.len() > 256) {
+                return Err(at("enemyGroup must be 1 to 256 bytes"));
             }
             if item.content.to_string().len() > 100_000 {
                 return Err(at("content must be at most 100000 bytes of JSON"));
@@ -960,9 +1138,65 @@ pub fn validate_bank(bank: &NewBank) -> AppResult<Vec<queries::NewItem>> {
                 content_area: item.content_area.clone(),
                 content: item.content.clone(),
                 answer_key: item.answer_key.clone(),
+                model: item.model.as_str().to_owned(),
+                thresholds: item.thresholds.clone(),
+                scoring: item.scoring.clone(),
+                enemy_group: item.enemy_group.clone(),
             })
         })
         .collect()
+}
+
+/// Checks one item's model, parameters and scoring.
+fn check_item(item: &NewBankItem) -> Result<(), String> {
+    if !item.b.is_finite() || item.b.abs() > 10.0 {
+        return Err("b must be in [-10, 10]".into());
+    }
+    if item.model == ItemModel::Dichotomous {
+        if item.thresholds.is_some() || item.scoring.is_some() {
+            return Err("thresholds and scoring are for GRM and GPCM items only".into());
+        }
+        return check_params(&ItemParams {
+            a: item.a,
+            b: item.b,
+            c: item.c,
+            d: item.d,
+        });
+    }
+    let thresholds = item
+        .thresholds
+        .as_ref()
+        .ok_or("a polytomous item needs thresholds")?;
+    if !(item.a.is_finite() && item.a > 0.0 && item.a <= 10.0) {
+        return Err("a must be in (0, 10]".into());
+    }
+    if thresholds.iter().any(|t| !t.is_finite() || t.abs() > 10.0) {
+        return Err("thresholds must be in [-10, 10]".into());
+    }
+    let model = match item.model {
+        ItemModel::Grm => crate::irt::Item::grm(item.a, thresholds.clone()),
+        _ => crate::irt::Item::gpcm(item.a, thresholds.clone()),
+    };
+    model.validate_at(0).map_err(|e| match e {
+        crate::irt::IrtError::Polytomous { reason, .. } => reason.to_owned(),
+        other => other.to_string(),
+    })?;
+    if let Some(scoring) = &item.scoring {
+        let map = scoring
+            .as_object()
+            .ok_or("scoring must be an object of response -> category score")?;
+        if map.is_empty() || map.len() > 256 {
+            return Err("scoring must have 1 to 256 responses".into());
+        }
+        let categories = thresholds.len() as u64 + 1;
+        if map.iter().any(|(k, v)| k.len() > MAX_TEXT_LEN || !v.as_u64().is_some_and(|s| s < categories)) {
+            return Err(format!(
+                "scoring values must be category scores 0..{}",
+                categories - 1
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks one item's 4PL parameters.

@@ -30,19 +30,36 @@
 //! * Magis, D. (2016). Efficient standard error formulas of ability
 //!   estimators with dichotomous item response models. *Psychometrika*, 81(1).
 
+pub mod content;
 pub mod estimate;
+pub mod exposure;
 pub mod item;
 pub mod model;
 pub mod select;
 pub mod stop;
 
+pub use content::{
+    ContentBalance, exclude_enemies, exclude_enemies_indexed, group_indices,
+    restrict_to_content_area, restrict_to_content_area_indexed,
+};
 pub use estimate::{
     CONSTANT_PATTERN_STEP, ConstantPatternRule, Estimate, EstimatorMethod, EstimatorSettings,
     MAX_QUADRATURE_POINTS, MIN_QUADRATURE_POINTS, Prior, SeType, estimate, try_estimate,
 };
+pub use estimate::{estimate_items, log_likelihood_on_grid, try_estimate_items};
+pub use exposure::{
+    ExposureControl, ExposureCounts, ExposureMethod, draw_ineligible_items,
+    eligibility_probability, sympson_hetter_probability, sympson_hetter_select,
+};
 pub use item::{Item, MAX_CATEGORIES, PolytomousItem, PolytomousModel};
+pub use item::{CategoryTerms, InformationTerms, draw_response};
 pub use model::{ItemParams, information, probability};
+pub use select::{
+    IndexOptions, IndexPath, InformationIndex, Ranking, SelectionContext, SelectionRule,
+    best_information, criterion_values, progressive_weight, proportional_exponent, select_item,
+};
 pub use select::{MAX_RANDOMESQUE, select_next_item};
+pub use stop::{StopInputs, normal_quantile};
 pub use stop::{StopReason, StoppingRule};
 
 /// Invalid input to the psychometric core (settings, item parameters, rules).
@@ -122,7 +139,23 @@ pub enum IrtError {
         /// Number of responses.
         responses: usize,
     },
+    /// A response outside its item's categories `0..categories`.
+    #[error("response {index}: category {response} is outside 0..{categories} of its item")]
+    Response {
+        /// Position of the response (and its item).
+        index: usize,
+        /// The category score given.
+        response: u32,
+        /// Number of categories of the item.
+        categories: usize,
+    },
     /// A stopping rule that can never be satisfied consistently.
     #[error("invalid stopping rule: {0}")]
     StoppingRule(&'static str),
+    /// Invalid content-balancing targets.
+    #[error("invalid content balancing: {0}")]
+    ContentBalance(&'static str),
+    /// Invalid exposure control settings.
+    #[error("invalid exposure control: {0}")]
+    Exposure(&'static str),
 }

@@ -7,6 +7,7 @@
 pub mod bank_cache;
 pub mod db;
 pub mod events;
+pub mod exposure;
 pub mod queries;
 pub mod redis_pool;
 pub mod schema;

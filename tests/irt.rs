@@ -3,5 +3,9 @@
 
 #[path = "irt/estimation.rs"]
 mod estimation;
+#[path = "irt/polytomous.rs"]
+mod polytomous;
 #[path = "irt/selection.rs"]
 mod selection;
+#[path = "irt/stopping.rs"]
+mod stopping;

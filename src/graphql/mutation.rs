@@ -3,8 +3,8 @@
 use async_graphql::{Context, ID, Object, Result};
 
 use super::types::{
-    CreateItemBankInput, ItemBank, StartExamInput, StartExamPayload, SubmitAnswerInput,
-    SubmitAnswerPayload,
+    CreateItemBankInput, ItemBank, SelectionRule, StartExamInput, StartExamPayload,
+    SubmitAnswerInput, SubmitAnswerPayload,
 };
 use super::{caller, gql, parse_id, service};
 use crate::exam::{ExamRequest, NewBank};
@@ -54,6 +54,25 @@ impl MutationRoot {
                 .estimator
                 .as_ref()
                 .map_or_else(EstimatorSettings::default, |e| e.settings()),
+            selection_rule: input.selection_rule.unwrap_or(SelectionRule::MaxInfo).into(),
+            exposure: input.exposure.as_ref().map(Into::into),
+            content_balance: input.content_balance.as_ref().map(|targets| {
+                targets
+                    .iter()
+                    .map(|t| (t.content_area.clone(), t.proportion))
+                    .collect()
+            }),
+            start_item_ids: input
+                .start_item_ids
+                .iter()
+                .flatten()
+                .map(|id| parse_id(id, "startItemIds"))
+                .collect::<Result<_, _>>()
+                .map_err(gql)?,
+            cut_score: input.cut_score,
+            confidence_level: input.confidence_level.unwrap_or(0.95),
+            min_information: input.min_information,
+            max_duration_seconds: input.max_duration_seconds,
         };
         let started = service(ctx)
             .map_err(gql)?

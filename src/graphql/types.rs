@@ -20,7 +20,28 @@ pub struct CreateItemBankInput {
     pub items: Vec<ItemInput>,
 }
 
-/// One item of a new bank (4PL parameters).
+/// The response model of an item.
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ItemModel {
+    /// Right/wrong, 4PL (`a`, `b`, `c`, `d`); scored by exact match with `answerKey`.
+    Dichotomous,
+    /// Samejima's graded response model: `a` and ordered category boundaries `thresholds`.
+    Grm,
+    /// Muraki's generalized partial credit model: `a` and step parameters `thresholds`.
+    Gpcm,
+}
+
+impl From<ItemModel> for exam::ItemModel {
+    fn from(model: ItemModel) -> Self {
+        match model {
+            ItemModel::Dichotomous => Self::Dichotomous,
+            ItemModel::Grm => Self::Grm,
+            ItemModel::Gpcm => Self::Gpcm,
+        }
+    }
+}
+
+/// One item of a new bank: 4PL parameters, or a polytomous model with thresholds.
 #[derive(InputObject)]
 pub struct ItemInput {
     /// The author's id, unique in the bank.
@@ -40,8 +61,20 @@ pub struct ItemInput {
     pub content_area: Option<String>,
     /// What the student sees (stem, options…), returned as is.
     pub content: Json<serde_json::Value>,
-    /// The correct response (exact string match); never shown to students.
+    /// The correct response (exact string match); never shown to students. For polytomous
+    /// items, the full-credit response.
     pub answer_key: String,
+    /// The response model.
+    #[graphql(default_with = "Some(ItemModel::Dichotomous)")]
+    pub model: Option<ItemModel>,
+    /// GRM: ordered category boundaries; GPCM: step parameters (m thresholds give m + 1
+    /// categories scored 0..m). Required for polytomous items.
+    pub thresholds: Option<Vec<f64>>,
+    /// Polytomous items: response option → category score, e.g. `{"none": 0, "some": 1,
+    /// "all": 2}`; without it the response must be the category number itself.
+    pub scoring: Option<Json<serde_json::Value>>,
+    /// Enemy group: an exam never presents two items of one group.
+    pub enemy_group: Option<String>,
 }
 
 impl From<ItemInput> for exam::NewBankItem {
@@ -55,6 +88,10 @@ impl From<ItemInput> for exam::NewBankItem {
             content_area: item.content_area,
             content: item.content.0,
             answer_key: item.answer_key,
+            model: item.model.unwrap_or(ItemModel::Dichotomous).into(),
+            thresholds: item.thresholds,
+            scoring: item.scoring.map(|s| s.0),
+            enemy_group: item.enemy_group,
         }
     }
 }
@@ -80,6 +117,106 @@ pub struct StartExamInput {
     pub randomesque: Option<i32>,
     /// The ability estimator (EAP on 33 points over [-4, 4] with a N(0, 1) prior by default).
     pub estimator: Option<EstimatorInput>,
+    /// How the next item is chosen.
+    #[graphql(default_with = "Some(SelectionRule::MaxInfo)")]
+    pub selection_rule: Option<SelectionRule>,
+    /// Fleet-wide item exposure control (none by default).
+    pub exposure: Option<ExposureInput>,
+    /// Kingsbury–Zara content balancing: target proportion per content area.
+    pub content_balance: Option<Vec<ContentBalanceInput>>,
+    /// Items given first, in this order, before adaptive selection starts.
+    pub start_item_ids: Option<Vec<ID>>,
+    /// Classification: stop once the confidence interval of theta excludes this cut score.
+    pub cut_score: Option<f64>,
+    /// Confidence level of that interval.
+    #[graphql(default = 0.95)]
+    pub confidence_level: Option<f64>,
+    /// Stop when no eligible item has at least this much Fisher information at theta.
+    pub min_information: Option<f64>,
+    /// Stop once this many seconds have passed since the exam started (checked at each answer).
+    pub max_duration_seconds: Option<i32>,
+}
+
+/// Item selection rules (catR's `nextItem` criteria in brackets).
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SelectionRule {
+    /// Maximum Fisher information at the current theta ("MFI").
+    MaxInfo,
+    /// Difficulty closest to the current theta (Urry; "bOpt").
+    Urry,
+    /// Kullback–Leibler information over an interval around theta ("KL").
+    Kl,
+    /// Posterior-weighted Kullback–Leibler information ("KLP").
+    Klp,
+    /// Likelihood-weighted information ("MLWI").
+    Mlwi,
+    /// Posterior-weighted information ("MPWI").
+    Mpwi,
+    /// Minimum expected posterior variance ("MEPV").
+    Mepv,
+    /// Progressive method: random component fading into information ("progressive").
+    Progressive,
+    /// Proportional method: draw with probability growing with information ("proportional").
+    Proportional,
+    /// Uniformly at random ("random").
+    Random,
+}
+
+impl From<SelectionRule> for irt::SelectionRule {
+    fn from(rule: SelectionRule) -> Self {
+        match rule {
+            SelectionRule::MaxInfo => Self::MaxInfo,
+            SelectionRule::Urry => Self::Urry,
+            SelectionRule::Kl => Self::Kl,
+            SelectionRule::Klp => Self::Klp,
+            SelectionRule::Mlwi => Self::Mlwi,
+            SelectionRule::Mpwi => Self::Mpwi,
+            SelectionRule::Mepv => Self::Mepv,
+            SelectionRule::Progressive => Self::Progressive,
+            SelectionRule::Proportional => Self::Proportional,
+            SelectionRule::Random => Self::Random,
+        }
+    }
+}
+
+/// Exposure control methods.
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ExposureMethod {
+    /// Item eligibility (van der Linden & Veldkamp 2004): each exam draws which items it may see.
+    ItemEligibility,
+    /// Sympson–Hetter (1985) with live rates: a chosen item is given with probability K_i.
+    SympsonHetter,
+}
+
+/// Fleet-wide exposure control: the share of exams that see an item stays at or below `maxRate`.
+#[derive(InputObject)]
+pub struct ExposureInput {
+    /// The method.
+    #[graphql(default_with = "Some(ExposureMethod::ItemEligibility)")]
+    pub method: Option<ExposureMethod>,
+    /// Largest share of exams that may see any one item, in (0, 1].
+    pub max_rate: f64,
+}
+
+impl From<&ExposureInput> for irt::ExposureControl {
+    fn from(input: &ExposureInput) -> Self {
+        Self {
+            method: match input.method.unwrap_or(ExposureMethod::ItemEligibility) {
+                ExposureMethod::ItemEligibility => irt::ExposureMethod::ItemEligibility,
+                ExposureMethod::SympsonHetter => irt::ExposureMethod::SympsonHetter,
+            },
+            max_rate: input.max_rate,
+        }
+    }
+}
+
+/// A content area's target share of the exam.
+#[derive(InputObject)]
+pub struct ContentBalanceInput {
+    /// The area, as in `ItemInput.contentArea`.
+    pub content_area: String,
+    /// Its target proportion of the items given (targets are normalized to sum to 1).
+    pub proportion: f64,
 }
 
 /// Ability estimation settings.
@@ -103,6 +240,52 @@ pub struct EstimatorInput {
     /// Upper bound of theta.
     #[graphql(default = 4.0)]
     pub theta_max: Option<f64>,
+    /// The prior of EAP and MAP.
+    #[graphql(default_with = "Some(PriorDistribution::Normal)")]
+    pub prior: Option<PriorDistribution>,
+    /// Lower bound of the UNIFORM prior (default thetaMin).
+    pub prior_lower: Option<f64>,
+    /// Upper bound of the UNIFORM prior (default thetaMax).
+    pub prior_upper: Option<f64>,
+    /// MLE/WLE when every answer so far is right (or every one wrong).
+    #[graphql(default_with = "Some(ConstantPatternRule::Bound)")]
+    pub constant_pattern_rule: Option<ConstantPatternRule>,
+    /// Standard error formula of MAP/MLE/WLE.
+    #[graphql(default_with = "Some(StandardErrorType::Classic)")]
+    pub standard_error_type: Option<StandardErrorType>,
+}
+
+/// Priors of EAP and MAP.
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PriorDistribution {
+    /// Normal(priorMean, priorSd).
+    Normal,
+    /// Uniform on [priorLower, priorUpper].
+    Uniform,
+    /// Jeffreys' non-informative prior, proportional to the square root of the test information.
+    Jeffreys,
+}
+
+/// MLE/WLE for all-correct or all-wrong answers (catR's `constantPatt`).
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ConstantPatternRule {
+    /// No special rule: MLE goes to the bound of [thetaMin, thetaMax] (catR's default).
+    Bound,
+    /// Use the MAP estimate for such patterns.
+    Map,
+    /// Use the EAP estimate for such patterns.
+    Eap,
+    /// Step 0.7 up (all right) or down (all wrong) from the current theta (catR "fixed7").
+    Step,
+}
+
+/// Standard error formulas (catR's `sem.type`).
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum StandardErrorType {
+    /// Classic: 1/sqrt(information), plus the prior's curvature for MAP.
+    Classic,
+    /// Sandwich formula of Magis (2016), catR's "new".
+    Sandwich,
 }
 
 impl EstimatorInput {
@@ -110,9 +293,26 @@ impl EstimatorInput {
     pub fn settings(&self) -> irt::EstimatorSettings {
         irt::EstimatorSettings {
             method: self.method.unwrap_or(EstimatorMethod::Eap).into(),
-            prior: irt::Prior::Normal {
-                mean: self.prior_mean.unwrap_or(0.0),
-                sd: self.prior_sd.unwrap_or(1.0),
+            prior: match self.prior.unwrap_or(PriorDistribution::Normal) {
+                PriorDistribution::Normal => irt::Prior::Normal {
+                    mean: self.prior_mean.unwrap_or(0.0),
+                    sd: self.prior_sd.unwrap_or(1.0),
+                },
+                PriorDistribution::Uniform => irt::Prior::Uniform {
+                    lower: self.prior_lower.or(self.theta_min).unwrap_or(-4.0),
+                    upper: self.prior_upper.or(self.theta_max).unwrap_or(4.0),
+                },
+                PriorDistribution::Jeffreys => irt::Prior::Jeffreys,
+            },
+            constant_pattern: match self.constant_pattern_rule.unwrap_or(ConstantPatternRule::Bound) {
+                ConstantPatternRule::Bound => irt::ConstantPatternRule::Bound,
+                ConstantPatternRule::Map => irt::ConstantPatternRule::Map,
+                ConstantPatternRule::Eap => irt::ConstantPatternRule::Eap,
+                ConstantPatternRule::Step => irt::ConstantPatternRule::Step,
+            },
+            se_type: match self.standard_error_type.unwrap_or(StandardErrorType::Classic) {
+                StandardErrorType::Classic => irt::SeType::Classic,
+                StandardErrorType::Sandwich => irt::SeType::Sandwich,
             },
             // Out-of-range values fail validation with a clear message instead of wrapping.
             quadrature_points: usize::try_from(self.quadrature_points.unwrap_or(33)).unwrap_or(0),
@@ -245,7 +445,13 @@ pub enum StopReason {
     MaxItems,
     /// The standard error reached `seTarget` after at least `minItems` answers.
     SeTarget,
-    /// The bank had no item left.
+    /// The confidence interval of theta excludes `cutScore` (after at least `minItems`).
+    Classification,
+    /// No eligible item has `minInformation` at theta (after at least `minItems`).
+    MinInformation,
+    /// `maxDurationSeconds` have passed since the start.
+    MaxDuration,
+    /// The bank had no eligible item left.
     BankExhausted,
 }
 
@@ -254,6 +460,9 @@ impl From<IrtStopReason> for StopReason {
         match reason {
             IrtStopReason::MaxItems => Self::MaxItems,
             IrtStopReason::SeTarget => Self::SeTarget,
+            IrtStopReason::Classification => Self::Classification,
+            IrtStopReason::MinInformation => Self::MinInformation,
+            IrtStopReason::MaxDuration => Self::MaxDuration,
             IrtStopReason::BankExhausted => Self::BankExhausted,
         }
     }
@@ -305,9 +514,9 @@ impl From<ExamView> for ExamSession {
             standard_error: row.standard_error,
             items_completed: row.items_completed,
             item_bank_id: row.item_bank_id.into(),
-            max_items: view.design.max_items as i32,
-            min_items: view.design.min_items as i32,
-            se_target: view.design.se_target,
+            max_items: view.design.stopping.max_items as i32,
+            min_items: view.design.stopping.min_items as i32,
+            se_target: view.design.stopping.se_target,
             estimator: view.design.estimator.method.into(),
             current_item: view.current_item.map(Into::into),
             stop_reason: row

@@ -1,8 +1,11 @@
-//! Ability estimation from a dichotomous response pattern.
+//! Ability estimation from a response pattern: dichotomous ([`estimate`]) or
+//! any mix of 4PL, GRM and GPCM items ([`estimate_items`]).
 //!
 //! This module owns the estimators (EAP, MAP, MLE, WLE), their standard
-//! errors, the prior distributions and the rule for constant patterns (all
-//! answers right or all wrong). It follows the R package catR 3.17
+//! errors, the prior distributions, the rule for constant patterns (all
+//! answers right or all wrong; for polytomous items all in the lowest or all
+//! in the highest category) and the likelihood on the quadrature grid
+//! ([`log_likelihood_on_grid`]). It follows the R package catR 3.17
 //! (`thetaEst`, `semTheta`, `eapEst`, `eapSem`; Magis & Barrada, 2017) and is
 //! tested against its output (`tests/data/catr_estimates.json`).
 //!
@@ -16,6 +19,25 @@
 //! J(θ)     = Σ P_i' P_i''/(P_i Q_i)            (Warm, 1989)
 //! ```
 //!
+//! For polytomous items (and in general) with `k_i` the category score of
+//! item `i` and `P_ik` its category probabilities (see [`super::item`]):
+//!
+//! ```text
+//! log L(θ) = Σ_i ln P_{i k_i}
+//! S(θ)     = Σ_i P_{i k_i}'/P_{i k_i}           (catR's `dl` for `model`)
+//! I(θ)     = Σ_i Σ_k P_ik'²/P_ik                (Samejima, 1969)
+//! J(θ)     = Σ_i Σ_k P_ik' P_ik''/P_ik          (Samejima, 1998; catR's `Ji`)
+//! ```
+//!
+//! which reduce to the dichotomous expressions for two categories. Every
+//! estimator below is the same for any mix of items: only these sums (and
+//! `I'`, `I''`, `J'`, see [`InformationTerms`]) change. Per item they come
+//! from [`Item::category_terms`]: closed forms of `ln P_k` and its
+//! derivatives that stay finite in both tails, so the log-likelihood is
+//! summed in log space (never as a product of probabilities) and thousands
+//! of answers never underflow (catR's `thetaEst` returns NaN from about
+//! 1,500 answers on).
+//!
 //! * **EAP** (Bock & Mislevy, 1982; catR `eapEst`/`eapSem`): posterior mean
 //!   and posterior standard deviation on `quadrature_points` equally spaced
 //!   nodes `x_0 = theta_min, …, x_{n−1} = theta_max`, integrated with catR's
@@ -23,7 +45,8 @@
 //!   `θ̂ = ∫ θ L π / ∫ L π`, `SE = sqrt(∫ (θ − θ̂)² L π / ∫ L π)`. The
 //!   likelihood at each node is accumulated as `mantissa · 2^exponent`,
 //!   renormalized after every item (log space in effect, with one `ln` per
-//!   node rather than per item and node); the maximum log posterior is
+//!   node rather than per item and node); a polytomous item adds its exact
+//!   `ln P_k` at every node instead. The maximum log posterior is
 //!   subtracted before exponentiating, so thousands of answers never
 //!   underflow. No allocation: the nodes live in stack buffers of
 //!   [`MAX_QUADRATURE_POINTS`].
@@ -33,15 +56,24 @@
 //!   `S(θ) + (log π)'(θ)`: `(μ − θ)/σ²` for the normal prior, `0` for the
 //!   uniform one, `I'(θ)/(2 I(θ))` for Jeffreys' prior `π ∝ sqrt(I)`.
 //! * **MLE** (catR "ML"): the maximizer of `log L` on the range (a root of
-//!   `S`); all-correct and all-wrong patterns give the upper and lower bound.
-//! * **WLE** (Warm, 1989; catR "WL"): a root of `S(θ) + J(θ)/(2 I(θ))`. It is
-//!   finite for constant patterns.
+//!   `S`); all-correct and all-wrong patterns give the upper and lower bound
+//!   (also all-highest and all-lowest polytomous patterns: the score of the
+//!   top category, `D·a·σ̄(z_m)` for the GRM and `D·a·(m − E[K])` for the
+//!   GPCM, is positive everywhere).
+//! * **WLE** (Warm, 1989; catR "WL"): a root of `S(θ) + J(θ)/(2 I(θ))`, with
+//!   the general `J` above for polytomous items (Samejima, 1998). It is
+//!   finite for constant patterns. For GPCM items `J = I'`, so, as for the
+//!   2PL, the WLE is the MAP under Jeffreys' prior.
 //!
 //! Standard errors (catR `semTheta`). Write the estimating equation as
 //! `T(θ) = S(θ) + r(θ) = 0`, with `r = (log π)'` for MAP and `r = J/(2I)` for
 //! WLE. "Classic" is the inverse square root of the (posterior) information;
 //! "sandwich" is catR's `sem.type = "new"` (Magis, 2016): since
-//! `Var(S) = I` and `E[−T'] = I − r'`, `Var(θ̂) ≈ I/(I − r')²`:
+//! `Var(S) = I` and `E[−T'] = I − r'`, `Var(θ̂) ≈ I/(I − r')²`. That
+//! derivation uses only `E[S] = 0` and `Var(S) = E[−S'] = I`, which hold for
+//! every item model (`Σ_k P_k' = Σ_k P_k'' = 0`), so the same formulas apply
+//! to polytomous and mixed patterns with their `I`, `I'`, `I''`, `J`, `J'`
+//! (catR 3.17 computes only the classic SE for polytomous models):
 //!
 //! | estimator | classic | sandwich |
 //! |---|---|---|
@@ -72,12 +104,21 @@
 //! candidates (multimodal 3PL likelihoods) the one with the largest objective
 //! wins: `log L + log π` for MAP and MLE; for WLE, which has no objective in
 //! general, Warm's penalized likelihood `log L + ½ ln I` (exact for the
-//! 1PL/2PL, a tie-breaker otherwise). Two roots closer than the scan step can
-//! be missed.
+//! 1PL/2PL and the GPCM, a tie-breaker otherwise). Two roots closer than the
+//! scan step can be missed. The same holds for polytomous patterns, where
+//! the WLE can be bimodal too: one GRM item answered in its middle category
+//! with widely spaced boundaries (`D·a·(b_2 − b_1)` above about 4) has two
+//! WLE roots symmetric about `(b_1 + b_2)/2` (the information dips between
+//! the boundaries), with equal penalized likelihoods; either may be
+//! returned.
 
 use serde::{Deserialize, Serialize};
 
 use super::IrtError;
+use super::item::{
+    CategoryTerms, InformationTerms, Item, MAX_CATEGORIES, PolytomousItem, add_log_probabilities,
+    polytomous_terms,
+};
 use super::model::{ItemParams, ItemTerms, information, response_probability};
 
 /// Smallest accepted [`EstimatorSettings::quadrature_points`].
@@ -312,53 +353,7 @@ pub fn estimate(
         responses.len(),
         "estimate: every answered item needs exactly one response"
     );
-    let Some(&first) = responses.first() else {
-        return prior_estimate(settings, current_theta);
-    };
-    let mut method = settings.method;
-    if matches!(method, EstimatorMethod::Mle | EstimatorMethod::Wle)
-        && responses.iter().all(|&x| x == first)
-    {
-        match settings.constant_pattern {
-            ConstantPatternRule::Bound => {}
-            ConstantPatternRule::Map => method = EstimatorMethod::Map,
-            ConstantPatternRule::Eap => method = EstimatorMethod::Eap,
-            ConstantPatternRule::Step => {
-                let from = if current_theta.is_finite() {
-                    current_theta
-                } else {
-                    prior_center(settings)
-                };
-                let step = if first {
-                    CONSTANT_PATTERN_STEP
-                } else {
-                    -CONSTANT_PATTERN_STEP
-                };
-                let theta = clamp_to_range(from + step, settings.theta_min, settings.theta_max);
-                let info: f64 = items
-                    .iter()
-                    .map(|it| information(it, theta, settings.scaling))
-                    .sum();
-                return Estimate {
-                    theta,
-                    standard_error: 1.0 / info.sqrt(),
-                };
-            }
-        }
-    }
-    match method {
-        EstimatorMethod::Eap => eap(settings, items, responses)
-            .unwrap_or_else(|| prior_estimate(settings, current_theta)),
-        EstimatorMethod::Map => match settings.prior {
-            Prior::Normal { mean, sd } => {
-                modal(settings, items, responses, Equation::MapNormal { mean, sd })
-            }
-            Prior::Uniform { .. } => modal(settings, items, responses, Equation::MapUniform),
-            Prior::Jeffreys => modal(settings, items, responses, Equation::MapJeffreys),
-        },
-        EstimatorMethod::Mle => modal(settings, items, responses, Equation::Mle),
-        EstimatorMethod::Wle => modal(settings, items, responses, Equation::Wle),
-    }
+    run(settings, Binary { items, responses }, current_theta)
 }
 
 /// [`estimate`] after validating the settings, the items and the lengths.
@@ -383,6 +378,486 @@ pub fn try_estimate(
         item.validate_at(index)?;
     }
     Ok(estimate(settings, items, responses, current_theta))
+}
+
+/// Estimates ability from the category scores `responses` to `items` of any
+/// mix of models (4PL, GRM, GPCM): `responses[i]` is in
+/// `0..items[i].categories()` (0/1 for a dichotomous item).
+///
+/// Same estimators, priors, standard errors and rules as [`estimate`] (see the
+/// module doc for the polytomous formulas). A pattern is constant when every
+/// response is the lowest category of its item, or every response is the
+/// highest; [`ConstantPatternRule::Step`] then moves up after all-highest and
+/// down after all-lowest.
+///
+/// When every item is dichotomous this runs the very code of [`estimate`]
+/// (response `0` is wrong, anything else right) and returns bit for bit the
+/// same result.
+///
+/// Input is assumed valid ([`try_estimate_items`] checks it); a response past
+/// an item's last category is read as the last category. With invalid input
+/// the result is unspecified but this does not panic (beyond the length check).
+///
+/// # Panics
+/// If `items.len() != responses.len()`.
+#[must_use]
+pub fn estimate_items(
+    settings: &EstimatorSettings,
+    items: &[Item],
+    responses: &[u32],
+    current_theta: f64,
+) -> Estimate {
+    assert_eq!(
+        items.len(),
+        responses.len(),
+        "estimate_items: every answered item needs exactly one response"
+    );
+    if items
+        .iter()
+        .all(|item| matches!(item, Item::Dichotomous(_)))
+    {
+        run(settings, Binary { items, responses }, current_theta)
+    } else {
+        run(settings, Mixed { items, responses }, current_theta)
+    }
+}
+
+/// [`estimate_items`] after validating the settings, the lengths, the items
+/// and the responses.
+///
+/// # Errors
+/// The first error of [`EstimatorSettings::validate`], then
+/// [`IrtError::LengthMismatch`], then the first item error of
+/// [`Item::validate_at`], then [`IrtError::Response`] for the first response
+/// outside its item's categories.
+pub fn try_estimate_items(
+    settings: &EstimatorSettings,
+    items: &[Item],
+    responses: &[u32],
+    current_theta: f64,
+) -> Result<Estimate, IrtError> {
+    settings.validate()?;
+    if items.len() != responses.len() {
+        return Err(IrtError::LengthMismatch {
+            items: items.len(),
+            responses: responses.len(),
+        });
+    }
+    for (index, item) in items.iter().enumerate() {
+        item.validate_at(index)?;
+    }
+    for (index, (item, &response)) in items.iter().zip(responses).enumerate() {
+        let categories = item.categories();
+        if usize::try_from(response).map_or(true, |r| r >= categories) {
+            return Err(IrtError::Response {
+                index,
+                response,
+                categories,
+            });
+        }
+    }
+    Ok(estimate_items(settings, items, responses, current_theta))
+}
+
+/// The log-likelihood `Σ_i ln P(K_i = responses[i] | θ)` of the answers at
+/// every quadrature node `θ` of [`EstimatorSettings::nodes`] (in that order),
+/// written into `out` (cleared first; `out.len()` becomes the number of
+/// nodes). No constant is dropped: `exp` of a value is the likelihood
+/// itself, but with many answers it is far below the smallest double, so
+/// subtract the maximum over the nodes before exponentiating (as the EAP
+/// does).
+///
+/// This is the likelihood the EAP integrates (before the prior), for item
+/// selection rules that integrate over the likelihood or the posterior
+/// (KL, MLWI, MPWI, …) and for simulations. Dichotomous items contribute
+/// `ln P` / `ln Q` with `P`, `Q` at least `(d − c)·e^−700` (see
+/// [`super::model`]), accumulated as a product renormalized after every item
+/// as in the EAP; polytomous items contribute their exact `ln P_k`
+/// ([`Item::log_probability`]). The values are finite for valid input however
+/// many answers there are; only `settings.theta_min`, `theta_max`,
+/// `quadrature_points` and `scaling` are read (not validated here: fewer than
+/// two points give two nodes, more than [`MAX_QUADRATURE_POINTS`] are
+/// accepted). A response past an item's last category is read as the last.
+///
+/// # Panics
+/// If `items.len() != responses.len()`.
+pub fn log_likelihood_on_grid(
+    settings: &EstimatorSettings,
+    items: &[Item],
+    responses: &[u32],
+    out: &mut Vec<f64>,
+) {
+    assert_eq!(
+        items.len(),
+        responses.len(),
+        "log_likelihood_on_grid: every answered item needs exactly one response"
+    );
+    out.clear();
+    out.extend(settings.nodes());
+    let mut node_buf = [0.0_f64; MAX_QUADRATURE_POINTS];
+    for chunk in out.chunks_mut(MAX_QUADRATURE_POINTS) {
+        let nodes = &mut node_buf[..chunk.len()];
+        nodes.copy_from_slice(chunk);
+        Mixed { items, responses }.log_likelihood(nodes, settings.scaling, chunk);
+    }
+}
+
+/// Runs the estimator of `settings` on a response pattern (see [`estimate`]).
+fn run<P: Pattern>(settings: &EstimatorSettings, pattern: P, current_theta: f64) -> Estimate {
+    if pattern.is_empty() {
+        return prior_estimate(settings, current_theta);
+    }
+    let mut method = settings.method;
+    if matches!(method, EstimatorMethod::Mle | EstimatorMethod::Wle) {
+        if let Some(highest) = pattern.constant() {
+            match settings.constant_pattern {
+                ConstantPatternRule::Bound => {}
+                ConstantPatternRule::Map => method = EstimatorMethod::Map,
+                ConstantPatternRule::Eap => method = EstimatorMethod::Eap,
+                ConstantPatternRule::Step => {
+                    let from = if current_theta.is_finite() {
+                        current_theta
+                    } else {
+                        prior_center(settings)
+                    };
+                    let step = if highest {
+                        CONSTANT_PATTERN_STEP
+                    } else {
+                        -CONSTANT_PATTERN_STEP
+                    };
+                    let theta = clamp_to_range(from + step, settings.theta_min, settings.theta_max);
+                    let info = pattern.information(theta, settings.scaling);
+                    return Estimate {
+                        theta,
+                        standard_error: 1.0 / info.sqrt(),
+                    };
+                }
+            }
+        }
+    }
+    match method {
+        EstimatorMethod::Eap => {
+            eap(settings, pattern).unwrap_or_else(|| prior_estimate(settings, current_theta))
+        }
+        EstimatorMethod::Map => match settings.prior {
+            Prior::Normal { mean, sd } => {
+                modal(settings, pattern, Equation::MapNormal { mean, sd })
+            }
+            Prior::Uniform { .. } => modal(settings, pattern, Equation::MapUniform),
+            Prior::Jeffreys => modal(settings, pattern, Equation::MapJeffreys),
+        },
+        EstimatorMethod::Mle => modal(settings, pattern, Equation::Mle),
+        EstimatorMethod::Wle => modal(settings, pattern, Equation::Wle),
+    }
+}
+
+/// A response pattern as the estimators see it: everything they compute from
+/// the items and the responses. Two implementations: [`Binary`] (4PL items and
+/// right/wrong answers, the fast path of [`estimate`]) and [`Mixed`] (any
+/// items and category scores).
+trait Pattern: Copy {
+    /// No answers.
+    fn is_empty(self) -> bool;
+    /// `Some(true)` when every response is its item's highest category,
+    /// `Some(false)` when every one is the lowest, `None` otherwise.
+    fn constant(self) -> Option<bool>;
+    /// Test information `Σ I_i(θ)`.
+    fn information(self, theta: f64, scaling: f64) -> f64;
+    /// The sums of the modal estimators at `theta`.
+    fn sums(self, theta: f64, scaling: f64) -> Sums;
+    /// `(log L(θ), I(θ))`, for the objective of [`Equation::objective`].
+    fn log_likelihood_and_information(self, theta: f64, scaling: f64) -> (f64, f64);
+    /// Writes `log L` at every node into `out` (`nodes.len() == out.len() ≤`
+    /// [`MAX_QUADRATURE_POINTS`]).
+    fn log_likelihood(self, nodes: &[f64], scaling: f64, out: &mut [f64]);
+}
+
+/// A dichotomous item, stored as [`ItemParams`] or as [`Item::Dichotomous`].
+trait AsParams {
+    /// The 4PL parameters.
+    fn params(&self) -> &ItemParams;
+}
+
+impl AsParams for ItemParams {
+    #[inline(always)]
+    fn params(&self) -> &ItemParams {
+        self
+    }
+}
+
+impl AsParams for Item {
+    #[inline(always)]
+    fn params(&self) -> &ItemParams {
+        match self {
+            Item::Dichotomous(p) => p,
+            // `Binary` over `Item`s is only built after checking that every
+            // item is dichotomous (`estimate_items`).
+            Item::Polytomous(_) => unreachable!("Binary pattern with a polytomous item"),
+        }
+    }
+}
+
+/// A right/wrong response, stored as `bool` or as a category score.
+trait AsCorrect: Copy {
+    /// Whether the answer is right.
+    fn correct(self) -> bool;
+}
+
+impl AsCorrect for bool {
+    #[inline(always)]
+    fn correct(self) -> bool {
+        self
+    }
+}
+
+impl AsCorrect for u32 {
+    #[inline(always)]
+    fn correct(self) -> bool {
+        self != 0
+    }
+}
+
+/// Dichotomous items and right/wrong responses (same lengths).
+struct Binary<'a, T, R> {
+    /// The items.
+    items: &'a [T],
+    /// The responses.
+    responses: &'a [R],
+}
+
+// Not derived: the derive would require `T: Copy` and `R: Copy`.
+impl<T, R> Clone for Binary<'_, T, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T, R> Copy for Binary<'_, T, R> {}
+
+impl<T: AsParams, R: AsCorrect> Pattern for Binary<'_, T, R> {
+    fn is_empty(self) -> bool {
+        self.responses.is_empty()
+    }
+
+    fn constant(self) -> Option<bool> {
+        let first = self.responses.first()?.correct();
+        self.responses
+            .iter()
+            .all(|x| x.correct() == first)
+            .then_some(first)
+    }
+
+    fn information(self, theta: f64, scaling: f64) -> f64 {
+        self.items
+            .iter()
+            .map(|it| information(it.params(), theta, scaling))
+            .sum()
+    }
+
+    fn sums(self, theta: f64, scaling: f64) -> Sums {
+        let mut s = Sums::default();
+        for (item, &x) in self.items.iter().zip(self.responses) {
+            s.add_dichotomous(&ItemTerms::new(item.params(), theta, scaling), x.correct());
+        }
+        s
+    }
+
+    fn log_likelihood_and_information(self, theta: f64, scaling: f64) -> (f64, f64) {
+        let mut log_lik = 0.0;
+        let mut info = 0.0;
+        for (item, &x) in self.items.iter().zip(self.responses) {
+            let t = ItemTerms::new(item.params(), theta, scaling);
+            log_lik += t.log_prob(x.correct());
+            info += t.info;
+        }
+        (log_lik, info)
+    }
+
+    fn log_likelihood(self, nodes: &[f64], scaling: f64, out: &mut [f64]) {
+        for (nodes, out) in nodes
+            .chunks(LIKELIHOOD_CHUNK)
+            .zip(out.chunks_mut(LIKELIHOOD_CHUNK))
+        {
+            let mut acc = Likelihood::new(nodes.len());
+            for (item, &x) in self.items.iter().zip(self.responses) {
+                acc.multiply(item.params(), x.correct(), nodes, scaling);
+            }
+            acc.write_log(out);
+        }
+    }
+}
+
+/// Items of any model and category scores (same lengths).
+#[derive(Clone, Copy)]
+struct Mixed<'a> {
+    /// The items.
+    items: &'a [Item],
+    /// The category scores.
+    responses: &'a [u32],
+}
+
+/// A category score as an index, saturating (it is clamped to the item's
+/// categories where it is used).
+fn category(response: u32) -> usize {
+    usize::try_from(response).unwrap_or(usize::MAX)
+}
+
+impl Pattern for Mixed<'_> {
+    fn is_empty(self) -> bool {
+        self.responses.is_empty()
+    }
+
+    fn constant(self) -> Option<bool> {
+        let pairs = || self.items.iter().zip(self.responses);
+        if pairs().all(|(_, &x)| x == 0) {
+            Some(false)
+        } else if pairs().all(|(item, &x)| category(x) >= item.categories() - 1) {
+            Some(true)
+        } else {
+            None
+        }
+    }
+
+    fn information(self, theta: f64, scaling: f64) -> f64 {
+        self.items
+            .iter()
+            .map(|it| it.information(theta, scaling))
+            .sum()
+    }
+
+    fn sums(self, theta: f64, scaling: f64) -> Sums {
+        let mut s = Sums::default();
+        for (item, &x) in self.items.iter().zip(self.responses) {
+            match item {
+                Item::Dichotomous(p) => {
+                    s.add_dichotomous(&ItemTerms::new(p, theta, scaling), x != 0);
+                }
+                Item::Polytomous(p) => {
+                    let (response, terms) = polytomous(p, theta, scaling, x);
+                    s.score += response.d1_log;
+                    s.terms.add(&terms);
+                }
+            }
+        }
+        s
+    }
+
+    fn log_likelihood_and_information(self, theta: f64, scaling: f64) -> (f64, f64) {
+        let mut log_lik = 0.0;
+        let mut info = 0.0;
+        for (item, &x) in self.items.iter().zip(self.responses) {
+            match item {
+                Item::Dichotomous(p) => {
+                    let t = ItemTerms::new(p, theta, scaling);
+                    log_lik += t.log_prob(x != 0);
+                    info += t.info;
+                }
+                Item::Polytomous(p) => {
+                    let (response, terms) = polytomous(p, theta, scaling, x);
+                    log_lik += response.log_p;
+                    info += terms.info;
+                }
+            }
+        }
+        (log_lik, info)
+    }
+
+    fn log_likelihood(self, nodes: &[f64], scaling: f64, out: &mut [f64]) {
+        for (nodes, out) in nodes
+            .chunks(LIKELIHOOD_CHUNK)
+            .zip(out.chunks_mut(LIKELIHOOD_CHUNK))
+        {
+            let mut acc = Likelihood::new(nodes.len());
+            let mut poly_buf = [0.0_f64; LIKELIHOOD_CHUNK];
+            let poly = &mut poly_buf[..nodes.len()];
+            for (item, &x) in self.items.iter().zip(self.responses) {
+                match item {
+                    Item::Dichotomous(p) => acc.multiply(p, x != 0, nodes, scaling),
+                    Item::Polytomous(p) => {
+                        add_log_probabilities(p, category(x), scaling, nodes, poly);
+                    }
+                }
+            }
+            acc.write_log(out);
+            for (o, &lp) in out.iter_mut().zip(poly.iter()) {
+                *o += lp;
+            }
+        }
+    }
+}
+
+/// The [`CategoryTerms`] of the response `x` to a polytomous item and the
+/// item's [`InformationTerms`] at `theta`.
+fn polytomous(
+    item: &PolytomousItem,
+    theta: f64,
+    scaling: f64,
+    x: u32,
+) -> (CategoryTerms, InformationTerms) {
+    let mut buf = [CategoryTerms::default(); MAX_CATEGORIES];
+    polytomous_terms(item, theta, scaling, &mut buf);
+    let m = item.thresholds.len().min(MAX_CATEGORIES - 1);
+    (
+        buf[category(x).min(m)],
+        InformationTerms::from_categories(&buf[..=m]),
+    )
+}
+
+/// Number of nodes whose likelihood is accumulated at once: the items are
+/// looped over once per chunk of nodes, so the accumulators are small stack
+/// arrays (cheap to initialize) whatever the number of nodes.
+const LIKELIHOOD_CHUNK: usize = 64;
+
+/// The likelihood of dichotomous answers at up to [`LIKELIHOOD_CHUNK`]
+/// nodes, as `mantissa · 2^exponent` renormalized after every item: it never
+/// underflows and costs no logarithm per item.
+struct Likelihood {
+    /// Mantissas in `[1, 2)`.
+    mantissa: [f64; LIKELIHOOD_CHUNK],
+    /// Binary exponents.
+    exponent: [i64; LIKELIHOOD_CHUNK],
+    /// Number of nodes in use.
+    n: usize,
+}
+
+impl Likelihood {
+    /// The empty product at `n` nodes.
+    #[inline(always)]
+    fn new(n: usize) -> Self {
+        Self {
+            mantissa: [1.0; LIKELIHOOD_CHUNK],
+            exponent: [0; LIKELIHOOD_CHUNK],
+            n: n.min(LIKELIHOOD_CHUNK),
+        }
+    }
+
+    /// Multiplies in `P` (`correct`) or `Q` of `item` at every node.
+    #[inline(always)]
+    fn multiply(&mut self, item: &ItemParams, correct: bool, nodes: &[f64], scaling: f64) {
+        let n = self.n;
+        for ((m, e), &theta) in self.mantissa[..n]
+            .iter_mut()
+            .zip(self.exponent[..n].iter_mut())
+            .zip(nodes)
+        {
+            let (mm, ee) = split_exponent(*m * response_probability(item, theta, scaling, correct));
+            *m = mm;
+            *e += ee;
+        }
+    }
+
+    /// Writes `ln(mantissa · 2^exponent)` into `out`.
+    #[inline(always)]
+    fn write_log(&self, out: &mut [f64]) {
+        let n = self.n;
+        for ((lp, &m), &e) in out
+            .iter_mut()
+            .zip(self.mantissa[..n].iter())
+            .zip(self.exponent[..n].iter())
+        {
+            *lp = m.ln() + e as f64 * std::f64::consts::LN_2;
+        }
+    }
 }
 
 /// Centre of the prior (normal mean, uniform midpoint, range midpoint for
@@ -432,7 +907,7 @@ fn split_exponent(x: f64) -> (f64, i64) {
 
 /// EAP estimate and posterior SD (catR `eapEst`/`eapSem`), or `None` when the
 /// posterior has no mass on the nodes (only with invalid settings or items).
-fn eap(settings: &EstimatorSettings, items: &[ItemParams], responses: &[bool]) -> Option<Estimate> {
+fn eap<P: Pattern>(settings: &EstimatorSettings, pattern: P) -> Option<Estimate> {
     let n = settings
         .quadrature_points
         .clamp(MIN_QUADRATURE_POINTS, MAX_QUADRATURE_POINTS);
@@ -447,31 +922,10 @@ fn eap(settings: &EstimatorSettings, items: &[ItemParams], responses: &[bool]) -
     }
     let nodes: &[f64] = nodes;
 
-    // Likelihood at every node as mantissa × 2^exponent: the product of the
-    // response probabilities is renormalized after every item, so it never
-    // underflows and costs no logarithm per item.
-    let mut mantissa_buf = [1.0_f64; MAX_QUADRATURE_POINTS];
-    let mut exponent_buf = [0_i64; MAX_QUADRATURE_POINTS];
-    let mantissa = &mut mantissa_buf[..n];
-    let exponent = &mut exponent_buf[..n];
-    for (item, &correct) in items.iter().zip(responses) {
-        for ((m, e), &theta) in mantissa.iter_mut().zip(exponent.iter_mut()).zip(nodes) {
-            let (mm, ee) = split_exponent(*m * response_probability(item, theta, scaling, correct));
-            *m = mm;
-            *e += ee;
-        }
-    }
-
     // Log posterior (up to a constant) at every node.
     let mut buffer = [0.0_f64; MAX_QUADRATURE_POINTS];
     let log_post = &mut buffer[..n];
-    for ((lp, &m), &e) in log_post
-        .iter_mut()
-        .zip(mantissa.iter())
-        .zip(exponent.iter())
-    {
-        *lp = m.ln() + e as f64 * std::f64::consts::LN_2;
-    }
+    pattern.log_likelihood(nodes, scaling, log_post);
     match settings.prior {
         Prior::Normal { mean, sd } => {
             for (lp, &theta) in log_post.iter_mut().zip(nodes) {
@@ -488,8 +942,7 @@ fn eap(settings: &EstimatorSettings, items: &[ItemParams], responses: &[bool]) -
         }
         Prior::Jeffreys => {
             for (lp, &theta) in log_post.iter_mut().zip(nodes) {
-                let info: f64 = items.iter().map(|it| information(it, theta, scaling)).sum();
-                *lp += 0.5 * info.ln();
+                *lp += 0.5 * pattern.information(theta, scaling).ln();
             }
         }
     }
@@ -548,38 +1001,26 @@ enum Equation {
 struct Sums {
     /// Score `S`.
     score: f64,
-    /// Test information `I`.
-    info: f64,
-    /// `I'`.
-    d_info: f64,
-    /// `I''`.
-    d2_info: f64,
-    /// Warm's `J`.
-    j: f64,
-    /// `J'`.
-    d_j: f64,
+    /// `I`, `I'`, `I''`, `J`, `J'`.
+    terms: InformationTerms,
 }
 
 impl Sums {
-    /// Accumulates the per-item terms at `theta`.
-    fn at(items: &[ItemParams], responses: &[bool], theta: f64, scaling: f64) -> Self {
-        let mut s = Self::default();
-        for (item, &x) in items.iter().zip(responses) {
-            let t = ItemTerms::new(item, theta, scaling);
-            s.score += t.score(x);
-            s.info += t.info;
-            s.d_info += t.d_info;
-            s.d2_info += t.d2_info;
-            s.j += t.j;
-            s.d_j += t.d_j;
-        }
-        s
+    /// Adds a 4PL item's terms for a right (`correct`) or wrong answer.
+    #[inline(always)]
+    fn add_dichotomous(&mut self, t: &ItemTerms, correct: bool) {
+        self.score += t.score(correct);
+        self.terms.info += t.info;
+        self.terms.d_info += t.d_info;
+        self.terms.d2_info += t.d2_info;
+        self.terms.j += t.j;
+        self.terms.d_j += t.d_j;
     }
 
     /// `a / (2 I)`, 0 when there is no information.
     fn over_two_info(&self, a: f64) -> f64 {
-        if self.info > 0.0 {
-            a / (2.0 * self.info)
+        if self.terms.info > 0.0 {
+            a / (2.0 * self.terms.info)
         } else {
             0.0
         }
@@ -592,20 +1033,14 @@ impl Equation {
         match self {
             Self::Mle | Self::MapUniform => s.score,
             Self::MapNormal { mean, sd } => s.score + (mean - theta) / (sd * sd),
-            Self::MapJeffreys => s.score + s.over_two_info(s.d_info),
-            Self::Wle => s.score + s.over_two_info(s.j),
+            Self::MapJeffreys => s.score + s.over_two_info(s.terms.d_info),
+            Self::Wle => s.score + s.over_two_info(s.terms.j),
         }
     }
 
-    /// The objective used to choose among several roots (see the module doc).
-    fn objective(self, items: &[ItemParams], responses: &[bool], theta: f64, scaling: f64) -> f64 {
-        let mut log_lik = 0.0;
-        let mut info = 0.0;
-        for (item, &x) in items.iter().zip(responses) {
-            let t = ItemTerms::new(item, theta, scaling);
-            log_lik += t.log_prob(x);
-            info += t.info;
-        }
+    /// The objective used to choose among several roots (see the module doc),
+    /// from `(log L(θ), I(θ))`.
+    fn objective(self, (log_lik, info): (f64, f64), theta: f64) -> f64 {
         match self {
             Self::Mle | Self::MapUniform => log_lik,
             Self::MapNormal { mean, sd } => {
@@ -618,16 +1053,17 @@ impl Equation {
 
     /// Standard error at the estimate (table in the module doc).
     fn standard_error(self, s: &Sums, se_type: SeType) -> f64 {
-        let i = s.info;
+        let t = &s.terms;
+        let i = t.info;
         let classic = 1.0 / i.sqrt();
         // Denominator `−T'(θ̂)` of the estimating function.
         let denominator = match self {
             Self::Mle | Self::MapUniform => return classic,
             Self::MapNormal { sd, .. } => i + 1.0 / (sd * sd),
-            Self::MapJeffreys => i - (s.d2_info * i - s.d_info * s.d_info) / (2.0 * i * i),
+            Self::MapJeffreys => i - (t.d2_info * i - t.d_info * t.d_info) / (2.0 * i * i),
             Self::Wle => match se_type {
                 SeType::Classic => return classic,
-                SeType::Sandwich => i - (s.d_j * i - s.j * s.d_info) / (2.0 * i * i),
+                SeType::Sandwich => i - (t.d_j * i - t.j * t.d_info) / (2.0 * i * i),
             },
         };
         let se = match se_type {
@@ -644,12 +1080,7 @@ impl Equation {
 
 /// MAP, MLE or WLE: the root of `equation` on the range (see the module doc)
 /// and its standard error.
-fn modal(
-    settings: &EstimatorSettings,
-    items: &[ItemParams],
-    responses: &[bool],
-    equation: Equation,
-) -> Estimate {
+fn modal<P: Pattern>(settings: &EstimatorSettings, pattern: P, equation: Equation) -> Estimate {
     let (mut lo, mut hi) = (settings.theta_min, settings.theta_max);
     if let (Equation::MapUniform, Prior::Uniform { lower, upper }) = (equation, settings.prior) {
         let (l, u) = (lo.max(lower), hi.min(upper));
@@ -658,8 +1089,13 @@ fn modal(
         }
     }
     let scaling = settings.scaling;
-    let t = |theta: f64| equation.value(&Sums::at(items, responses, theta, scaling), theta);
-    let objective = |theta: f64| equation.objective(items, responses, theta, scaling);
+    let t = |theta: f64| equation.value(&pattern.sums(theta, scaling), theta);
+    let objective = |theta: f64| {
+        equation.objective(
+            pattern.log_likelihood_and_information(theta, scaling),
+            theta,
+        )
+    };
 
     // Best candidate so far and its objective (computed only when needed).
     let mut best: Option<(f64, Option<f64>)> = None;
@@ -694,7 +1130,7 @@ fn modal(
     }
     // Only reachable when T is NaN somewhere (invalid items): stay in range.
     let theta = best.map_or(0.5 * (lo + hi), |(b, _)| b);
-    let sums = Sums::at(items, responses, theta, scaling);
+    let sums = pattern.sums(theta, scaling);
     Estimate {
         theta,
         standard_error: equation.standard_error(&sums, settings.se_type),

@@ -168,7 +168,7 @@ pub fn information(item: &ItemParams, theta: f64, scaling: f64) -> f64 {
 /// `(L, 1 − L)` for the logistic `L = 1 / (1 + exp(−z))`, both computed
 /// without overflow or cancellation (`z` clamped to ±[`MAX_EXPONENT`]).
 #[inline]
-fn logistic_pair(z: f64) -> (f64, f64) {
+pub(crate) fn logistic_pair(z: f64) -> (f64, f64) {
     let z = z.clamp(-MAX_EXPONENT, MAX_EXPONENT);
     let e = exp_neg(-z.abs());
     let big = 1.0 / (1.0 + e);

@@ -1,25 +1,524 @@
 //! Next-item selection.
 //!
-//! This module owns the choice of the next item to administer: maximum Fisher
-//! information at the current ability estimate (Lord, 1980, ch. 10; catR's
-//! `nextItem(criterion = "MFI")`) with the randomesque exposure control of
-//! Kingsbury & Zara (1989): the item is drawn uniformly among the `k` most
-//! informative eligible items (`k = 1` is plain, deterministic MFI).
+//! This module owns the choice of the next item to administer: the selection
+//! rules of the R package catR 3.17 (`nextItem`, Magis & Barrada, 2017) for
+//! dichotomous and polytomous items, the randomesque exposure control of
+//! Kingsbury & Zara (1989) on top of any rule, and the exact fast path of
+//! maximum-information selection over large banks ([`InformationIndex`]).
 //!
-//! Kingsbury, G. G. & Zara, A. R. (1989). Procedures for selecting items for
-//! computerized adaptive tests. *Applied Measurement in Education*, 2(4).
+//! | [`SelectionRule`] | catR `criterion` | picks the eligible item with | source |
+//! |---|---|---|---|
+//! | `MaxInfo` | `"MFI"` | the largest Fisher information `I_j(θ̂)` | Lord (1980, ch. 10) |
+//! | `Urry` | `"bOpt"` | the smallest `|b_j − θ̂|` (polytomous: [`Item::location`]) | Urry (1970) |
+//! | `Kl` | `"KL"` | the largest `∫ KL_j(θ ‖ θ̂) L(θ) dθ` | Chang & Ying (1996); Barrada et al. (2009) |
+//! | `Klp` | `"KLP"` | the largest `∫ KL_j(θ ‖ θ̂) L(θ) π(θ) dθ` | Chang & Ying (1996) |
+//! | `Mlwi` | `"MLWI"` | the largest `∫ I_j(θ) L(θ) dθ` | Veerkamp & Berger (1997) |
+//! | `Mpwi` | `"MPWI"` | the largest `∫ I_j(θ) L(θ) π(θ) dθ` | van der Linden (1998) |
+//! | `Mepv` | `"MEPV"` | the smallest `Σ_k P_jk(θ̂) Var(θ | x, k)` | van der Linden (1998) |
+//! | `Progressive` | `"progressive"` | the largest `W·I_j(θ̂) + (1 − W)·U_j` | Revuelta & Ponsoda (1998); Barrada et al. (2008) |
+//! | `Proportional` | `"proportional"` | a draw with probability `∝ I_j(θ̂)^H` | Segall (2004); Barrada et al. (2008) |
+//! | `Random` | `"random"` | a uniform draw | |
+//!
+//! `L(θ)` is the likelihood of the responses so far, `π` the prior of the
+//! [`EstimatorSettings`], and `KL_j(θ ‖ θ̂) = Σ_k P_jk(θ̂) ln(P_jk(θ̂)/P_jk(θ))`
+//! the Kullback–Leibler divergence between the response distributions of item
+//! `j` at `θ̂` and at `θ`. Integrals are catR's trapezoid rule
+//! (`integrate.catR`) on the estimator's quadrature grid (`theta_min`,
+//! `theta_max`, `quadrature_points`, catR's `parInt`); see
+//! [`criterion_values`] for the exact quantities.
+//!
+//! Common conventions of [`select_item`]:
+//! * only items with `eligible[i] == true` are considered (indices past the end
+//!   of `eligible` are not eligible); the caller excludes administered items,
+//!   enemies, exposure-ineligible items and other content areas;
+//! * ties are broken by the lowest bank index; an item whose criterion is NaN
+//!   is never chosen; `None` when no item can be chosen;
+//! * randomesque `k` (clamped to `1..=`[`MAX_RANDOMESQUE`]): the item is drawn
+//!   uniformly among the `k` best items by the rule's criterion (for
+//!   `Progressive`, by its randomized score); it adds nothing to
+//!   `Proportional` and `Random`, which are draws already (catR ignores
+//!   randomesque for progressive and proportional too). With `k = 1` the
+//!   deterministic rules use no random number.
+//!
+//! References:
+//! * Barrada, J. R., Olea, J., Ponsoda, V. & Abad, F. J. (2008). Incorporating
+//!   randomness in the Fisher information for improving item-exposure control
+//!   in CATs. *British Journal of Mathematical and Statistical Psychology*, 61.
+//! * Barrada, J. R., Olea, J., Ponsoda, V. & Abad, F. J. (2009). Item selection
+//!   rules in computerized adaptive testing: accuracy and security.
+//!   *Methodology*, 5(1).
+//! * Chang, H.-H. & Ying, Z. (1996). A global information approach to
+//!   computerized adaptive testing. *Applied Psychological Measurement*, 20(3).
+//! * Kingsbury, G. G. & Zara, A. R. (1989). Procedures for selecting items for
+//!   computerized adaptive tests. *Applied Measurement in Education*, 2(4).
+//! * Revuelta, J. & Ponsoda, V. (1998). A comparison of item exposure control
+//!   methods in computerized adaptive testing. *Journal of Educational
+//!   Measurement*, 35(4).
+//! * Segall, D. O. (2004). A sharing item response theory model for
+//!   computerized adaptive testing. *Journal of Educational and Behavioral
+//!   Statistics*, 29(4).
+//! * Urry, V. W. (1970). *A Monte Carlo investigation of logistic test models*.
+//!   PhD thesis, Purdue University.
+//! * van der Linden, W. J. (1998). Bayesian item selection criteria for
+//!   adaptive testing. *Psychometrika*, 63(2).
+//! * Veerkamp, W. J. J. & Berger, M. P. F. (1997). Some new item selection
+//!   criteria for adaptive testing. *Journal of Educational and Behavioral
+//!   Statistics*, 22(2).
+
+mod grid;
+mod index;
 
 use rand::Rng;
+use serde::{Deserialize, Serialize};
 
+use super::estimate::EstimatorSettings;
+use super::item::Item;
 use super::model::{ItemParams, information};
+
+pub use index::{IndexOptions, IndexPath, InformationIndex, Ranking};
 
 /// Largest randomesque group size; larger requests are clamped to it. The
 /// top-`k` buffer is a fixed array of this size (no allocation).
 pub const MAX_RANDOMESQUE: usize = 64;
 
-/// Picks the next item: uniformly at random among the `randomesque` eligible
-/// items with the largest Fisher information at `theta` (see
-/// [`information`], scaling constant `D = scaling`).
+/// An item selection rule (catR's `nextItem` criteria; see the module doc for
+/// the definitions and sources).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum SelectionRule {
+    /// Maximum Fisher information at `θ̂` (catR `"MFI"`).
+    #[default]
+    MaxInfo,
+    /// Closest difficulty: smallest `|b − θ̂|` (catR `"bOpt"`, Urry 1970);
+    /// polytomous items use [`Item::location`] (catR refuses them).
+    Urry,
+    /// Likelihood-weighted Kullback–Leibler information (catR `"KL"`).
+    Kl,
+    /// Posterior-weighted Kullback–Leibler information (catR `"KLP"`).
+    Klp,
+    /// Maximum likelihood-weighted information (catR `"MLWI"`).
+    Mlwi,
+    /// Maximum posterior-weighted information (catR `"MPWI"`).
+    Mpwi,
+    /// Minimum expected posterior variance (catR `"MEPV"`).
+    Mepv,
+    /// Progressive method: information plus a random component that fades
+    /// over the test (catR `"progressive"`, acceleration 1, length rule).
+    Progressive,
+    /// Proportional method: a draw with probability `∝ I^H`, `H` growing over
+    /// the test (catR `"proportional"`, acceleration 1, length rule).
+    Proportional,
+    /// Uniform draw among the eligible items (catR `"random"`).
+    Random,
+}
+
+impl SelectionRule {
+    /// Every rule, in declaration order.
+    pub const ALL: [Self; 10] = [
+        Self::MaxInfo,
+        Self::Urry,
+        Self::Kl,
+        Self::Klp,
+        Self::Mlwi,
+        Self::Mpwi,
+        Self::Mepv,
+        Self::Progressive,
+        Self::Proportional,
+        Self::Random,
+    ];
+
+    /// Whether a larger [`criterion_values`] entry is better (`false` for
+    /// `Urry`, a distance, and `Mepv`, a variance).
+    #[must_use]
+    pub const fn larger_is_better(self) -> bool {
+        !matches!(self, Self::Urry | Self::Mepv)
+    }
+}
+
+/// Everything a selection rule may look at.
+#[derive(Clone, Copy, Debug)]
+pub struct SelectionContext<'a> {
+    /// The item bank.
+    pub bank: &'a [Item],
+    /// `true` = may be chosen. The caller has already excluded the
+    /// administered items, enemies, exposure-ineligible items and other content
+    /// areas. Items past the end of this slice are not eligible.
+    pub eligible: &'a [bool],
+    /// Bank indices of the administered items, in order (out-of-range indices
+    /// are ignored).
+    pub administered: &'a [usize],
+    /// Their category scores (0/1 for dichotomous items), same order; only the
+    /// first `min(administered.len(), responses.len())` pairs are used.
+    pub responses: &'a [u32],
+    /// The current ability estimate `θ̂`.
+    pub theta: f64,
+    /// Its standard error (kept for rules that use it; none of catR's does).
+    pub standard_error: f64,
+    /// Quadrature grid, prior and scaling constant `D` (every rule uses `D`;
+    /// `Kl`, `Klp`, `Mlwi`, `Mpwi` and `Mepv` integrate on the grid).
+    pub estimator: &'a EstimatorSettings,
+    /// Test length `T` (the schedule of `Progressive` and `Proportional`).
+    pub max_items: usize,
+    /// Optional fast exact path for `MaxInfo`; ignored unless it was built
+    /// for a bank of the same length with the same scaling constant (it must
+    /// be built from this very bank: that is the caller's contract).
+    pub index: Option<&'a InformationIndex>,
+}
+
+impl SelectionContext<'_> {
+    /// Whether bank item `i` is eligible.
+    #[inline]
+    fn is_eligible(&self, i: usize) -> bool {
+        self.eligible.get(i).copied().unwrap_or(false)
+    }
+
+    /// Number of items that count as administered.
+    fn answered(&self) -> usize {
+        self.administered.len().min(self.responses.len())
+    }
+
+    /// The index, when it fits this bank.
+    fn usable_index(&self) -> Option<&InformationIndex> {
+        self.index
+            .filter(|ix| ix.len() == self.bank.len() && ix.scaling() == self.estimator.scaling)
+    }
+}
+
+/// Picks the next item by `rule` among the eligible items (see the module doc
+/// for the rules and the conventions on ties, NaN and randomesque).
+///
+/// Costs, for a bank of `N` items, `n` answered items and `q` quadrature
+/// points: `MaxInfo` with a usable [`InformationIndex`] a few hundred
+/// nanoseconds typically (the exact top `k` is proven from a few dozen
+/// candidates, else the index falls back to a pruned or full scan), `O(N)`
+/// information evaluations without one; `Urry`, `Progressive`,
+/// `Proportional` and `Random` `O(N)`; `Kl`, `Klp`, `Mlwi`, `Mpwi` and `Mepv`
+/// `O(n·q + N·q·categories)` with one allocation of a few `q`-long vectors.
+pub fn select_item<R: Rng + ?Sized>(
+    rule: SelectionRule,
+    ctx: &SelectionContext<'_>,
+    randomesque: usize,
+    rng: &mut R,
+) -> Option<usize> {
+    let k = randomesque.clamp(1, MAX_RANDOMESQUE);
+    let scaling = ctx.estimator.scaling;
+    let theta = ctx.theta;
+    match rule {
+        SelectionRule::MaxInfo => {
+            let ranking = most_informative(ctx, k);
+            ranking.pick(rng)
+        }
+        SelectionRule::Urry => {
+            let mut top = TopK::new(k);
+            for (i, item) in ctx.bank.iter().enumerate() {
+                if ctx.is_eligible(i) {
+                    top.offer(-(item.location() - theta).abs(), i);
+                }
+            }
+            top.pick(rng)
+        }
+        SelectionRule::Kl
+        | SelectionRule::Klp
+        | SelectionRule::Mlwi
+        | SelectionRule::Mpwi
+        | SelectionRule::Mepv => {
+            let posterior = grid::Posterior::new(ctx, rule);
+            let sign = if rule.larger_is_better() { 1.0 } else { -1.0 };
+            let mut top = TopK::new(k);
+            for (i, item) in ctx.bank.iter().enumerate() {
+                if ctx.is_eligible(i) {
+                    top.offer(sign * posterior.criterion(item, theta), i);
+                }
+            }
+            top.pick(rng)
+        }
+        SelectionRule::Progressive => {
+            let weight = progressive_weight(ctx.answered(), ctx.max_items);
+            if weight >= 1.0 {
+                return most_informative(ctx, k).pick(rng);
+            }
+            let max_info = ctx
+                .bank
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| ctx.is_eligible(i))
+                .map(|(_, item)| item.information(theta, scaling))
+                .fold(f64::NEG_INFINITY, f64::max);
+            if max_info == f64::NEG_INFINITY {
+                return None;
+            }
+            let mut top = TopK::new(k);
+            for (i, item) in ctx.bank.iter().enumerate() {
+                if ctx.is_eligible(i) {
+                    let info = item.information(theta, scaling);
+                    // catR: runif(0, itemMaxInfo), drawn for every item.
+                    let noise = rng.random::<f64>() * max_info;
+                    top.offer(info * weight + noise * (1.0 - weight), i);
+                }
+            }
+            top.pick(rng)
+        }
+        SelectionRule::Proportional => {
+            let exponent = proportional_exponent(ctx.answered(), ctx.max_items);
+            proportional_draw(ctx, exponent, rng)
+        }
+        SelectionRule::Random => {
+            let count = (0..ctx.bank.len()).filter(|&i| ctx.is_eligible(i)).count();
+            if count == 0 {
+                return None;
+            }
+            let target = rng.random_range(0..count);
+            (0..ctx.bank.len())
+                .filter(|&i| ctx.is_eligible(i))
+                .nth(target)
+        }
+    }
+}
+
+/// The criterion each rule ranks by, for every bank item (NaN for the
+/// ineligible ones): what [`select_item`] maximizes (or minimizes, see
+/// [`SelectionRule::larger_is_better`]).
+///
+/// With nodes `x_0..x_{q−1}` of the estimator's grid, catR's trapezoid weights
+/// `t_g`, the likelihood `L_g = Π_i P_{i,x_i}(x_g)` of the answered items and
+/// the prior `π_g` (normal or uniform density; for Jeffreys' prior
+/// `sqrt(Σ_i I_i(x_g))` over the answered items, flat before the first answer),
+/// write `w_g = t_g·L_g` (likelihood weight) or `w_g = t_g·L_g·π_g`
+/// (posterior weight). Then
+///
+/// * `MaxInfo`, `Progressive`, `Proportional`: Fisher information `I_j(θ̂)`
+///   (the deterministic part of the last two);
+/// * `Urry`: `|location_j − θ̂|`;
+/// * `Mlwi` / `Mpwi`: `Σ_g w_g I_j(x_g) / Σ_g w_g` with the likelihood /
+///   posterior weight;
+/// * `Kl` / `Klp`: `Σ_g w_g KL_j(x_g ‖ θ̂) / Σ_g w_g` likewise;
+/// * `Mepv`: `Σ_k P_jk(θ̂)·V_k` where `V_k` is the posterior variance
+///   `Σ_g w_g P_jk(x_g)(x_g − m_k)² / Σ_g w_g P_jk(x_g)` around the posterior
+///   mean `m_k` after answering `k` to item `j` (catR's `EPV`: `eapSem²` with
+///   the candidate appended);
+/// * `Random`: 0.
+///
+/// catR's `MWI` and `KL` return the numerators `Σ_g w_g f_g` with the raw
+/// likelihood; dividing by `Σ_g w_g` (the same for every item) keeps the
+/// ranking and keeps the values finite however long the test (the likelihood
+/// is evaluated in log space and scaled to a maximum of 1 first).
+#[must_use]
+pub fn criterion_values(rule: SelectionRule, ctx: &SelectionContext<'_>) -> Vec<f64> {
+    let scaling = ctx.estimator.scaling;
+    let theta = ctx.theta;
+    let eligible = |i: usize| ctx.is_eligible(i);
+    match rule {
+        SelectionRule::MaxInfo | SelectionRule::Progressive | SelectionRule::Proportional => ctx
+            .bank
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                if eligible(i) {
+                    item.information(theta, scaling)
+                } else {
+                    f64::NAN
+                }
+            })
+            .collect(),
+        SelectionRule::Urry => ctx
+            .bank
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                if eligible(i) {
+                    (item.location() - theta).abs()
+                } else {
+                    f64::NAN
+                }
+            })
+            .collect(),
+        SelectionRule::Kl
+        | SelectionRule::Klp
+        | SelectionRule::Mlwi
+        | SelectionRule::Mpwi
+        | SelectionRule::Mepv => {
+            let posterior = grid::Posterior::new(ctx, rule);
+            ctx.bank
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    if eligible(i) {
+                        posterior.criterion(item, theta)
+                    } else {
+                        f64::NAN
+                    }
+                })
+                .collect()
+        }
+        SelectionRule::Random => (0..ctx.bank.len())
+            .map(|i| if eligible(i) { 0.0 } else { f64::NAN })
+            .collect(),
+    }
+}
+
+/// Weight `W` of the information part of the progressive method after `t`
+/// answered items of a test of length `T` (catR `nextItem`, `rule =
+/// "length"`, acceleration `AP = 1`; Barrada et al., 2008):
+///
+/// ```text
+/// W = Σ_{i=1..t} i^AP / Σ_{i=1..T−1} i^AP = t(t + 1) / (T(T − 1))
+/// ```
+///
+/// so the score `W·I_j(θ̂) + (1 − W)·U_j`, `U_j ~ U(0, max_j I_j(θ̂))`, is pure
+/// chance at `t = 0` and pure information at `t = T − 1`. Capped at 1 (for
+/// `t ≥ T − 1`); for `T ≤ 1`: 0 at `t = 0`, else 1.
+#[must_use]
+pub fn progressive_weight(answered: usize, max_items: usize) -> f64 {
+    if answered == 0 {
+        0.0
+    } else if max_items <= 1 {
+        1.0
+    } else {
+        let t = answered as f64;
+        let total = max_items as f64;
+        (t * (t + 1.0) / (total * (total - 1.0))).min(1.0)
+    }
+}
+
+/// Exponent `H` of the proportional method after `t` answered items of a
+/// test of length `T` (catR `nextItem`, `rule = "length"`, `AP = 1`; Barrada
+/// et al., 2008): `H = T·W` with `W` of [`progressive_weight`], i.e.
+/// `H = t(t + 1)/(T − 1)` (0 at the start: uniform selection; `T` from
+/// `t = T − 1` on).
+#[must_use]
+pub fn proportional_exponent(answered: usize, max_items: usize) -> f64 {
+    max_items.max(1) as f64 * progressive_weight(answered, max_items)
+}
+
+/// Draws an eligible item with probability `∝ I_j(θ̂)^H` (`0^0 = 1`, as in R).
+/// Computed as `exp(H·(ln I_j − ln max I))` so that large `H` neither
+/// overflows nor underflows to all zeros; if every weight is 0 (all
+/// informations 0 with `H > 0`) the draw is uniform. Items with NaN
+/// information are never drawn.
+fn proportional_draw<R: Rng + ?Sized>(
+    ctx: &SelectionContext<'_>,
+    exponent: f64,
+    rng: &mut R,
+) -> Option<usize> {
+    let scaling = ctx.estimator.scaling;
+    let infos: Vec<(usize, f64)> = ctx
+        .bank
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| ctx.is_eligible(i))
+        .map(|(i, item)| (i, item.information(ctx.theta, scaling)))
+        .filter(|(_, info)| !info.is_nan())
+        .collect();
+    if infos.is_empty() {
+        return None;
+    }
+    let max = infos
+        .iter()
+        .map(|(_, v)| *v)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let weight = |info: f64| -> f64 {
+        if exponent == 0.0 {
+            1.0
+        } else if info <= 0.0 {
+            0.0
+        } else {
+            (exponent * (info.ln() - max.ln())).exp()
+        }
+    };
+    let total: f64 = infos.iter().map(|(_, v)| weight(*v)).sum();
+    if !(total > 0.0 && total.is_finite()) {
+        return Some(infos[rng.random_range(0..infos.len())].0);
+    }
+    let mut target = rng.random::<f64>() * total;
+    let mut last = None;
+    for &(i, info) in &infos {
+        let w = weight(info);
+        if w > 0.0 {
+            last = Some(i);
+            if target < w {
+                return Some(i);
+            }
+            target -= w;
+        }
+    }
+    // Rounding left `target` just above the last weight.
+    last
+}
+
+/// The exact `k` most informative eligible items at `ctx.theta`, through the
+/// index when it fits the bank, else by a full scan.
+fn most_informative(ctx: &SelectionContext<'_>, k: usize) -> Ranking {
+    match ctx.usable_index() {
+        Some(index) => index.most_informative(ctx.bank, ctx.eligible, ctx.theta, k),
+        None => {
+            let mut top = TopK::new(k);
+            scan_items(
+                ctx.bank,
+                ctx.eligible,
+                ctx.theta,
+                ctx.estimator.scaling,
+                &mut top,
+            );
+            Ranking::from_top(top, IndexPath::FullScan)
+        }
+    }
+}
+
+/// Offers the information of every eligible item of `bank` to `top`, in
+/// chunks: information first (dichotomous items inline, without branching on
+/// eligibility), then the comparisons.
+fn scan_items(bank: &[Item], eligible: &[bool], theta: f64, scaling: f64, top: &mut TopK) {
+    let mut info = [0.0_f64; CHUNK];
+    for (chunk, items) in bank.chunks(CHUNK).enumerate() {
+        for (slot, item) in info.iter_mut().zip(items) {
+            *slot = match item {
+                Item::Dichotomous(p) => information(p, theta, scaling),
+                Item::Polytomous(_) => item.information(theta, scaling),
+            };
+        }
+        let base = chunk * CHUNK;
+        for (j, &value) in info[..items.len()].iter().enumerate() {
+            if value >= top.threshold && eligible.get(base + j).copied().unwrap_or(false) {
+                top.offer(value, base + j);
+            }
+        }
+    }
+}
+
+/// The largest Fisher information at `theta` among the eligible items (0 when
+/// none is eligible or all are NaN): the `max_information_left` input of the
+/// minimum-information stopping rule ([`super::stop::StopInputs`]). Uses the
+/// index when it was built for a bank of this length and `scaling`.
+#[must_use]
+pub fn best_information(
+    bank: &[Item],
+    eligible: &[bool],
+    theta: f64,
+    scaling: f64,
+    index: Option<&InformationIndex>,
+) -> f64 {
+    let ranking = match index.filter(|ix| ix.len() == bank.len() && ix.scaling() == scaling) {
+        Some(index) => index.most_informative(bank, eligible, theta, 1),
+        None => {
+            let mut top = TopK::new(1);
+            scan_items(bank, eligible, theta, scaling, &mut top);
+            Ranking::from_top(top, IndexPath::FullScan)
+        }
+    };
+    ranking
+        .information()
+        .first()
+        .copied()
+        .unwrap_or(0.0)
+        .max(0.0)
+}
+
+/// Picks the next dichotomous item by maximum Fisher information: uniformly at
+/// random among the `randomesque` eligible items with the largest information
+/// at `theta` (see [`information`], scaling constant `D = scaling`).
+///
+/// The original dichotomous entry point, kept for callers with a plain
+/// `&[ItemParams]` bank; [`select_item`] with [`SelectionRule::MaxInfo`] gives
+/// the same choice for the same bank.
 ///
 /// * `administered[i] == true` makes `bank[i]` ineligible; only the first
 ///   `min(bank.len(), administered.len())` items are considered.
@@ -32,8 +531,7 @@ pub const MAX_RANDOMESQUE: usize = 64;
 ///
 /// Cost: per item one branch-free exponential and one division (computed for
 /// administered items too, which keeps the loop vectorizable), then one
-/// comparison; the group is kept sorted in a fixed array, touched only when an
-/// item beats the current `k`-th best. No allocation.
+/// comparison. No allocation.
 pub fn select_next_item<R: Rng + ?Sized>(
     bank: &[ItemParams],
     administered: &[bool],
@@ -44,55 +542,76 @@ pub fn select_next_item<R: Rng + ?Sized>(
 ) -> Option<usize> {
     let k = randomesque.clamp(1, MAX_RANDOMESQUE);
     let mut top = TopK::new(k);
-    // Two passes per chunk: a branch-free (vectorizable) information loop,
-    // then a cheap scan against the current k-th best.
+    let n = bank.len().min(administered.len());
+    scan_params(
+        &bank[..n],
+        theta,
+        scaling,
+        |position| position,
+        |i| !administered[i],
+        &mut top,
+    );
+    top.pick(rng)
+}
+
+/// Items per block of the vectorized information loop.
+const CHUNK: usize = 256;
+
+/// Offers every item of `params` to `top` under its bank index
+/// `bank_index(position)`, skipping those for which `eligible(bank index)` is
+/// false.
+///
+/// Two passes per chunk: a branch-free (vectorizable) information loop, then
+/// a cheap scan against the current `k`-th best.
+#[inline]
+fn scan_params(
+    params: &[ItemParams],
+    theta: f64,
+    scaling: f64,
+    bank_index: impl Fn(usize) -> usize,
+    eligible: impl Fn(usize) -> bool,
+    top: &mut TopK,
+) {
     let mut info = [0.0_f64; CHUNK];
-    for (chunk, (items, done)) in bank
-        .chunks(CHUNK)
-        .zip(administered.chunks(CHUNK))
-        .enumerate()
-    {
-        let n = items.len().min(done.len());
-        for (slot, item) in info[..n].iter_mut().zip(items) {
+    for (chunk, items) in params.chunks(CHUNK).enumerate() {
+        for (slot, item) in info.iter_mut().zip(items) {
             *slot = information(item, theta, scaling);
         }
-        for (j, (&value, &done)) in info[..n].iter().zip(done).enumerate() {
-            if !done && value > top.threshold {
-                top.insert(value, chunk * CHUNK + j);
+        let base = chunk * CHUNK;
+        for (j, &value) in info[..items.len()].iter().enumerate() {
+            if value >= top.threshold {
+                let i = bank_index(base + j);
+                if eligible(i) {
+                    top.offer(value, i);
+                }
             }
         }
     }
-    match top.len {
-        0 => None,
-        1 => Some(top.index[0]),
-        len => Some(top.index[rng.random_range(0..len)]),
-    }
 }
 
-/// Items per block of the selection loop.
-const CHUNK: usize = 256;
-
-/// The `k` largest values seen so far, sorted in decreasing order, earlier
-/// insertions first among equal values.
+/// The `k` best `(value, index)` pairs offered so far, best first: larger
+/// value first, lower index first among equal values. NaN values are never
+/// kept.
+#[derive(Clone, Copy, Debug)]
 struct TopK {
     /// Group size (`1..=MAX_RANDOMESQUE`).
     k: usize,
     /// Number of filled slots.
     len: usize,
-    /// A value must exceed this to enter: `−∞` until full, then the `k`-th
-    /// largest value.
+    /// `−∞` until full, then the `k`-th value: a value below it cannot enter
+    /// (a value equal to it enters only with a lower index).
     threshold: f64,
-    /// Values, decreasing.
+    /// Values, best first.
     value: [f64; MAX_RANDOMESQUE],
-    /// Item indices matching `value`.
+    /// Indices matching `value`.
     index: [usize; MAX_RANDOMESQUE],
 }
 
 impl TopK {
-    /// An empty group of size `k`.
+    /// An empty group of size `k` (clamped to `1..=MAX_RANDOMESQUE`).
     fn new(k: usize) -> Self {
         Self {
-            k,
+            k: k.clamp(1, MAX_RANDOMESQUE),
             len: 0,
             threshold: f64::NEG_INFINITY,
             value: [0.0; MAX_RANDOMESQUE],
@@ -100,10 +619,40 @@ impl TopK {
         }
     }
 
-    /// Inserts `value > self.threshold`, dropping the smallest entry when full.
+    /// Whether `k` entries are held.
+    #[inline]
+    fn is_full(&self) -> bool {
+        self.len == self.k
+    }
+
+    /// The `k`-th value when full.
+    #[inline]
+    fn kth(&self) -> Option<f64> {
+        self.is_full().then(|| self.value[self.k - 1])
+    }
+
+    /// Offers `(value, index)`; kept if it ranks among the `k` best.
+    #[inline]
+    fn offer(&mut self, value: f64, index: usize) {
+        if value.is_nan() || value < self.threshold {
+            return;
+        }
+        if self.is_full() {
+            let last = self.k - 1;
+            if value == self.value[last] && index > self.index[last] {
+                return;
+            }
+        }
+        self.insert(value, index);
+    }
+
+    /// Inserts an entry known to rank among the `k` best.
     fn insert(&mut self, value: f64, index: usize) {
-        // After every entry >= value, so ties keep the earlier index first.
-        let pos = self.value[..self.len].partition_point(|&v| v >= value);
+        let pos = self.value[..self.len]
+            .iter()
+            .zip(&self.index[..self.len])
+            .position(|(&v, &i)| value > v || (value == v && index < i))
+            .unwrap_or(self.len);
         let end = if self.len < self.k {
             self.len
         } else {
@@ -116,8 +665,17 @@ impl TopK {
         if self.len < self.k {
             self.len += 1;
         }
-        if self.len == self.k {
+        if self.is_full() {
             self.threshold = self.value[self.k - 1];
+        }
+    }
+
+    /// A uniform draw among the entries (no random number for one entry).
+    fn pick<R: Rng + ?Sized>(&self, rng: &mut R) -> Option<usize> {
+        match self.len {
+            0 => None,
+            1 => Some(self.index[0]),
+            len => Some(self.index[rng.random_range(0..len)]),
         }
     }
 }

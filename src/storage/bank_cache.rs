@@ -9,7 +9,8 @@ use diesel::QueryResult;
 use diesel_async::AsyncPgConnection;
 
 use super::queries;
-use crate::irt::ItemParams;
+use crate::engine::EngineBank;
+use crate::irt::{Item, ItemParams, PolytomousItem, PolytomousModel};
 
 /// One item's student-facing and scoring data (parameters live in [`Bank::params`]).
 #[derive(Clone, Debug)]
@@ -24,10 +25,68 @@ pub struct BankItem {
     pub content: serde_json::Value,
     /// The correct response; never sent to students.
     pub answer_key: String,
+    /// Response → category score, for polytomous items; never sent to students.
+    pub scoring: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Never two items of one enemy group in an exam.
+    pub enemy_group: Option<String>,
+    /// Number of response categories (2 for dichotomous items).
+    pub categories: u32,
 }
 
-/// A bank ready for the engine: items in id order and their parameters side by side, so
-/// the selection loop reads one contiguous slice.
+/// Why a response cannot be scored.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("response {response:?} is not one of this item's options")]
+pub struct UnknownResponse {
+    /// The response given.
+    pub response: String,
+}
+
+impl BankItem {
+    /// The category score of `response`: for dichotomous items 1 when it equals the
+    /// answer key (exact match) and 0 otherwise; for polytomous items the `scoring` entry
+    /// of the response, or the response itself when it is a category number.
+    pub fn score(&self, response: &str) -> Result<u32, UnknownResponse> {
+        let unknown = || UnknownResponse {
+            response: response.chars().take(64).collect(),
+        };
+        if self.categories == 2 && self.scoring.is_none() {
+            return Ok(u32::from(response == self.answer_key));
+        }
+        let score = match &self.scoring {
+            Some(map) => map.get(response).and_then(serde_json::Value::as_u64),
+            None => response.trim().parse::<u64>().ok(),
+        }
+        .ok_or_else(unknown)?;
+        u32::try_from(score)
+            .ok()
+            .filter(|s| *s < self.categories)
+            .ok_or_else(unknown)
+    }
+}
+
+/// The IRT model of a stored item row.
+pub fn item_model(row: &queries::ItemRow) -> Item {
+    let polytomous = |model| {
+        Item::Polytomous(PolytomousItem {
+            model,
+            a: row.a,
+            thresholds: row.thresholds.clone().unwrap_or_default(),
+        })
+    };
+    match row.model.as_str() {
+        "GRM" => polytomous(PolytomousModel::Grm),
+        "GPCM" => polytomous(PolytomousModel::Gpcm),
+        _ => Item::Dichotomous(ItemParams {
+            a: row.a,
+            b: row.b,
+            c: row.c,
+            d: row.d,
+        }),
+    }
+}
+
+/// A bank as the exam flow needs it: the engine's psychometric view, and each item's
+/// content and scoring, indexed alike.
 #[derive(Debug)]
 pub struct Bank {
     /// Bank id.
@@ -36,50 +95,52 @@ pub struct Bank {
     pub name: String,
     /// The scaling constant D of the logistic model.
     pub scaling_constant: f64,
-    /// Items, indexed like `params`.
+    /// Items' content and scoring, indexed like `engine`.
     pub items: Vec<BankItem>,
-    /// IRT parameters, indexed like `items`.
-    pub params: Vec<ItemParams>,
-    /// Item id → index.
-    index: HashMap<i64, usize>,
+    /// Models, ids, areas and enemy groups for the engine.
+    pub engine: EngineBank,
 }
 
 impl Bank {
     /// Builds a bank from its rows.
     pub fn from_rows(bank: &queries::ItemBankRow, rows: Vec<queries::ItemRow>) -> Self {
-        let params = rows
-            .iter()
-            .map(|r| ItemParams {
-                a: r.a,
-                b: r.b,
-                c: r.c,
-                d: r.d,
-            })
-            .collect();
-        let items: Vec<BankItem> = rows
+        let models: Vec<Item> = rows.iter().map(item_model).collect();
+        let engine = EngineBank::new(
+            bank.scaling_constant,
+            models,
+            rows.iter().map(|r| r.id).collect(),
+            rows.iter().map(|r| r.content_area.clone()).collect(),
+            rows.iter().map(|r| r.enemy_group.clone()).collect(),
+        );
+        let items = rows
             .into_iter()
-            .map(|r| BankItem {
+            .zip(&engine.items)
+            .map(|(r, model)| BankItem {
                 id: r.id,
                 external_id: r.external_id,
                 content_area: r.content_area,
                 content: r.content,
                 answer_key: r.answer_key,
+                scoring: r.scoring.and_then(|s| match s {
+                    serde_json::Value::Object(map) => Some(map),
+                    _ => None,
+                }),
+                enemy_group: r.enemy_group,
+                categories: model.categories() as u32,
             })
             .collect();
-        let index = items.iter().enumerate().map(|(i, it)| (it.id, i)).collect();
         Self {
             id: bank.id,
             name: bank.name.clone(),
             scaling_constant: bank.scaling_constant,
             items,
-            params,
-            index,
+            engine,
         }
     }
 
     /// The index of an item id in this bank.
     pub fn index_of(&self, item_id: i64) -> Option<usize> {
-        self.index.get(&item_id).copied()
+        self.engine.index_of(item_id)
     }
 }
 

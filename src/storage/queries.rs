@@ -7,8 +7,8 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::schema::{attempts, exam_sessions, item_banks, items};
 
-/// Rows inserted per statement: Postgres allows 65,535 bind parameters, an item has 9.
-const INSERT_CHUNK: usize = 2_000;
+/// Rows inserted per statement: Postgres allows 65,535 bind parameters, an item has 13.
+const INSERT_CHUNK: usize = 4_000;
 
 /// An item bank as stored.
 #[derive(Clone, Debug, Queryable, Selectable)]
@@ -42,6 +42,10 @@ pub struct ItemRow {
     pub content_area: Option<String>,
     pub content: serde_json::Value,
     pub answer_key: String,
+    pub model: String,
+    pub thresholds: Option<Vec<f64>>,
+    pub scoring: Option<serde_json::Value>,
+    pub enemy_group: Option<String>,
 }
 
 /// A new item of a bank.
@@ -57,6 +61,10 @@ pub struct NewItem {
     pub content_area: Option<String>,
     pub content: serde_json::Value,
     pub answer_key: String,
+    pub model: String,
+    pub thresholds: Option<Vec<f64>>,
+    pub scoring: Option<serde_json::Value>,
+    pub enemy_group: Option<String>,
 }
 
 /// An exam session as stored.
@@ -123,6 +131,7 @@ pub struct AttemptRow {
     pub next_item_id: Option<i64>,
     pub completed: bool,
     pub created_at: DateTime<Utc>,
+    pub score: i32,
 }
 
 /// A new recorded answer.
@@ -138,6 +147,7 @@ pub struct NewAttempt<'a> {
     pub standard_error: f64,
     pub next_item_id: Option<i64>,
     pub completed: bool,
+    pub score: i32,
 }
 
 /// Inserts a bank and its items (call inside a transaction).

@@ -13,6 +13,7 @@ diesel::table! {
         next_item_id -> Nullable<Int8>,
         completed -> Bool,
         created_at -> Timestamptz,
+        score -> Int4,
     }
 }
 
@@ -55,6 +56,10 @@ diesel::table! {
         content_area -> Nullable<Text>,
         content -> Jsonb,
         answer_key -> Text,
+        model -> Text,
+        thresholds -> Nullable<Array<Float8>>,
+        scoring -> Nullable<Jsonb>,
+        enemy_group -> Nullable<Text>,
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use adaptive_engine::irt::stop::StopInputs;
 use adaptive_engine::irt::{
     ConstantPatternRule, Estimate, EstimatorMethod, EstimatorSettings, IrtError, ItemParams,
     MAX_RANDOMESQUE, Prior, SeType, StopReason, StoppingRule, estimate, information, probability,
@@ -1025,6 +1026,7 @@ fn stopping_rule_cases() {
         max_items: 20,
         min_items: 5,
         se_target: Some(0.3),
+        ..StoppingRule::default()
     };
     let cases = [
         // (completed, se, left, expected)
@@ -1043,7 +1045,7 @@ fn stopping_rule_cases() {
     ];
     for (completed, se, left, expected) in cases {
         assert_eq!(
-            rule.check(completed, se, left),
+            check(&rule, completed, se, left),
             expected,
             "{completed} items, se {se}, {left} left"
         );
@@ -1052,9 +1054,22 @@ fn stopping_rule_cases() {
         max_items: 10,
         min_items: 0,
         se_target: None,
+        ..StoppingRule::default()
     };
-    assert_eq!(fixed.check(9, 0.0, 5), None);
-    assert_eq!(fixed.check(10, 1.0, 5), Some(StopReason::MaxItems));
+    assert_eq!(check(&fixed, 9, 0.0, 5), None);
+    assert_eq!(check(&fixed, 10, 1.0, 5), Some(StopReason::MaxItems));
+}
+
+/// [`StoppingRule::check`] with only the length, precision and bank inputs.
+fn check(rule: &StoppingRule, completed: usize, se: f64, left: usize) -> Option<StopReason> {
+    rule.check(&StopInputs {
+        items_completed: completed,
+        theta: 0.0,
+        standard_error: se,
+        items_left: left,
+        max_information_left: f64::INFINITY,
+        elapsed_seconds: 0.0,
+    })
 }
 
 #[test]
@@ -1063,6 +1078,7 @@ fn stopping_rule_validation_and_serde() {
         max_items: 30,
         min_items: 10,
         se_target: Some(0.25),
+        ..StoppingRule::default()
     };
     assert_eq!(ok.validate(), Ok(()));
     for bad in [
