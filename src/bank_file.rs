@@ -95,14 +95,20 @@ fn parse_csv(text: &str) -> Result<Vec<NewBankItem>, BankFileError> {
                 }
             },
             thresholds: cell(thresholds)
-                .map(|raw| parse_thresholds(raw).ok_or_else(|| {
-                    BankFileError::Csv(format!("line {line}: thresholds {raw:?} are not numbers"))
-                }))
+                .map(|raw| {
+                    parse_thresholds(raw).ok_or_else(|| {
+                        BankFileError::Csv(format!(
+                            "line {line}: thresholds {raw:?} are not numbers"
+                        ))
+                    })
+                })
                 .transpose()?,
             scoring: cell(scoring)
-                .map(|raw| serde_json::from_str(raw).map_err(|_| {
-                    BankFileError::Csv(format!("line {line}: scoring is not a JSON object"))
-                }))
+                .map(|raw| {
+                    serde_json::from_str(raw).map_err(|_| {
+                        BankFileError::Csv(format!("line {line}: scoring is not a JSON object"))
+                    })
+                })
                 .transpose()?,
             enemy_group: cell(enemy_group).map(str::to_owned),
         });
@@ -152,7 +158,10 @@ mod tests {
         let items = parse(csv.as_bytes()).unwrap();
         assert_eq!(items[0].model, ItemModel::Grm);
         assert_eq!(items[0].thresholds, Some(vec![-1.0, 0.5, 1.2]));
-        assert_eq!(items[0].scoring, Some(serde_json::json!({"none": 0, "all": 3})));
+        assert_eq!(
+            items[0].scoring,
+            Some(serde_json::json!({"none": 0, "all": 3}))
+        );
         assert_eq!(items[0].enemy_group.as_deref(), Some("g1"));
         assert_eq!(items[1].model, ItemModel::Gpcm);
         assert_eq!(items[1].thresholds, Some(vec![0.2, -0.4]));

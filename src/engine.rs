@@ -16,9 +16,9 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::irt::{
-    self, ContentBalance, Estimate, EstimatorSettings, ExposureControl, ExposureCounts, ExposureMethod,
-    InformationIndex, Item, ItemParams, Prior, SelectionContext, SelectionRule, StopInputs, StopReason,
-    StoppingRule,
+    self, ContentBalance, Estimate, EstimatorSettings, ExposureControl, ExposureCounts,
+    ExposureMethod, InformationIndex, Item, ItemParams, Prior, SelectionContext, SelectionRule,
+    StopInputs, StopReason, StoppingRule,
 };
 
 /// Everything that defines how an exam runs; stored with the session as JSON so a
@@ -172,14 +172,28 @@ pub struct Decision {
 /// Decides one step: estimates from the history, checks the stopping rules, and
 /// otherwise picks the next item. `exposure` holds the live fleet-wide counts when the
 /// design uses exposure control.
-pub fn decide(design: &ExamDesign, bank: &EngineBank, history: &History<'_>, exposure: Option<&ExposureCounts>) -> Decision {
+pub fn decide(
+    design: &ExamDesign,
+    bank: &EngineBank,
+    history: &History<'_>,
+    exposure: Option<&ExposureCounts>,
+) -> Decision {
     let n = history.administered.len();
     debug_assert_eq!(n, history.scores.len());
     let estimate = if n == 0 {
         design.initial_estimate()
     } else {
-        let items: Vec<Item> = history.administered.iter().map(|&i| bank.items[i].clone()).collect();
-        irt::estimate_items(&design.estimator, &items, history.scores, history.previous_theta)
+        let items: Vec<Item> = history
+            .administered
+            .iter()
+            .map(|&i| bank.items[i].clone())
+            .collect();
+        irt::estimate_items(
+            &design.estimator,
+            &items,
+            history.scores,
+            history.previous_theta,
+        )
     };
     let mut eligible = vec![true; bank.len()];
     for &i in history.administered {
@@ -247,7 +261,12 @@ pub fn decide(design: &ExamDesign, bank: &EngineBank, history: &History<'_>, exp
             max_items: design.stopping.max_items,
             index: uses_index.then(|| bank.information_index()),
         };
-        irt::select_item(design.selection_rule, &ctx, design.randomesque.max(1) as usize, rng)
+        irt::select_item(
+            design.selection_rule,
+            &ctx,
+            design.randomesque.max(1) as usize,
+            rng,
+        )
     };
     let selected_item = select(&eligible, &mut rng);
     let mut next_item = selected_item;
@@ -284,7 +303,11 @@ fn best_information(bank: &EngineBank, eligible: &[bool], theta: f64) -> f64 {
 
 /// The items an examinee may not see under item-eligibility exposure control, drawn once
 /// at the start of the exam from the live counts.
-pub fn draw_ineligible(design: &ExamDesign, bank: &EngineBank, counts: &ExposureCounts) -> Vec<i64> {
+pub fn draw_ineligible(
+    design: &ExamDesign,
+    bank: &EngineBank,
+    counts: &ExposureCounts,
+) -> Vec<i64> {
     match &design.exposure {
         Some(control) if control.method == ExposureMethod::ItemEligibility => {
             let mut rng = step_rng(design.seed, usize::MAX);
@@ -300,7 +323,11 @@ pub fn draw_ineligible(design: &ExamDesign, bank: &EngineBank, counts: &Exposure
 /// The generator of one step's random draws: a function of the exam's seed and the step
 /// only, so a rebuilt engine draws the same items.
 fn step_rng(seed: u64, step: usize) -> StdRng {
-    StdRng::seed_from_u64(seed ^ (step as u64).wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    StdRng::seed_from_u64(
+        seed ^ (step as u64)
+            .wrapping_add(1)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    )
 }
 
 /// One live exam's engine state, as cached in Redis (`{prefix}:{id}`, JSON).
@@ -382,7 +409,11 @@ mod tests {
         EngineBank::from_params(1.0, &params)
     }
 
-    fn history<'a>(administered: &'a [usize], scores: &'a [u32], previous_theta: f64) -> History<'a> {
+    fn history<'a>(
+        administered: &'a [usize],
+        scores: &'a [u32],
+        previous_theta: f64,
+    ) -> History<'a> {
         History {
             administered,
             scores,
@@ -408,8 +439,18 @@ mod tests {
         let mut scores = Vec::new();
         let mut theta = design.initial_theta;
         for step in 0..8 {
-            let first = decide(&design, &bank, &history(&administered, &scores, theta), None);
-            let again = decide(&design, &bank, &history(&administered, &scores, theta), None);
+            let first = decide(
+                &design,
+                &bank,
+                &history(&administered, &scores, theta),
+                None,
+            );
+            let again = decide(
+                &design,
+                &bank,
+                &history(&administered, &scores, theta),
+                None,
+            );
             assert_eq!(first, again, "step {step}");
             let next = first.next_item.expect("exam goes on");
             assert!(!administered.contains(&next));

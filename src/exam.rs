@@ -19,8 +19,8 @@ use crate::auth::Caller;
 use crate::engine::{self, EngineState, ExamDesign, History};
 use crate::error::{AppError, AppResult};
 use crate::irt::{
-    self, ContentBalance, EstimatorSettings, ExposureControl, ItemParams, SelectionRule, StopReason,
-    StoppingRule,
+    self, ContentBalance, EstimatorSettings, ExposureControl, ItemParams, SelectionRule,
+    StopReason, StoppingRule,
 };
 use crate::storage::bank_cache::{Bank, BankCache, BankItem};
 use crate::storage::db::DbPool;
@@ -371,7 +371,11 @@ impl ExamService {
         let bank = self.bank(&mut conn, request.item_bank_id).await?;
         let mut design = design_from_request(&request, &bank, rand::random())?;
         let counts = match design.exposure {
-            Some(_) => Some(self.exposure.counts(&mut conn, bank.id, &bank.engine).await?),
+            Some(_) => Some(
+                self.exposure
+                    .counts(&mut conn, bank.id, &bank.engine)
+                    .await?,
+            ),
             None => None,
         };
         if let Some(counts) = &counts {
@@ -406,7 +410,12 @@ impl ExamService {
         )
         .await?;
         drop(conn);
-        tracing::info!(exam.id = row.id, student.id = student_id, bank.id = bank.id, "exam started");
+        tracing::info!(
+            exam.id = row.id,
+            student.id = student_id,
+            bank.id = bank.id,
+            "exam started"
+        );
         if design.exposure.is_some() {
             let selected = decision.selected_item.map(|i| bank.items[i].id);
             self.exposure
@@ -437,14 +446,24 @@ impl ExamService {
         // Read the cache before taking the row lock, to keep the lock short; it is checked
         // against the locked row before being trusted.
         let cached = self.cached_state(exam_session_id).await;
-        let mut conn = self.db.get().await?;
-        let outcome = conn
-            .transaction(async |conn| {
-                self.record_answer(conn, caller, exam_session_id, item_id, response, cached)
-                    .await
-            })
-            .await?;
-        drop(conn);
+        // A pooled connection may have died with a Postgres restart: the transaction then
+        // fails before anything is committed (or, if the commit itself was cut, the retry
+        // finds the attempt and replays it), so one retry on a fresh connection is safe.
+        let mut retried = false;
+        let outcome = loop {
+            let mut conn = self.db.get().await?;
+            let cached = cached.clone();
+            let result = conn
+                .transaction(async |conn| {
+                    self.record_answer(conn, caller, exam_session_id, item_id, response, cached)
+                        .await
+                })
+                .await;
+            match result {
+                Err(AppError::Unavailable(_)) if !retried => retried = true,
+                other => break other?,
+            }
+        };
         match outcome {
             Recorded::New {
                 answered,
@@ -506,7 +525,9 @@ impl ExamService {
             .score(response)
             .map_err(|e| AppError::bad_input(e.to_string()))?;
         let (mut administered, mut scores) = match cached
-            .filter(|s| s.items_completed as i32 == row.items_completed && s.item_bank_id == bank.id)
+            .filter(|s| {
+                s.items_completed as i32 == row.items_completed && s.item_bank_id == bank.id
+            })
             .and_then(|s| history_from_state(&s, &bank))
         {
             Some(history) => history,
@@ -897,7 +918,10 @@ fn state_of(exam: &ExamView, bank: &Bank, administered: &[usize], scores: &[u32]
         exam_session_id: exam.row.id,
         theta: exam.row.theta,
         standard_error: exam.row.standard_error,
-        item_params_list: administered.iter().map(|&i| bank.engine.items[i].clone()).collect(),
+        item_params_list: administered
+            .iter()
+            .map(|&i| bank.engine.items[i].clone())
+            .collect(),
         responses: administered
             .iter()
             .zip(scores)
@@ -926,7 +950,10 @@ fn history_from_state(state: &EngineState, bank: &Bank) -> Option<(Vec<usize>, V
     Some((administered, scores))
 }
 
-fn history_from_attempts(attempts: &[AttemptRow], bank: &Bank) -> AppResult<(Vec<usize>, Vec<u32>)> {
+fn history_from_attempts(
+    attempts: &[AttemptRow],
+    bank: &Bank,
+) -> AppResult<(Vec<usize>, Vec<u32>)> {
     let administered = attempts
         .iter()
         .map(|a| {
@@ -934,7 +961,10 @@ fn history_from_attempts(attempts: &[AttemptRow], bank: &Bank) -> AppResult<(Vec
                 .ok_or_else(|| AppError::internal("attempted item is not in the bank", a.item_id))
         })
         .collect::<AppResult<Vec<usize>>>()?;
-    Ok((administered, attempts.iter().map(|a| a.score.max(0) as u32).collect()))
+    Ok((
+        administered,
+        attempts.iter().map(|a| a.score.max(0) as u32).collect(),
+    ))
 }
 
 /// The recorded result of an attempt, for a repeated submission.
@@ -968,18 +998,22 @@ pub fn design_from_request(request: &ExamRequest, bank: &Bank, seed: u64) -> App
         )));
     }
     if request.min_items < 0 || request.min_items > request.max_items {
-        return Err(AppError::bad_input("minItems must be between 0 and maxItems"));
+        return Err(AppError::bad_input(
+            "minItems must be between 0 and maxItems",
+        ));
     }
     let positive = |value: Option<f64>, name: &str| match value {
-        Some(v) if !(v.is_finite() && v > 0.0) => {
-            Err(AppError::bad_input(format!("{name} must be a positive number")))
-        }
+        Some(v) if !(v.is_finite() && v > 0.0) => Err(AppError::bad_input(format!(
+            "{name} must be a positive number"
+        ))),
         _ => Ok(()),
     };
     positive(request.se_target, "seTarget")?;
     positive(request.min_information, "minInformation")?;
     if !request.initial_theta.is_finite() || request.initial_theta.abs() > 10.0 {
-        return Err(AppError::bad_input("initialTheta must be between -10 and 10"));
+        return Err(AppError::bad_input(
+            "initialTheta must be between -10 and 10",
+        ));
     }
     if !(1..=irt::MAX_RANDOMESQUE as i32).contains(&request.randomesque) {
         return Err(AppError::bad_input(format!(
@@ -993,23 +1027,33 @@ pub fn design_from_request(request: &ExamRequest, bank: &Bank, seed: u64) -> App
         return Err(AppError::bad_input("cutScore must be between -10 and 10"));
     }
     if !(request.confidence_level > 0.0 && request.confidence_level < 1.0) {
-        return Err(AppError::bad_input("confidenceLevel must be strictly between 0 and 1"));
+        return Err(AppError::bad_input(
+            "confidenceLevel must be strictly between 0 and 1",
+        ));
     }
     if let Some(seconds) = request.max_duration_seconds
         && !(1..=7 * 24 * 3600).contains(&seconds)
     {
-        return Err(AppError::bad_input("maxDurationSeconds must be between 1 and 604800"));
+        return Err(AppError::bad_input(
+            "maxDurationSeconds must be between 1 and 604800",
+        ));
     }
     if request.start_item_ids.len() > request.max_items as usize {
-        return Err(AppError::bad_input("startItemIds cannot be longer than maxItems"));
+        return Err(AppError::bad_input(
+            "startItemIds cannot be longer than maxItems",
+        ));
     }
     let mut seen = std::collections::HashSet::new();
     for id in &request.start_item_ids {
         if bank.index_of(*id).is_none() {
-            return Err(AppError::bad_input(format!("startItemIds: item {id} is not in this bank")));
+            return Err(AppError::bad_input(format!(
+                "startItemIds: item {id} is not in this bank"
+            )));
         }
         if !seen.insert(*id) {
-            return Err(AppError::bad_input(format!("startItemIds: item {id} is listed twice")));
+            return Err(AppError::bad_input(format!(
+                "startItemIds: item {id} is listed twice"
+            )));
         }
     }
     if let Some(control) = &request.exposure
@@ -1067,9 +1111,16 @@ fn content_balance(targets: &[(String, f64)], bank: &Bank) -> AppResult<ContentB
             )));
         }
         if !areas.insert(area.as_str()) {
-            return Err(AppError::bad_input(format!("contentBalance: area {area:?} is listed twice")));
+            return Err(AppError::bad_input(format!(
+                "contentBalance: area {area:?} is listed twice"
+            )));
         }
-        if !bank.engine.areas.iter().any(|a| a.as_deref() == Some(area.as_str())) {
+        if !bank
+            .engine
+            .areas
+            .iter()
+            .any(|a| a.as_deref() == Some(area.as_str()))
+        {
             return Err(AppError::bad_input(format!(
                 "contentBalance: no item of this bank is in area {area:?}"
             )));
@@ -1122,7 +1173,11 @@ pub fn validate_bank(bank: &NewBank) -> AppResult<Vec<queries::NewItem>> {
             if item.content_area.as_ref().is_some_and(|c| c.len() > 256) {
                 return Err(at("contentArea must be at most 256 bytes"));
             }
-            if item.enemy_group.as_ref().is_some_and(|c| c.is_empty() || c.len() > 256) {
+            if item
+                .enemy_group
+                .as_ref()
+                .is_some_and(|c| c.is_empty() || c.len() > 256)
+            {
                 return Err(at("enemyGroup must be 1 to 256 bytes"));
             }
             if item.content.to_string().len() > 100_000 {
@@ -1189,7 +1244,10 @@ fn check_item(item: &NewBankItem) -> Result<(), String> {
             return Err("scoring must have 1 to 256 responses".into());
         }
         let categories = thresholds.len() as u64 + 1;
-        if map.iter().any(|(k, v)| k.len() > MAX_TEXT_LEN || !v.as_u64().is_some_and(|s| s < categories)) {
+        if map
+            .iter()
+            .any(|(k, v)| k.len() > MAX_TEXT_LEN || !v.as_u64().is_some_and(|s| s < categories))
+        {
             return Err(format!(
                 "scoring values must be category scores 0..{}",
                 categories - 1

@@ -51,8 +51,8 @@ pub use exposure::{
     ExposureControl, ExposureCounts, ExposureMethod, draw_ineligible_items,
     eligibility_probability, sympson_hetter_probability, sympson_hetter_select,
 };
-pub use item::{Item, MAX_CATEGORIES, PolytomousItem, PolytomousModel};
 pub use item::{CategoryTerms, InformationTerms, draw_response};
+pub use item::{Item, MAX_CATEGORIES, PolytomousItem, PolytomousModel};
 pub use model::{ItemParams, information, probability};
 pub use select::{
     IndexOptions, IndexPath, InformationIndex, Ranking, SelectionContext, SelectionRule,

@@ -15,6 +15,8 @@
 //! - [`exam`]: the exam flow (create banks, start, answer, summarize, recover).
 //! - [`storage`]: Postgres queries, the in-memory bank cache, the Redis state store and
 //!   event bus.
+//! - [`simulate`]: `adaptive-engine simulate`, design studies that run simulated examinees
+//!   through [`engine::decide`] in-process (bank file and design read as the API reads them).
 //! - [`engine`]: one exam's design and state, and the single step function.
 //! - [`irt`]: pure psychometrics: models, estimators, item selection, stopping rules.
 //! - [`auth`], [`config`], [`error`], [`bank_file`]: tokens, environment, error policy,
@@ -30,4 +32,5 @@ pub mod exam;
 pub mod graphql;
 pub mod irt;
 pub mod server;
+pub mod simulate;
 pub mod storage;

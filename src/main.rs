@@ -1,5 +1,5 @@
 //! The `adaptive-engine` command line: `serve` (default), `migrate`, `schema`, `token`,
-//! `import-bank`. Parses arguments and hands over to the library.
+//! `import-bank`, `simulate`. Parses arguments and hands over to the library.
 
 use std::path::PathBuf;
 
@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use adaptive_engine::auth::{JwtKeys, Role};
 use adaptive_engine::config::Config;
-use adaptive_engine::{app, bank_file, exam, graphql, server, storage};
+use adaptive_engine::{app, bank_file, exam, graphql, server, simulate, storage};
 
 /// Computerized adaptive testing service: IRT engine, GraphQL API, Postgres + Redis.
 ///
@@ -55,6 +55,11 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         scaling_constant: f64,
     },
+    /// Simulate examinees taking adaptive exams on the engine that serves them (no database,
+    /// no Redis): recovery of the true abilities, test length and item exposure of a design.
+    /// With no arguments: 1000 N(0, 1) examinees, 20-item MAX_INFO/EAP exams on a built-in
+    /// bank of 500 3PL items.
+    Simulate(Box<simulate::Options>),
 }
 
 #[tokio::main]
@@ -82,6 +87,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         print!("{}", graphql::sdl());
         return Ok(());
     }
+    if let Command::Simulate(options) = command {
+        print!(
+            "{}",
+            simulate::render(&simulate::run(&options)?, options.json)
+        );
+        return Ok(());
+    }
     let config = Config::from_env()?;
     match command {
         Command::Serve => {
@@ -93,7 +105,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             server::run(listener, app, server::shutdown_signal()).await?;
         }
         Command::Migrate => app::prepare_database(&config).await?,
-        Command::Schema => unreachable!("handled above"),
+        Command::Schema | Command::Simulate(_) => unreachable!("handled above"),
         Command::Token {
             role,
             sub,

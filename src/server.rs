@@ -11,45 +11,73 @@
 use std::future::Future;
 use std::time::Duration;
 
-use async_graphql::Data;
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
+use async_graphql::{Data, ErrorExtensions};
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use axum::Extension;
 use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, close_code};
 use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::app::App;
+use crate::error::AppError;
 use crate::storage::db;
 
 /// Largest request body accepted (a large bank import fits; anything bigger gets 413).
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Longest GraphQL document accepted; longer ones are refused before parsing (bank
+/// imports carry their items in variables, not in the document).
+pub const MAX_QUERY_BYTES: usize = 32 * 1024;
 /// WebSocket clients that send nothing (not even pings) for this long are closed.
 const WS_KEEPALIVE: Duration = Duration::from_secs(120);
 
-/// The service's routes around `app`.
-pub fn router(app: App) -> Router {
+/// Tells long-lived connections (WebSockets) that the server is shutting down.
+#[derive(Clone)]
+struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// Resolves once shutdown has begun.
+    async fn begun(mut self) {
+        let _ = self.0.wait_for(|down| *down).await;
+    }
+}
+
+/// The service's routes around `app`; `shutdown` turns true when the server stops.
+fn router(app: App, shutdown: watch::Receiver<bool>) -> Router {
     Router::new()
         .route("/graphql", get(graphiql).post(graphql))
         .route("/graphql/ws", get(graphql_ws))
         .route("/health", get(health))
         .route("/health/redis", get(health_redis))
+        .layer(Extension(Shutdown(shutdown)))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .with_state(app)
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then drains in-flight requests.
+/// Serves `app` on `listener` until `shutdown` resolves; then stops accepting, drains the
+/// in-flight requests, and closes WebSockets with 1001 (going away) so clients reconnect
+/// to another instance.
 pub async fn run(
     listener: TcpListener,
     app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown)
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    });
+    let stop = Shutdown(rx.clone());
+    axum::serve(listener, router(app, rx))
+        .with_graceful_shutdown(stop.begun())
         .await
 }
 
@@ -62,10 +90,25 @@ async fn graphql(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let auth = app.keys.verify_header(authorization);
-    app.schema
-        .execute(request.into_inner().data(auth))
-        .await
-        .into()
+    let request = request.into_inner();
+    if request.query.len() > MAX_QUERY_BYTES {
+        let error = AppError::bad_input(format!(
+            "the query document is longer than {MAX_QUERY_BYTES} bytes; pass data in variables"
+        ));
+        let mut server_error = async_graphql::ServerError::new(error.to_string(), None);
+        server_error.extensions = error.extend().extensions;
+        return async_graphql::Response::from_errors(vec![server_error]).into();
+    }
+    let mut response = app.schema.execute(request.data(auth)).await;
+    // Parse and validation errors (syntax, unknown fields, depth and complexity limits,
+    // bad variable types) come from async-graphql without a code: give them one.
+    for error in &mut response.errors {
+        let extensions = error.extensions.get_or_insert_with(Default::default);
+        if extensions.get("code").is_none() {
+            extensions.set("code", "GRAPHQL_VALIDATION_FAILED");
+        }
+    }
+    response.into()
 }
 
 async fn graphiql() -> Html<String> {
@@ -80,14 +123,39 @@ async fn graphiql() -> Html<String> {
 
 async fn graphql_ws(
     State(app): State<App>,
+    Extension(shutdown): Extension<Shutdown>,
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |stream| {
+        .on_upgrade(move |socket| async move {
             let keys = app.keys.clone();
-            GraphQLWebSocket::new(stream, app.schema.clone(), protocol)
+            let (mut socket_tx, socket_rx) = socket.split();
+            // The GraphQL session writes through a channel, so that once it ends (the client
+            // left, or shutdown cut its input) we still own the socket to close it properly.
+            let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
+            let writer = tokio::spawn(async move {
+                while let Some(message) = out_rx.recv().await {
+                    if socket_tx.send(message).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = socket_tx
+                    .send(Message::Close(Some(CloseFrame {
+                        code: close_code::AWAY,
+                        reason: "server shutting down".into(),
+                    })))
+                    .await;
+                let _ = socket_tx.close().await;
+            });
+            let sink = futures_util::sink::unfold(out_tx, |tx, message: Message| async move {
+                tx.send(message)
+                    .map(|()| tx)
+                    .map_err(|_| axum::Error::new("socket closed"))
+            });
+            let input = socket_rx.take_until(shutdown.begun());
+            GraphQLWebSocket::new_with_pair(sink, input, app.schema.clone(), protocol)
                 .keepalive_timeout(WS_KEEPALIVE)
                 .on_connection_init(move |payload| async move {
                     // Browsers cannot set headers on WebSockets: the token comes in the
@@ -101,6 +169,8 @@ async fn graphql_ws(
                     Ok(data)
                 })
                 .serve()
+                .await;
+            let _ = writer.await;
         })
 }
 

@@ -596,10 +596,18 @@ async fn import_bank_reads_csv_and_json_files_into_banks_exams_can_use() {
             .env("RUST_LOG", "off")
             .output()
             .expect("run import-bank");
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
         let bank = app
-            .ok(&app.admin(), "query($id: ID!) { itemBank(id: $id) { id name itemCount } }", json!({"id": id}))
+            .ok(
+                &app.admin(),
+                "query($id: ID!) { itemBank(id: $id) { id name itemCount } }",
+                json!({"id": id}),
+            )
             .await;
         assert_eq!(bank["itemBank"]["itemCount"], expected_items);
         let (_, started) = start(&app, &app.student("s-import"), &id, json!({})).await;

@@ -20,7 +20,10 @@ async fn bank_of(app: &TestApp, items: Vec<Value>) -> String {
             json!({"input": {"name": "designs", "items": items}}),
         )
         .await;
-    data["createItemBank"]["id"].as_str().expect("bank id").to_owned()
+    data["createItemBank"]["id"]
+        .as_str()
+        .expect("bank id")
+        .to_owned()
 }
 
 fn dichotomous(i: usize, area: &str, enemy: Option<&str>) -> Value {
@@ -32,13 +35,27 @@ fn dichotomous(i: usize, area: &str, enemy: Option<&str>) -> Value {
 /// Submits `response` to the presented item; returns the payload or the whole error response.
 async fn submit(app: &TestApp, token: &str, exam: &str, item: &str, response: &str) -> Value {
     let r = app
-        .gql(Some(token), SUBMIT, json!({"input": {"examSessionId": exam, "itemId": item, "response": response}}))
+        .gql(
+            Some(token),
+            SUBMIT,
+            json!({"input": {"examSessionId": exam, "itemId": item, "response": response}}),
+        )
         .await;
-    if r.get("errors").is_some() { r } else { r["data"]["submitAnswer"].clone() }
+    if r.get("errors").is_some() {
+        r
+    } else {
+        r["data"]["submitAnswer"].clone()
+    }
 }
 
 /// Runs an exam to completion answering with `respond(step)`; returns (items seen, last payload).
-async fn run_exam(app: &TestApp, token: &str, exam: &str, first: &str, respond: impl Fn(usize) -> &'static str) -> (Vec<String>, Value) {
+async fn run_exam(
+    app: &TestApp,
+    token: &str,
+    exam: &str,
+    first: &str,
+    respond: impl Fn(usize) -> &'static str,
+) -> (Vec<String>, Value) {
     let mut item = first.to_owned();
     let mut seen = Vec::new();
     for step in 0..200 {
@@ -48,7 +65,10 @@ async fn run_exam(app: &TestApp, token: &str, exam: &str, first: &str, respond: 
         if result["completed"] == true {
             return (seen, result);
         }
-        item = result["nextItem"]["id"].as_str().expect("next item").to_owned();
+        item = result["nextItem"]["id"]
+            .as_str()
+            .expect("next item")
+            .to_owned();
     }
     panic!("exam did not complete");
 }
@@ -65,12 +85,22 @@ async fn polytomous_items_are_scored_by_their_scoring_map_and_estimated() {
     items.extend((0..6).map(|i| dichotomous(i, "x", None)));
     let bank = bank_of(&app, items).await;
     let token = app.student("s-poly");
-    let (exam, started) = start(&app, &token, &bank, json!({"maxItems": 8, "startItemIds": []})).await;
+    let (exam, started) = start(
+        &app,
+        &token,
+        &bank,
+        json!({"maxItems": 8, "startItemIds": []}),
+    )
+    .await;
     let mut item = started["nextItem"]["id"].as_str().expect("item").to_owned();
     let mut last = Value::Null;
     for _ in 0..8 {
         let content = app
-            .ok(&token, "query($id: ID!) { examSession(id: $id) { currentItem { content } } }", json!({"id": exam}))
+            .ok(
+                &token,
+                "query($id: ID!) { examSession(id: $id) { currentItem { content } } }",
+                json!({"id": exam}),
+            )
             .await["examSession"]["currentItem"]["content"]["stem"]
             .clone();
         let response = match content.as_str() {
@@ -81,7 +111,11 @@ async fn polytomous_items_are_scored_by_their_scoring_map_and_estimated() {
             }
             Some("likert") => {
                 let bad = submit(&app, &token, &exam, &item, "3").await;
-                assert_eq!(error_code(&bad), "BAD_USER_INPUT", "category out of range refused");
+                assert_eq!(
+                    error_code(&bad),
+                    "BAD_USER_INPUT",
+                    "category out of range refused"
+                );
                 "1"
             }
             _ => "A",
@@ -114,7 +148,11 @@ async fn polytomous_items_are_scored_by_their_scoring_map_and_estimated() {
         .expect("attempts");
         rows.into_iter().map(|r| (r.external_id, r.score)).collect()
     };
-    assert_eq!(scores.len(), 8, "one attempt per item, refusals recorded nothing");
+    assert_eq!(
+        scores.len(),
+        8,
+        "one attempt per item, refusals recorded nothing"
+    );
     let by_id: HashMap<_, _> = scores.into_iter().collect();
     assert_eq!(by_id["grm1"], 2);
     assert_eq!(by_id["gpcm1"], 1);
@@ -148,10 +186,17 @@ async fn content_balance_enemies_and_start_items_shape_the_exam() {
     .await;
     let first = started["nextItem"]["id"].as_str().expect("item");
     assert_eq!(first, ids[30], "the first start item comes first");
-    let (seen, _) = run_exam(&app, &token, &exam, first, |s| if s % 3 == 0 { "C" } else { "A" }).await;
+    let (seen, _) = run_exam(&app, &token, &exam, first, |s| {
+        if s % 3 == 0 { "C" } else { "A" }
+    })
+    .await;
     assert_eq!(seen.len(), 20);
     assert_eq!(seen[1], ids[31], "then the second");
-    let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
     let mut per_area = [0usize; 3];
     let mut enemies = HashMap::new();
     for id in &seen {
@@ -163,9 +208,15 @@ async fn content_balance_enemies_and_start_items_shape_the_exam() {
     }
     for (area, target) in [(0, 10.0), (1, 6.0), (2, 4.0)] {
         let got = per_area[area] as f64;
-        assert!((got - target).abs() <= 1.0, "area {area}: {got} items for a target of {target}: {per_area:?}");
+        assert!(
+            (got - target).abs() <= 1.0,
+            "area {area}: {got} items for a target of {target}: {per_area:?}"
+        );
     }
-    assert!(enemies.values().all(|n| *n <= 1), "two enemies in one exam: {enemies:?}");
+    assert!(
+        enemies.values().all(|n| *n <= 1),
+        "two enemies in one exam: {enemies:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,27 +225,72 @@ async fn every_stopping_rule_says_why_the_exam_stopped() {
     let bank = bank_of(&app, (0..40).map(|i| dichotomous(i, "x", None)).collect()).await;
     let token = app.student("s-stop");
 
-    let (exam, started) = start(&app, &token, &bank, json!({"maxItems": 30, "minItems": 3, "cutScore": -1.5})).await;
-    let (seen, last) = run_exam(&app, &token, &exam, started["nextItem"]["id"].as_str().expect("item"), |_| "A").await;
+    let (exam, started) = start(
+        &app,
+        &token,
+        &bank,
+        json!({"maxItems": 30, "minItems": 3, "cutScore": -1.5}),
+    )
+    .await;
+    let (seen, last) = run_exam(
+        &app,
+        &token,
+        &exam,
+        started["nextItem"]["id"].as_str().expect("item"),
+        |_| "A",
+    )
+    .await;
     assert_eq!(last["stopReason"], "CLASSIFICATION");
     assert!(seen.len() >= 3 && seen.len() < 30);
     let theta = last["theta"].as_f64().expect("theta");
     let se = last["standardError"].as_f64().expect("se");
-    assert!(theta - 1.959_963_984_540_054 * se > -1.5, "the 95% interval excludes the cut");
+    assert!(
+        theta - 1.959_963_984_540_054 * se > -1.5,
+        "the 95% interval excludes the cut"
+    );
 
-    let (exam, started) = start(&app, &token, &bank, json!({"maxItems": 30, "minItems": 2, "minInformation": 0.6})).await;
-    let (_, last) = run_exam(&app, &token, &exam, started["nextItem"]["id"].as_str().expect("item"), |s| if s % 2 == 0 { "A" } else { "C" }).await;
+    let (exam, started) = start(
+        &app,
+        &token,
+        &bank,
+        json!({"maxItems": 30, "minItems": 2, "minInformation": 0.6}),
+    )
+    .await;
+    let (_, last) = run_exam(
+        &app,
+        &token,
+        &exam,
+        started["nextItem"]["id"].as_str().expect("item"),
+        |s| if s % 2 == 0 { "A" } else { "C" },
+    )
+    .await;
     assert_eq!(last["stopReason"], "MIN_INFORMATION");
 
-    let (exam, started) = start(&app, &token, &bank, json!({"maxItems": 30, "maxDurationSeconds": 1})).await;
+    let (exam, started) = start(
+        &app,
+        &token,
+        &bank,
+        json!({"maxItems": 30, "maxDurationSeconds": 1}),
+    )
+    .await;
     let item = started["nextItem"]["id"].as_str().expect("item").to_owned();
     let first = submit(&app, &token, &exam, &item, "A").await;
     assert_eq!(first["completed"], false);
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let late = submit(&app, &token, &exam, first["nextItem"]["id"].as_str().expect("next"), "A").await;
+    let late = submit(
+        &app,
+        &token,
+        &exam,
+        first["nextItem"]["id"].as_str().expect("next"),
+        "A",
+    )
+    .await;
     assert_eq!(late["completed"], true, "{late}");
     assert_eq!(late["stopReason"], "MAX_DURATION");
-    assert_eq!(late["itemsCompleted"], 2, "the late answer is still recorded");
+    assert_eq!(
+        late["itemsCompleted"], 2,
+        "the late answer is still recorded"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,9 +299,20 @@ async fn every_selection_rule_and_estimator_option_runs_and_survives_a_rebuild()
     let bank = bank_of(&app, (0..40).map(|i| dichotomous(i, "x", None)).collect()).await;
     let token = app.student("s-rules");
     let mut conn = app.redis().await;
-    for (n, rule) in ["MAX_INFO", "URRY", "KL", "KLP", "MLWI", "MPWI", "MEPV", "PROGRESSIVE", "PROPORTIONAL", "RANDOM"]
-        .into_iter()
-        .enumerate()
+    for (n, rule) in [
+        "MAX_INFO",
+        "URRY",
+        "KL",
+        "KLP",
+        "MLWI",
+        "MPWI",
+        "MEPV",
+        "PROGRESSIVE",
+        "PROPORTIONAL",
+        "RANDOM",
+    ]
+    .into_iter()
+    .enumerate()
     {
         let estimator = match n % 4 {
             0 => json!({"method": "EAP", "prior": "JEFFREYS"}),
@@ -227,10 +334,26 @@ async fn every_selection_rule_and_estimator_option_runs_and_survives_a_rebuild()
             if step % 2 == 1 {
                 let _: i64 = conn.del(app.key(&exam)).await.expect("del");
             }
-            let result = submit(&app, &token, &exam, &item, if step < 2 { "A" } else if step % 2 == 0 { "C" } else { "A" }).await;
+            let result = submit(
+                &app,
+                &token,
+                &exam,
+                &item,
+                if step < 2 {
+                    "A"
+                } else if step % 2 == 0 {
+                    "C"
+                } else {
+                    "A"
+                },
+            )
+            .await;
             assert!(result.get("errors").is_none(), "{rule}: {result}");
             let theta = result["theta"].as_f64().expect("theta");
-            assert!(theta.is_finite() && (-4.0..=4.0).contains(&theta), "{rule}: theta {theta}");
+            assert!(
+                theta.is_finite() && (-4.0..=4.0).contains(&theta),
+                "{rule}: theta {theta}"
+            );
             if result["completed"] == true {
                 assert_eq!(result["stopReason"], "MAX_ITEMS");
                 break;
@@ -249,9 +372,26 @@ async fn exposure_counts_are_shared_in_redis_and_rebuilt_from_postgres() {
     let mut conn = app.redis().await;
     let mut presented: HashMap<String, u64> = HashMap::new();
     for n in 0..12 {
-        let method = if n % 2 == 0 { "ITEM_ELIGIBILITY" } else { "SYMPSON_HETTER" };
-        let (exam, started) = start(&app, &token, &bank, json!({"maxItems": 4, "exposure": {"method": method, "maxRate": 0.3}})).await;
-        let (seen, _) = run_exam(&app, &token, &exam, started["nextItem"]["id"].as_str().expect("item"), |_| "A").await;
+        let method = if n % 2 == 0 {
+            "ITEM_ELIGIBILITY"
+        } else {
+            "SYMPSON_HETTER"
+        };
+        let (exam, started) = start(
+            &app,
+            &token,
+            &bank,
+            json!({"maxItems": 4, "exposure": {"method": method, "maxRate": 0.3}}),
+        )
+        .await;
+        let (seen, _) = run_exam(
+            &app,
+            &token,
+            &exam,
+            started["nextItem"]["id"].as_str().expect("item"),
+            |_| "A",
+        )
+        .await;
         for id in seen {
             *presented.entry(id).or_default() += 1;
         }
@@ -263,15 +403,29 @@ async fn exposure_counts_are_shared_in_redis_and_rebuilt_from_postgres() {
     }
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     // One more start reads (and, if needed, rebuilds) the hash.
-    let _ = start(&app, &token, &bank, json!({"maxItems": 1, "exposure": {"maxRate": 0.3}})).await;
+    let _ = start(
+        &app,
+        &token,
+        &bank,
+        json!({"maxItems": 1, "exposure": {"maxRate": 0.3}}),
+    )
+    .await;
     let fields: HashMap<String, u64> = conn.hgetall(&key).await.expect("hgetall");
     assert_eq!(fields.get("n").copied(), Some(13), "{fields:?}");
     for (id, count) in &presented {
         let stored = fields.get(&format!("a:{id}")).copied().unwrap_or(0);
-        assert!(stored >= *count, "item {id}: {stored} presentations counted, {count} seen");
+        assert!(
+            stored >= *count,
+            "item {id}: {stored} presentations counted, {count} seen"
+        );
     }
     let exam_keys: Vec<String> = conn.keys(format!("{}:*", app.prefix)).await.expect("keys");
-    assert!(exam_keys.iter().all(|k| k[app.prefix.len() + 1..].parse::<i64>().is_ok()), "{exam_keys:?}");
+    assert!(
+        exam_keys
+            .iter()
+            .all(|k| k[app.prefix.len() + 1..].parse::<i64>().is_ok()),
+        "{exam_keys:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,8 +445,13 @@ async fn invalid_designs_are_refused_with_bad_user_input() {
         json!({"estimator": {"prior": "UNIFORM", "priorLower": 2, "priorUpper": 1}}),
     ] {
         let mut input = json!({"itemBankId": bank});
-        input.as_object_mut().expect("object").extend(bad.as_object().expect("object").clone());
-        let response = app.gql(Some(&token), common::START, json!({"input": input})).await;
+        input
+            .as_object_mut()
+            .expect("object")
+            .extend(bad.as_object().expect("object").clone());
+        let response = app
+            .gql(Some(&token), common::START, json!({"input": input}))
+            .await;
         assert_eq!(error_code(&response), "BAD_USER_INPUT", "{bad}: {response}");
     }
     let bad_items = app
@@ -304,5 +463,10 @@ async fn invalid_designs_are_refused_with_bad_user_input() {
         )
         .await;
     assert_eq!(error_code(&bad_items), "BAD_USER_INPUT");
-    assert_eq!(app.db.count("SELECT count(*) AS n FROM exam_sessions").await, 0);
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) AS n FROM exam_sessions")
+            .await,
+        0
+    );
 }

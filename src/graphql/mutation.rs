@@ -54,7 +54,10 @@ impl MutationRoot {
                 .estimator
                 .as_ref()
                 .map_or_else(EstimatorSettings::default, |e| e.settings()),
-            selection_rule: input.selection_rule.unwrap_or(SelectionRule::MaxInfo).into(),
+            selection_rule: input
+                .selection_rule
+                .unwrap_or(SelectionRule::MaxInfo)
+                .into(),
             exposure: input.exposure.as_ref().map(Into::into),
             content_balance: input.content_balance.as_ref().map(|targets| {
                 targets

@@ -304,13 +304,19 @@ impl EstimatorInput {
                 },
                 PriorDistribution::Jeffreys => irt::Prior::Jeffreys,
             },
-            constant_pattern: match self.constant_pattern_rule.unwrap_or(ConstantPatternRule::Bound) {
+            constant_pattern: match self
+                .constant_pattern_rule
+                .unwrap_or(ConstantPatternRule::Bound)
+            {
                 ConstantPatternRule::Bound => irt::ConstantPatternRule::Bound,
                 ConstantPatternRule::Map => irt::ConstantPatternRule::Map,
                 ConstantPatternRule::Eap => irt::ConstantPatternRule::Eap,
                 ConstantPatternRule::Step => irt::ConstantPatternRule::Step,
             },
-            se_type: match self.standard_error_type.unwrap_or(StandardErrorType::Classic) {
+            se_type: match self
+                .standard_error_type
+                .unwrap_or(StandardErrorType::Classic)
+            {
                 StandardErrorType::Classic => irt::SeType::Classic,
                 StandardErrorType::Sandwich => irt::SeType::Sandwich,
             },

@@ -965,7 +965,13 @@ fn eap<P: Pattern>(settings: &EstimatorSettings, pattern: P) -> Option<Estimate>
     if !(mass > 0.0 && mass.is_finite()) {
         return None;
     }
-    let theta = integrate(&|k| nodes[k] * weights[k]) / mass;
+    // A convex combination of the nodes, but rounding can put it an ulp
+    // outside the range when the posterior sits on an end node.
+    let theta = clamp_to_range(
+        integrate(&|k| nodes[k] * weights[k]) / mass,
+        settings.theta_min,
+        settings.theta_max,
+    );
     let variance = integrate(&|k| {
         let u = nodes[k] - theta;
         u * u * weights[k]

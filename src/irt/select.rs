@@ -92,6 +92,11 @@ pub enum SelectionRule {
     /// polytomous items use [`Item::location`] (catR refuses them).
     Urry,
     /// Likelihood-weighted Kullback–Leibler information (catR `"KL"`).
+    ///
+    /// Chang & Ying (1996) integrate `KL_j(θ ‖ θ̂)` over the interval
+    /// `θ̂ ± δ_n` with `δ_n = z/√n`; catR (since version 3, following Barrada
+    /// et al., 2009) weights it by the likelihood over the whole quadrature
+    /// grid instead, which needs no `z` and is what is implemented here.
     Kl,
     /// Posterior-weighted Kullback–Leibler information (catR `"KLP"`).
     Klp,
@@ -193,6 +198,37 @@ impl SelectionContext<'_> {
 /// information evaluations without one; `Urry`, `Progressive`,
 /// `Proportional` and `Random` `O(N)`; `Kl`, `Klp`, `Mlwi`, `Mpwi` and `Mepv`
 /// `O(n·q + N·q·categories)` with one allocation of a few `q`-long vectors.
+///
+/// ```
+/// use adaptive_engine::irt::{
+///     EstimatorSettings, InformationIndex, Item, ItemParams, SelectionContext, SelectionRule,
+///     select_item,
+/// };
+/// use rand::SeedableRng;
+///
+/// let bank: Vec<Item> = (0..100)
+///     .map(|i| Item::from(ItemParams::three_pl(1.0 + (i % 5) as f64 * 0.2, -2.5 + 0.05 * i as f64, 0.2)))
+///     .collect();
+/// let index = InformationIndex::new(&bank, 1.0); // once per bank
+/// let mut eligible = vec![true; bank.len()];
+/// eligible[40] = false; // already administered
+/// let settings = EstimatorSettings::default();
+/// let ctx = SelectionContext {
+///     bank: &bank,
+///     eligible: &eligible,
+///     administered: &[40],
+///     responses: &[1],
+///     theta: 0.3,
+///     standard_error: 0.8,
+///     estimator: &settings,
+///     max_items: 20,
+///     index: Some(&index),
+/// };
+/// let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+/// let next = select_item(SelectionRule::MaxInfo, &ctx, 1, &mut rng).unwrap();
+/// let by_mepv = select_item(SelectionRule::Mepv, &ctx, 1, &mut rng).unwrap();
+/// assert!(eligible[next] && eligible[by_mepv]);
+/// ```
 pub fn select_item<R: Rng + ?Sized>(
     rule: SelectionRule,
     ctx: &SelectionContext<'_>,

@@ -56,14 +56,24 @@ impl ExposureTracker {
 
     /// The counts of a bank, at most a second old: from this instance's cache, else Redis,
     /// else (Redis lost them, or is down) rebuilt from Postgres.
-    pub async fn counts(&self, conn: &mut AsyncPgConnection, bank_id: i64, bank: &EngineBank) -> QueryResult<Arc<ExposureCounts>> {
+    pub async fn counts(
+        &self,
+        conn: &mut AsyncPgConnection,
+        bank_id: i64,
+        bank: &EngineBank,
+    ) -> QueryResult<Arc<ExposureCounts>> {
         if let Some(counts) = self.cached(bank_id) {
             return Ok(counts);
         }
         let key = self.key(bank_id);
         let fields = self
             .redis
-            .run(async |c| redis::cmd("HGETALL").arg(&key).query_async::<HashMap<String, u64>>(c).await)
+            .run(async |c| {
+                redis::cmd("HGETALL")
+                    .arg(&key)
+                    .query_async::<HashMap<String, u64>>(c)
+                    .await
+            })
             .await;
         let counts = match fields {
             Ok(fields) if fields.contains_key("n") => from_fields(&fields, bank),
@@ -93,7 +103,13 @@ impl ExposureTracker {
     }
 
     /// Counts a new exam, the items it may not see, and its first item.
-    pub async fn record_start(&self, bank_id: i64, ineligible: &[i64], selected: Option<i64>, presented: Option<i64>) {
+    pub async fn record_start(
+        &self,
+        bank_id: i64,
+        ineligible: &[i64],
+        selected: Option<i64>,
+        presented: Option<i64>,
+    ) {
         let key = self.key(bank_id);
         let mut pipe = redis::pipe();
         pipe.hincr(&key, "n", 1).ignore();
@@ -105,7 +121,12 @@ impl ExposureTracker {
     }
 
     /// Counts the item presented after an answer.
-    pub async fn record_presentation(&self, bank_id: i64, selected: Option<i64>, presented: Option<i64>) {
+    pub async fn record_presentation(
+        &self,
+        bank_id: i64,
+        selected: Option<i64>,
+        presented: Option<i64>,
+    ) {
         if selected.is_none() && presented.is_none() {
             return;
         }
@@ -118,13 +139,22 @@ impl ExposureTracker {
     async fn send(&self, pipe: redis::Pipeline) {
         // Only counts already in Redis are incremented: when the hash is missing, the next
         // read rebuilds it from Postgres, which already holds this event.
-        if let Err(e) = self.redis.run(async |c| pipe.query_async::<()>(c).await).await {
+        if let Err(e) = self
+            .redis
+            .run(async |c| pipe.query_async::<()>(c).await)
+            .await
+        {
             tracing::debug!(error = %e, "exposure counts not updated");
         }
     }
 }
 
-fn add_presentation(pipe: &mut redis::Pipeline, key: &str, selected: Option<i64>, presented: Option<i64>) {
+fn add_presentation(
+    pipe: &mut redis::Pipeline,
+    key: &str,
+    selected: Option<i64>,
+    presented: Option<i64>,
+) {
     if let Some(id) = selected {
         pipe.hincr(key, format!("s:{id}"), 1).ignore();
     }
@@ -144,7 +174,11 @@ fn from_fields(fields: &HashMap<String, u64>, bank: &EngineBank) -> ExposureCoun
         examinees: n,
         administered: bank.ids.iter().map(|&id| get("a", id)).collect(),
         selected: bank.ids.iter().map(|&id| get("s", id)).collect(),
-        eligible: bank.ids.iter().map(|&id| n.saturating_sub(get("i", id))).collect(),
+        eligible: bank
+            .ids
+            .iter()
+            .map(|&id| n.saturating_sub(get("i", id)))
+            .collect(),
     }
 }
 
@@ -168,7 +202,11 @@ fn to_fields(counts: &ExposureCounts, bank: &EngineBank) -> Vec<String> {
 /// Recomputes a bank's counts from Postgres: exams started, items presented (answered
 /// ones and the ones presented now) and items ineligible per exam. Selections turned down
 /// by Sympson–Hetter are not stored, so `selected` is rebuilt as `administered`.
-async fn rebuild(conn: &mut AsyncPgConnection, bank_id: i64, bank: &EngineBank) -> QueryResult<ExposureCounts> {
+async fn rebuild(
+    conn: &mut AsyncPgConnection,
+    bank_id: i64,
+    bank: &EngineBank,
+) -> QueryResult<ExposureCounts> {
     #[derive(diesel::QueryableByName)]
     struct Count {
         #[diesel(sql_type = Nullable<BigInt>)]

@@ -1038,3 +1038,26 @@ proptest! {
         prop_assert!((e.theta - theta).abs() < 6.0 * e.standard_error + 0.02, "true {theta}, got {e:?}");
     }
 }
+
+/// Regression: with the posterior on an end node (two nodes, Jeffreys' prior)
+/// the EAP's rounding used to land one ulp below `theta_min`.
+#[test]
+fn eap_on_an_end_node_stays_in_range() {
+    let s = EstimatorSettings {
+        method: EstimatorMethod::Eap,
+        prior: Prior::Jeffreys,
+        quadrature_points: 2,
+        theta_min: -3.594_994_825_854_705_8,
+        theta_max: 3.646_116_469_451_121_7,
+        ..EstimatorSettings::default()
+    };
+    let items = extreme_bank(7, 341_142_128_939_385_911);
+    let responses = simulate(
+        &items,
+        -3.527_394_986_528_456,
+        1.0,
+        341_142_128_939_385_911 ^ 7,
+    );
+    let e = try_estimate_items(&s, &items, &responses, 0.0).expect("valid");
+    assert!(e.theta >= s.theta_min && e.theta <= s.theta_max, "{e:?}");
+}

@@ -263,33 +263,36 @@ fn the_index_takes_each_path_and_stays_exact() {
             "dense eligibility is proven from the list: {path:?}"
         );
     }
-    // Sparse masks leave few candidates on a node's list: some queries need
-    // the bound-ordered scan, still exact.
+    // Sparse masks leave few candidates on a node's list: those queries take
+    // the branch and bound over difficulty buckets, still exact.
     let mut pruned = 0;
-    for (step, density) in [2, 3, 5, 10, 20, 50].into_iter().enumerate() {
+    for (step, density) in [1, 2, 3, 5, 10, 20, 50].into_iter().enumerate() {
         let sparse: Vec<bool> = (0..bank.len()).map(|i| i % 100 < density).collect();
-        for k in 1..=8 {
-            let theta = -2.0 + 0.37 * (step * 8 + k) as f64 / 4.0;
+        for k in 1..=12 {
+            let theta = -2.0 + 0.37 * (step * 12 + k) as f64 / 6.0;
             if matches!(check(&sparse, theta, k), IndexPath::Pruned { .. }) {
                 pruned += 1;
             }
         }
     }
-    assert!(pruned > 0, "no query took the bound-ordered scan");
-    // Far outside the grid: the global bound.
-    assert!(matches!(
-        check(&all, 25.0, 3),
-        IndexPath::Pruned { .. } | IndexPath::FullScan
-    ));
-    // Fewer eligible items than k: the full scan.
+    assert!(pruned > 0, "no query took the pruned path");
+    // Far outside the grid, and fewer eligible items than k.
+    for theta in [-25.0, 25.0] {
+        assert!(matches!(check(&all, theta, 3), IndexPath::Pruned { .. }));
+    }
     let three: Vec<bool> = (0..bank.len())
         .map(|i| i == 3 || i == 900 || i == 2_999)
         .collect();
-    assert_eq!(check(&three, 0.0, 10), IndexPath::FullScan);
+    assert!(matches!(
+        check(&three, 0.0, 10),
+        IndexPath::Pruned { evaluated: 3 }
+    ));
     assert_eq!(
         index.most_informative(&bank, &three, 0.0, 10).items().len(),
         3
     );
+    // A non-finite theta is left to the full scan.
+    assert_eq!(check(&all, f64::INFINITY, 2), IndexPath::FullScan);
     // Nothing eligible, NaN theta.
     assert!(
         index
@@ -966,21 +969,23 @@ fn every_rule_handles_polytomous_banks() {
 fn content_targets_are_met_within_one_item_per_area() {
     let params = three_pl_bank(41, 300);
     let bank = items(&params);
-    let area_names = ["algebra", "geometry", "statistics"];
+    let area_names = ["algebra", "geometry", "statistics", "logic", "numbers"];
     // Areas by position, plus some items without an area or with an untargeted one.
     let areas: Vec<Option<&str>> = (0..bank.len())
-        .map(|i| match i % 10 {
-            9 => None,
-            8 => Some("history"),
-            j => Some(area_names[j % 3]),
+        .map(|i| match i % 12 {
+            11 => None,
+            10 => Some("history"),
+            j => Some(area_names[j % 5]),
         })
         .collect();
     let settings = EstimatorSettings::default();
     for targets in [
-        vec![0.5, 0.3, 0.2],
-        vec![5.0, 3.0, 2.0], // normalized
-        vec![0.25, 0.25, 0.5],
-        vec![0.7, 0.3, 0.0],
+        vec![0.5, 0.3, 0.2, 0.0, 0.0],
+        vec![5.0, 3.0, 2.0, 0.0, 0.0], // normalized
+        vec![0.25, 0.25, 0.5, 0.0, 0.0],
+        vec![0.7, 0.3, 0.0, 0.0, 0.0],
+        vec![0.31, 0.07, 0.22, 0.13, 0.27],
+        vec![0.05, 0.05, 0.6, 0.1, 0.2],
     ] {
         let balance = ContentBalance {
             targets: area_names

@@ -1,0 +1,559 @@
+//! Attacks: tokens that must not pass, students reaching for other students' exams or for
+//! admin operations, answer keys and parameters that must never leak, hostile GraphQL
+//! (deep, wide, batched, huge), and fuzzed requests. Every case checks that nothing changed.
+
+mod common;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use common::{Options, SUBMIT, SUMMARY, Subscription, TestApp, bank_params, error_code, start};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+fn b64(value: &Value) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// A token signed with `secret` over arbitrary claims.
+fn signed(claims: &Value, secret: &[u8]) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .expect("sign")
+}
+
+async fn attempts(app: &TestApp) -> i64 {
+    app.db.count("SELECT count(*) AS n FROM attempts").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_are_unauthenticated_and_change_nothing() {
+    let app = TestApp::spawn().await;
+    let bank = app.create_bank(&bank_params(10)).await;
+    let alice = app.student("alice");
+    let (exam, started) = start(&app, &alice, &bank, json!({})).await;
+    let item = started["nextItem"]["id"].as_str().expect("item").to_owned();
+    let secret = common::JWT_SECRET.as_bytes();
+    let expired = signed(
+        &json!({"sub": "alice", "role": "student", "exp": now() - 3600}),
+        secret,
+    );
+    let wrong_key = signed(
+        &json!({"sub": "alice", "role": "student", "exp": now() + 3600}),
+        b"another secret",
+    );
+    let alg_none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(&json!({"sub": "alice", "role": "student", "exp": now() + 3600}))
+    );
+    let unknown_role = signed(
+        &json!({"sub": "alice", "role": "root", "exp": now() + 3600}),
+        secret,
+    );
+    let no_exp = signed(&json!({"sub": "alice", "role": "student"}), secret);
+    let empty_sub = signed(
+        &json!({"sub": "", "role": "admin", "exp": now() + 3600}),
+        secret,
+    );
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("expired", Some(expired)),
+        ("wrongly signed", Some(wrong_key)),
+        ("alg none", Some(alg_none)),
+        ("unknown role", Some(unknown_role)),
+        ("no exp", Some(no_exp)),
+        ("empty subject", Some(empty_sub)),
+        ("malformed", Some("not.a.jwt".into())),
+        ("garbage", Some("%%%".into())),
+        ("missing", None),
+    ];
+    for (name, token) in &cases {
+        for (query, variables) in [
+            (SUMMARY, json!({"id": exam})),
+            (
+                SUBMIT,
+                json!({"input": {"examSessionId": exam, "itemId": item, "response": "A"}}),
+            ),
+            ("mutation { clearEngineCache }", json!({})),
+        ] {
+            let response = app.gql(token.as_deref(), query, variables).await;
+            assert_eq!(
+                error_code(&response),
+                "UNAUTHENTICATED",
+                "{name}: {response}"
+            );
+            assert!(response["data"].is_null(), "{name}: {response}");
+        }
+    }
+    // A header that is not a bearer token is refused too.
+    let response = app
+        .http
+        .post(app.url("/graphql"))
+        .header("Authorization", format!("Basic {alice}"))
+        .json(&json!({"query": SUMMARY, "variables": {"id": exam}}))
+        .send()
+        .await
+        .expect("send")
+        .json::<Value>()
+        .await
+        .expect("json");
+    assert_eq!(error_code(&response), "UNAUTHENTICATED");
+    assert_eq!(attempts(&app).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn students_cannot_touch_other_exams_or_admin_operations() {
+    let app = TestApp::spawn().await;
+    let bank = app.create_bank(&bank_params(10)).await;
+    let alice = app.student("alice");
+    let mallory = app.student("mallory");
+    let (exam, started) = start(&app, &alice, &bank, json!({})).await;
+    let item = started["nextItem"]["id"].as_str().expect("item").to_owned();
+    let before = app.ok(&alice, SUMMARY, json!({"id": exam})).await;
+    for (query, variables) in [
+        (SUMMARY, json!({"id": exam})),
+        (
+            "query($id: ID!) { examSession(id: $id) { id } }",
+            json!({"id": exam}),
+        ),
+        (
+            SUBMIT,
+            json!({"input": {"examSessionId": exam, "itemId": item, "response": "A"}}),
+        ),
+    ] {
+        let response = app.gql(Some(&mallory), query, variables).await;
+        assert_eq!(error_code(&response), "FORBIDDEN", "{response}");
+    }
+    for (query, variables) in [
+        ("{ activeSessions }", json!({})),
+        ("{ itemBanks { id } }", json!({})),
+        ("mutation { clearEngineCache }", json!({})),
+        (
+            "mutation($id: ID!) { extendExamTtl(examSessionId: $id, additionalSeconds: 60) }",
+            json!({"id": exam}),
+        ),
+        (
+            "mutation { createItemBank(input: {name: \"x\", items: [{externalId: \"x\", b: 0, content: {}, answerKey: \"A\"}]}) { id } }",
+            json!({}),
+        ),
+    ] {
+        let response = app.gql(Some(&alice), query, variables).await;
+        assert_eq!(error_code(&response), "FORBIDDEN", "{query}: {response}");
+    }
+    let mut subscription = Subscription::theta_updates(app.addr, Some(&mallory), &exam)
+        .await
+        .expect("connected");
+    let refused = subscription
+        .next(std::time::Duration::from_secs(5))
+        .await
+        .expect("an answer");
+    let code = refused["errors"][0]["extensions"]["code"]
+        .as_str()
+        .or(refused["payload"][0]["extensions"]["code"].as_str());
+    assert_eq!(code, Some("FORBIDDEN"), "{refused}");
+    assert!(
+        Subscription::theta_updates(app.addr, Some("forged.token.here"), &exam)
+            .await
+            .is_err()
+    );
+
+    let after = app.ok(&alice, SUMMARY, json!({"id": exam})).await;
+    assert_eq!(
+        before["engineSummary"]["itemsCompleted"],
+        after["engineSummary"]["itemsCompleted"]
+    );
+    assert_eq!(attempts(&app).await, 0);
+    assert_eq!(
+        app.db.count("SELECT count(*) AS n FROM item_banks").await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_student_visible_response_ever_carries_a_key_or_parameters() {
+    let app = TestApp::spawn().await;
+    // Keys and parameters chosen so that any leak is recognizable.
+    let items: Vec<Value> = (0..25)
+        .map(|i| {
+            json!({"externalId": format!("leak-{i}"), "a": 1.234_567 + i as f64 / 1000.0, "b": -0.987_654 + i as f64 / 10.0,
+                   "c": 0.131_313, "content": {"stem": format!("Q{i}"), "options": ["A", "B"]},
+                   "answerKey": format!("SECRET-KEY-{i}")})
+        })
+        .collect();
+    let data = app
+        .ok(
+            &app.admin(),
+            "mutation($input: CreateItemBankInput!) { createItemBank(input: $input) { id } }",
+            json!({"input": {"name": "leak test", "items": items}}),
+        )
+        .await;
+    let bank = data["createItemBank"]["id"]
+        .as_str()
+        .expect("bank")
+        .to_owned();
+    let token = app.student("s-leak");
+    let mut transcript = Vec::new();
+    let everything = "query($id: ID!) { examSession(id: $id) { id studentId status theta standardError itemsCompleted itemBankId
+        maxItems minItems seTarget estimator stopReason createdAt completedAt currentItem { id position content contentArea } } }";
+    let (exam, started) = start(&app, &token, &bank, json!({"maxItems": 6})).await;
+    transcript.push(started.to_string());
+    let mut subscription = Subscription::theta_updates(app.addr, Some(&token), &exam)
+        .await
+        .expect("subscribed");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut item = started["nextItem"]["id"].as_str().expect("item").to_owned();
+    for step in 0..6 {
+        // Wrong guesses, bad ids, other items: every error text is in the transcript too.
+        transcript.push(
+            app.gql(
+                Some(&token),
+                SUBMIT,
+                json!({"input": {"examSessionId": exam, "itemId": "1", "response": "x"}}),
+            )
+            .await
+            .to_string(),
+        );
+        transcript.push(
+            app.gql(
+                Some(&token),
+                SUBMIT,
+                json!({"input": {"examSessionId": exam, "itemId": "abc", "response": "x"}}),
+            )
+            .await
+            .to_string(),
+        );
+        transcript.push(
+            app.gql(Some(&token), everything, json!({"id": exam}))
+                .await
+                .to_string(),
+        );
+        transcript.push(
+            app.gql(Some(&token), SUMMARY, json!({"id": exam}))
+                .await
+                .to_string(),
+        );
+        let response = app
+            .gql(Some(&token), SUBMIT, json!({"input": {"examSessionId": exam, "itemId": item, "response": if step % 2 == 0 { "A" } else { "B" }}}))
+            .await;
+        transcript.push(response.to_string());
+        if let Some(next) = response["data"]["submitAnswer"]["nextItem"]["id"].as_str() {
+            item = next.to_owned();
+        }
+        if let Some(event) = subscription.next(std::time::Duration::from_secs(5)).await {
+            transcript.push(event.to_string());
+        }
+    }
+    transcript.push(
+        app.gql(
+            Some(&token),
+            "{ itemBank(id: \"1\") { id name itemCount scalingConstant } }",
+            json!({}),
+        )
+        .await
+        .to_string(),
+    );
+    let text = transcript.join("\n");
+    for needle in [
+        "SECRET-KEY",
+        "answerKey",
+        "1.234",
+        "0.987",
+        "0.131",
+        "\"a\":",
+        "\"b\":",
+        "\"c\":",
+        "thresholds",
+        "scoring",
+    ] {
+        assert!(
+            !text.contains(needle),
+            "student-visible output contains {needle:?}:\n{text}"
+        );
+    }
+    for needle in [
+        "SELECT", "diesel", "relation", "redis", "Redis", "postgres", "sql",
+    ] {
+        assert!(
+            !text.contains(needle),
+            "student-visible output contains internals {needle:?}:\n{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_graphql_is_refused_deep_wide_batched_long_or_huge() {
+    let app = TestApp::spawn().await;
+    let token = app.admin();
+    // Depth: introspection types nest without end.
+    let mut deep = String::from("name");
+    for _ in 0..20 {
+        deep = format!("ofType {{ {deep} }}");
+    }
+    let response = app
+        .gql(
+            Some(&token),
+            &format!("{{ __type(name: \"Query\") {{ fields {{ type {{ {deep} }} }} }} }}"),
+            json!({}),
+        )
+        .await;
+    assert!(
+        response["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("nested too deep"),
+        "{response}"
+    );
+    assert_eq!(error_code(&response), "GRAPHQL_VALIDATION_FAILED");
+    // Complexity: the same field a thousand times over aliases.
+    let wide: String = (0..1200).map(|i| format!("a{i}:activeSessions ")).collect();
+    let response = app
+        .gql(Some(&token), &format!("{{ {wide} }}"), json!({}))
+        .await;
+    assert!(
+        response["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("complex"),
+        "{response}"
+    );
+    // Batches are refused.
+    let response = app
+        .http
+        .post(app.url("/graphql"))
+        .bearer_auth(&token)
+        .json(&json!([{"query": "{ activeSessions }"}, {"query": "{ activeSessions }"}]))
+        .send()
+        .await
+        .expect("send");
+    assert!(
+        response.status().is_client_error(),
+        "batch answered with {}",
+        response.status()
+    );
+    // Bodies over the limit get 413 without being read.
+    // (Raw HTTP: the server answers from the Content-Length alone, before any body byte.)
+    let status_line = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(app.addr)
+            .await
+            .expect("connect");
+        let head = format!(
+            "POST /graphql HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            adaptive_engine::server::MAX_BODY_BYTES + 1
+        );
+        stream.write_all(head.as_bytes()).await.expect("write");
+        let mut buf = vec![0u8; 256];
+        let n = stream.read(&mut buf).await.expect("read");
+        String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(status_line.contains(" 413 "), "{status_line}");
+    // Query text over the length limit is refused before parsing.
+    let long = format!(
+        "{{ activeSessions }} # {}",
+        "y".repeat(adaptive_engine::server::MAX_QUERY_BYTES)
+    );
+    let response = app.gql(Some(&token), &long, json!({})).await;
+    assert_eq!(error_code(&response), "BAD_USER_INPUT", "{response}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn introspection_can_be_switched_off() {
+    let app = TestApp::spawn_with(Options {
+        env: vec![("GRAPHQL_INTROSPECTION".into(), "false".into())],
+        ..Options::default()
+    })
+    .await;
+    let response = app
+        .gql(None, "{ __schema { types { name } } }", json!({}))
+        .await;
+    assert!(
+        response.get("errors").is_some() || response["data"]["__schema"].is_null(),
+        "{response}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn different_responses_racing_for_one_item_record_one_and_refuse_the_rest() {
+    let app = TestApp::spawn().await;
+    let bank = app.create_bank(&bank_params(20)).await;
+    let token = app.student("s-race2");
+    let (exam, started) = start(&app, &token, &bank, json!({"maxItems": 5})).await;
+    let item = started["nextItem"]["id"].as_str().expect("item").to_owned();
+    let calls = ["A", "B", "C", "D", "E", "F", "G", "H"].map(|response| {
+        let (app, token, exam, item) = (&app, &token, &exam, &item);
+        async move {
+            let r = app
+                .gql(
+                    Some(token),
+                    SUBMIT,
+                    json!({"input": {"examSessionId": exam, "itemId": item, "response": response}}),
+                )
+                .await;
+            (response, r)
+        }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let winners: Vec<_> = results
+        .iter()
+        .filter(|(_, r)| r.get("errors").is_none())
+        .collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    for (_, r) in results.iter().filter(|(_, r)| r.get("errors").is_some()) {
+        assert_eq!(error_code(r), "ALREADY_ANSWERED");
+    }
+    assert_eq!(attempts(&app).await, 1);
+}
+
+/// Strategy: a GraphQL-ish document from fragments, randomly mutated.
+fn hostile_document() -> impl Strategy<Value = String> {
+    let fragments = prop::sample::select(vec![
+        "{",
+        "}",
+        "(",
+        ")",
+        "query",
+        "mutation",
+        "subscription",
+        "engineSummary",
+        "examSession",
+        "startExam",
+        "submitAnswer",
+        "createItemBank",
+        "clearEngineCache",
+        "extendExamTtl",
+        "activeSessions",
+        "itemBanks",
+        "examSessionId:",
+        "id:",
+        "input:",
+        "\"1\"",
+        "\"-1\"",
+        "\"9999999999999999999999\"",
+        "\"abc\"",
+        "1e308",
+        "-0",
+        "null",
+        "true",
+        "[",
+        "]",
+        "...",
+        "fragment",
+        "on",
+        "__schema",
+        "__type",
+        "theta",
+        "standardError",
+        "$x",
+        ":",
+        "@skip(if: true)",
+        "\u{0}",
+        "é",
+        "\\",
+        "\"",
+        "#",
+        ",",
+        "items:",
+        "{externalId: \"x\", b: 0, content: {}, answerKey: \"A\"}",
+        "maxItems: -5",
+        "maxItems: 2147483647",
+        "randomesque: 0",
+        "estimator: {quadraturePoints: 100000}",
+    ]);
+    prop::collection::vec(fragments, 0..40).prop_map(|parts| parts.join(" "))
+}
+
+#[test]
+fn thousands_of_random_and_mutated_requests_never_break_the_service() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (app, exam, bank, student, admin) = runtime.block_on(async {
+        let app = TestApp::spawn().await;
+        let bank = app.create_bank(&bank_params(10)).await;
+        let student = app.student("s-fuzz");
+        let (exam, _) = start(&app, &student, &bank, json!({})).await;
+        let admin = app.admin();
+        (app, exam, bank, student, admin)
+    });
+    let snapshot = |app: &TestApp| {
+        runtime.block_on(async {
+            (
+                app.db.count("SELECT count(*) AS n FROM attempts").await,
+                app.db
+                    .count("SELECT count(*) AS n FROM exam_sessions")
+                    .await,
+                app.db.count("SELECT count(*) AS n FROM item_banks").await,
+            )
+        })
+    };
+    let before = snapshot(&app);
+    let mut config = ProptestConfig::with_cases(2_000);
+    config.failure_persistence = None;
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    let tokens = [
+        None,
+        Some(student.clone()),
+        Some(admin.clone()),
+        Some("x.y.z".to_owned()),
+    ];
+    let result = runner.run(
+        &(
+            hostile_document(),
+            0..tokens.len(),
+            any::<Option<i64>>(),
+            prop::bool::ANY,
+        ),
+        |(document, token, number, as_mutation)| {
+            let query = if as_mutation && !document.contains("mutation") {
+                format!("mutation {document}")
+            } else {
+                document
+            };
+            let variables = json!({"x": number, "id": exam, "bank": bank});
+            let (status, body) = runtime.block_on(async {
+                let response = app
+                    .http
+                    .post(app.url("/graphql"))
+                    .json(&json!({"query": query, "variables": variables}));
+                let response = match &tokens[token] {
+                    Some(t) => response.bearer_auth(t),
+                    None => response,
+                }
+                .send()
+                .await
+                .expect("the server answers");
+                let status = response.status();
+                (status, response.text().await.unwrap_or_default())
+            });
+            prop_assert!(!status.is_server_error(), "{status} for {query:?}: {body}");
+            prop_assert!(
+                !body.contains("\"INTERNAL\""),
+                "internal error for {query:?}: {body}"
+            );
+            Ok(())
+        },
+    );
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    // Random documents can be valid operations (e.g. clearEngineCache), but none creates
+    // or records anything: sessions, banks and attempts are as they were.
+    assert_eq!(snapshot(&app), before);
+    drop(app);
+}

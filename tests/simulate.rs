@@ -1,0 +1,834 @@
+//! Tests of `adaptive-engine simulate` (`adaptive_engine::simulate`): agreement with an
+//! independent CAT implementation written here, reproducibility across thread counts with
+//! exposure control, the design file and bank file formats, the statistics' definitions,
+//! and the command line (JSON keys, `--out` files). No database, no Redis.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use adaptive_engine::exam;
+use adaptive_engine::irt::{ItemParams, StopReason};
+use adaptive_engine::simulate::{
+    self, DesignFile, ExamineeResult, Options, SimBank, Simulation, ThetaDist, stats,
+};
+use clap::Parser;
+
+// ---------------------------------------------------------------------------------------
+// An independent reference: plain loops, its own random numbers.
+// ---------------------------------------------------------------------------------------
+
+/// SplitMix64: the reference's own generator (not the crate's).
+struct Rng64(u64);
+
+impl Rng64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform on [0, 1).
+    fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box–Muller).
+    fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.uniform();
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+}
+
+/// 3PL probability of a right answer, D = 1.
+fn p3(item: &ItemParams, theta: f64) -> f64 {
+    item.c + (1.0 - item.c) / (1.0 + (-item.a * (theta - item.b)).exp())
+}
+
+/// 3PL Fisher information (Lord 1980): a²(P − c)²(1 − P) / ((1 − c)² P).
+fn info3(item: &ItemParams, theta: f64) -> f64 {
+    let p = p3(item, theta);
+    item.a * item.a * (p - item.c).powi(2) * (1.0 - p) / ((1.0 - item.c).powi(2) * p)
+}
+
+/// EAP on 33 points of [-4, 4] with a N(0, 1) prior: posterior mean and SD.
+fn eap(items: &[ItemParams], right: &[bool]) -> (f64, f64) {
+    let nodes: Vec<f64> = (0..33).map(|k| -4.0 + 8.0 * k as f64 / 32.0).collect();
+    let log_post: Vec<f64> = nodes
+        .iter()
+        .map(|&x| {
+            let mut lp = -0.5 * x * x;
+            for (item, &r) in items.iter().zip(right) {
+                let p = p3(item, x);
+                lp += if r { p.ln() } else { (1.0 - p).ln() };
+            }
+            lp
+        })
+        .collect();
+    let top = log_post.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let w: Vec<f64> = log_post.iter().map(|l| (l - top).exp()).collect();
+    let total: f64 = w.iter().sum();
+    let mean = nodes.iter().zip(&w).map(|(x, w)| x * w).sum::<f64>() / total;
+    let var = nodes
+        .iter()
+        .zip(&w)
+        .map(|(x, w)| (x - mean).powi(2) * w)
+        .sum::<f64>()
+        / total;
+    (mean, var.sqrt())
+}
+
+/// One 20-item maximum-information CAT with EAP from theta 0: (estimate, SE).
+fn reference_exam(
+    bank: &[ItemParams],
+    true_theta: f64,
+    length: usize,
+    rng: &mut Rng64,
+) -> (f64, f64) {
+    let mut used = vec![false; bank.len()];
+    let (mut items, mut right) = (Vec::new(), Vec::new());
+    let (mut theta, mut se) = (0.0, 1.0);
+    for _ in 0..length {
+        let mut best = None;
+        let mut best_info = f64::NEG_INFINITY;
+        for (i, item) in bank.iter().enumerate() {
+            if !used[i] {
+                let info = info3(item, theta);
+                if info > best_info {
+                    best_info = info;
+                    best = Some(i);
+                }
+            }
+        }
+        let i = best.expect("bank larger than the test");
+        used[i] = true;
+        items.push(bank[i]);
+        right.push(rng.uniform() < p3(&bank[i], true_theta));
+        (theta, se) = eap(&items, &right);
+    }
+    (theta, se)
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+fn var(v: &[f64]) -> f64 {
+    let m = mean(v);
+    v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() as f64 - 1.0)
+}
+
+/// |mean(x) − mean(y)| within `k` standard errors of the difference of two independent means.
+fn assert_same_mean(what: &str, x: &[f64], y: &[f64], k: f64) {
+    let diff = mean(x) - mean(y);
+    let se = (var(x) / x.len() as f64 + var(y) / y.len() as f64).sqrt();
+    eprintln!(
+        "{what}: engine {:.5}, reference {:.5}, diff {diff:+.5}, SE {se:.5}",
+        mean(x),
+        mean(y)
+    );
+    assert!(
+        diff.abs() <= k * se,
+        "{what}: engine {} vs reference {} (diff {diff}, {k} SE = {})",
+        mean(x),
+        mean(y),
+        k * se
+    );
+}
+
+#[test]
+fn bias_and_rmse_match_an_independent_implementation_within_monte_carlo_error() {
+    const ITEMS: usize = 300;
+    const EXAMINEES: usize = 2_000;
+    const LENGTH: usize = 20;
+    let mut rng = Rng64(7);
+    let params: Vec<ItemParams> = (0..ITEMS)
+        .map(|_| {
+            let a = 0.8 + 1.2 * rng.uniform();
+            let b = rng.normal();
+            let c = 0.10 + 0.15 * rng.uniform();
+            ItemParams::three_pl(a, b, c)
+        })
+        .collect();
+
+    // The engine, through the library: default design = 20 items, MAX_INFO, EAP.
+    let bank = SimBank::from_params("reference", 1.0, &params).expect("valid bank");
+    let design = DesignFile::default()
+        .to_design(&bank)
+        .expect("valid design");
+    assert_eq!(design.stopping.max_items, LENGTH);
+    let thetas = ThetaDist::default().draw(EXAMINEES, 2024);
+    let started = Instant::now();
+    let engine = simulate::simulate(bank.engine(), &design, &thetas, 2024, None);
+    let engine_time = started.elapsed();
+    assert!(
+        engine
+            .results
+            .iter()
+            .all(|r| r.items.len() == LENGTH && r.stop_reason == StopReason::MaxItems)
+    );
+
+    // The reference, with its own thetas and responses.
+    let started = Instant::now();
+    let mut rng = Rng64(99);
+    let mut reference = Vec::with_capacity(EXAMINEES);
+    for _ in 0..EXAMINEES {
+        let theta = rng.normal();
+        let (estimate, se) = reference_exam(&params, theta, LENGTH, &mut rng);
+        reference.push((theta, estimate, se));
+    }
+    let reference_time = started.elapsed();
+    eprintln!("engine: {EXAMINEES} exams in {engine_time:?}; reference: {reference_time:?}");
+
+    let engine_err: Vec<f64> = engine
+        .results
+        .iter()
+        .map(|r| r.estimate - r.true_theta)
+        .collect();
+    let reference_err: Vec<f64> = reference.iter().map(|(t, e, _)| e - t).collect();
+    assert_same_mean("bias", &engine_err, &reference_err, 3.0);
+    let sq = |v: &[f64]| v.iter().map(|e| e * e).collect::<Vec<_>>();
+    assert_same_mean(
+        "mean squared error",
+        &sq(&engine_err),
+        &sq(&reference_err),
+        3.0,
+    );
+    let engine_se: Vec<f64> = engine.results.iter().map(|r| r.standard_error).collect();
+    let reference_se: Vec<f64> = reference.iter().map(|r| r.2).collect();
+    assert_same_mean("mean SE", &engine_se, &reference_se, 3.0);
+
+    // The summary reports the same numbers as computed here.
+    let summary = stats::summarize(&engine, ITEMS);
+    assert!((summary.bias - mean(&engine_err)).abs() < 1e-12);
+    assert!((summary.rmse - mean(&sq(&engine_err)).sqrt()).abs() < 1e-12);
+    let rmse_ref = mean(&sq(&reference_err)).sqrt();
+    eprintln!("RMSE: engine {:.4}, reference {rmse_ref:.4}", summary.rmse);
+    assert!(summary.correlation.expect("defined") > 0.9);
+}
+
+// ---------------------------------------------------------------------------------------
+// Reproducibility
+// ---------------------------------------------------------------------------------------
+
+fn in_pool(threads: usize, f: impl FnOnce() -> Simulation + Send) -> Simulation {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("pool")
+        .install(f)
+}
+
+#[test]
+fn the_same_seed_gives_the_same_results_with_1_or_4_threads_under_exposure_control() {
+    let bank = SimBank::synthetic();
+    let thetas = ThetaDist::default().draw(200, 5);
+    for (method, rule, randomesque) in [
+        ("ITEM_ELIGIBILITY", "MAX_INFO", 1),
+        ("SYMPSON_HETTER", "MAX_INFO", 3),
+    ] {
+        let design = DesignFile::from_json(&format!(
+            r#"{{"maxItems": 10, "selectionRule": "{rule}", "randomesque": {randomesque},
+                "exposure": {{"method": "{method}", "maxRate": 0.2}}}}"#
+        ))
+        .and_then(|f| f.to_design(&bank))
+        .expect("valid design");
+        let one = in_pool(1, || {
+            simulate::simulate(bank.engine(), &design, &thetas, 11, None)
+        });
+        let four = in_pool(4, || {
+            simulate::simulate(bank.engine(), &design, &thetas, 11, None)
+        });
+        assert_eq!(one, four, "{method}: 1 thread vs 4 threads");
+        assert_eq!(one.counts.examinees, 200);
+        // Exposure control is active: some exams had ineligible items or were turned down.
+        if method == "ITEM_ELIGIBILITY" {
+            assert!(
+                one.counts.eligible.iter().any(|&e| e < 200),
+                "{method}: no item ever ineligible"
+            );
+        } else {
+            assert!(
+                one.counts.selected.iter().sum::<u64>()
+                    >= one.counts.administered.iter().sum::<u64>()
+            );
+        }
+        let other_seed = in_pool(2, || {
+            simulate::simulate(bank.engine(), &design, &thetas, 12, None)
+        });
+        assert_ne!(
+            one.results, other_seed.results,
+            "{method}: another seed changes the draws"
+        );
+    }
+}
+
+#[test]
+fn exposure_control_lowers_the_largest_exposure_rate() {
+    let bank = SimBank::synthetic();
+    let thetas = ThetaDist::default().draw(640, 3);
+    let run = |json: &str| {
+        let design = DesignFile::from_json(json)
+            .and_then(|f| f.to_design(&bank))
+            .expect("design");
+        let sim = simulate::simulate(bank.engine(), &design, &thetas, 1, None);
+        stats::summarize(&sim, bank.len())
+    };
+    let free = run(r#"{"maxItems": 10}"#);
+    let controlled = run(r#"{"maxItems": 10, "exposure": {"maxRate": 0.2}}"#);
+    eprintln!(
+        "max exposure: free {}, controlled {}",
+        free.max_exposure, controlled.max_exposure
+    );
+    assert!(free.max_exposure > 0.5, "{}", free.max_exposure);
+    // Stale counts (one batch of 64 in flight) loosen the bound to r + 64/n.
+    assert!(
+        controlled.max_exposure <= 0.2 + 64.0 / 640.0,
+        "{}",
+        controlled.max_exposure
+    );
+    assert!(controlled.overlap_rate < free.overlap_rate);
+    assert!(controlled.unused_items < free.unused_items);
+}
+
+#[test]
+fn run_is_reproducible_and_follows_the_options() {
+    let options = Options {
+        examinees: 130,
+        max_items: Some(8),
+        seed: 42,
+        threads: Some(1),
+        ..Options::default()
+    };
+    let a = simulate::run(&options).expect("run");
+    let b = simulate::run(&Options {
+        threads: Some(3),
+        ..options.clone()
+    })
+    .expect("run");
+    let strip = |mut s: simulate::Summary| {
+        s.elapsed_s = 0.0;
+        s.exams_per_second = 0.0;
+        s.threads = 0;
+        s
+    };
+    assert_eq!(strip(a.clone()), strip(b));
+    assert_eq!(a.examinees, 130);
+    assert_eq!(a.mean_length, 8.0);
+    assert_eq!(a.sd_length, 0.0);
+    assert_eq!(a.design.max_items, Some(8));
+    assert_eq!(a.bank, "synthetic");
+    assert_eq!(a.bank_items, 500);
+    assert_eq!(a.stop_reasons.get("MAX_ITEMS"), Some(&130));
+    assert_eq!(a.conditional.len(), 10);
+    assert_eq!(a.conditional.iter().map(|r| r.n).sum::<usize>(), 130);
+    // Mean exposure is mean length over bank size.
+    assert!((a.mean_exposure - 8.0 / 500.0).abs() < 1e-12);
+    let table = simulate::render(&a, false);
+    for needle in ["RMSE", "bias", "overlap", "MAX_INFO", "EAP", "by decile"] {
+        assert!(table.contains(needle), "{needle} missing from\n{table}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Statistics
+// ---------------------------------------------------------------------------------------
+
+/// Mean over all pairs of examinees of the shared items over the pair's mean length.
+fn brute_force_overlap(results: &[ExamineeResult]) -> (f64, f64) {
+    let sets: Vec<BTreeSet<usize>> = results
+        .iter()
+        .map(|r| r.items.iter().copied().collect())
+        .collect();
+    let (mut shared, mut lengths, mut ratios, mut pairs) = (0.0, 0.0, 0.0, 0.0);
+    for j in 0..sets.len() {
+        for k in j + 1..sets.len() {
+            let common = sets[j].intersection(&sets[k]).count() as f64;
+            let mean_length = (sets[j].len() + sets[k].len()) as f64 / 2.0;
+            shared += common;
+            lengths += mean_length;
+            ratios += common / mean_length;
+            pairs += 1.0;
+        }
+    }
+    (shared / lengths, ratios / pairs)
+}
+
+#[test]
+fn the_overlap_rate_is_exact_for_fixed_and_variable_length() {
+    let bank = SimBank::synthetic();
+    let thetas = ThetaDist::default().draw(60, 8);
+    // Fixed length: the ratio of totals is the mean of the pairs' proportions, and Chen,
+    // Ankenmann & Spray's closed form.
+    let design = DesignFile::from_json(r#"{"maxItems": 12, "randomesque": 4}"#)
+        .and_then(|f| f.to_design(&bank))
+        .expect("design");
+    let sim = simulate::simulate(bank.engine(), &design, &thetas, 3, None);
+    let summary = stats::summarize(&sim, bank.len());
+    let (ratio_of_totals, mean_of_ratios) = brute_force_overlap(&sim.results);
+    assert!((summary.overlap_rate - mean_of_ratios).abs() < 1e-12);
+    assert!((summary.overlap_rate - ratio_of_totals).abs() < 1e-12);
+    let n = 60.0;
+    let sum_r2: f64 = stats::exposure_rates(&sim, bank.len())
+        .iter()
+        .map(|r| r * r)
+        .sum();
+    let chen = (n * sum_r2 / 12.0 - 1.0) / (n - 1.0);
+    assert!(
+        (summary.overlap_rate - chen).abs() < 1e-12,
+        "{} vs {chen}",
+        summary.overlap_rate
+    );
+    // Variable length: exact ratio of totals.
+    let design = DesignFile::from_json(r#"{"maxItems": 30, "seTarget": 0.35, "minItems": 5}"#)
+        .and_then(|f| f.to_design(&bank))
+        .expect("design");
+    let sim = simulate::simulate(bank.engine(), &design, &thetas, 3, None);
+    let summary = stats::summarize(&sim, bank.len());
+    assert!(summary.sd_length > 0.0, "lengths should vary");
+    assert!(summary.stop_reasons.contains_key("SE_TARGET"));
+    let (ratio_of_totals, _) = brute_force_overlap(&sim.results);
+    assert!((summary.overlap_rate - ratio_of_totals).abs() < 1e-12);
+}
+
+#[test]
+fn stop_reasons_are_spelled_as_the_api_spells_them() {
+    for reason in [
+        StopReason::MaxItems,
+        StopReason::SeTarget,
+        StopReason::Classification,
+        StopReason::MinInformation,
+        StopReason::MaxDuration,
+        StopReason::BankExhausted,
+    ] {
+        assert_eq!(
+            exam::parse_stop_reason(stats::stop_reason_name(reason)),
+            Some(reason)
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Design file, bank file, thetas, options
+// ---------------------------------------------------------------------------------------
+
+/// The values of an enum of the GraphQL schema.
+fn sdl_enum(name: &str) -> BTreeSet<String> {
+    let sdl = adaptive_engine::graphql::sdl();
+    let start = sdl
+        .find(&format!("enum {name} {{"))
+        .unwrap_or_else(|| panic!("enum {name} in the SDL"));
+    let body = &sdl[start..];
+    let body = &body[body.find('{').expect("{") + 1..body.find('}').expect("}")];
+    let mut values = BTreeSet::new();
+    let mut in_doc = false;
+    for line in body.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if line.starts_with("\"\"\"") {
+            let one_line = line.len() > 3 && line.ends_with("\"\"\"");
+            if !one_line {
+                in_doc = !in_doc;
+            }
+        } else if !in_doc && !line.starts_with('"') && !line.starts_with('#') {
+            values.insert(line.split_whitespace().next().expect("value").to_owned());
+        }
+    }
+    values
+}
+
+/// Every value of `T` spelled as serde spells it must be an API value, and all of them.
+fn assert_spellings<T: serde::de::DeserializeOwned + std::fmt::Debug>(name: &str) {
+    let values = sdl_enum(name);
+    assert!(!values.is_empty(), "{name}");
+    for v in &values {
+        serde_json::from_value::<T>(serde_json::Value::String(v.clone()))
+            .unwrap_or_else(|e| panic!("{name}::{v} is not read: {e}"));
+    }
+}
+
+#[test]
+fn design_enums_use_the_schema_spellings() {
+    use adaptive_engine::simulate::design::*;
+    assert_spellings::<SelectionRuleName>("SelectionRule");
+    assert_spellings::<EstimatorMethodName>("EstimatorMethod");
+    assert_spellings::<PriorName>("PriorDistribution");
+    assert_spellings::<ConstantPatternName>("ConstantPatternRule");
+    assert_spellings::<StandardErrorName>("StandardErrorType");
+    assert_spellings::<ExposureMethodName>("ExposureMethod");
+}
+
+#[test]
+fn an_empty_design_has_the_api_defaults() {
+    let bank = SimBank::synthetic();
+    let request = DesignFile::default().to_request(&bank).expect("request");
+    assert_eq!(
+        (request.max_items, request.min_items, request.randomesque),
+        (20, 1, 1)
+    );
+    assert_eq!(request.confidence_level, 0.95);
+    assert_eq!(request.initial_theta, 0.0);
+    assert_eq!(
+        request.estimator,
+        adaptive_engine::irt::EstimatorSettings::default()
+    );
+    assert_eq!(
+        request.selection_rule,
+        adaptive_engine::irt::SelectionRule::MaxInfo
+    );
+    assert!(request.exposure.is_none() && request.se_target.is_none());
+    // The SDL states the same defaults.
+    let sdl = adaptive_engine::graphql::sdl();
+    for default in [
+        "maxItems: Int = 20",
+        "minItems: Int = 1",
+        "randomesque: Int = 1",
+        "confidenceLevel: Float = 0.95",
+        "selectionRule: SelectionRule = MAX_INFO",
+        "method: EstimatorMethod = EAP",
+        "quadraturePoints: Int = 33",
+    ] {
+        assert!(sdl.contains(default), "the SDL no longer says {default:?}");
+    }
+    // The echo writes the defaults out and reads back as the same design.
+    let resolved = DesignFile::default().resolved();
+    let echoed: DesignFile =
+        serde_json::from_str(&serde_json::to_string(&resolved).expect("json")).expect("read back");
+    assert_eq!(echoed, resolved);
+    assert_eq!(
+        echoed.to_design(&bank).expect("design"),
+        DesignFile::default().to_design(&bank).expect("design")
+    );
+}
+
+#[test]
+fn a_full_design_file_is_read_and_checked_like_start_exam() {
+    let bank = SimBank::synthetic();
+    let file = DesignFile::from_json(
+        r#"{"itemBankId": "17", "maxItems": 15, "minItems": 5, "seTarget": 0.3, "initialTheta": 0.5,
+            "randomesque": 2,
+            "estimator": {"method": "MAP", "priorMean": 0.1, "priorSd": 1.2, "quadraturePoints": 41,
+                          "thetaMin": -5, "thetaMax": 5, "prior": "NORMAL",
+                          "constantPatternRule": "STEP", "standardErrorType": "SANDWICH"},
+            "selectionRule": "KLP", "exposure": {"method": "SYMPSON_HETTER", "maxRate": 0.3},
+            "contentBalance": [{"contentArea": "algebra", "proportion": 0.5},
+                               {"contentArea": "geometry", "proportion": 0.5}],
+            "startItemIds": ["syn-010", "syn-020"], "cutScore": 0.2, "confidenceLevel": 0.9,
+            "minInformation": 0.05, "maxDurationSeconds": 600}"#,
+    )
+    .expect("design file");
+    let design = file.to_design(&bank).expect("valid");
+    assert_eq!(design.stopping.max_items, 15);
+    assert_eq!(design.start_item_ids, vec![10, 20]);
+    assert_eq!(
+        design.selection_rule,
+        adaptive_engine::irt::SelectionRule::Klp
+    );
+    assert_eq!(design.estimator.quadrature_points, 41);
+    assert_eq!(design.stopping.max_duration_seconds, Some(600.0));
+    // It runs, start items first, areas balanced.
+    let thetas = ThetaDist::default().draw(20, 1);
+    let sim = simulate::simulate(bank.engine(), &design, &thetas, 1, None);
+    for r in &sim.results {
+        assert_eq!(&r.items[..2], &[9, 19]);
+        assert_ne!(
+            r.stop_reason,
+            StopReason::MaxDuration,
+            "simulated time does not pass"
+        );
+    }
+    // null is a default, as in GraphQL.
+    let nulls = DesignFile::from_json(r#"{"maxItems": null, "seTarget": null}"#).expect("nulls");
+    assert_eq!(nulls.to_request(&bank).expect("request").max_items, 20);
+    // What startExam refuses, the simulator refuses with the same message.
+    let err = |json: &str| {
+        DesignFile::from_json(json)
+            .and_then(|f| f.to_design(&bank))
+            .expect_err(json)
+            .to_string()
+    };
+    assert!(err(r#"{"maxItems": 0}"#).contains("maxItems must be between 1 and 1000"));
+    assert!(
+        err(r#"{"exposure": {"maxRate": 1.5}}"#).contains("exposure.maxRate must be in (0, 1]")
+    );
+    assert!(
+        err(r#"{"contentBalance": [{"contentArea": "music", "proportion": 1}]}"#).contains("music")
+    );
+    assert!(err(r#"{"startItemIds": ["nope"]}"#).contains("nope"));
+    assert!(err(r#"{"maxitems": 10}"#).contains("unknown field"));
+    assert!(err(r#"{"selectionRule": "BEST"}"#).contains("unknown variant"));
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("simulate-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+#[test]
+fn a_bank_file_is_read_and_validated_like_import_bank() {
+    let dir = temp_dir("bank");
+    let csv = "externalId,a,b,c,d,contentArea,content,answerKey,model,thresholds,enemyGroup\n\
+               q1,1.2,-1,0.2,,algebra,x,A,,,\n\
+               q2,0.9,0,0.1,,algebra,x,B,,,g1\n\
+               q3,1.5,1,,,geometry,x,C,,,g1\n\
+               q4,1.1,0.5,,0.95,geometry,x,D,,,\n\
+               p1,1.3,0,,,geometry,essay,2,GRM,-1;0;1,\n\
+               p2,0.8,0,,,algebra,likert,3,GPCM,-0.5;0.2;0.4,\n";
+    let bank_path = dir.join("small.csv");
+    std::fs::write(&bank_path, csv).expect("write");
+    let thetas_path = dir.join("thetas.txt");
+    std::fs::write(&thetas_path, "# true abilities\n-1\n0\n\n1.5\n2\n").expect("write");
+    let design_path = dir.join("design.json");
+    std::fs::write(&design_path, r#"{"maxItems": 5, "startItemIds": ["p1"]}"#).expect("write");
+    let options = Options {
+        bank: Some(bank_path.clone()),
+        scaling_constant: 1.702,
+        thetas: Some(thetas_path),
+        design: Some(design_path),
+        out: Some(dir.join("out")),
+        ..Options::default()
+    };
+    let summary = simulate::run(&options).expect("run");
+    assert_eq!(summary.examinees, 4);
+    assert_eq!(summary.bank, "small");
+    assert_eq!(summary.bank_items, 6);
+    // Enemies q2 and q3 never share an exam; so 5 of 6 items at most.
+    assert!(summary.mean_length <= 5.0);
+    let examinees = std::fs::read_to_string(dir.join("out/examinees.csv")).expect("examinees.csv");
+    let mut lines = examinees.lines();
+    assert_eq!(
+        lines.next(),
+        Some("true_theta,estimate,se,length,items,stop_reason,scores")
+    );
+    for line in lines {
+        let items = line.split(',').nth(4).expect("items column");
+        assert!(items.starts_with("p1"), "{line}");
+        assert!(
+            !(items.contains("q2") && items.contains("q3")),
+            "enemies together: {line}"
+        );
+    }
+    let items = std::fs::read_to_string(dir.join("out/items.csv")).expect("items.csv");
+    assert!(items.starts_with(
+        "external_id,model,a,b,c,d,thresholds,content_area,exposure_rate,administered\n"
+    ));
+    assert!(
+        items.contains("p1,GRM,1.3,,,,-1;0;1,geometry,1,4"),
+        "{items}"
+    );
+    // The service's rules apply: a duplicate externalId is refused.
+    std::fs::write(
+        &bank_path,
+        "externalId,b,content,answerKey\nq1,0,x,A\nq1,1,x,B\n",
+    )
+    .expect("write");
+    let err = format!("{:#}", simulate::run(&options).expect_err("duplicate"));
+    assert!(err.contains("duplicate externalId"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn thetas_and_distributions_are_parsed_strictly() {
+    assert_eq!(
+        "normal:0,1".parse::<ThetaDist>(),
+        Ok(ThetaDist::Normal { mean: 0.0, sd: 1.0 })
+    );
+    assert_eq!(
+        "uniform:-3,3".parse::<ThetaDist>(),
+        Ok(ThetaDist::Uniform {
+            low: -3.0,
+            high: 3.0
+        })
+    );
+    for bad in [
+        "normal:0,0",
+        "normal:0",
+        "gamma:1,1",
+        "uniform:2,1",
+        "normal:a,1",
+    ] {
+        assert!(bad.parse::<ThetaDist>().is_err(), "{bad}");
+    }
+    let draws = ThetaDist::Normal { mean: 1.0, sd: 0.5 }.draw(4000, 1);
+    assert!((mean(&draws) - 1.0).abs() < 0.05 && (var(&draws).sqrt() - 0.5).abs() < 0.05);
+    assert_eq!(
+        simulate::bank::parse_thetas("1\n# c\n\n-2.5\n").expect("ok"),
+        vec![1.0, -2.5]
+    );
+    let err = simulate::bank::parse_thetas("1\nabc\n").expect_err("bad");
+    assert!(err.to_string().contains("line 2"), "{err}");
+    assert!(simulate::bank::parse_thetas("\n").is_err());
+}
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    options: Options,
+}
+
+#[test]
+fn the_default_options_are_the_command_with_no_arguments() {
+    let parsed = Cli::try_parse_from(["simulate"])
+        .expect("no arguments")
+        .options;
+    assert_eq!(parsed, Options::default());
+    let parsed = Cli::try_parse_from([
+        "simulate",
+        "--estimator",
+        "mle",
+        "--selection",
+        "klp",
+        "--max-items",
+        "12",
+        "--theta-dist",
+        "uniform:-2,2",
+    ])
+    .expect("overrides")
+    .options;
+    let file = parsed.design_file().expect("design");
+    assert_eq!(file.max_items, Some(12));
+    assert_eq!(file.selection_rule, Some(simulate::SelectionRuleName::Klp));
+    assert_eq!(
+        file.estimator.and_then(|e| e.method),
+        Some(simulate::EstimatorMethodName::Mle)
+    );
+    assert!(Cli::try_parse_from(["simulate", "--thetas", "t.txt", "--examinees", "5"]).is_err());
+}
+
+// ---------------------------------------------------------------------------------------
+// The command line
+// ---------------------------------------------------------------------------------------
+
+fn binary() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_adaptive-engine"));
+    // Nothing of the service's environment is needed.
+    cmd.env_remove("DATABASE_URL").env_remove("REDIS_URL");
+    cmd
+}
+
+#[test]
+fn the_cli_runs_without_arguments_and_prints_the_json_summary() {
+    let dir = temp_dir("cli");
+    let output = binary()
+        .current_dir(&dir)
+        .args(["simulate", "--examinees", "200", "--json"])
+        .output()
+        .expect("run the binary");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    for key in [
+        "examinees",
+        "bias",
+        "rmse",
+        "correlation",
+        "mean_length",
+        "sd_length",
+        "mean_se",
+        "max_exposure",
+        "mean_exposure",
+        "overlap_rate",
+        "unused_items",
+        "conditional",
+        "elapsed_s",
+    ] {
+        assert!(json.get(key).is_some(), "missing key {key} in {json}");
+    }
+    assert_eq!(json["examinees"], 200);
+    assert_eq!(json["mean_length"], 20.0);
+    let rows = json["conditional"].as_array().expect("array");
+    assert_eq!(rows.len(), 10);
+    for row in rows {
+        let keys: BTreeSet<&str> = row
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            BTreeSet::from(["theta_lo", "theta_hi", "n", "bias", "rmse", "mean_length"])
+        );
+    }
+    assert!(json["rmse"].as_f64().expect("number") < 0.6);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_cli_writes_the_out_directory() {
+    let dir = temp_dir("out");
+    let out = dir.join("run");
+    let output = binary()
+        .args([
+            "simulate",
+            "--examinees",
+            "100",
+            "--max-items",
+            "10",
+            "--seed",
+            "3",
+            "--threads",
+            "2",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .expect("run the binary");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let table = String::from_utf8(output.stdout).expect("utf-8");
+    assert!(
+        table.contains("RMSE") && table.contains("by decile"),
+        "{table}"
+    );
+    for file in ["summary.json", "examinees.csv", "items.csv"] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    for svg in ["conditional.svg", "exposure.svg", "information.svg"] {
+        let text = std::fs::read_to_string(out.join(svg)).expect(svg);
+        assert!(
+            text.starts_with("<svg"),
+            "{svg} starts with {:?}",
+            &text[..text.len().min(40)]
+        );
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).expect("summary"))
+            .expect("json");
+    assert_eq!(summary["examinees"], 100);
+    assert_eq!(summary["design"]["maxItems"], 10);
+    assert_eq!(
+        std::fs::read_to_string(out.join("examinees.csv"))
+            .expect("csv")
+            .lines()
+            .count(),
+        101
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("items.csv"))
+            .expect("csv")
+            .lines()
+            .count(),
+        501
+    );
+    // Bad input fails with a message, not a panic.
+    let output = binary()
+        .args(["simulate", "--examinees", "10", "--max-items", "0"])
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("maxItems must be between 1 and 1000")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
