@@ -72,7 +72,10 @@ impl From<diesel::result::Error> for AppError {
     fn from(error: diesel::result::Error) -> Self {
         use diesel::result::{DatabaseErrorKind, Error};
         match &error {
-            Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
+            Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            )
             | Error::BrokenTransactionManager => {
                 tracing::warn!(error = %error, "postgres connection lost");
                 Self::Unavailable("the database is unavailable; retry shortly".into())

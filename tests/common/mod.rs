@@ -255,6 +255,12 @@ impl TestApp {
 
     /// An instance configured by `options`.
     pub async fn spawn_with(options: Options) -> Self {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_env("TEST_LOG"))
+                .with_test_writer()
+                .try_init();
+        }
         let db = match options.db {
             Some(db) => db,
             None => TestDb::new().await,
@@ -742,4 +748,138 @@ impl ExamChecker {
         );
         assert_eq!(result["itemsCompleted"].as_u64(), Some(n as u64));
     }
+}
+
+impl Subscription {
+    /// Waits for the server to close the socket; returns the close code (None: no close
+    /// frame, or nothing within `timeout`).
+    pub async fn close_code(&mut self, timeout: Duration) -> Option<u16> {
+        use tokio_tungstenite::tungstenite::Message;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.socket.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+                Ok(Some(Ok(_))) => continue,
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// A PostgreSQL server owned by one test (its own data directory and port), so the test
+/// can stop and restart it. Runs as the `postgres` user when the tests run as root.
+pub struct PgServer {
+    /// Its port.
+    pub port: u16,
+    dir: std::path::PathBuf,
+    bin: std::path::PathBuf,
+}
+
+impl PgServer {
+    /// Creates and starts a fresh cluster with trust auth for `root`.
+    pub fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries in /usr/lib/postgresql")
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .filter(|p| p.join("initdb").exists())
+            .max()
+            .expect("an initdb");
+        let dir = std::env::temp_dir().join(unique("pgdata"));
+        std::fs::create_dir_all(&dir).expect("data dir");
+        let server = Self {
+            port: free_port(),
+            dir,
+            bin,
+        };
+        if is_root() {
+            let _ = Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(&server.dir)
+                .status();
+        }
+        let status = server
+            .command("initdb")
+            .args(["-D"])
+            .arg(server.dir.join("data"))
+            .args(["-A", "trust", "-U", "root", "--no-sync", "-E", "UTF8"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run initdb");
+        assert!(status.success(), "initdb failed");
+        server.resume();
+        server
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if is_root() {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(path);
+            command
+        } else {
+            Command::new(path)
+        }
+    }
+
+    /// `postgres://root@127.0.0.1:{port}/{database}`.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://root@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Starts it (again), waiting until it accepts connections.
+    pub fn resume(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off",
+            self.port,
+            self.dir.display()
+        );
+        let status = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-o", &options, "-l"])
+            .arg(self.dir.join("log"))
+            .args(["-w", "start"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run pg_ctl start");
+        assert!(status.success(), "pg_ctl start failed");
+    }
+
+    /// Stops it (fast shutdown: open connections are cut).
+    pub fn stop(&self) {
+        let _ = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "fast", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Sends SIGTERM to a process.
+pub fn terminate(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
 }

@@ -379,3 +379,310 @@ fn serve_refuses_to_start_without_postgres_with_a_one_line_reason() {
         "{stderr}"
     );
 }
+
+/// Runs `steps` answers of an exam, checking every estimate against the reference EAP;
+/// `before_each(step)` runs before each answer. Returns the exam id and answers acknowledged.
+async fn run_checked_exam<F, Fut>(app: &TestApp, steps: usize, mut before_each: F) -> (String, i64)
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let params = bank_params(60);
+    let bank = app.create_bank(&params).await;
+    let mut check = checker(app, &bank, params).await;
+    let token = app.student("s-checked");
+    let (exam, started) = start(app, &token, &bank, json!({"maxItems": steps as i64 + 1})).await;
+    let mut item = started["nextItem"]["id"].as_str().expect("item").to_owned();
+    let mut acknowledged = 0;
+    for step in 0..steps {
+        before_each(step).await;
+        let correct = step % 3 != 1;
+        let result = answer(app, &token, &exam, &item, correct).await;
+        check.check(&item, correct, &result);
+        acknowledged += 1;
+        item = result["nextItem"]["id"].as_str().expect("next").to_owned();
+    }
+    (exam, acknowledged)
+}
+
+/// Fills Redis with `megabytes` of junk keys (outside every test prefix).
+async fn fill_redis(url: &str, megabytes: usize) {
+    let mut conn = redis::Client::open(url)
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let value = "j".repeat(100_000);
+    for i in 0..megabytes * 10 {
+        // Under noeviction Redis refuses writes once full: that is the point.
+        let _: redis::RedisResult<()> = conn
+            .set(format!("junk:{}:{i}", rand::random::<u32>()), &value)
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_evicting_states_under_maxmemory_changes_no_estimate() {
+    let redis =
+        RedisServer::start_with(&["--maxmemory", "2mb", "--maxmemory-policy", "allkeys-lru"]).await;
+    let app = TestApp::spawn_with(Options {
+        redis_url: Some(redis.url()),
+        ..Options::default()
+    })
+    .await;
+    let url = redis.url();
+    let (exam, acknowledged) = run_checked_exam(&app, 12, |_| fill_redis(&url, 3)).await;
+    assert_eq!(
+        attempts(&app.db, &exam).await,
+        acknowledged,
+        "answers recorded = answers acknowledged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_redis_that_refuses_writes_fails_nothing() {
+    let redis =
+        RedisServer::start_with(&["--maxmemory", "1mb", "--maxmemory-policy", "noeviction"]).await;
+    let app = TestApp::spawn_with(Options {
+        redis_url: Some(redis.url()),
+        ..Options::default()
+    })
+    .await;
+    fill_redis(&redis.url(), 3).await;
+    let (exam, acknowledged) = run_checked_exam(&app, 8, |_| async {}).await;
+    assert_eq!(
+        attempts(&app.db, &exam).await,
+        acknowledged,
+        "answers recorded = answers acknowledged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_state_write_never_replaces_a_newer_one_nor_revives_a_completed_exam() {
+    let app = TestApp::spawn().await;
+    let store = app.app.service.states();
+    let state = |n: u32| json!({"items_completed": n, "theta": n}).to_string();
+    assert!(store.save(77, &state(5), 5, "").await.expect("save"));
+    assert!(
+        !store.save(77, &state(4), 4, "").await.expect("save"),
+        "an older state is refused"
+    );
+    let json = store.load(77).await.expect("load").expect("present");
+    assert_eq!(
+        serde_json::from_str::<Value>(&json).expect("json")["items_completed"],
+        5
+    );
+    assert!(store.save(77, &state(6), 6, "").await.expect("save"));
+    store.complete(77, "").await.expect("complete");
+    assert!(
+        !store.save(77, &state(6), 6, "").await.expect("save"),
+        "a late write after completion is refused"
+    );
+    assert!(store.load(77).await.expect("load").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_answering_one_exam_keep_redis_and_postgres_consistent() {
+    let a = TestApp::spawn().await;
+    let b = TestApp::spawn_with(Options {
+        db: Some(a.db.clone()),
+        prefix: Some(a.prefix.clone()),
+        ..Options::default()
+    })
+    .await;
+    let params = bank_params(40);
+    let bank = a.create_bank(&params).await;
+    let mut check = checker(&a, &bank, params).await;
+    let token = a.student("s-two");
+    let (exam, started) = start(&a, &token, &bank, json!({"maxItems": 30})).await;
+    let mut item = started["nextItem"]["id"].as_str().expect("item").to_owned();
+    for step in 0..12 {
+        let instance = if step % 2 == 0 { &a } else { &b };
+        let correct = step % 4 != 3;
+        let result = answer(instance, &token, &exam, &item, correct).await;
+        check.check(&item, correct, &result);
+        item = result["nextItem"]["id"].as_str().expect("next").to_owned();
+    }
+    let mut conn = a.redis().await;
+    let json: String = conn.get(a.key(&exam)).await.expect("state");
+    let state: Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(state["items_completed"], 12);
+    let summary = b.ok(&token, common::SUMMARY, json!({"id": exam})).await;
+    assert_eq!(summary["engineSummary"]["source"], "CACHE");
+    assert_eq!(attempts(&a.db, &exam).await, 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarting_mid_exam_gives_unavailable_then_recovers_by_itself() {
+    let pg = common::PgServer::start();
+    let db = std::sync::Arc::new(TestDb {
+        name: common::unique("ae_own"),
+        url: pg.url("adaptive_engine"),
+    });
+    let app = TestApp::spawn_with(Options {
+        db: Some(db),
+        ..Options::default()
+    })
+    .await;
+    let params = bank_params(40);
+    let bank = app.create_bank(&params).await;
+    let mut check = checker(&app, &bank, params).await;
+    let token = app.student("s-pg");
+    let (exam, started) = start(&app, &token, &bank, json!({"maxItems": 30})).await;
+    let mut item = started["nextItem"]["id"].as_str().expect("item").to_owned();
+    let mut acknowledged = 0;
+    for step in 0..8 {
+        if step == 4 {
+            pg.stop();
+            let refused = app
+                .gql(
+                    Some(&token),
+                    common::SUBMIT,
+                    json!({"input": {"examSessionId": exam, "itemId": item, "response": "A"}}),
+                )
+                .await;
+            assert_eq!(common::error_code(&refused), "UNAVAILABLE", "{refused}");
+            assert!(
+                !refused.to_string().contains("postgres"),
+                "no internals: {refused}"
+            );
+            let health = app.http.get(app.url("/health")).send().await.expect("get");
+            assert_eq!(health.status(), 503);
+            pg.resume();
+        }
+        let result = answer(&app, &token, &exam, &item, step % 2 == 0).await;
+        check.check(&item, step % 2 == 0, &result);
+        acknowledged += 1;
+        item = result["nextItem"]["id"].as_str().expect("next").to_owned();
+    }
+    let recorded = {
+        use diesel::sql_types::BigInt;
+        use diesel_async::{AsyncConnection, RunQueryDsl};
+        #[derive(diesel::QueryableByName)]
+        struct N {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let mut conn = diesel_async::AsyncPgConnection::establish(&pg.url("adaptive_engine"))
+            .await
+            .expect("connect");
+        let row: N = diesel::sql_query(format!(
+            "SELECT count(*) AS n FROM attempts WHERE exam_session_id = {exam}"
+        ))
+        .get_result(&mut conn)
+        .await
+        .expect("count");
+        row.n
+    };
+    assert_eq!(
+        recorded, acknowledged,
+        "answers recorded = answers acknowledged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_theta_listener_reconnects_after_redis_restarts() {
+    let mut redis = RedisServer::start().await;
+    let app = TestApp::spawn_with(Options {
+        redis_url: Some(redis.url()),
+        ..Options::default()
+    })
+    .await;
+    let bank = app.create_bank(&bank_params(30)).await;
+    let token = app.student("s-listen");
+    let (exam, started) = start(&app, &token, &bank, json!({"maxItems": 10})).await;
+    let mut subscription = Subscription::theta_updates(app.addr, Some(&token), &exam)
+        .await
+        .expect("subscribed");
+    redis.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.restart().await;
+    assert!(
+        app.app
+            .service
+            .events()
+            .wait_listening(Duration::from_secs(10))
+            .await,
+        "listener back"
+    );
+    // The breaker may still skip Redis for up to 2 s after the outage.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let item = started["nextItem"]["id"].as_str().expect("item");
+    let result = answer(&app, &token, &exam, item, true).await;
+    let event = subscription
+        .next(Duration::from_secs(5))
+        .await
+        .expect("an event after the restart");
+    assert_eq!(event["data"]["thetaUpdates"]["itemsCompleted"], 1);
+    assert_eq!(event["data"]["thetaUpdates"]["theta"], result["theta"]);
+    assert_eq!(
+        attempts(&app.db, &exam).await,
+        1,
+        "answers recorded = answers acknowledged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_requests_and_closes_websockets_cleanly() {
+    let setup = TestApp::spawn().await;
+    let bank = setup.create_bank(&bank_params(20)).await;
+    let token = setup.student("s-term");
+    let mut server = Server::start(&setup.db, &setup.prefix).await;
+    let http = reqwest::Client::new();
+    let data = post_gql(
+        &http,
+        &server.url(),
+        Some(&token),
+        common::START,
+        json!({"input": {"itemBankId": bank}}),
+    )
+    .await;
+    let exam = data["data"]["startExam"]["examSession"]["id"]
+        .as_str()
+        .expect("exam")
+        .to_owned();
+    let item = data["data"]["startExam"]["nextItem"]["id"]
+        .as_str()
+        .expect("item")
+        .to_owned();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", server.port).parse().expect("addr");
+    let mut subscription = Subscription::theta_updates(addr, Some(&token), &exam)
+        .await
+        .expect("subscribed");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let answered = post_gql(
+        &http,
+        &server.url(),
+        Some(&token),
+        common::SUBMIT,
+        json!({"input": {"examSessionId": exam, "itemId": item, "response": "A"}}),
+    )
+    .await;
+    assert!(answered.get("errors").is_none(), "{answered}");
+    assert!(
+        subscription.next(Duration::from_secs(5)).await.is_some(),
+        "the event before shutdown"
+    );
+    common::terminate(server.child.id());
+    assert_eq!(
+        subscription.close_code(Duration::from_secs(5)).await,
+        Some(1001),
+        "closed with 'going away'"
+    );
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.child.wait().expect("wait");
+        (status, server)
+    })
+    .await
+    .expect("join");
+    assert!(
+        status.0.success(),
+        "clean exit after SIGTERM: {:?}",
+        status.0
+    );
+    assert_eq!(
+        attempts(&setup.db, &exam).await,
+        1,
+        "answers recorded = answers acknowledged"
+    );
+}
