@@ -46,6 +46,27 @@ pub async fn prepare_database(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The Redis client of `REDIS_URL`, trusting `REDIS_TLS_CA_FILE` for `rediss://` when set
+/// (managed Redis such as Memorystore signs with its own CA).
+fn redis_client(config: &Config) -> anyhow::Result<redis::Client> {
+    let unusable = || format!("REDIS_URL {} is not usable", redact_url(&config.redis_url));
+    match &config.redis_tls_ca_file {
+        None => redis::Client::open(config.redis_url.as_str()).with_context(unusable),
+        Some(path) => {
+            let root_cert = std::fs::read(path)
+                .with_context(|| format!("cannot read REDIS_TLS_CA_FILE {}", path.display()))?;
+            redis::Client::build_with_tls(
+                config.redis_url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            )
+            .with_context(unusable)
+        }
+    }
+}
+
 /// Builds the application: pools, Redis store, event listener, schema. Redis may be down.
 pub async fn build(config: &Config) -> anyhow::Result<App> {
     install_crypto_provider();
@@ -56,7 +77,8 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
         "Postgres is not reachable at {}",
         redact_url(&config.database_url)
     );
-    let redis = RedisPool::new(&config.redis_url, config.redis_pool_size)
+    let client = redis_client(config)?;
+    let redis = RedisPool::new(&client, config.redis_pool_size)
         .with_context(|| format!("REDIS_URL {} is not usable", redact_url(&config.redis_url)))?;
     if !redis.ping().await {
         tracing::warn!(
@@ -69,8 +91,6 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
         &config.redis_key_prefix,
         config.engine_state_ttl_seconds,
     );
-    let client = redis::Client::open(config.redis_url.as_str())
-        .with_context(|| format!("REDIS_URL {} is not usable", redact_url(&config.redis_url)))?;
     let events = EventBus::start(client, states.events_channel());
     let service = ExamService::new(pool, states, events);
     let keys = match &config.jwt_secret {

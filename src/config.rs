@@ -6,6 +6,7 @@
 //! | `DATABASE_URL` | `postgres://localhost/adaptive_engine` | source of truth; created and migrated at start |
 //! | `REDIS_URL` | `redis://127.0.0.1:6379/0` | engine-state cache; `rediss://` and `redis://:password@host:port/db` work |
 //! | `REDIS_HOST`, `REDIS_PORT`, `REDIS_DB`, `REDIS_PASSWORD` | — | used only when `REDIS_URL` is unset |
+//! | `REDIS_TLS_CA_FILE` | none | PEM CA certificate to trust for `rediss://` (besides the public roots) |
 //! | `REDIS_KEY_PREFIX` | `adaptive_engine` | key prefix of engine states |
 //! | `ENGINE_STATE_TTL_SECONDS` | `3600` | TTL of one exam's engine state, refreshed on every answer |
 //! | `JWT_SECRET` | none | HS256 secret; when unset `serve` makes a random one |
@@ -44,6 +45,8 @@ pub struct Config {
     pub database_url: String,
     /// Redis URL of the engine-state cache (built from `REDIS_HOST`… when `REDIS_URL` is unset).
     pub redis_url: String,
+    /// A PEM CA to trust for `rediss://` (managed Redis often uses a private CA).
+    pub redis_tls_ca_file: Option<std::path::PathBuf>,
     /// Prefix of the engine-state keys; tests use their own so they never collide.
     pub redis_key_prefix: String,
     /// TTL of an engine state, reset on every save, so abandoned exams free their memory.
@@ -118,6 +121,7 @@ impl Config {
         Ok(Self {
             database_url,
             redis_url,
+            redis_tls_ca_file: get("REDIS_TLS_CA_FILE").map(Into::into),
             redis_key_prefix,
             engine_state_ttl_seconds,
             jwt_secret: get("JWT_SECRET"),

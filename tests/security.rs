@@ -557,3 +557,278 @@ fn thousands_of_random_and_mutated_requests_never_break_the_service() {
     assert_eq!(snapshot(&app), before);
     drop(app);
 }
+
+/// Makes a throw-away CA and a server certificate for 127.0.0.1 with openssl, in `dir`.
+fn make_certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl must be installed");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("write");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test-ca",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-out",
+        "server.pem",
+        "-extfile",
+        "san.ext",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_password_and_a_private_ca_works() {
+    let dir = std::env::temp_dir().join(common::unique("tls"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    make_certificates(&dir);
+    let port = common::free_port();
+    let mut server = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            "s3cr3t-pw",
+        ])
+        .arg("--tls-cert-file")
+        .arg(dir.join("server.pem"))
+        .arg("--tls-key-file")
+        .arg(dir.join("server.key"))
+        .arg("--tls-ca-cert-file")
+        .arg(dir.join("ca.pem"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    let url = format!("rediss://:s3cr3t-pw@127.0.0.1:{port}/0");
+    let ca = dir.join("ca.pem");
+    let client = redis::Client::build_with_tls(
+        url.as_str(),
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(std::fs::read(&ca).expect("ca")),
+        },
+    )
+    .expect("client");
+    let mut ready = false;
+    for _ in 0..100 {
+        if let Ok(mut conn) = client.get_multiplexed_async_connection().await
+            && redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .is_ok()
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ready, "TLS redis-server did not start");
+    let app = TestApp::spawn_with(Options {
+        redis_url: Some(url.clone()),
+        env: vec![("REDIS_TLS_CA_FILE".into(), ca.display().to_string())],
+        ..Options::default()
+    })
+    .await;
+    let health: Value = app
+        .http
+        .get(app.url("/health/redis"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health["redis"], "up");
+    let bank = app.create_bank(&bank_params(10)).await;
+    let token = app.student("s-tls");
+    let (exam, started) = start(&app, &token, &bank, json!({})).await;
+    let result = common::answer(
+        &app,
+        &token,
+        &exam,
+        started["nextItem"]["id"].as_str().expect("item"),
+        true,
+    )
+    .await;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("tls connection");
+    let state: Option<String> = redis::cmd("GET")
+        .arg(app.key(&exam))
+        .query_async(&mut conn)
+        .await
+        .expect("get");
+    let state: Value =
+        serde_json::from_str(&state.expect("the state went through TLS")).expect("json");
+    assert_eq!(state["theta"], result["theta"]);
+    // The wrong password: Redis is "down" for the service, and exams still work.
+    let wrong = TestApp::spawn_with(Options {
+        db: Some(app.db.clone()),
+        redis_url: Some(format!("rediss://:wrong@127.0.0.1:{port}/0")),
+        env: vec![("REDIS_TLS_CA_FILE".into(), ca.display().to_string())],
+        ..Options::default()
+    })
+    .await;
+    let health: Value = wrong
+        .http
+        .get(wrong.url("/health/redis"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health["redis"], "down");
+    let summary = wrong.ok(&token, SUMMARY, json!({"id": exam})).await;
+    assert_eq!(summary["engineSummary"]["source"], "DATABASE");
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sslmode_require_encrypts_every_connection() {
+    let db = common::TestDb::new().await;
+    let tls_db = std::sync::Arc::new(common::TestDb {
+        name: db.name.clone(),
+        url: format!("{}?sslmode=require", db.url),
+    });
+    let app = TestApp::spawn_with(Options {
+        db: Some(tls_db.clone()),
+        ..Options::default()
+    })
+    .await;
+    std::mem::forget(tls_db); // `db` drops the database; this handle must not drop it twice.
+    let bank = app.create_bank(&bank_params(10)).await;
+    let token = app.student("s-pgtls");
+    let (exam, started) = start(&app, &token, &bank, json!({})).await;
+    common::answer(
+        &app,
+        &token,
+        &exam,
+        started["nextItem"]["id"].as_str().expect("item"),
+        true,
+    )
+    .await;
+    #[derive(diesel::QueryableByName)]
+    struct Ssl {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        ssl: bool,
+    }
+    let mut conn = app.app.service.db().get().await.expect("pooled connection");
+    let row: Ssl = diesel_async::RunQueryDsl::get_result(
+        diesel::sql_query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"),
+        &mut *conn,
+    )
+    .await
+    .expect("query");
+    assert!(row.ssl, "the pooled connection is encrypted");
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_appear_in_logs() {
+    let setup = TestApp::spawn().await;
+    let port = common::free_port();
+    let redis_password = "hunter2-redis-password";
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_adaptive-engine"))
+        .env("DATABASE_URL", &setup.db.url)
+        .env(
+            "REDIS_URL",
+            format!("redis://:{redis_password}@127.0.0.1:6379/0"),
+        )
+        .env("REDIS_KEY_PREFIX", &setup.prefix)
+        .env("JWT_SECRET", common::JWT_SECRET)
+        .env("PORT", port.to_string())
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/graphql");
+    for _ in 0..100 {
+        if http
+            .get(format!("http://127.0.0.1:{port}/health"))
+            .send()
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let token = setup.student("s-logs");
+    let _ = common::post_gql(&http, &url, Some(&token), SUMMARY, json!({"id": "1"})).await;
+    let _ = common::post_gql(
+        &http,
+        &url,
+        Some("bad.token.value"),
+        SUMMARY,
+        json!({"id": "1"}),
+    )
+    .await;
+    common::terminate(child.id());
+    let output = child.wait_with_output().expect("output");
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!logs.is_empty(), "the service logged something");
+    for secret in [redis_password, common::JWT_SECRET, token.as_str()] {
+        assert!(!logs.contains(secret), "a secret is in the logs:\n{logs}");
+    }
+}

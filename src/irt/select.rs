@@ -500,16 +500,34 @@ fn most_informative(ctx: &SelectionContext<'_>, k: usize) -> Ranking {
 }
 
 /// Offers the information of every eligible item of `bank` to `top`, in
-/// chunks: information first (dichotomous items inline, without branching on
-/// eligibility), then the comparisons.
+/// chunks: the dichotomous parameters are copied to a contiguous buffer so
+/// the information loop vectorizes (polytomous items are evaluated apart),
+/// then the comparisons.
 fn scan_items(bank: &[Item], eligible: &[bool], theta: f64, scaling: f64, top: &mut TopK) {
+    /// Stand-in for polytomous slots of the buffer (overwritten after the loop).
+    const FILLER: ItemParams = ItemParams::two_pl(1.0, 0.0);
+    let mut params = [FILLER; CHUNK];
     let mut info = [0.0_f64; CHUNK];
     for (chunk, items) in bank.chunks(CHUNK).enumerate() {
-        for (slot, item) in info.iter_mut().zip(items) {
+        let mut polytomous = false;
+        for (slot, item) in params.iter_mut().zip(items) {
             *slot = match item {
-                Item::Dichotomous(p) => information(p, theta, scaling),
-                Item::Polytomous(_) => item.information(theta, scaling),
+                Item::Dichotomous(p) => *p,
+                Item::Polytomous(_) => {
+                    polytomous = true;
+                    FILLER
+                }
             };
+        }
+        for (value, p) in info.iter_mut().zip(&params[..items.len()]) {
+            *value = information(p, theta, scaling);
+        }
+        if polytomous {
+            for (value, item) in info.iter_mut().zip(items) {
+                if let Item::Polytomous(_) = item {
+                    *value = item.information(theta, scaling);
+                }
+            }
         }
         let base = chunk * CHUNK;
         for (j, &value) in info[..items.len()].iter().enumerate() {

@@ -3,15 +3,19 @@
 //! Several instances may start at once against one database: creation tolerates a
 //! concurrent `CREATE DATABASE`, and migrations run under a Postgres advisory lock.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use diesel::ConnectionResult;
+use diesel::result::ConnectionError;
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::pooled_connection::bb8::{Pool, PooledConnection};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use futures_util::FutureExt;
 
 /// The migrations of `migrations/`, compiled into the binary.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
@@ -27,7 +31,10 @@ pub type DbConn<'a> = PooledConnection<'a, AsyncPgConnection>;
 /// Builds the pool without connecting; `connection_timeout` bounds how long a request waits
 /// for a connection when Postgres is slow or down.
 pub fn pool(database_url: &str, max_size: u32) -> DbPool {
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(database_url);
+    let mut config = ManagerConfig::<AsyncPgConnection>::default();
+    config.custom_setup = Box::new(|url| establish(url).boxed());
+    let manager =
+        AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(database_url, config);
     Pool::builder()
         .max_size(max_size)
         // A request waits at most this long for a connection: when Postgres is down it
@@ -37,27 +44,116 @@ pub fn pool(database_url: &str, max_size: u32) -> DbPool {
         .build_unchecked(manager)
 }
 
+/// Opens one connection. With `sslmode=require` in the URL the connection is encrypted with
+/// rustls; like libpq's `require`, the server certificate is not verified (use a private
+/// network, or a proxy that verifies, when that matters). Other modes connect in plain text.
+pub async fn establish(database_url: &str) -> ConnectionResult<AsyncPgConnection> {
+    if !requires_tls(database_url) {
+        return AsyncPgConnection::establish(database_url).await;
+    }
+    let tls = rustls::ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(tls::EncryptOnly::new()))
+        .with_no_client_auth();
+    let (client, connection) = tokio_postgres::connect(
+        database_url,
+        tokio_postgres_rustls::MakeRustlsConnect::new(tls),
+    )
+    .await
+    .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+    AsyncPgConnection::try_from_client_and_connection(client, connection).await
+}
+
+/// Whether the URL asks for `sslmode=require`.
+fn requires_tls(database_url: &str) -> bool {
+    url::Url::parse(database_url).is_ok_and(|url| {
+        url.query_pairs()
+            .any(|(k, v)| k == "sslmode" && v == "require")
+    })
+}
+
+mod tls {
+    //! A certificate verifier that checks signatures but not the certificate chain: the
+    //! semantics of libpq's `sslmode=require` (encryption without authentication).
+    use rustls::DigitallySignedStruct;
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+    #[derive(Debug)]
+    pub struct EncryptOnly(CryptoProvider);
+
+    impl EncryptOnly {
+        pub fn new() -> Self {
+            Self(rustls::crypto::ring::default_provider())
+        }
+    }
+
+    impl ServerCertVerifier for EncryptOnly {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp_response: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+}
+
 /// Creates the database named in `database_url` when it does not exist yet.
 ///
 /// Connects to the server's `postgres` maintenance database to do so. Fails (with the
 /// reason) when the server cannot be reached at all.
 pub async fn create_database_if_missing(database_url: &str) -> anyhow::Result<()> {
     // The common case: the database exists and we can connect to it.
-    if AsyncPgConnection::establish(database_url).await.is_ok() {
+    if establish(database_url).await.is_ok() {
         return Ok(());
     }
     let mut url = url::Url::parse(database_url).context("DATABASE_URL is not a valid URL")?;
     let name = url.path().trim_start_matches('/').to_owned();
     anyhow::ensure!(!name.is_empty(), "DATABASE_URL names no database");
     url.set_path("/postgres");
-    let mut conn = AsyncPgConnection::establish(url.as_str())
-        .await
-        .with_context(|| {
-            format!(
-                "cannot connect to Postgres at {}",
-                crate::config::redact_url(database_url)
-            )
-        })?;
+    let mut conn = establish(url.as_str()).await.with_context(|| {
+        format!(
+            "cannot connect to Postgres at {}",
+            crate::config::redact_url(database_url)
+        )
+    })?;
     if database_exists(&mut conn, &name).await? {
         return Ok(());
     }
@@ -99,8 +195,10 @@ pub async fn run_migrations(database_url: &str) -> anyhow::Result<Vec<String>> {
     // runtime worker, hence `spawn_blocking`.
     tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
         type SyncConn = AsyncConnectionWrapper<AsyncPgConnection>;
-        let mut conn = <SyncConn as diesel::Connection>::establish(&url)
+        let conn = tokio::runtime::Handle::current()
+            .block_on(establish(&url))
             .context("cannot connect to Postgres to migrate")?;
+        let mut conn = SyncConn::from(conn);
         let lock =
             diesel::sql_query("SELECT pg_advisory_lock($1)").bind::<BigInt, _>(MIGRATION_LOCK_KEY);
         diesel::RunQueryDsl::execute(lock, &mut conn).context("cannot take the migration lock")?;

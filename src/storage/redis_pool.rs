@@ -105,8 +105,9 @@ impl Breaker {
 
 impl RedisPool {
     /// Builds the pool without connecting, so the service starts while Redis is down.
-    pub fn new(redis_url: &str, max_size: u32) -> Result<Self, redis::RedisError> {
-        let manager = RedisConnectionManager::new(redis_url)?;
+    pub fn new(client: &redis::Client, max_size: u32) -> Result<Self, redis::RedisError> {
+        // The connection info carries the client's TLS settings (custom CA included).
+        let manager = RedisConnectionManager::new(client.get_connection_info().clone())?;
         let pool = bb8::Pool::builder()
             .max_size(max_size)
             .connection_timeout(CONNECTION_TIMEOUT)

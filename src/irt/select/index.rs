@@ -81,7 +81,7 @@ use super::{MAX_RANDOMESQUE, TopK, scan_params};
 /// information formula (a few ulp) and far below any useful gap.
 const MARGIN: f64 = 1e-9;
 /// Informations at or below this are too close to underflow to prove
-/// anything with; such queries take the full scan.
+/// anything with; such queries evaluate every eligible item.
 const TINY: f64 = 1e-250;
 /// Share of the indexed items (by discrimination) allowed into the exact
 /// "extras" set as outliers.
@@ -207,15 +207,12 @@ impl Bucket {
     /// bucket (module doc, step 2), with the rounding margin.
     fn bound(&self, theta: f64, scaling: f64) -> f64 {
         let x = (self.b.0 - theta).max(theta - self.b.1).max(0.0);
-        let bound = if x == 0.0 {
-            let da = scaling * self.a.1;
-            da * da / 4.0
-        } else {
-            let u = PHI_ARGMAX.clamp(scaling * self.a.0 * x, scaling * self.a.1 * x);
-            let e = (-u).exp();
-            u * u * e / ((1.0 + e) * (1.0 + e)) / (x * x)
-        };
-        bound * (1.0 + MARGIN)
+        // The slope at which φ peaks, clamped to the bucket (a₁ when x = 0);
+        // evaluated as D²a²·s(D·a·x), which cannot underflow for tiny x.
+        let a = (PHI_ARGMAX / (scaling * x)).clamp(self.a.0, self.a.1);
+        let da = scaling * a;
+        let e = (-(da * x)).exp();
+        da * da * e / ((1.0 + e) * (1.0 + e)) * (1.0 + MARGIN)
     }
 }
 
@@ -613,5 +610,59 @@ impl InformationIndex {
         );
         self.offer_extras(bank, eligible, theta, &mut top);
         Ranking::from_top(top, IndexPath::FullScan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_information_bounds_hold() {
+        let items = [
+            ItemParams::new(0.4, -1.0, 0.0, 1.0),
+            ItemParams::new(2.9, -0.2, 0.25, 1.0),
+            ItemParams::new(1.3, 0.0, 0.1, 0.9),
+            ItemParams::new(0.9, 0.7, 0.3, 0.95),
+            ItemParams::new(2.0, 1.5, 0.0, 1.0),
+        ];
+        let bucket = Bucket {
+            start: 0,
+            end: items.len() as u32,
+            a: (0.4, 2.9),
+            b: (-1.0, 1.5),
+        };
+        for &scaling in &[1.0, 1.702] {
+            let mut thetas = vec![-1.0 - 1e-300, 1.5 + 1e-300, -1.0 - 1e-12, 1.5 + 1e-9];
+            thetas.extend((0..4_000).map(|k| -40.0 + 0.02 * f64::from(k)));
+            for theta in thetas {
+                let bound = bucket.bound(theta, scaling);
+                for p in &items {
+                    let info = information(p, theta, scaling);
+                    assert!(info <= bound, "{p:?} at {theta}: {info} > {bound}");
+                }
+            }
+            // (1): ln I is 2·D·a-Lipschitz, (2): I ≤ D²a²/4, tight for the 2PL.
+            for p in &items {
+                let da = scaling * p.a;
+                for k in 0..2_000 {
+                    let t0 = -8.0 + 0.008 * f64::from(k);
+                    let i0 = information(p, t0, scaling);
+                    assert!(i0 <= da * da / 4.0 * (1.0 + MARGIN));
+                    for h in [1e-6, 0.005, 0.01, 0.3] {
+                        for t1 in [t0 - h, t0 + h] {
+                            let i1 = information(p, t1, scaling);
+                            assert!(
+                                i1 <= i0 * (2.0 * da * h).exp() * (1.0 + MARGIN),
+                                "{p:?} {t0} {t1}"
+                            );
+                        }
+                    }
+                }
+            }
+            // Tight where an item's slope is the maximizing one.
+            let at_edge = bucket.bound(1.5, scaling);
+            assert_eq!(at_edge, (scaling * 2.9_f64).powi(2) / 4.0 * (1.0 + MARGIN));
+        }
     }
 }
