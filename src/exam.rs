@@ -465,12 +465,13 @@ impl ExamService {
             }
         };
         match outcome {
-            Recorded::New {
-                answered,
-                state,
-                event,
-                exposure,
-            } => {
+            Recorded::New(new) => {
+                let NewAnswer {
+                    answered,
+                    state,
+                    event,
+                    exposure,
+                } = *new;
                 if let Some((bank_id, selected, presented)) = exposure {
                     self.exposure
                         .record_presentation(bank_id, selected, presented)
@@ -485,7 +486,7 @@ impl ExamService {
                 }
                 Ok(answered)
             }
-            Recorded::Replay(answered) => Ok(answered),
+            Recorded::Replay(answered) => Ok(*answered),
         }
     }
 
@@ -509,7 +510,7 @@ impl ExamService {
                 return Err(AppError::AlreadyAnswered);
             }
             let exam = self.view(row, design, &bank)?;
-            return Ok(Recorded::Replay(replay(&attempt, exam, &bank)));
+            return Ok(Recorded::Replay(Box::new(replay(&attempt, exam, &bank))));
         }
         let status = ExamStatus::parse(&row.status)?;
         if status != ExamStatus::Active {
@@ -604,7 +605,7 @@ impl ExamService {
         };
         let event = serde_json::to_string(&event)
             .map_err(|e| AppError::internal("cannot serialize an event", e))?;
-        Ok(Recorded::New {
+        Ok(Recorded::New(Box::new(NewAnswer {
             answered: Answered {
                 theta: attempt.theta,
                 standard_error: attempt.standard_error,
@@ -618,7 +619,7 @@ impl ExamService {
             state,
             event,
             exposure,
-        })
+        })))
     }
 
     /// One exam session, for its owner or an admin.
@@ -837,17 +838,24 @@ pub async fn create_item_bank(db: &DbPool, bank: NewBank) -> AppResult<BankInfo>
     })
 }
 
+/// A newly recorded answer, with what must follow the commit.
+struct NewAnswer {
+    /// The result for the client.
+    answered: Answered,
+    /// The engine state to cache.
+    state: EngineState,
+    /// The theta update to publish.
+    event: String,
+    /// Bank, item selected and item presented, for the exposure counts.
+    exposure: Option<(i64, Option<i64>, Option<i64>)>,
+}
+
 /// What the answer transaction produced.
 enum Recorded {
     /// A new attempt, with the state to cache and the event to publish.
-    New {
-        answered: Answered,
-        state: EngineState,
-        event: String,
-        exposure: Option<(i64, Option<i64>, Option<i64>)>,
-    },
+    New(Box<NewAnswer>),
     /// The same answer again: the recorded result.
-    Replay(Answered),
+    Replay(Box<Answered>),
 }
 
 fn exam_not_found(id: i64) -> AppError {
@@ -1246,7 +1254,7 @@ fn check_item(item: &NewBankItem) -> Result<(), String> {
         let categories = thresholds.len() as u64 + 1;
         if map
             .iter()
-            .any(|(k, v)| k.len() > MAX_TEXT_LEN || !v.as_u64().is_some_and(|s| s < categories))
+            .any(|(k, v)| k.len() > MAX_TEXT_LEN || v.as_u64().is_none_or(|s| s >= categories))
         {
             return Err(format!(
                 "scoring values must be category scores 0..{}",

@@ -30,12 +30,15 @@ for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1
 ";
 
+/// When each bank's counts were read, and the counts.
+type CountsCache = Arc<Mutex<HashMap<i64, (Instant, Arc<ExposureCounts>)>>>;
+
 /// The exposure counts of every bank, cached per instance.
 #[derive(Clone)]
 pub struct ExposureTracker {
     redis: RedisPool,
     prefix: String,
-    cache: Arc<Mutex<HashMap<i64, (Instant, Arc<ExposureCounts>)>>>,
+    cache: CountsCache,
     fill: redis::Script,
 }
 
@@ -238,7 +241,7 @@ async fn rebuild(
     .bind::<BigInt, _>(bank_id)
     .load(conn)
     .await?;
-    let n = examinees.iter().next().map_or(0, |c| c.n.max(0) as u64);
+    let n = <[Count]>::first(&examinees).map_or(0, |c| c.n.max(0) as u64);
     let per_item = |rows: &[Count]| -> Vec<u64> {
         let mut out = vec![0u64; bank.len()];
         for row in rows {
