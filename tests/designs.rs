@@ -168,7 +168,7 @@ async fn content_balance_enemies_and_start_items_shape_the_exam() {
     let mut items = Vec::new();
     for i in 0..60 {
         let area = ["algebra", "geometry", "statistics"][i % 3];
-        let enemy = (i < 12).then(|| if i % 2 == 0 { "pair-even" } else { "pair-odd" });
+        let enemy = (i < 12).then_some(if i % 2 == 0 { "pair-even" } else { "pair-odd" });
         items.push(dichotomous(i, area, enemy));
     }
     let bank = bank_of(&app, items).await;
