@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::irt::{
@@ -81,6 +81,13 @@ pub struct EngineBank {
     pub areas: Vec<Option<String>>,
     /// Enemy group of each item.
     pub enemy_groups: Vec<Option<String>>,
+    /// Index of each item's content area in `area_labels` (precomputed: balancing runs
+    /// every step and must not hash strings per item).
+    area_index: Vec<Option<usize>>,
+    /// The distinct content areas.
+    area_labels: Vec<String>,
+    /// Each item's enemy group as a small integer.
+    enemy_index: Vec<Option<usize>>,
     /// Built on first use of maximum-information selection.
     index: OnceLock<InformationIndex>,
     /// Item id → index.
@@ -97,12 +104,26 @@ impl EngineBank {
         enemy_groups: Vec<Option<String>>,
     ) -> Self {
         let positions = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        let area_refs: Vec<Option<&str>> = areas.iter().map(Option::as_deref).collect();
+        let area_index = irt::group_indices(&area_refs);
+        let mut area_labels =
+            vec![String::new(); area_index.iter().flatten().max().map_or(0, |m| m + 1)];
+        for (label, index) in area_refs.iter().zip(&area_index) {
+            if let (Some(label), Some(index)) = (label, index) {
+                area_labels[*index] = (*label).to_owned();
+            }
+        }
+        let enemy_refs: Vec<Option<&str>> = enemy_groups.iter().map(Option::as_deref).collect();
+        let enemy_index = irt::group_indices(&enemy_refs);
         Self {
             scaling,
             items,
             ids,
             areas,
             enemy_groups,
+            area_index,
+            area_labels,
+            enemy_index,
             index: OnceLock::new(),
             positions,
         }
@@ -135,6 +156,19 @@ impl EngineBank {
         self.positions.get(&id).copied()
     }
 
+    /// Each item's content area as an index into `balance.targets` (None: no target).
+    fn target_areas(&self, balance: &ContentBalance) -> Vec<Option<usize>> {
+        let label_to_target: Vec<Option<usize>> = self
+            .area_labels
+            .iter()
+            .map(|label| balance.targets.iter().position(|(area, _)| area == label))
+            .collect();
+        self.area_index
+            .iter()
+            .map(|a| a.and_then(|a| label_to_target[a]))
+            .collect()
+    }
+
     /// The fast maximum-information index (built once, on first use).
     pub fn information_index(&self) -> &InformationIndex {
         self.index
@@ -156,7 +190,7 @@ pub struct History<'a> {
 }
 
 /// What the engine decided after the answers so far.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
     /// The estimate from all answers so far.
     pub estimate: Estimate,
@@ -164,9 +198,10 @@ pub struct Decision {
     pub stop: Option<StopReason>,
     /// The bank index of the next item, when the exam goes on.
     pub next_item: Option<usize>,
-    /// The item the selection rule chose first (differs from `next_item` when
-    /// Sympson–Hetter exposure control turned it down).
-    pub selected_item: Option<usize>,
+    /// Every item the selection rule proposed this step, in order: the next item alone,
+    /// or under Sympson–Hetter the ones its lottery turned down before it (all count as
+    /// selections in the exposure counts).
+    pub proposed: Vec<usize>,
 }
 
 /// Decides one step: estimates from the history, checks the stopping rules, and
@@ -204,14 +239,19 @@ pub fn decide(
             eligible[i] = false;
         }
     }
-    if bank.enemy_groups.iter().any(Option::is_some) {
-        let groups: Vec<Option<&str>> = bank.enemy_groups.iter().map(Option::as_deref).collect();
-        irt::exclude_enemies(&groups, history.administered, &mut eligible);
+    if bank.enemy_index.iter().any(Option::is_some) {
+        irt::exclude_enemies_indexed(&bank.enemy_index, history.administered, &mut eligible);
     }
     let items_left = eligible.iter().filter(|e| **e).count();
     let uses_index = design.selection_rule == SelectionRule::MaxInfo;
     let max_information_left = match design.stopping.min_information {
-        Some(_) => best_information(bank, &eligible, estimate.theta),
+        Some(_) => irt::best_information(
+            &bank.items,
+            &eligible,
+            estimate.theta,
+            bank.scaling,
+            Some(bank.information_index()),
+        ),
         None => f64::INFINITY,
     };
     let stop = design.stopping.check(&StopInputs {
@@ -227,7 +267,7 @@ pub fn decide(
             estimate,
             stop,
             next_item: None,
-            selected_item: None,
+            proposed: Vec::new(),
         };
     }
     // Fixed start items come first, as long as they are still eligible.
@@ -241,12 +281,12 @@ pub fn decide(
             estimate,
             stop: None,
             next_item: Some(i),
-            selected_item: Some(i),
+            proposed: vec![i],
         };
     }
     if let Some(balance) = &design.content_balance {
-        let areas: Vec<Option<&str>> = bank.areas.iter().map(Option::as_deref).collect();
-        irt::restrict_to_content_area(balance, &areas, history.administered, &mut eligible);
+        let areas = bank.target_areas(balance);
+        irt::restrict_to_content_area_indexed(balance, &areas, history.administered, &mut eligible);
     }
     let mut rng = step_rng(design.seed, n);
     let select = |eligible: &[bool], rng: &mut StdRng| {
@@ -268,37 +308,32 @@ pub fn decide(
             rng,
         )
     };
-    let selected_item = select(&eligible, &mut rng);
-    let mut next_item = selected_item;
-    // Sympson–Hetter: the chosen item is given with probability K_i, else the rule picks
-    // again without it (for this step).
-    if let (Some(control), Some(counts)) = (&design.exposure, exposure)
-        && control.method == ExposureMethod::SympsonHetter
-    {
-        while let Some(i) = next_item {
-            if rng.random::<f64>() < irt::sympson_hetter_probability(control, counts, i) {
-                break;
-            }
-            eligible[i] = false;
-            next_item = select(&eligible, &mut rng);
+    let mut proposed = Vec::new();
+    let next_item = match (&design.exposure, exposure) {
+        // Sympson–Hetter: the proposed item is given with probability K_i, else the rule
+        // proposes again without it (for this step).
+        (Some(control), Some(counts)) if control.method == ExposureMethod::SympsonHetter => {
+            irt::sympson_hetter_select(
+                control,
+                counts,
+                &mut eligible,
+                &mut rng,
+                &mut proposed,
+                select,
+            )
         }
-    }
+        _ => {
+            let next = select(&eligible, &mut rng);
+            proposed.extend(next);
+            next
+        }
+    };
     Decision {
         estimate,
         stop: next_item.is_none().then_some(StopReason::BankExhausted),
         next_item,
-        selected_item,
+        proposed,
     }
-}
-
-/// Information of the most informative eligible item at `theta` (0 when none is left).
-fn best_information(bank: &EngineBank, eligible: &[bool], theta: f64) -> f64 {
-    bank.items
-        .iter()
-        .zip(eligible)
-        .filter(|(_, e)| **e)
-        .map(|(item, _)| item.information(theta, bank.scaling))
-        .fold(0.0, f64::max)
 }
 
 /// The items an examinee may not see under item-eligibility exposure control, drawn once

@@ -417,9 +417,13 @@ impl ExamService {
             "exam started"
         );
         if design.exposure.is_some() {
-            let selected = decision.selected_item.map(|i| bank.items[i].id);
+            let selected: Vec<i64> = decision
+                .proposed
+                .iter()
+                .map(|&i| bank.items[i].id)
+                .collect();
             self.exposure
-                .record_start(bank.id, &design.ineligible_item_ids, selected, next)
+                .record_start(bank.id, &design.ineligible_item_ids, &selected, next)
                 .await;
         }
         let exam = self.view(row, design, &bank)?;
@@ -474,7 +478,7 @@ impl ExamService {
                 } = *new;
                 if let Some((bank_id, selected, presented)) = exposure {
                     self.exposure
-                        .record_presentation(bank_id, selected, presented)
+                        .record_presentation(bank_id, &selected, presented)
                         .await;
                 }
                 if answered.completed {
@@ -589,7 +593,11 @@ impl ExamService {
         let exposure = design.exposure.is_some().then(|| {
             (
                 bank.id,
-                decision.selected_item.map(|i| bank.items[i].id),
+                decision
+                    .proposed
+                    .iter()
+                    .map(|&i| bank.items[i].id)
+                    .collect(),
                 next_item_id,
             )
         });
@@ -847,7 +855,7 @@ struct NewAnswer {
     /// The theta update to publish.
     event: String,
     /// Bank, item selected and item presented, for the exposure counts.
-    exposure: Option<(i64, Option<i64>, Option<i64>)>,
+    exposure: Option<(i64, Vec<i64>, Option<i64>)>,
 }
 
 /// What the answer transaction produced.

@@ -362,7 +362,7 @@ fn run_exam(
             elapsed_seconds: 0.0,
         };
         let decision = engine::decide(&design, bank, &history, live_counts);
-        selected.extend(decision.selected_item);
+        selected.extend(decision.proposed.iter().copied());
         let Some(next) = decision.next_item else {
             return Trace {
                 result: ExamineeResult {

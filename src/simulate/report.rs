@@ -133,7 +133,11 @@ pub fn write_dir(
     write("conditional.svg", conditional_svg(simulation)?.as_bytes())?;
     write(
         "exposure.svg",
-        exposure_svg(&stats::exposure_rates(simulation, bank.len()))?.as_bytes(),
+        exposure_svg(
+            &stats::exposure_rates(simulation, bank.len()),
+            summary.design.exposure.as_ref().map(|e| e.max_rate),
+        )?
+        .as_bytes(),
     )?;
     write("information.svg", information_svg(bank)?.as_bytes())?;
     Ok(())
@@ -281,6 +285,7 @@ pub fn conditional_svg(simulation: &Simulation) -> anyhow::Result<String> {
             .configure_mesh()
             .x_desc("true theta (decile mean)")
             .y_desc("estimate - true theta")
+            .y_label_formatter(&|v| tick(*v, 2))
             .draw()
             .map_err(plot_error)?;
         chart
@@ -312,13 +317,20 @@ pub fn conditional_svg(simulation: &Simulation) -> anyhow::Result<String> {
     Ok(svg)
 }
 
-/// Histogram of the items' exposure rates (20 bins from 0 to the largest rate).
+/// Histogram of the items' exposure rates (20 bins from 0 to the largest rate), with the
+/// exposure control's `max_rate` as a dashed line when there is one.
 ///
 /// # Errors
 /// When plotters fails.
-pub fn exposure_svg(rates: &[f64]) -> anyhow::Result<String> {
+pub fn exposure_svg(rates: &[f64], max_rate: Option<f64>) -> anyhow::Result<String> {
     const BINS: usize = 20;
-    let top = rates.iter().copied().fold(0.0, f64::max).max(0.01);
+    let top = rates
+        .iter()
+        .copied()
+        .fold(0.0, f64::max)
+        .max(max_rate.unwrap_or(0.0))
+        .max(0.01);
+    let unused = rates.iter().filter(|r| **r == 0.0).count();
     let width = top / BINS as f64;
     let mut counts = [0usize; BINS];
     for &r in rates {
@@ -331,7 +343,10 @@ pub fn exposure_svg(rates: &[f64]) -> anyhow::Result<String> {
         root.fill(&WHITE).map_err(plot_error)?;
         let mut chart = ChartBuilder::on(&root)
             .caption(
-                format!("Item exposure rates ({} items)", rates.len()),
+                format!(
+                    "Item exposure rates ({} items, {unused} never given)",
+                    rates.len()
+                ),
                 ("sans-serif", 20),
             )
             .margin(15)
@@ -343,6 +358,7 @@ pub fn exposure_svg(rates: &[f64]) -> anyhow::Result<String> {
             .configure_mesh()
             .x_desc("exposure rate (share of examinees given the item)")
             .y_desc("items")
+            .y_label_formatter(&|v| tick(*v, 0))
             .draw()
             .map_err(plot_error)?;
         chart
@@ -351,6 +367,25 @@ pub fn exposure_svg(rates: &[f64]) -> anyhow::Result<String> {
                 Rectangle::new([(x0, 0.0), (x0 + width, c as f64)], BLUE.mix(0.6).filled())
             }))
             .map_err(plot_error)?;
+        if let Some(r) = max_rate {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(r, 0.0), (r, highest * 1.05)],
+                    6,
+                    4,
+                    RED.stroke_width(2),
+                ))
+                .map_err(plot_error)?
+                .label("max rate")
+                .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RED.stroke_width(2)));
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperMiddle)
+                .border_style(BLACK)
+                .background_style(WHITE.mix(0.9))
+                .draw()
+                .map_err(plot_error)?;
+        }
         root.present().map_err(plot_error)?;
     }
     Ok(svg)
@@ -396,6 +431,7 @@ pub fn information_svg(bank: &SimBank) -> anyhow::Result<String> {
             .configure_mesh()
             .x_desc("theta")
             .y_desc("sum of item information")
+            .y_label_formatter(&|v| tick(*v, 0))
             .draw()
             .map_err(plot_error)?;
         chart
@@ -404,6 +440,20 @@ pub fn information_svg(bank: &SimBank) -> anyhow::Result<String> {
         root.present().map_err(plot_error)?;
     }
     Ok(svg)
+}
+
+/// An axis label with `decimals` decimals, never `-0`.
+fn tick(value: f64, decimals: usize) -> String {
+    let text = format!("{value:.decimals$}");
+    if text
+        .trim_start_matches('-')
+        .chars()
+        .all(|c| c == '0' || c == '.')
+    {
+        text.trim_start_matches('-').to_owned()
+    } else {
+        text
+    }
 }
 
 /// The range of `values` widened by `pad` on each side (a unit range around 0 when empty).

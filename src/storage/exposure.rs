@@ -110,7 +110,7 @@ impl ExposureTracker {
         &self,
         bank_id: i64,
         ineligible: &[i64],
-        selected: Option<i64>,
+        selected: &[i64],
         presented: Option<i64>,
     ) {
         let key = self.key(bank_id);
@@ -127,10 +127,10 @@ impl ExposureTracker {
     pub async fn record_presentation(
         &self,
         bank_id: i64,
-        selected: Option<i64>,
+        selected: &[i64],
         presented: Option<i64>,
     ) {
-        if selected.is_none() && presented.is_none() {
+        if selected.is_empty() && presented.is_none() {
             return;
         }
         let key = self.key(bank_id);
@@ -155,10 +155,10 @@ impl ExposureTracker {
 fn add_presentation(
     pipe: &mut redis::Pipeline,
     key: &str,
-    selected: Option<i64>,
+    selected: &[i64],
     presented: Option<i64>,
 ) {
-    if let Some(id) = selected {
+    for id in selected {
         pipe.hincr(key, format!("s:{id}"), 1).ignore();
     }
     if let Some(id) = presented {
