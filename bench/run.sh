@@ -111,7 +111,7 @@ busy_pct() {
     local b0 i0 b1 i1
     read -r b0 i0 <<<"$1"
     read -r b1 i1 <<<"$2"
-    awk -v b="$((b1 - b0))" -v i="$((i1 - i0))" 'BEGIN { printf "%.1f", (b + i) > 0 ? 100 * b / (b + i) : 0 }'
+    awk -v b="$((b1 - b0))" -v i="$((i1 - i0))" 'BEGIN { printf "%.1f", ((b + i) > 0 ? 100 * b / (b + i) : 0) }'
 }
 
 # Backend pids of one database.
@@ -176,24 +176,39 @@ for migration in $(find migrations -name up.sql | sort); do
 done
 psql -q -v ON_ERROR_STOP=1 -v sessions="$SESSIONS" "$PG_URL/$PGBENCH_DB" -f bench/pgbench_setup.sql >/dev/null
 
+# Runs pgbench with one script; sets PGB_TPS, PGB_LAT, PGB_FAILED, PGB_BUSY (machine CPU
+# busy %), and PGB_PG_MS / PGB_CLIENT_MS: CPU milliseconds per transaction of the Postgres
+# backends and of pgbench itself, sampled over the middle of the run (from 2 s after the
+# start to 2 s before the end).
 run_pgbench() { # script, output file
-    local cpu0 cpu1
+    local cpu0 cpu1 pids t0 t1 c0 c1 w0 w1 pid
     cpu0=$(machine_cpu)
     "$PGBENCH" -n -c "$CLIENTS" -j 2 -T "$RUN_SECONDS" -M prepared -D sessions="$SESSIONS" \
-        -f "$1" "$PG_URL/$PGBENCH_DB" >"$2" 2>&1 || { cat "$2" >&2; die "pgbench failed"; }
+        -f "$1" "$PG_URL/$PGBENCH_DB" >"$2" 2>&1 &
+    pid=$!
+    sleep 2
+    mapfile -t pids < <(backends "$PGBENCH_DB")
+    t0=$(ticks "${pids[@]}"); c0=$(ticks "$pid"); w0=$(date +%s.%N)
+    sleep $((RUN_SECONDS > 6 ? RUN_SECONDS - 4 : 1))
+    t1=$(ticks "${pids[@]}"); c1=$(ticks "$pid"); w1=$(date +%s.%N)
+    wait "$pid" || { cat "$2" >&2; die "pgbench failed"; }
     cpu1=$(machine_cpu)
-    busy_pct "$cpu0" "$cpu1"
+    PGB_BUSY=$(busy_pct "$cpu0" "$cpu1")
+    PGB_TPS=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$2")
+    PGB_LAT=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' "$2")
+    PGB_FAILED=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$2")
+    read -r PGB_PG_MS PGB_CLIENT_MS < <(awk -v p="$((t1 - t0))" -v c="$((c1 - c0))" -v w="$(awk -v a="$w0" -v b="$w1" 'BEGIN{print b - a}')" \
+        -v tps="$PGB_TPS" -v hz="$HZ" 'BEGIN { n = w * tps; printf "%.3f %.3f\n", 1000 * p / hz / n, 1000 * c / hz / n }')
 }
 log "(a) pgbench -c $CLIENTS -j 2 -T $RUN_SECONDS -M prepared -f bench/pgbench_answer.sql"
-PGBENCH_BUSY=$(run_pgbench bench/pgbench_answer.sql "$WORK/pgbench.txt")
-PGBENCH_TPS=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$WORK/pgbench.txt")
-PGBENCH_LAT=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' "$WORK/pgbench.txt")
-PGBENCH_FAILED=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$WORK/pgbench.txt")
-log "(a) tps $PGBENCH_TPS, latency $PGBENCH_LAT ms, machine CPU busy $PGBENCH_BUSY%"
+run_pgbench bench/pgbench_answer.sql "$WORK/pgbench.txt"
+PGBENCH_TPS=$PGB_TPS PGBENCH_LAT=$PGB_LAT PGBENCH_FAILED=$PGB_FAILED PGBENCH_BUSY=$PGB_BUSY
+PGBENCH_PG_MS=$PGB_PG_MS PGBENCH_CLIENT_MS=$PGB_CLIENT_MS
+log "(a) tps $PGBENCH_TPS, latency $PGBENCH_LAT ms, machine CPU busy $PGBENCH_BUSY%, CPU ms per transaction: postgres $PGBENCH_PG_MS, pgbench $PGBENCH_CLIENT_MS"
 log "(a) pgbench with the replay look-up too (bench/pgbench_answer_full.sql)"
-PGBENCH_FULL_BUSY=$(run_pgbench bench/pgbench_answer_full.sql "$WORK/pgbench_full.txt")
-PGBENCH_FULL_TPS=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$WORK/pgbench_full.txt")
-log "(a) full tps $PGBENCH_FULL_TPS"
+run_pgbench bench/pgbench_answer_full.sql "$WORK/pgbench_full.txt"
+PGBENCH_FULL_TPS=$PGB_TPS PGBENCH_FULL_BUSY=$PGB_BUSY PGBENCH_FULL_PG_MS=$PGB_PG_MS
+log "(a) full tps $PGBENCH_FULL_TPS, CPU ms per transaction: postgres $PGBENCH_FULL_PG_MS"
 [[ -n ${BENCH_KEEP:-} ]] || psql -q "$PG_URL/postgres" -c "DROP DATABASE IF EXISTS $PGBENCH_DB WITH (FORCE)" >/dev/null
 
 # --- (b) the service --------------------------------------------------------------------
@@ -260,8 +275,13 @@ CPU_JSON=$(jq -n \
     --argjson loadtest "$(awk -v u="$LT_USER" -v s="$LT_SYS" 'BEGIN { printf "%.2f", u + s }')" \
     --argjson machine_busy_pct "$SERVICE_BUSY" \
     --argjson redis_private "$([[ -n $REDIS_PID ]] && echo true || echo false)" \
+    --argjson answers "$ANSWERS" \
     '{window_s: $window, cpu_seconds: {service: $service, postgres_backends: $postgres,
       redis: (if $redis_private then $redis else null end), loadtest: $loadtest},
+      cpu_ms_per_answer: (if $answers > 0 then {service: (1000 * $service / $answers),
+        postgres_backends: (1000 * $postgres / $answers),
+        redis: (if $redis_private then 1000 * $redis / $answers else null end),
+        loadtest: (1000 * $loadtest / $answers)} | map_values(if . == null then null else (. * 1000 | round / 1000) end) else null end),
       machine_busy_pct: $machine_busy_pct}')
 PER_ANSWER_JSON=$(jq -n --argjson answers "$ANSWERS" \
     --arg pg0 "$PG0" --arg pg1 "$PG1" --arg cmd0 "$CMD0" --arg cmd1 "$CMD1" '
@@ -309,6 +329,8 @@ jq -n \
     --argjson tps "${PGBENCH_TPS:-0}" --argjson lat "${PGBENCH_LAT:-0}" \
     --argjson failed "${PGBENCH_FAILED:-0}" --argjson busy "$PGBENCH_BUSY" \
     --argjson tps_full "${PGBENCH_FULL_TPS:-0}" --argjson busy_full "$PGBENCH_FULL_BUSY" \
+    --argjson pg_ms "${PGBENCH_PG_MS:-null}" --argjson client_ms "${PGBENCH_CLIENT_MS:-null}" \
+    --argjson pg_ms_full "${PGBENCH_FULL_PG_MS:-null}" \
     --slurpfile load "$WORK/load.json" --slurpfile park "$WORK/park.json" \
     --argjson cpu "$CPU_JSON" --argjson per_answer "$PER_ANSWER_JSON" \
     --argjson mem0 "$MEM0" --argjson mem1 "$MEM1" --argjson keys0 "$KEYS0" --argjson keys1 "$KEYS1" \
@@ -321,7 +343,9 @@ jq -n \
       pgbench: {clients: $clients, threads: 2, seconds: $seconds, sessions: $sessions,
                 script: "bench/pgbench_answer.sql", tps: $tps, latency_avg_ms: $lat,
                 failed_transactions: $failed, machine_busy_pct: $busy,
-                tps_with_replay_lookup: $tps_full, machine_busy_pct_with_replay_lookup: $busy_full},
+                cpu_ms_per_transaction: {postgres_backends: $pg_ms, pgbench: $client_ms},
+                tps_with_replay_lookup: $tps_full, machine_busy_pct_with_replay_lookup: $busy_full,
+                postgres_cpu_ms_per_transaction_with_replay_lookup: $pg_ms_full},
       service: {students: $l.students, duration_s: $l.duration_s,
                 answers_per_s: ($s.per_second // 0),
                 submitAnswer: {count: $s.count, p50_ms: $s.p50_ms, p95_ms: $s.p95_ms,
@@ -341,11 +365,12 @@ jq -n \
 
 jq -r '
   "adaptive-engine bench (\(.date), commit \(.commit), \(.machine.nproc) cores, load average at start \(.machine.loadavg_at_start))",
-  "  pgbench (answer transaction, \(.pgbench.clients) clients, \(.pgbench.seconds) s): \(.pgbench.tps) tps (avg \(.pgbench.latency_avg_ms) ms); with the replay look-up: \(.pgbench.tps_with_replay_lookup) tps",
-  "  service (\(.service.students) students, \(.service.duration_s) s): \(.service.answers_per_s | . * 10 | round / 10) answers/s = \(.ratio_pct)% of pgbench",
+  "  pgbench (answer transaction, \(.pgbench.clients) clients, \(.pgbench.seconds) s): \(.pgbench.tps | . * 10 | round / 10) tps (avg \(.pgbench.latency_avg_ms) ms); with the replay look-up: \(.pgbench.tps_with_replay_lookup | . * 10 | round / 10) tps",
+  "  service (\(.service.students) students, \(.service.duration_s | . * 10 | round / 10) s): \(.service.answers_per_s | . * 10 | round / 10) answers/s = \(.ratio_pct)% of pgbench",
   "  submitAnswer latency ms: p50 \(.service.submitAnswer.p50_ms)  p95 \(.service.submitAnswer.p95_ms)  p99 \(.service.submitAnswer.p99_ms)  max \(.service.submitAnswer.max_ms)",
   "  errors: \(.service.errors_total) \(if .service.errors_total > 0 then (.service.errors | tostring) else "" end)",
-  "  CPU seconds over \(.service.cpu.window_s) s: service \(.service.cpu.cpu_seconds.service), postgres backends \(.service.cpu.cpu_seconds.postgres_backends), redis \(.service.cpu.cpu_seconds.redis), loadtest \(.service.cpu.cpu_seconds.loadtest); machine busy \(.service.cpu.machine_busy_pct)% (pgbench phase \(.pgbench.machine_busy_pct)%)",
+  "  CPU ms per answer: service \(.service.cpu.cpu_ms_per_answer.service), postgres backends \(.service.cpu.cpu_ms_per_answer.postgres_backends), redis \(.service.cpu.cpu_ms_per_answer.redis), loadtest \(.service.cpu.cpu_ms_per_answer.loadtest); pgbench: postgres \(.pgbench.cpu_ms_per_transaction.postgres_backends), pgbench \(.pgbench.cpu_ms_per_transaction.pgbench) per transaction",
+  "  machine CPU busy: \(.service.cpu.machine_busy_pct)% during the service run, \(.pgbench.machine_busy_pct)% during pgbench (other processes included)",
   "  per answer: \(.service.per_answer | tostring)",
   "  Redis: \(.redis.bytes_per_live_exam) bytes per live exam (used_memory delta over \(.redis.live_exams) exams with \(.redis.answers_each) answers; \(.redis.keys_added) keys added; MEMORY USAGE per state key \(.redis.memory_usage_per_state_key); state JSON \(.redis.state_json_bytes) bytes)"
 ' "$RESULTS_DIR/latest.json"

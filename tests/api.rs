@@ -482,28 +482,12 @@ async fn an_exam_stops_at_the_se_target_after_min_items() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_reports_postgres_and_redis() {
     let app = TestApp::spawn().await;
-    let health: Value = app
-        .http
-        .get(app.url("/health"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let health: Value = app.get_json("/health").await;
     assert_eq!(
         health,
         json!({"status": "ok", "postgres": "up", "redis": "up"})
     );
-    let redis: Value = app
-        .http
-        .get(app.url("/health/redis"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let redis: Value = app.get_json("/health/redis").await;
     assert_eq!(redis["redis"], "up");
     assert!(chrono::DateTime::parse_from_rfc3339(redis["timestamp"].as_str().expect("ts")).is_ok());
     let page = app

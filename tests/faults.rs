@@ -107,15 +107,7 @@ async fn stopping_redis_mid_exam_fails_nothing_and_health_says_down() {
         check.check(&item, correct, &result);
         item = result["nextItem"]["id"].as_str().expect("next").to_owned();
         if step == 7 {
-            let health: Value = app
-                .http
-                .get(app.url("/health/redis"))
-                .send()
-                .await
-                .expect("get")
-                .json()
-                .await
-                .expect("json");
+            let health: Value = app.get_json("/health/redis").await;
             assert_eq!(health["redis"], "down");
             let response = app.http.get(app.url("/health")).send().await.expect("get");
             assert_eq!(response.status(), 200);
@@ -132,15 +124,7 @@ async fn stopping_redis_mid_exam_fails_nothing_and_health_says_down() {
     let json: String = conn.get(app.key(&exam)).await.expect("state cached again");
     let state: Value = serde_json::from_str(&json).expect("json");
     assert_eq!(state["items_completed"], 15);
-    let health: Value = app
-        .http
-        .get(app.url("/health/redis"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let health: Value = app.get_json("/health/redis").await;
     assert_eq!(health["redis"], "up");
     assert_eq!(
         attempts(&app.db, &exam).await,

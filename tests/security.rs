@@ -680,15 +680,7 @@ async fn rediss_with_a_password_and_a_private_ca_works() {
         ..Options::default()
     })
     .await;
-    let health: Value = app
-        .http
-        .get(app.url("/health/redis"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let health: Value = app.get_json("/health/redis").await;
     assert_eq!(health["redis"], "up");
     let bank = app.create_bank(&bank_params(10)).await;
     let token = app.student("s-tls");
@@ -721,15 +713,7 @@ async fn rediss_with_a_password_and_a_private_ca_works() {
         ..Options::default()
     })
     .await;
-    let health: Value = wrong
-        .http
-        .get(wrong.url("/health/redis"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let health: Value = wrong.get_json("/health/redis").await;
     assert_eq!(health["redis"], "down");
     let summary = wrong.ok(&token, SUMMARY, json!({"id": exam})).await;
     assert_eq!(summary["engineSummary"]["source"], "DATABASE");

@@ -162,6 +162,10 @@ struct SubscriptionReport {
     events_missing_before_live: u64,
     /// Missing events after the subscription's first event: lost.
     events_lost: u64,
+    /// Subscriptions the server answered with an error (idle mode; the error codes are
+    /// in the `event` operation's errors).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subscriptions_failed: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     subscriptions_with_all_events: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -205,6 +209,8 @@ struct Shared {
     events: Mutex<OpStats>,
     /// Error details already printed (only the first few are).
     printed: AtomicUsize,
+    /// Events of answers sent before this (the warm-up) are not measured.
+    measure_from: std::sync::OnceLock<Instant>,
 }
 
 impl Shared {
@@ -291,6 +297,11 @@ impl Shared {
                 s.received += 1;
                 s.at
             });
+        if let (Some(sent), Some(from)) = (sent, self.measure_from.get())
+            && sent < *from
+        {
+            return;
+        }
         let mut events = lock(&self.events);
         match sent {
             Some(sent) => events.ok(now.saturating_duration_since(sent)),
@@ -437,6 +448,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
         events_received: AtomicU64::new(0),
         events: Mutex::new(OpStats::default()),
         printed: AtomicUsize::new(0),
+        measure_from: std::sync::OnceLock::new(),
     });
     let mut report = Report {
         url: cli.url.clone(),
@@ -460,7 +472,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
     };
     let mut metrics = metrics;
     let events = lock(&shared.events).clone();
-    if !events.latency.is_empty() || !events.errors.is_empty() {
+    if !events.is_empty() {
         let mut m = Metrics::default();
         *m.op("event") = events;
         metrics.merge(&m);
@@ -564,6 +576,7 @@ struct Window {
 async fn load_mode(cli: &Cli, shared: &Arc<Shared>, report: &mut Report) -> Metrics {
     let start = Instant::now();
     let measure_from = start + Duration::from_secs(cli.warmup);
+    let _ = shared.measure_from.set(measure_from);
     let window = Window {
         measure_from,
         deadline: match cli.exams {
@@ -1043,6 +1056,8 @@ struct Held {
     received: AtomicU32,
     expected: AtomicU32,
     closed: AtomicBool,
+    /// The server answered the subscription with an error.
+    failed: AtomicBool,
 }
 
 async fn idle_mode(cli: &Cli, shared: &Arc<Shared>, k: usize, report: &mut Report) -> Metrics {
@@ -1063,6 +1078,7 @@ async fn idle_mode(cli: &Cli, shared: &Arc<Shared>, k: usize, report: &mut Repor
                 received: AtomicU32::new(0),
                 expected: AtomicU32::new(0),
                 closed: AtomicBool::new(false),
+                failed: AtomicBool::new(false),
             })
             .collect(),
     );
@@ -1225,6 +1241,11 @@ async fn idle_mode(cli: &Cli, shared: &Arc<Shared>, k: usize, report: &mut Repor
         events_missing: expected - received,
         events_missing_before_live: before_live,
         events_lost: (expected - received).saturating_sub(before_live),
+        subscriptions_failed: Some(
+            held.iter()
+                .filter(|h| h.failed.load(Ordering::Relaxed))
+                .count(),
+        ),
         subscriptions_with_all_events: Some(complete),
         subscriptions_missing_events: Some(missing_subs),
         errors,
@@ -1274,7 +1295,10 @@ async fn hold(
                     ws::Incoming::Ping => {
                         let _ = ws::send(&mut writer, json!({"type": "pong"})).await;
                     }
-                    ws::Incoming::Error(code) => shared.event_error(&code),
+                    ws::Incoming::Error(code) => {
+                        me.failed.store(true, Ordering::Relaxed);
+                        shared.event_error(&code);
+                    }
                     _ => {}
                 },
                 Some(Err(_)) | None => {

@@ -320,6 +320,18 @@ impl TestApp {
         self.keys.mint(sub, Role::Student, 3600)
     }
 
+    /// GETs `path` and parses the JSON body.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json")
+    }
+
     /// Posts a GraphQL operation and returns the whole JSON response.
     pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
         post_gql(&self.http, &self.url("/graphql"), token, query, variables).await

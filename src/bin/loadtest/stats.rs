@@ -10,30 +10,55 @@ use serde::Serialize;
 /// Highest latency recorded exactly: one hour, in microseconds (larger values saturate).
 const MAX_MICROS: u64 = 3_600_000_000;
 
+/// Samples kept raw before they go into the histogram (a histogram with these bounds
+/// takes ~180 KB: tasks that make a few calls keep a few samples instead).
+const RAW_SAMPLES: usize = 4096;
+
 /// Latencies (microseconds) and errors of one operation.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct OpStats {
-    /// Latencies of the successful calls, in microseconds.
-    pub latency: Histogram<u64>,
+    /// Latencies of successful calls not yet in `histogram`, in microseconds.
+    raw: Vec<u64>,
+    /// Latencies of the other successful calls, allocated once `raw` fills up.
+    histogram: Option<Histogram<u64>>,
     /// Failed calls by error class (`UNAVAILABLE`, `http:503`, `transport:timeout`…).
     pub errors: BTreeMap<String, u64>,
 }
 
-impl Default for OpStats {
-    fn default() -> Self {
-        Self {
-            latency: Histogram::new_with_bounds(1, MAX_MICROS, 3)
-                .unwrap_or_else(|e| unreachable!("valid histogram bounds: {e}")),
-            errors: BTreeMap::new(),
-        }
-    }
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_MICROS, 3)
+        .unwrap_or_else(|e| unreachable!("valid histogram bounds: {e}"))
 }
 
 impl OpStats {
     /// Records one success that took `elapsed`.
     pub fn ok(&mut self, elapsed: Duration) {
         let micros = (elapsed.as_micros() as u64).clamp(1, MAX_MICROS);
-        self.latency.saturating_record(micros);
+        self.raw.push(micros);
+        if self.raw.len() >= RAW_SAMPLES {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        let histogram = self.histogram.get_or_insert_with(new_histogram);
+        for micros in self.raw.drain(..) {
+            histogram.saturating_record(micros);
+        }
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty() && self.histogram.is_none() && self.errors.is_empty()
+    }
+
+    /// All latencies in one histogram.
+    fn latency(&self) -> Histogram<u64> {
+        let mut histogram = self.histogram.clone().unwrap_or_else(new_histogram);
+        for &micros in &self.raw {
+            histogram.saturating_record(micros);
+        }
+        histogram
     }
 
     /// Records one failure of class `class`.
@@ -42,8 +67,17 @@ impl OpStats {
     }
 
     fn merge(&mut self, other: &OpStats) {
-        // Same bounds on both sides: adding cannot fail.
-        let _ = self.latency.add(&other.latency);
+        if let Some(histogram) = &other.histogram {
+            // Same bounds on both sides: adding cannot fail.
+            let _ = self
+                .histogram
+                .get_or_insert_with(new_histogram)
+                .add(histogram);
+        }
+        self.raw.extend_from_slice(&other.raw);
+        if self.raw.len() >= RAW_SAMPLES {
+            self.flush();
+        }
         for (class, n) in &other.errors {
             *self.errors.entry(class.clone()).or_default() += n;
         }
@@ -110,7 +144,7 @@ pub struct OpSummary {
 
 impl OpSummary {
     fn new(stats: &OpStats, seconds: f64) -> Self {
-        let h = &stats.latency;
+        let h = &stats.latency();
         let ms = |micros: u64| micros as f64 / 1000.0;
         let count = h.len();
         let (p50, p95, p99, max) = if count == 0 {
