@@ -6,8 +6,8 @@
 //! a failure, so a dead Redis is not paid for on every request. Callers treat every error
 //! as a cache miss: Postgres is the source of truth.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bb8_redis::RedisConnectionManager;
@@ -36,6 +36,37 @@ pub enum RedisUnavailable {
     Command(String),
 }
 
+/// The outcome of one try.
+enum Attempt {
+    /// The connection was dead (worth one retry on a fresh one).
+    Dropped(RedisUnavailable),
+    /// Anything else.
+    Failed(RedisUnavailable),
+}
+
+impl Attempt {
+    fn into_error(self) -> RedisUnavailable {
+        match self {
+            Self::Dropped(e) => {
+                // Dead twice in a row: Redis is down.
+                e
+            }
+            Self::Failed(e) => e,
+        }
+    }
+}
+
+/// A pool without connecting. No ping on check-out (it would double the round trips):
+/// dead connections are detected by their first failed command instead.
+fn build(manager: RedisConnectionManager, max_size: u32) -> bb8::Pool<RedisConnectionManager> {
+    bb8::Pool::builder()
+        .max_size(max_size)
+        .connection_timeout(CONNECTION_TIMEOUT)
+        .error_sink(Box::new(LogErrors))
+        .test_on_check_out(false)
+        .build_unchecked(manager)
+}
+
 /// Logs the real cause of connection failures, which otherwise only surface as "timed out".
 #[derive(Debug, Clone, Copy)]
 struct LogErrors;
@@ -53,7 +84,11 @@ impl bb8::ErrorSink<redis::RedisError> for LogErrors {
 /// A Redis pool with timeouts and a circuit breaker.
 #[derive(Clone)]
 pub struct RedisPool {
-    pool: bb8::Pool<RedisConnectionManager>,
+    /// The current pool; replaced wholesale when a connection turns out to be dead.
+    pool: Arc<RwLock<bb8::Pool<RedisConnectionManager>>>,
+    /// How to build a new pool.
+    manager: RedisConnectionManager,
+    max_size: u32,
     breaker: Arc<Breaker>,
 }
 
@@ -108,25 +143,36 @@ impl RedisPool {
     pub fn new(client: &redis::Client, max_size: u32) -> Result<Self, redis::RedisError> {
         // The connection info carries the client's TLS settings (custom CA included).
         let manager = RedisConnectionManager::new(client.get_connection_info().clone())?;
-        let pool = bb8::Pool::builder()
-            .max_size(max_size)
-            .connection_timeout(CONNECTION_TIMEOUT)
-            .error_sink(Box::new(LogErrors))
-            // A multiplexed connection does not notice that Redis restarted; the ping on
-            // check-out discards dead ones.
-            .test_on_check_out(true)
-            .build_unchecked(manager);
         Ok(Self {
-            pool,
+            pool: Arc::new(RwLock::new(build(manager.clone(), max_size))),
+            manager,
+            max_size,
             breaker: Arc::default(),
         })
+    }
+
+    fn current(&self) -> bb8::Pool<RedisConnectionManager> {
+        self.pool
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Drops every pooled connection: a multiplexed connection never recovers once its
+    /// socket is gone (Redis restarted), and bb8-redis cannot tell, so the pool starts over.
+    fn reset(&self) {
+        let fresh = build(self.manager.clone(), self.max_size);
+        *self
+            .pool
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
     }
 
     /// Runs one operation on a pooled connection, unless the breaker is open; any failure
     /// or timeout opens it.
     pub async fn run<T, F>(&self, op: F) -> Result<T, RedisUnavailable>
     where
-        F: AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
+        F: AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T> + Clone,
     {
         if self.breaker.is_open() {
             return Err(RedisUnavailable::BreakerOpen);
@@ -137,13 +183,26 @@ impl RedisPool {
     /// Like [`RedisPool::run`] but tries Redis even when the breaker is open (health checks).
     pub async fn run_unguarded<T, F>(&self, op: F) -> Result<T, RedisUnavailable>
     where
-        F: AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
+        F: AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T> + Clone,
     {
-        let mut conn = match self.pool.get().await {
+        match self.attempt(op.clone()).await {
+            // A pooled connection that died with a Redis restart fails at once; the pool
+            // was reset, so one retry on a fresh connection tells whether Redis is back.
+            Err(Attempt::Dropped(_)) => self.attempt(op).await.map_err(Attempt::into_error),
+            other => other.map_err(Attempt::into_error),
+        }
+    }
+
+    async fn attempt<T, F>(&self, op: F) -> Result<T, Attempt>
+    where
+        F: AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T> + Clone,
+    {
+        let pool = self.current();
+        let mut conn = match pool.get().await {
             Ok(conn) => conn,
             Err(e) => {
                 self.breaker.record_failure();
-                return Err(RedisUnavailable::Connect(e.to_string()));
+                return Err(Attempt::Failed(RedisUnavailable::Connect(e.to_string())));
             }
         };
         match tokio::time::timeout(COMMAND_TIMEOUT, op(&mut conn)).await {
@@ -151,16 +210,25 @@ impl RedisPool {
                 self.breaker.record_success();
                 Ok(value)
             }
+            Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() => {
+                drop(conn);
+                self.reset();
+                Err(Attempt::Dropped(RedisUnavailable::Command(e.to_string())))
+            }
             Ok(Err(e)) => {
                 // A server-side error (e.g. OOM, WRONGTYPE) says Redis is up.
-                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                if e.is_timeout() {
                     self.breaker.record_failure();
                 }
-                Err(RedisUnavailable::Command(e.to_string()))
+                Err(Attempt::Failed(RedisUnavailable::Command(e.to_string())))
             }
             Err(_) => {
                 self.breaker.record_failure();
-                Err(RedisUnavailable::Command("timed out".into()))
+                drop(conn);
+                self.reset();
+                Err(Attempt::Failed(RedisUnavailable::Command(
+                    "timed out".into(),
+                )))
             }
         }
     }
