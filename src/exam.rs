@@ -509,14 +509,19 @@ impl ExamService {
         caller.require_owner(&row.student_id)?;
         let bank = self.bank(conn, row.item_bank_id).await?;
         let design = design_of(&row)?;
-        if let Some(attempt) = queries::find_attempt(conn, exam_session_id, item_id).await? {
+        let status = ExamStatus::parse(&row.status)?;
+        // The presented item of an active exam has no answer yet by construction: only any
+        // other item can be a repeat, so only then is it worth a look for the attempt.
+        let presented = status == ExamStatus::Active && row.current_item_id == Some(item_id);
+        if !presented
+            && let Some(attempt) = queries::find_attempt(conn, exam_session_id, item_id).await?
+        {
             if attempt.response != response {
                 return Err(AppError::AlreadyAnswered);
             }
             let exam = self.view(row, design, &bank)?;
             return Ok(Recorded::Replay(Box::new(replay(&attempt, exam, &bank))));
         }
-        let status = ExamStatus::parse(&row.status)?;
         if status != ExamStatus::Active {
             return Err(AppError::ExamNotActive(status.as_str().into()));
         }
@@ -558,7 +563,19 @@ impl ExamService {
         let next_item_id = decision.next_item.map(|i| bank.items[i].id);
         let completed = next_item_id.is_none();
         let items_completed = row.items_completed + 1;
-        let attempt = queries::insert_attempt(
+        let stop_reason = decision.stop.filter(|_| completed);
+        let progress = queries::SessionProgress {
+            status: if completed { "COMPLETED" } else { "ACTIVE" },
+            theta: decision.estimate.theta,
+            standard_error: decision.estimate.standard_error,
+            items_completed,
+            current_item_id: next_item_id,
+            stop_reason: stop_reason.map(stop_reason_str),
+            updated_at: now,
+            completed_at: completed.then_some(now),
+        };
+        // One statement records the attempt and moves the session on.
+        let answered_at = queries::record_attempt(
             conn,
             &queries::NewAttempt {
                 exam_session_id,
@@ -572,24 +589,20 @@ impl ExamService {
                 next_item_id,
                 completed,
             },
+            &progress,
         )
         .await?;
-        let stop_reason = decision.stop.filter(|_| completed);
-        let row = queries::update_session_progress(
-            conn,
-            exam_session_id,
-            &queries::SessionProgress {
-                status: if completed { "COMPLETED" } else { "ACTIVE" },
-                theta: decision.estimate.theta,
-                standard_error: decision.estimate.standard_error,
-                items_completed,
-                current_item_id: next_item_id,
-                stop_reason: stop_reason.map(stop_reason_str),
-                updated_at: now,
-                completed_at: completed.then_some(now),
-            },
-        )
-        .await?;
+        let row = ExamSessionRow {
+            status: progress.status.to_owned(),
+            theta: progress.theta,
+            standard_error: progress.standard_error,
+            items_completed,
+            current_item_id: next_item_id,
+            stop_reason: progress.stop_reason.map(str::to_owned),
+            updated_at: now,
+            completed_at: progress.completed_at,
+            ..row
+        };
         let exposure = design.exposure.is_some().then(|| {
             (
                 bank.id,
@@ -605,18 +618,18 @@ impl ExamService {
         let state = state_of(&exam, &bank, &administered, &scores);
         let event = ThetaEvent {
             exam_session_id,
-            theta: attempt.theta,
-            standard_error: attempt.standard_error,
+            theta: decision.estimate.theta,
+            standard_error: decision.estimate.standard_error,
             items_completed,
             completed,
-            at: attempt.created_at,
+            at: answered_at,
         };
         let event = serde_json::to_string(&event)
             .map_err(|e| AppError::internal("cannot serialize an event", e))?;
         Ok(Recorded::New(Box::new(NewAnswer {
             answered: Answered {
-                theta: attempt.theta,
-                standard_error: attempt.standard_error,
+                theta: decision.estimate.theta,
+                standard_error: decision.estimate.standard_error,
                 items_completed,
                 completed,
                 next_item: exam.current_item.clone(),

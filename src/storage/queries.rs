@@ -103,8 +103,7 @@ pub struct NewExamSession<'a> {
 }
 
 /// The session columns an answer changes.
-#[derive(Debug, AsChangeset)]
-#[diesel(table_name = exam_sessions, treat_none_as_null = true)]
+#[derive(Debug)]
 pub struct SessionProgress<'a> {
     pub status: &'a str,
     pub theta: f64,
@@ -135,8 +134,7 @@ pub struct AttemptRow {
 }
 
 /// A new recorded answer.
-#[derive(Debug, Insertable)]
-#[diesel(table_name = attempts)]
+#[derive(Debug)]
 pub struct NewAttempt<'a> {
     pub exam_session_id: i64,
     pub item_id: i64,
@@ -262,19 +260,6 @@ pub async fn lock_exam_session(
         .optional()
 }
 
-/// Writes the progress an answer made.
-pub async fn update_session_progress(
-    conn: &mut AsyncPgConnection,
-    session_id: i64,
-    progress: &SessionProgress<'_>,
-) -> QueryResult<ExamSessionRow> {
-    diesel::update(exam_sessions::table.find(session_id))
-        .set(progress)
-        .returning(ExamSessionRow::as_returning())
-        .get_result(conn)
-        .await
-}
-
 /// Ids of the sessions that are still active.
 pub async fn active_session_ids(conn: &mut AsyncPgConnection) -> QueryResult<Vec<i64>> {
     exam_sessions::table
@@ -313,14 +298,49 @@ pub async fn list_attempts(
         .await
 }
 
-/// Records one answer.
-pub async fn insert_attempt(
+/// Records one answer and moves its session on, in a single statement (one round trip):
+/// the attempt is inserted and the session updated together, inside the caller's
+/// transaction. Returns when the attempt was recorded.
+pub async fn record_attempt(
     conn: &mut AsyncPgConnection,
     attempt: &NewAttempt<'_>,
-) -> QueryResult<AttemptRow> {
-    diesel::insert_into(attempts::table)
-        .values(attempt)
-        .returning(AttemptRow::as_returning())
-        .get_result(conn)
-        .await
+    progress: &SessionProgress<'_>,
+) -> QueryResult<DateTime<Utc>> {
+    use diesel::sql_types::{Bool, Float8, Int4, Int8, Nullable, Text, Timestamptz};
+    #[derive(diesel::QueryableByName)]
+    struct Recorded {
+        #[diesel(sql_type = Timestamptz)]
+        created_at: DateTime<Utc>,
+    }
+    let recorded: Recorded = diesel::sql_query(
+        "WITH attempt AS (
+             INSERT INTO attempts (exam_session_id, item_id, position, response, correct, score,
+                                   theta, standard_error, next_item_id, completed)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             RETURNING created_at
+         ), session AS (
+             UPDATE exam_sessions
+                SET status = $11, theta = $7, standard_error = $8, items_completed = $3,
+                    current_item_id = $9, stop_reason = $12, updated_at = $13, completed_at = $14
+              WHERE id = $1
+         )
+         SELECT created_at FROM attempt",
+    )
+    .bind::<Int8, _>(attempt.exam_session_id)
+    .bind::<Int8, _>(attempt.item_id)
+    .bind::<Int4, _>(attempt.position)
+    .bind::<Text, _>(attempt.response)
+    .bind::<Bool, _>(attempt.correct)
+    .bind::<Int4, _>(attempt.score)
+    .bind::<Float8, _>(attempt.theta)
+    .bind::<Float8, _>(attempt.standard_error)
+    .bind::<Nullable<Int8>, _>(attempt.next_item_id)
+    .bind::<Bool, _>(attempt.completed)
+    .bind::<Text, _>(progress.status)
+    .bind::<Nullable<Text>, _>(progress.stop_reason)
+    .bind::<Timestamptz, _>(progress.updated_at)
+    .bind::<Nullable<Timestamptz>, _>(progress.completed_at)
+    .get_result(conn)
+    .await?;
+    Ok(recorded.created_at)
 }
