@@ -429,7 +429,7 @@ impl ExamService {
         let exam = self.view(row, design, &bank)?;
         if exam.status == ExamStatus::Active {
             let state = state_of(&exam, &bank, &[], &[]);
-            self.save_state(&state, "").await;
+            self.save_state(exam.row.id, &state, "").await;
         }
         Ok(Started { exam })
     }
@@ -486,7 +486,7 @@ impl ExamService {
                         tracing::warn!(exam.id = exam_session_id, error = %e, "cannot drop the completed exam's state");
                     }
                 } else {
-                    self.save_state(&state, &event).await;
+                    self.save_state(exam_session_id, &state, &event).await;
                 }
                 Ok(answered)
             }
@@ -535,9 +535,7 @@ impl ExamService {
             .score(response)
             .map_err(|e| AppError::bad_input(e.to_string()))?;
         let (mut administered, mut scores) = match cached
-            .filter(|s| {
-                s.items_completed as i32 == row.items_completed && s.item_bank_id == bank.id
-            })
+            .filter(|s| s.items_completed as i32 == row.items_completed)
             .and_then(|s| history_from_state(&s, &bank))
         {
             Some(history) => history,
@@ -707,8 +705,12 @@ impl ExamService {
             drop(conn);
             let (administered, responses) = history_from_attempts(&attempts, &bank)?;
             let exam = self.view(row.clone(), design.clone(), &bank)?;
-            self.save_state(&state_of(&exam, &bank, &administered, &responses), "")
-                .await;
+            self.save_state(
+                exam_session_id,
+                &state_of(&exam, &bank, &administered, &responses),
+                "",
+            )
+            .await;
         }
         Ok(Summary {
             exam_session_id,
@@ -796,8 +798,7 @@ impl ExamService {
         }
     }
 
-    async fn save_state(&self, state: &EngineState, event: &str) {
-        let exam_session_id = state.exam_session_id;
+    async fn save_state(&self, exam_session_id: i64, state: &EngineState, event: &str) {
         let json = match state_json(state) {
             Ok(json) => json,
             Err(_) => return,
@@ -944,7 +945,6 @@ fn state_json(state: &EngineState) -> AppResult<String> {
 fn state_of(exam: &ExamView, bank: &Bank, administered: &[usize], scores: &[u32]) -> EngineState {
     let polytomous = administered.iter().any(|&i| bank.items[i].categories != 2);
     EngineState {
-        exam_session_id: exam.row.id,
         theta: exam.row.theta,
         standard_error: exam.row.standard_error,
         item_params_list: administered
@@ -960,9 +960,6 @@ fn state_of(exam: &ExamView, bank: &Bank, administered: &[usize], scores: &[u32]
         max_items: exam.design.stopping.max_items as u32,
         items_completed: administered.len() as u32,
         item_ids: administered.iter().map(|&i| bank.items[i].id).collect(),
-        presented_item_id: exam.row.current_item_id,
-        student_id: exam.row.student_id.clone(),
-        item_bank_id: bank.id,
     }
 }
 

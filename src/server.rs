@@ -36,12 +36,18 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Longest GraphQL document accepted; longer ones are refused before parsing (bank
 /// imports carry their items in variables, not in the document).
 pub const MAX_QUERY_BYTES: usize = 32 * 1024;
+/// Read and write buffer of one WebSocket.
+const WS_BUFFER_BYTES: usize = 4 * 1024;
+/// Largest WebSocket message accepted (a subscribe message is a few hundred bytes).
+const WS_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// WebSocket clients that send nothing (not even pings) for this long are closed.
 const WS_KEEPALIVE: Duration = Duration::from_secs(120);
 
-/// Tells long-lived connections (WebSockets) that the server is shutting down.
+/// Tells long-lived connections (WebSockets) that the server is shutting down, and lets
+/// the server wait for them: every WebSocket session holds a clone of `_sessions` until it
+/// has closed its socket.
 #[derive(Clone)]
-struct Shutdown(watch::Receiver<bool>);
+struct Shutdown(watch::Receiver<bool>, mpsc::Sender<()>);
 
 impl Shutdown {
     /// Resolves once shutdown has begun.
@@ -51,13 +57,13 @@ impl Shutdown {
 }
 
 /// The service's routes around `app`; `shutdown` turns true when the server stops.
-fn router(app: App, shutdown: watch::Receiver<bool>) -> Router {
+fn router(app: App, shutdown: Shutdown) -> Router {
     Router::new()
         .route("/graphql", get(graphiql).post(graphql))
         .route("/graphql/ws", get(graphql_ws))
         .route("/health", get(health))
         .route("/health/redis", get(health_redis))
-        .layer(Extension(Shutdown(shutdown)))
+        .layer(Extension(shutdown))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .with_state(app)
 }
@@ -75,10 +81,16 @@ pub async fn run(
         shutdown.await;
         let _ = tx.send(true);
     });
-    let stop = Shutdown(rx.clone());
-    axum::serve(listener, router(app, rx))
-        .with_graceful_shutdown(stop.begun())
-        .await
+    let (sessions_tx, mut sessions_rx) = mpsc::channel::<()>(1);
+    let stop = Shutdown(rx.clone(), sessions_tx.clone());
+    let served = axum::serve(listener, router(app, Shutdown(rx, sessions_tx)))
+        .with_graceful_shutdown(stop.clone().begun())
+        .await;
+    // Upgraded connections are not drained by axum: wait (bounded) until every WebSocket
+    // session has sent its close frame, then return.
+    drop(stop);
+    let _ = tokio::time::timeout(Duration::from_secs(5), sessions_rx.recv()).await;
+    served
 }
 
 async fn graphql(
@@ -129,7 +141,14 @@ async fn graphql_ws(
 ) -> Response {
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        // tungstenite's defaults (128 KiB read buffer per socket, 64 MiB messages) would cost
+        // over 100 KiB per idle subscription; GraphQL subscription messages are small.
+        .read_buffer_size(WS_BUFFER_BYTES)
+        .write_buffer_size(WS_BUFFER_BYTES)
+        .max_message_size(WS_MAX_MESSAGE_BYTES)
+        .max_frame_size(WS_MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| async move {
+            let session_guard = shutdown.1.clone();
             let keys = app.keys.clone();
             let (mut socket_tx, socket_rx) = socket.split();
             // The GraphQL session writes through a channel, so that once it ends (the client
@@ -171,6 +190,7 @@ async fn graphql_ws(
                 .serve()
                 .await;
             let _ = writer.await;
+            drop(session_guard);
         })
 }
 
