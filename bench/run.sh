@@ -14,6 +14,9 @@
 #       per live exam: `used_memory` before/after `loadtest --park-exams 1000
 #       --park-answers 19` (1000 live exams with 19 answers each), ÷ 1000.
 #   (c) one summary on stdout, also written as JSON to bench/results/latest.json.
+#   (d) optional (BENCH_IDLE_SUBSCRIPTIONS=N): N sockets, one thetaUpdates subscription
+#       each, held while every exam gets answers; every event must arrive; the server's
+#       VmRSS before/after gives the memory per subscription.
 #
 # Usage: bash bench/run.sh
 # Needs: Postgres on 127.0.0.1:5432 (trust auth as root), Redis (redis-server to run a
@@ -23,7 +26,9 @@
 # BENCH_REDIS_URL (default: a private redis-server on a free port, so that used_memory
 # measures this run only; falls back to redis://127.0.0.1:6379/0), BENCH_CLIENTS (32),
 # BENCH_SECONDS (20), BENCH_SESSIONS (10000), BENCH_PARK_EXAMS (1000),
-# BENCH_PARK_ANSWERS (19), BENCH_SKIP_BUILD=1, BENCH_KEEP=1 (keep the databases),
+# BENCH_PARK_ANSWERS (19), BENCH_IDLE_SUBSCRIPTIONS (0: skip the optional phase (d) that
+# holds that many idle subscriptions and reports the server's RSS per subscription;
+# BENCH_IDLE_SECONDS 30, BENCH_CONNECT_CONCURRENCY 16), BENCH_SKIP_BUILD=1, BENCH_KEEP=1,
 # CARGO_TARGET_DIR. Service settings such as DATABASE_POOL_SIZE or REDIS_POOL_SIZE pass
 # through to the service.
 # It cleans up what it started: the service, the private Redis, the scratch databases
@@ -317,6 +322,19 @@ rcli --scan --pattern "$PREFIX:*" | awk -F: '{print $NF, $0}' | sort -n | tail -
     | awk '{print "STRLEN " $2}' >"$WORK/strlen.cmd"
 STATE_JSON_BYTES=$(rcli <"$WORK/strlen.cmd" | head -n 1)
 
+# --- (d) optional: idle subscriptions ----------------------------------------------------
+
+IDLE=${BENCH_IDLE_SUBSCRIPTIONS:-0}
+echo null >"$WORK/idle.json"
+if ((IDLE > 0)); then
+    log "(d) $IDLE idle subscriptions held ${BENCH_IDLE_SECONDS:-30} s, ${BENCH_CONNECT_CONCURRENCY:-16} sockets opened at a time"
+    "$LOADTEST_BIN" --url "$URL" --jwt-secret "$SECRET" --bank-id "$BANK_ID" --students "$CLIENTS" \
+        --idle-subscriptions "$IDLE" --connect-concurrency "${BENCH_CONNECT_CONCURRENCY:-16}" \
+        --duration "${BENCH_IDLE_SECONDS:-30}" --server-pid "$SERVICE_PID" --json \
+        >"$WORK/idle.json" 2>"$WORK/idle.err" || { cat "$WORK/idle.err" >&2; die "loadtest (idle) failed"; }
+    grep -v '^$' "$WORK/idle.err" >&2 || true
+fi
+
 # --- (c) summary ------------------------------------------------------------------------
 
 mkdir -p "$RESULTS_DIR"
@@ -332,6 +350,7 @@ jq -n \
     --argjson pg_ms "${PGBENCH_PG_MS:-null}" --argjson client_ms "${PGBENCH_CLIENT_MS:-null}" \
     --argjson pg_ms_full "${PGBENCH_FULL_PG_MS:-null}" \
     --slurpfile load "$WORK/load.json" --slurpfile park "$WORK/park.json" \
+    --slurpfile idle "$WORK/idle.json" \
     --argjson cpu "$CPU_JSON" --argjson per_answer "$PER_ANSWER_JSON" \
     --argjson mem0 "$MEM0" --argjson mem1 "$MEM1" --argjson keys0 "$KEYS0" --argjson keys1 "$KEYS1" \
     --argjson park_exams "$PARK_EXAMS" --argjson park_answers "$PARK_ANSWERS" --argjson parked "$PARKED" \
@@ -360,7 +379,16 @@ jq -n \
               bytes_per_live_exam: (if $parked > 0 then (($mem1 - $mem0) / $parked | round) else null end),
               keys_added: ($keys1 - $keys0), memory_usage_per_state_key: $key_bytes,
               state_json_bytes: $state_json_bytes,
-              park_errors_total: $park[0].errors_total}
+              park_errors_total: $park[0].errors_total},
+      idle_subscriptions: ($idle[0] | if . == null then null else {
+              requested: .subscriptions.sockets_requested, connected: .subscriptions.sockets_connected,
+              refused: .subscriptions.subscriptions_failed,
+              with_every_event: .subscriptions.subscriptions_with_all_events,
+              events_expected: .subscriptions.events_expected, events_received: .subscriptions.events_received,
+              held_s: .duration_s, event_ms: (.operations.event | {p50_ms, p95_ms, p99_ms, max_ms, errors}),
+              server_rss_kib_before: .server_rss_kib.before, server_rss_kib_after: .server_rss_kib.after,
+              server_bytes_per_subscription: (.server_rss_kib.per_subscription_bytes | if . == null then null else round end),
+              errors_total: .errors_total} end)
     }' >"$RESULTS_DIR/latest.json"
 
 jq -r '
@@ -372,6 +400,8 @@ jq -r '
   "  CPU ms per answer: service \(.service.cpu.cpu_ms_per_answer.service), postgres backends \(.service.cpu.cpu_ms_per_answer.postgres_backends), redis \(.service.cpu.cpu_ms_per_answer.redis), loadtest \(.service.cpu.cpu_ms_per_answer.loadtest); pgbench: postgres \(.pgbench.cpu_ms_per_transaction.postgres_backends), pgbench \(.pgbench.cpu_ms_per_transaction.pgbench) per transaction",
   "  machine CPU busy: \(.service.cpu.machine_busy_pct)% during the service run, \(.pgbench.machine_busy_pct)% during pgbench (other processes included)",
   "  per answer: \(.service.per_answer | tostring)",
-  "  Redis: \(.redis.bytes_per_live_exam) bytes per live exam (used_memory delta over \(.redis.live_exams) exams with \(.redis.answers_each) answers; \(.redis.keys_added) keys added; MEMORY USAGE per state key \(.redis.memory_usage_per_state_key); state JSON \(.redis.state_json_bytes) bytes)"
+  "  Redis: \(.redis.bytes_per_live_exam) bytes per live exam (used_memory delta over \(.redis.live_exams) exams with \(.redis.answers_each) answers; \(.redis.keys_added) keys added; MEMORY USAGE per state key \(.redis.memory_usage_per_state_key); state JSON \(.redis.state_json_bytes) bytes)",
+  (.idle_subscriptions | select(. != null) |
+   "  idle subscriptions: \(.connected)/\(.requested) sockets, \(.refused) refused, \(.with_every_event) with every event (\(.events_received)/\(.events_expected)); server RSS \(.server_rss_kib_before) -> \(.server_rss_kib_after) KiB = \(.server_bytes_per_subscription) bytes per subscription")
 ' "$RESULTS_DIR/latest.json"
 log "written $RESULTS_DIR/latest.json"

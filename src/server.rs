@@ -21,6 +21,7 @@ use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -83,6 +84,10 @@ pub async fn run(
     });
     let (sessions_tx, mut sessions_rx) = mpsc::channel::<()>(1);
     let stop = Shutdown(rx.clone(), sessions_tx.clone());
+    // Without TCP_NODELAY, small responses and pushed events wait for delayed ACKs (~40 ms).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let served = axum::serve(listener, router(app, Shutdown(rx, sessions_tx)))
         .with_graceful_shutdown(stop.clone().begun())
         .await;

@@ -29,6 +29,7 @@ mod stats;
 mod ws;
 
 use std::collections::HashMap;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -355,13 +356,24 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    match main_with(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("loadtest: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs the load; exit status 1 when `--fail-on-error` and something failed.
+fn main_with(cli: &Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    let report = runtime.block_on(run(&cli))?;
+    let report = runtime.block_on(run(cli))?;
     // Idle subscriptions have had time to register: every missing event counts there.
     let missing = report.subscriptions.as_ref().map_or(0, |s| {
         if report.mode == "idle-subscriptions" {
@@ -380,9 +392,9 @@ fn main() -> anyhow::Result<()> {
             "loadtest: failing: {} errors, {missing} missed events",
             report.errors_total
         );
-        std::process::exit(1);
+        return Ok(ExitCode::from(1));
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn run(cli: &Cli) -> anyhow::Result<Report> {
