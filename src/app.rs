@@ -21,6 +21,8 @@ pub struct App {
     pub schema: AppSchema,
     /// Token verification.
     pub keys: JwtKeys,
+    /// Parsed GraphQL documents, reused across requests.
+    pub documents: crate::graphql::DocumentCache,
 }
 
 /// Installs the TLS crypto provider once; without it the first `rediss://` connection panics
@@ -119,5 +121,6 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
         service,
         schema,
         keys,
+        documents: crate::graphql::DocumentCache::default(),
     })
 }

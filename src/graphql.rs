@@ -68,6 +68,54 @@ pub fn sdl() -> String {
     build_schema(None, Limits::default()).sdl()
 }
 
+/// Documents longer than this are parsed every time (clients send a handful of short
+/// operations over and over; long ones are rare and would crowd the cache).
+const MAX_CACHED_DOCUMENT_BYTES: usize = 4 * 1024;
+/// How many distinct documents are kept.
+const MAX_CACHED_DOCUMENTS: usize = 512;
+
+/// Parsed GraphQL documents by query text: clients repeat the same few operations, and
+/// parsing is a measurable share of a request's CPU. Validation still runs every time.
+#[derive(Clone, Default)]
+pub struct DocumentCache {
+    documents: std::sync::Arc<
+        std::sync::RwLock<
+            std::collections::HashMap<String, async_graphql::parser::types::ExecutableDocument>,
+        >,
+    >,
+}
+
+impl DocumentCache {
+    /// Gives `request` its parsed document from the cache, or parses it and remembers it.
+    pub fn prepare(&self, request: &mut async_graphql::Request) {
+        if request.query.len() > MAX_CACHED_DOCUMENT_BYTES {
+            return;
+        }
+        let cached = self
+            .documents
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&request.query)
+            .cloned();
+        match cached {
+            Some(document) => request.set_parsed_query(document),
+            None => {
+                // A document that does not parse is left to `execute`, which reports it.
+                let Ok(document) = request.parsed_query().cloned() else {
+                    return;
+                };
+                let mut documents = self
+                    .documents
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if documents.len() < MAX_CACHED_DOCUMENTS {
+                    documents.insert(request.query.clone(), document);
+                }
+            }
+        }
+    }
+}
+
 /// Converts an [`AppError`] to a GraphQL error carrying its code.
 pub(crate) fn gql(error: AppError) -> async_graphql::Error {
     error.extend()

@@ -107,7 +107,7 @@ async fn graphql(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let auth = app.keys.verify_header(authorization);
-    let request = request.into_inner();
+    let mut request = request.into_inner();
     if request.query.len() > MAX_QUERY_BYTES {
         let error = AppError::bad_input(format!(
             "the query document is longer than {MAX_QUERY_BYTES} bytes; pass data in variables"
@@ -116,6 +116,7 @@ async fn graphql(
         server_error.extensions = error.extend().extensions;
         return async_graphql::Response::from_errors(vec![server_error]).into();
     }
+    app.documents.prepare(&mut request);
     let mut response = app.schema.execute(request.data(auth)).await;
     // Parse and validation errors (syntax, unknown fields, depth and complexity limits,
     // bad variable types) come from async-graphql without a code: give them one.
