@@ -1,13 +1,12 @@
 //! Reference values from the R package catR 3.17, properties of the model and
-//! the estimators, item selection and the stopping rule.
+//! the estimators and item selection (the stopping rule is in stopping.rs).
 
 use std::collections::BTreeSet;
 
-use adaptive_engine::irt::stop::StopInputs;
 use adaptive_engine::irt::{
     ConstantPatternRule, Estimate, EstimatorMethod, EstimatorSettings, IrtError, ItemParams,
-    MAX_RANDOMESQUE, Prior, SeType, StopReason, StoppingRule, estimate, information, probability,
-    select_next_item, try_estimate,
+    MAX_RANDOMESQUE, Prior, SeType, estimate, information, probability, select_next_item,
+    try_estimate,
 };
 use proptest::prelude::*;
 use rand::rngs::StdRng;
@@ -1014,100 +1013,4 @@ fn randomesque_large_k_matches_sorted_information() {
         .map(|_| select_next_item(&bank, &administered, theta, 1.0, k, &mut rng).expect("some"))
         .collect();
     assert_eq!(picks, expected);
-}
-
-// ---------------------------------------------------------------------------
-// Stopping rule
-// ---------------------------------------------------------------------------
-
-#[test]
-fn stopping_rule_cases() {
-    let rule = StoppingRule {
-        max_items: 20,
-        min_items: 5,
-        se_target: Some(0.3),
-        ..StoppingRule::default()
-    };
-    let cases = [
-        // (completed, se, left, expected)
-        (0, f64::INFINITY, 100, None),
-        (4, 0.2, 100, None), // precise enough but below min_items
-        (5, 0.2, 100, Some(StopReason::SeTarget)),
-        (5, 0.3, 100, Some(StopReason::SeTarget)), // boundary: se == target
-        (5, 0.31, 100, None),
-        (19, 0.5, 100, None),
-        (20, 0.5, 100, Some(StopReason::MaxItems)),
-        (20, 0.1, 0, Some(StopReason::MaxItems)), // max_items reported first
-        (10, 0.1, 0, Some(StopReason::SeTarget)), // then the precision
-        (10, 0.5, 0, Some(StopReason::BankExhausted)),
-        (3, 0.1, 0, Some(StopReason::BankExhausted)),
-        (10, f64::NAN, 50, None),
-    ];
-    for (completed, se, left, expected) in cases {
-        assert_eq!(
-            check(&rule, completed, se, left),
-            expected,
-            "{completed} items, se {se}, {left} left"
-        );
-    }
-    let fixed = StoppingRule {
-        max_items: 10,
-        min_items: 0,
-        se_target: None,
-        ..StoppingRule::default()
-    };
-    assert_eq!(check(&fixed, 9, 0.0, 5), None);
-    assert_eq!(check(&fixed, 10, 1.0, 5), Some(StopReason::MaxItems));
-}
-
-/// [`StoppingRule::check`] with only the length, precision and bank inputs.
-fn check(rule: &StoppingRule, completed: usize, se: f64, left: usize) -> Option<StopReason> {
-    rule.check(&StopInputs {
-        items_completed: completed,
-        theta: 0.0,
-        standard_error: se,
-        items_left: left,
-        max_information_left: f64::INFINITY,
-        elapsed_seconds: 0.0,
-    })
-}
-
-#[test]
-fn stopping_rule_validation_and_serde() {
-    let ok = StoppingRule {
-        max_items: 30,
-        min_items: 10,
-        se_target: Some(0.25),
-        ..StoppingRule::default()
-    };
-    assert_eq!(ok.validate(), Ok(()));
-    for bad in [
-        StoppingRule { max_items: 0, ..ok },
-        StoppingRule {
-            min_items: 31,
-            ..ok
-        },
-        StoppingRule {
-            se_target: Some(0.0),
-            ..ok
-        },
-        StoppingRule {
-            se_target: Some(f64::NAN),
-            ..ok
-        },
-    ] {
-        assert!(
-            matches!(bad.validate(), Err(IrtError::StoppingRule(_))),
-            "{bad:?}"
-        );
-    }
-    let json = serde_json::to_string(&ok).expect("serializes");
-    assert_eq!(
-        serde_json::from_str::<StoppingRule>(&json).expect("round trip"),
-        ok
-    );
-    assert_eq!(
-        serde_json::to_string(&StopReason::SeTarget).expect("serializes"),
-        r#""SeTarget""#
-    );
 }
