@@ -700,17 +700,9 @@ impl ExamService {
         }
         if status == ExamStatus::Active {
             // Refill the cache so the next answer does not read the attempts again.
-            let bank = self.bank(&mut conn, row.item_bank_id).await?;
-            let attempts = queries::list_attempts(&mut conn, exam_session_id).await?;
+            let state = self.rebuild_state(&mut conn, &row, design.clone()).await?;
             drop(conn);
-            let (administered, responses) = history_from_attempts(&attempts, &bank)?;
-            let exam = self.view(row.clone(), design.clone(), &bank)?;
-            self.save_state(
-                exam_session_id,
-                &state_of(&exam, &bank, &administered, &responses),
-                "",
-            )
-            .await;
+            self.save_state(exam_session_id, &state, "").await;
         }
         Ok(Summary {
             exam_session_id,
@@ -762,15 +754,13 @@ impl ExamService {
             return Ok(ttl);
         }
         // No state in Redis: rebuild it, then extend.
-        let bank = self.bank(&mut conn, row.item_bank_id).await?;
-        let attempts = queries::list_attempts(&mut conn, exam_session_id).await?;
+        let state = self
+            .rebuild_state(&mut conn, &row, design_of(&row)?)
+            .await?;
         drop(conn);
-        let (administered, responses) = history_from_attempts(&attempts, &bank)?;
-        let design = design_of(&row)?;
-        let exam = self.view(row, design, &bank)?;
-        let json = state_json(&state_of(&exam, &bank, &administered, &responses))?;
+        let json = state_json(&state)?;
         self.states
-            .save(exam_session_id, &json, administered.len() as i64, "")
+            .save(exam_session_id, &json, i64::from(state.items_completed), "")
             .await
             .map_err(redis_unavailable)?;
         self.states
@@ -785,6 +775,20 @@ impl ExamService {
         let deleted = self.states.clear().await.map_err(redis_unavailable)?;
         tracing::info!(deleted, "engine cache cleared");
         Ok(deleted)
+    }
+
+    /// The engine state of an exam, rebuilt from its attempts in Postgres.
+    async fn rebuild_state(
+        &self,
+        conn: &mut AsyncPgConnection,
+        row: &ExamSessionRow,
+        design: ExamDesign,
+    ) -> AppResult<EngineState> {
+        let bank = self.bank(conn, row.item_bank_id).await?;
+        let attempts = queries::list_attempts(conn, row.id).await?;
+        let (administered, scores) = history_from_attempts(&attempts, &bank)?;
+        let exam = self.view(row.clone(), design, &bank)?;
+        Ok(state_of(&exam, &bank, &administered, &scores))
     }
 
     async fn cached_state(&self, exam_session_id: i64) -> Option<EngineState> {
@@ -923,7 +927,8 @@ fn bank_info(bank: &Bank) -> BankInfo {
 }
 
 fn design_of(row: &ExamSessionRow) -> AppResult<ExamDesign> {
-    serde_json::from_value(row.config.clone())
+    // Deserialized from the borrowed value: no copy of the JSON tree on every answer.
+    ExamDesign::deserialize(&row.config)
         .map_err(|e| AppError::internal("stored exam design is unreadable", e))
 }
 
