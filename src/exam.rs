@@ -2,8 +2,12 @@
 //! same way by GraphQL, the CLI and the tests.
 //!
 //! The order of operations is the product's promise:
-//! 1. an answer is recorded in one Postgres transaction that locks the exam row, checks the
-//!    item is the one presented, scores it, inserts the attempt and moves the exam on;
+//! 1. an answer is recorded in Postgres by one statement that inserts the attempt and moves
+//!    the exam on only if the exam is still active, at the expected number of answers, with
+//!    this item presented. Usually that is the whole answer (one round trip): the history
+//!    comes from the cached engine state, the exam's fixed facts from memory. When either is
+//!    missing or the statement finds the exam elsewhere, a transaction locks the row, checks
+//!    everything in order (replay, status, presented item, response) and writes the same way;
 //! 2. only after the commit is the engine state written to Redis (or deleted when the exam
 //!    completes) and the theta update published;
 //! 3. Redis is a cache: a missing, stale or unreadable state, or Redis down, means the
@@ -27,6 +31,7 @@ use crate::storage::db::DbPool;
 use crate::storage::events::{EventBus, ThetaEvent};
 use crate::storage::exposure::ExposureTracker;
 use crate::storage::queries::{self, AttemptRow, ExamSessionRow};
+use crate::storage::session_cache::{SessionCache, SessionFacts};
 use crate::storage::state_store::StateStore;
 
 /// Largest exam length accepted.
@@ -35,6 +40,9 @@ pub const MAX_EXAM_ITEMS: i32 = 1_000;
 pub const MAX_BANK_ITEMS: usize = 100_000;
 /// Longest accepted string field (names, ids, keys, responses), in bytes.
 pub const MAX_TEXT_LEN: usize = 10_000;
+
+/// Sessions whose fixed facts an instance keeps in memory (a few hundred bytes each).
+pub const SESSION_CACHE_CAPACITY: usize = 100_000;
 
 /// Status of an exam session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,7 +237,7 @@ impl PresentedItem {
 /// An exam session as clients see it.
 #[derive(Clone, Debug)]
 pub struct ExamView {
-    /// The row.
+    /// The row; its `config` is not kept (`Null`): the parsed design is in `design`.
     pub row: ExamSessionRow,
     /// Its status.
     pub status: ExamStatus,
@@ -295,6 +303,7 @@ pub struct ExamService {
     states: StateStore,
     events: EventBus,
     banks: BankCache,
+    sessions: SessionCache,
     exposure: ExposureTracker,
 }
 
@@ -307,6 +316,7 @@ impl ExamService {
             states,
             events,
             banks: BankCache::default(),
+            sessions: SessionCache::new(SESSION_CACHE_CAPACITY),
             exposure,
         }
     }
@@ -426,6 +436,8 @@ impl ExamService {
                 .record_start(bank.id, &design.ineligible_item_ids, &selected, next)
                 .await;
         }
+        self.sessions
+            .insert(row.id, Arc::new(SessionFacts::new(&row, design.clone())));
         let exam = self.view(row, design, &bank)?;
         if exam.status == ExamStatus::Active {
             let state = state_of(&exam, &bank, &[], &[]);
@@ -447,22 +459,45 @@ impl ExamService {
                 "the response is longer than {MAX_TEXT_LEN} bytes"
             )));
         }
-        // Read the cache before taking the row lock, to keep the lock short; it is checked
-        // against the locked row before being trusted.
+        // The cached state is read before Postgres is touched. When it is there and this
+        // instance knows the session, the answer is one conditional statement (no lock
+        // held across round trips); otherwise, or when that statement finds the session
+        // elsewhere than the state said, the locked transaction below decides.
         let cached = self.cached_state(exam_session_id).await;
-        // A pooled connection may have died with a Postgres restart: the transaction then
+        // A pooled connection may have died with a Postgres restart: the statement then
         // fails before anything is committed (or, if the commit itself was cut, the retry
         // finds the attempt and replays it), so one retry on a fresh connection is safe.
         let mut retried = false;
         let outcome = loop {
             let mut conn = self.db.get().await?;
-            let cached = cached.clone();
-            let result = conn
-                .transaction(async |conn| {
-                    self.record_answer(conn, caller, exam_session_id, item_id, response, cached)
-                        .await
-                })
+            let fast = self
+                .answer_from_cache(
+                    &mut conn,
+                    caller,
+                    exam_session_id,
+                    item_id,
+                    response,
+                    cached.as_ref(),
+                )
                 .await;
+            let result = match fast {
+                Ok(Some(new)) => Ok(Recorded::New(Box::new(new))),
+                Ok(None) => {
+                    conn.transaction(async |conn| {
+                        self.record_answer(
+                            conn,
+                            caller,
+                            exam_session_id,
+                            item_id,
+                            response,
+                            cached.as_ref(),
+                        )
+                        .await
+                    })
+                    .await
+                }
+                Err(e) => Err(e),
+            };
             match result {
                 Err(AppError::Unavailable(_)) if !retried => retried = true,
                 other => break other?,
@@ -494,6 +529,54 @@ impl ExamService {
         }
     }
 
+    /// The answer path without a lock: the history comes from the cached engine state and
+    /// the session's fixed facts from this instance's memory, and the write only happens
+    /// if Postgres still has the session where that state left it (active, as many answers,
+    /// this item presented). `None` when anything is missing or doubtful (no state, a
+    /// repeated or unknown item, an unscorable response, the session moved on): the locked
+    /// path then gives the answer or the precise error.
+    async fn answer_from_cache(
+        &self,
+        conn: &mut AsyncPgConnection,
+        caller: &Caller,
+        exam_session_id: i64,
+        item_id: i64,
+        response: &str,
+        cached: Option<&EngineState>,
+    ) -> AppResult<Option<NewAnswer>> {
+        let (Some(state), Some(facts)) = (cached, self.sessions.get(exam_session_id)) else {
+            return Ok(None);
+        };
+        caller.require_owner(&facts.student_id)?;
+        if state.item_ids.contains(&item_id) {
+            return Ok(None);
+        }
+        let bank = self.bank(conn, facts.item_bank_id).await?;
+        let Some(index) = bank.index_of(item_id) else {
+            return Ok(None);
+        };
+        let Ok(score) = bank.items[index].score(response) else {
+            return Ok(None);
+        };
+        let Some((administered, scores)) = history_from_state(state, &bank) else {
+            return Ok(None);
+        };
+        let before = Before {
+            administered,
+            scores,
+            theta: state.theta,
+        };
+        let answer = Answer {
+            index,
+            score,
+            response,
+        };
+        self.write_answer(conn, exam_session_id, &facts, &bank, before, answer)
+            .await
+    }
+
+    /// The answer path under the row lock (inside the caller's transaction): every check,
+    /// in order, then the same write as [`Self::answer_from_cache`].
     async fn record_answer(
         &self,
         conn: &mut AsyncPgConnection,
@@ -501,14 +584,13 @@ impl ExamService {
         exam_session_id: i64,
         item_id: i64,
         response: &str,
-        cached: Option<EngineState>,
+        cached: Option<&EngineState>,
     ) -> AppResult<Recorded> {
         let row = queries::lock_exam_session(conn, exam_session_id)
             .await?
             .ok_or_else(|| exam_not_found(exam_session_id))?;
         caller.require_owner(&row.student_id)?;
         let bank = self.bank(conn, row.item_bank_id).await?;
-        let design = design_of(&row)?;
         let status = ExamStatus::parse(&row.status)?;
         // The presented item of an active exam has no answer yet by construction: only any
         // other item can be a repeat, so only then is it worth a look for the attempt.
@@ -519,7 +601,7 @@ impl ExamService {
             if attempt.response != response {
                 return Err(AppError::AlreadyAnswered);
             }
-            let exam = self.view(row, design, &bank)?;
+            let exam = self.view(row.clone(), design_of(&row)?, &bank)?;
             return Ok(Recorded::Replay(Box::new(replay(&attempt, exam, &bank))));
         }
         if status != ExamStatus::Active {
@@ -534,9 +616,9 @@ impl ExamService {
         let score = bank.items[index]
             .score(response)
             .map_err(|e| AppError::bad_input(e.to_string()))?;
-        let (mut administered, mut scores) = match cached
+        let (administered, scores) = match cached
             .filter(|s| s.items_completed as i32 == row.items_completed)
-            .and_then(|s| history_from_state(&s, &bank))
+            .and_then(|s| history_from_state(s, &bank))
         {
             Some(history) => history,
             None => {
@@ -544,8 +626,46 @@ impl ExamService {
                 history_from_attempts(&attempts, &bank)?
             }
         };
-        administered.push(index);
-        scores.push(score);
+        let facts = self.facts_of(&row)?;
+        let before = Before {
+            administered,
+            scores,
+            theta: row.theta,
+        };
+        let answer = Answer {
+            index,
+            score,
+            response,
+        };
+        self.write_answer(conn, exam_session_id, &facts, &bank, before, answer)
+            .await?
+            .map(|new| Recorded::New(Box::new(new)))
+            .ok_or_else(|| AppError::internal("the locked session moved on", exam_session_id))
+    }
+
+    /// Scores nothing and checks nothing: decides what follows `answer` given the history,
+    /// writes it with [`queries::record_attempt`] and returns what follows the commit, or
+    /// `None` when Postgres did not have the session where `before` says (nothing written).
+    async fn write_answer(
+        &self,
+        conn: &mut AsyncPgConnection,
+        exam_session_id: i64,
+        facts: &SessionFacts,
+        bank: &Bank,
+        before: Before,
+        answer: Answer<'_>,
+    ) -> AppResult<Option<NewAnswer>> {
+        let design = &facts.design;
+        let item = &bank.items[answer.index];
+        let Before {
+            mut administered,
+            mut scores,
+            theta: previous_theta,
+        } = before;
+        // The write is conditional on this many answers: the history the decision uses.
+        let items_completed = administered.len() as i32 + 1;
+        administered.push(answer.index);
+        scores.push(answer.score);
         let now = Utc::now();
         let counts = match design.exposure {
             Some(_) => Some(self.exposure.counts(conn, bank.id, &bank.engine).await?),
@@ -554,13 +674,12 @@ impl ExamService {
         let history = History {
             administered: &administered,
             scores: &scores,
-            previous_theta: row.theta,
-            elapsed_seconds: (now - row.created_at).num_milliseconds().max(0) as f64 / 1000.0,
+            previous_theta,
+            elapsed_seconds: (now - facts.created_at).num_milliseconds().max(0) as f64 / 1000.0,
         };
-        let decision = engine::decide(&design, &bank.engine, &history, counts.as_deref());
+        let decision = engine::decide(design, &bank.engine, &history, counts.as_deref());
         let next_item_id = decision.next_item.map(|i| bank.items[i].id);
         let completed = next_item_id.is_none();
-        let items_completed = row.items_completed + 1;
         let stop_reason = decision.stop.filter(|_| completed);
         let progress = queries::SessionProgress {
             status: if completed { "COMPLETED" } else { "ACTIVE" },
@@ -572,16 +691,15 @@ impl ExamService {
             updated_at: now,
             completed_at: completed.then_some(now),
         };
-        // One statement records the attempt and moves the session on.
-        let answered_at = queries::record_attempt(
+        let recorded = queries::record_attempt(
             conn,
             &queries::NewAttempt {
                 exam_session_id,
-                item_id,
+                item_id: item.id,
                 position: items_completed,
-                response,
-                correct: score + 1 == bank.items[index].categories,
-                score: score as i32,
+                response: answer.response,
+                correct: answer.score + 1 == item.categories,
+                score: answer.score as i32,
                 theta: decision.estimate.theta,
                 standard_error: decision.estimate.standard_error,
                 next_item_id,
@@ -590,16 +708,23 @@ impl ExamService {
             &progress,
         )
         .await?;
+        let Some(answered_at) = recorded else {
+            return Ok(None);
+        };
         let row = ExamSessionRow {
+            id: exam_session_id,
+            student_id: facts.student_id.clone(),
+            item_bank_id: facts.item_bank_id,
             status: progress.status.to_owned(),
+            config: serde_json::Value::Null,
             theta: progress.theta,
             standard_error: progress.standard_error,
             items_completed,
             current_item_id: next_item_id,
             stop_reason: progress.stop_reason.map(str::to_owned),
+            created_at: facts.created_at,
             updated_at: now,
             completed_at: progress.completed_at,
-            ..row
         };
         let exposure = design.exposure.is_some().then(|| {
             (
@@ -612,8 +737,8 @@ impl ExamService {
                 next_item_id,
             )
         });
-        let exam = self.view(row, design, &bank)?;
-        let state = state_of(&exam, &bank, &administered, &scores);
+        let exam = self.view(row, design.clone(), bank)?;
+        let state = state_of(&exam, bank, &administered, &scores);
         let event = ThetaEvent {
             exam_session_id,
             theta: decision.estimate.theta,
@@ -624,7 +749,7 @@ impl ExamService {
         };
         let event = serde_json::to_string(&event)
             .map_err(|e| AppError::internal("cannot serialize an event", e))?;
-        Ok(Recorded::New(Box::new(NewAnswer {
+        Ok(Some(NewAnswer {
             answered: Answered {
                 theta: decision.estimate.theta,
                 standard_error: decision.estimate.standard_error,
@@ -638,7 +763,18 @@ impl ExamService {
             state,
             event,
             exposure,
-        })))
+        }))
+    }
+
+    /// The fixed facts of a session, from this instance's cache or else from its row
+    /// (and then kept).
+    fn facts_of(&self, row: &ExamSessionRow) -> AppResult<Arc<SessionFacts>> {
+        if let Some(facts) = self.sessions.get(row.id) {
+            return Ok(facts);
+        }
+        let facts = Arc::new(SessionFacts::new(row, design_of(row)?));
+        self.sessions.insert(row.id, Arc::clone(&facts));
+        Ok(facts)
     }
 
     /// One exam session, for its owner or an admin.
@@ -821,7 +957,13 @@ impl ExamService {
         }
     }
 
-    fn view(&self, row: ExamSessionRow, design: ExamDesign, bank: &Bank) -> AppResult<ExamView> {
+    fn view(
+        &self,
+        mut row: ExamSessionRow,
+        design: ExamDesign,
+        bank: &Bank,
+    ) -> AppResult<ExamView> {
+        row.config = serde_json::Value::Null;
         let status = ExamStatus::parse(&row.status)?;
         let current_item = match row.current_item_id {
             Some(id) => {
@@ -874,6 +1016,21 @@ struct NewAnswer {
     event: String,
     /// Bank, item selected and item presented, for the exposure counts.
     exposure: Option<(i64, Vec<i64>, Option<i64>)>,
+}
+
+/// Where a session stood when an answer came: the answers so far (bank indices and
+/// category scores, in order) and theta after them.
+struct Before {
+    administered: Vec<usize>,
+    scores: Vec<u32>,
+    theta: f64,
+}
+
+/// An answer to a bank item, scored.
+struct Answer<'a> {
+    index: usize,
+    score: u32,
+    response: &'a str,
 }
 
 /// What the answer transaction produced.

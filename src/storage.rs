@@ -11,4 +11,5 @@ pub mod exposure;
 pub mod queries;
 pub mod redis_pool;
 pub mod schema;
+pub mod session_cache;
 pub mod state_store;

@@ -38,7 +38,7 @@ async fn distinct_positions(db: &TestDb, exam: &str) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleting_the_state_or_flushing_redis_mid_exam_changes_no_estimate() {
+async fn deleting_flushing_or_rolling_back_the_state_mid_exam_changes_no_estimate() {
     let redis = RedisServer::start().await;
     let app = TestApp::spawn_with(Options {
         redis_url: Some(redis.url()),
@@ -52,8 +52,11 @@ async fn deleting_the_state_or_flushing_redis_mid_exam_changes_no_estimate() {
     let (exam, started) = start(&app, &token, &bank, json!({})).await;
     let mut conn = app.redis().await;
     let mut item = started["nextItem"]["id"].as_str().expect("item").to_owned();
+    // The state as it was one answer ago, to put back (a lost write, a restored snapshot).
+    let mut older: Option<String> = None;
     for step in 0..20 {
-        match step % 3 {
+        let current: Option<String> = conn.get(app.key(&exam)).await.expect("get");
+        match step % 4 {
             0 => {
                 let _: i64 = conn.del(app.key(&exam)).await.expect("del");
             }
@@ -63,8 +66,13 @@ async fn deleting_the_state_or_flushing_redis_mid_exam_changes_no_estimate() {
                     .await
                     .expect("flushall");
             }
+            3 => {
+                let stale = older.as_deref().expect("a state one answer old");
+                let _: () = conn.set(app.key(&exam), stale).await.expect("set");
+            }
             _ => {}
         }
+        older = current;
         let correct = step % 4 != 1;
         let result = answer(&app, &token, &exam, &item, correct).await;
         check.check(&item, correct, &result);

@@ -298,49 +298,94 @@ pub async fn list_attempts(
         .await
 }
 
-/// Records one answer and moves its session on, in a single statement (one round trip):
-/// the attempt is inserted and the session updated together, inside the caller's
-/// transaction. Returns when the attempt was recorded.
+/// Records one answer and moves its session on, in a single statement, provided the
+/// session is still where the caller saw it: active, `attempt.position - 1` answers
+/// recorded and `attempt.item_id` presented. Returns when the attempt was recorded, or
+/// `None` (nothing written) when the session has moved on or was never there.
+///
+/// The `UPDATE` takes the row lock, so two answers racing for one exam are serialized by
+/// Postgres and the later one re-checks the condition on the new row and writes nothing.
+/// Outside a transaction this is the whole answer in one round trip (autocommit); inside
+/// one that already holds the lock it cannot miss.
 pub async fn record_attempt(
     conn: &mut AsyncPgConnection,
     attempt: &NewAttempt<'_>,
     progress: &SessionProgress<'_>,
-) -> QueryResult<DateTime<Utc>> {
-    use diesel::sql_types::{Bool, Float8, Int4, Int8, Nullable, Text, Timestamptz};
-    #[derive(diesel::QueryableByName)]
-    struct Recorded {
-        #[diesel(sql_type = Timestamptz)]
-        created_at: DateTime<Utc>,
+) -> QueryResult<Option<DateTime<Utc>>> {
+    RecordAttempt { attempt, progress }
+        .get_result(conn)
+        .await
+        .optional()
+}
+
+/// The statement of [`record_attempt`]: hand-written because diesel has no CTEs, and a
+/// type of its own (static query id) so each connection prepares it once and then sends
+/// only Bind/Execute/Sync, where `sql_query` would prepare it anew on every answer.
+struct RecordAttempt<'a> {
+    attempt: &'a NewAttempt<'a>,
+    progress: &'a SessionProgress<'a>,
+}
+
+impl diesel::query_builder::QueryId for RecordAttempt<'_> {
+    type QueryId = RecordAttempt<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl diesel::query_builder::Query for RecordAttempt<'_> {
+    type SqlType = diesel::sql_types::Timestamptz;
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for RecordAttempt<'_> {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> QueryResult<()> {
+        use diesel::sql_types::{Bool, Float8, Int4, Int8, Nullable, Text, Timestamptz};
+        let (a, p) = (self.attempt, self.progress);
+        out.push_sql("WITH session AS (UPDATE exam_sessions SET status = ");
+        out.push_bind_param::<Text, _>(p.status)?;
+        out.push_sql(", theta = ");
+        out.push_bind_param::<Float8, _>(&p.theta)?;
+        out.push_sql(", standard_error = ");
+        out.push_bind_param::<Float8, _>(&p.standard_error)?;
+        out.push_sql(", items_completed = ");
+        out.push_bind_param::<Int4, _>(&p.items_completed)?;
+        out.push_sql(", current_item_id = ");
+        out.push_bind_param::<Nullable<Int8>, _>(&p.current_item_id)?;
+        out.push_sql(", stop_reason = ");
+        out.push_bind_param::<Nullable<Text>, _>(&p.stop_reason)?;
+        out.push_sql(", updated_at = ");
+        out.push_bind_param::<Timestamptz, _>(&p.updated_at)?;
+        out.push_sql(", completed_at = ");
+        out.push_bind_param::<Nullable<Timestamptz>, _>(&p.completed_at)?;
+        out.push_sql(" WHERE id = ");
+        out.push_bind_param::<Int8, _>(&a.exam_session_id)?;
+        out.push_sql(" AND status = 'ACTIVE' AND items_completed + 1 = ");
+        out.push_bind_param::<Int4, _>(&a.position)?;
+        out.push_sql(" AND current_item_id = ");
+        out.push_bind_param::<Int8, _>(&a.item_id)?;
+        out.push_sql(
+            " RETURNING id) INSERT INTO attempts (exam_session_id, item_id, position, response, \
+             correct, score, theta, standard_error, next_item_id, completed) SELECT id, ",
+        );
+        out.push_bind_param::<Int8, _>(&a.item_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Int4, _>(&a.position)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(a.response)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Bool, _>(&a.correct)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Int4, _>(&a.score)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Float8, _>(&a.theta)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Float8, _>(&a.standard_error)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Int8>, _>(&a.next_item_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Bool, _>(&a.completed)?;
+        out.push_sql(" FROM session RETURNING created_at");
+        Ok(())
     }
-    let recorded: Recorded = diesel::sql_query(
-        "WITH attempt AS (
-             INSERT INTO attempts (exam_session_id, item_id, position, response, correct, score,
-                                   theta, standard_error, next_item_id, completed)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-             RETURNING created_at
-         ), session AS (
-             UPDATE exam_sessions
-                SET status = $11, theta = $7, standard_error = $8, items_completed = $3,
-                    current_item_id = $9, stop_reason = $12, updated_at = $13, completed_at = $14
-              WHERE id = $1
-         )
-         SELECT created_at FROM attempt",
-    )
-    .bind::<Int8, _>(attempt.exam_session_id)
-    .bind::<Int8, _>(attempt.item_id)
-    .bind::<Int4, _>(attempt.position)
-    .bind::<Text, _>(attempt.response)
-    .bind::<Bool, _>(attempt.correct)
-    .bind::<Int4, _>(attempt.score)
-    .bind::<Float8, _>(attempt.theta)
-    .bind::<Float8, _>(attempt.standard_error)
-    .bind::<Nullable<Int8>, _>(attempt.next_item_id)
-    .bind::<Bool, _>(attempt.completed)
-    .bind::<Text, _>(progress.status)
-    .bind::<Nullable<Text>, _>(progress.stop_reason)
-    .bind::<Timestamptz, _>(progress.updated_at)
-    .bind::<Nullable<Timestamptz>, _>(progress.completed_at)
-    .get_result(conn)
-    .await?;
-    Ok(recorded.created_at)
 }
