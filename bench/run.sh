@@ -29,7 +29,9 @@
 # BENCH_PARK_ANSWERS (19), BENCH_IDLE_SUBSCRIPTIONS (0: skip the optional phase (d) that
 # holds that many idle subscriptions and reports the server's RSS per subscription;
 # BENCH_IDLE_SECONDS 30, BENCH_CONNECT_CONCURRENCY 16), BENCH_SKIP_BUILD=1, BENCH_KEEP=1,
-# CARGO_TARGET_DIR. Service settings such as DATABASE_POOL_SIZE or REDIS_POOL_SIZE pass
+# CARGO_TARGET_DIR, BENCH_PROFILE=1 (perf-record the service during (b) and write
+# bench/results/flamegraph.svg and profile.json; needs perf and inferno:
+# `cargo install inferno`; BENCH_PROFILE_HZ 250). Service settings such as DATABASE_POOL_SIZE or REDIS_POOL_SIZE pass
 # through to the service.
 # It cleans up what it started: the service, the private Redis, the scratch databases
 # (unless BENCH_KEEP=1) and, on a shared Redis, its own keys.
@@ -252,10 +254,62 @@ SERVICE_T0=$(ticks "$SERVICE_PID")
 REDIS_T0=$([[ -n $REDIS_PID ]] && ticks "$REDIS_PID" || echo 0)
 mapfile -t BACKENDS0 < <(backends "$SERVICE_DB")
 PGB_T0=$(ticks "${BACKENDS0[@]}")
+PERF_PID=
+if [[ -n ${BENCH_PROFILE:-} ]]; then
+    # Samples the service's stacks (DWARF unwinding, the release build has debug info) over
+    # the middle of the run; the figures of a profiled run are lower than a plain one's.
+    (
+        sleep 2
+        exec perf record -q -e cpu-clock -F "${BENCH_PROFILE_HZ:-250}" --call-graph dwarf,16384 \
+            -p "$SERVICE_PID" -o "$WORK/perf.data" -- sleep $((RUN_SECONDS > 6 ? RUN_SECONDS - 4 : 1))
+    ) >"$WORK/perf.log" 2>&1 &
+    PERF_PID=$!
+fi
 TIMEFORMAT='%U %S %R'
 { time "$LOADTEST_BIN" --url "$URL" --jwt-secret "$SECRET" --students "$CLIENTS" \
     --duration "$RUN_SECONDS" --json >"$WORK/load.json" 2>"$WORK/load.err"; } 2>"$WORK/load.time" \
     || { cat "$WORK/load.err" >&2; die "loadtest failed"; }
+if [[ -n $PERF_PID ]]; then
+    wait "$PERF_PID" || { cat "$WORK/perf.log" >&2; die "perf record failed"; }
+    mkdir -p "$RESULTS_DIR"
+    perf script -i "$WORK/perf.data" 2>/dev/null | inferno-collapse-perf --all >"$WORK/folded.txt"
+    cp "$WORK/folded.txt" "$RESULTS_DIR/profile.folded"
+    inferno-flamegraph --title "adaptive-engine under loadtest ($CLIENTS students): service CPU" \
+        <"$WORK/folded.txt" >"$RESULTS_DIR/flamegraph.svg"
+    # Each sample goes to the innermost component on its stack (so the shares add up to
+    # 100 %; the kernel time of a socket write counts for the client that wrote); "in the
+    # kernel" is the share of samples whose leaf frame is the kernel's, whoever called it.
+    awk '
+        BEGIN {
+            n_parts = split("engine (EAP, item selection)|JSON (serde_json)|JWT (jsonwebtoken)|Postgres client (diesel, tokio-postgres)|Redis client (redis-rs, bb8)|GraphQL (async-graphql)|HTTP (hyper, axum, tower)|async runtime (tokio)", names, "|")
+            patterns[1] = "adaptive_engine::(irt|engine)::"
+            patterns[2] = "serde_json"
+            patterns[3] = "jsonwebtoken"
+            patterns[4] = "(diesel|tokio_postgres|postgres_protocol|postgres_types)"
+            patterns[5] = "(redis::|bb8)"
+            patterns[6] = "async_graphql"
+            patterns[7] = "(hyper|axum|tower|http_body)"
+            patterns[8] = "tokio::"
+        }
+        {
+            count = $NF
+            total += count
+            n = split(substr($0, 1, length($0) - length($NF) - 1), frames, ";")
+            if (frames[n] ~ /_\[k\]$/) kernel += count
+            part = "other (allocator, std, service code)"
+            for (i = n; i >= 1 && part ~ /^other/; i--)
+                for (j = 1; j <= n_parts; j++)
+                    if (frames[i] ~ patterns[j]) { part = names[j]; break }
+            share[part] += count
+        }
+        END {
+            printf "{\"samples_ns\": %d, \"in_the_kernel_pct\": %.1f, \"by_component_pct\": {", total, 100 * kernel / total
+            sep = ""
+            for (k in share) { printf "%s\"%s\": %.1f", sep, k, 100 * share[k] / total; sep = ", " }
+            print "}}"
+        }' "$WORK/folded.txt" | jq -S . >"$RESULTS_DIR/profile.json"
+    log "(b) profile: $RESULTS_DIR/flamegraph.svg, $RESULTS_DIR/profile.json"
+fi
 CPU1=$(machine_cpu)
 SERVICE_T1=$(ticks "$SERVICE_PID")
 REDIS_T1=$([[ -n $REDIS_PID ]] && ticks "$REDIS_PID" || echo 0)

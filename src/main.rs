@@ -10,6 +10,11 @@ use adaptive_engine::auth::{JwtKeys, Role};
 use adaptive_engine::config::Config;
 use adaptive_engine::{app, bank_file, exam, graphql, server, simulate, storage};
 
+/// mimalloc instead of the system allocator: glibc malloc/free were ~13 % of the server's
+/// CPU under load (README "Performance"), and simulation allocates per examinee too.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Computerized adaptive testing service: IRT engine, GraphQL API, Postgres + Redis.
 ///
 /// Configuration comes from the environment (and a `.env` file in the working
