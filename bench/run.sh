@@ -26,7 +26,8 @@
 # BENCH_REDIS_URL (default: a private redis-server on a free port, so that used_memory
 # measures this run only; falls back to redis://127.0.0.1:6379/0), BENCH_CLIENTS (32),
 # BENCH_SECONDS (20), BENCH_SESSIONS (10000), BENCH_PARK_EXAMS (1000),
-# BENCH_PARK_ANSWERS (19), BENCH_IDLE_SUBSCRIPTIONS (0: skip the optional phase (d) that
+# BENCH_PARK_ANSWERS (19), BENCH_PARAM_DECIMALS (4: decimals of the load-test bank's
+# parameters, which the cached states carry), BENCH_IDLE_SUBSCRIPTIONS (0: skip the optional phase (d) that
 # holds that many idle subscriptions and reports the server's RSS per subscription;
 # BENCH_IDLE_SECONDS 30, BENCH_CONNECT_CONCURRENCY 16), BENCH_SKIP_BUILD=1, BENCH_KEEP=1,
 # CARGO_TARGET_DIR, BENCH_PROFILE=1 (perf-record the service during (b) and write
@@ -49,6 +50,7 @@ RUN_SECONDS=${BENCH_SECONDS:-20}
 SESSIONS=${BENCH_SESSIONS:-10000}
 PARK_EXAMS=${BENCH_PARK_EXAMS:-1000}
 PARK_ANSWERS=${BENCH_PARK_ANSWERS:-19}
+PARAM_DECIMALS=${BENCH_PARAM_DECIMALS:-4}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 RESULTS_DIR=$ROOT/bench/results
 WORK=$(mktemp -d -t adaptive-bench.XXXXXX)
@@ -267,7 +269,7 @@ if [[ -n ${BENCH_PROFILE:-} ]]; then
 fi
 TIMEFORMAT='%U %S %R'
 { time "$LOADTEST_BIN" --url "$URL" --jwt-secret "$SECRET" --students "$CLIENTS" \
-    --duration "$RUN_SECONDS" --json >"$WORK/load.json" 2>"$WORK/load.err"; } 2>"$WORK/load.time" \
+    --param-decimals "$PARAM_DECIMALS" --duration "$RUN_SECONDS" --json >"$WORK/load.json" 2>"$WORK/load.err"; } 2>"$WORK/load.time" \
     || { cat "$WORK/load.err" >&2; die "loadtest failed"; }
 if [[ -n $PERF_PID ]]; then
     wait "$PERF_PID" || { cat "$WORK/perf.log" >&2; die "perf record failed"; }
@@ -407,7 +409,7 @@ jq -n \
     --slurpfile idle "$WORK/idle.json" \
     --argjson cpu "$CPU_JSON" --argjson per_answer "$PER_ANSWER_JSON" \
     --argjson mem0 "$MEM0" --argjson mem1 "$MEM1" --argjson keys0 "$KEYS0" --argjson keys1 "$KEYS1" \
-    --argjson park_exams "$PARK_EXAMS" --argjson park_answers "$PARK_ANSWERS" --argjson parked "$PARKED" \
+    --argjson param_decimals "$PARAM_DECIMALS" --argjson park_exams "$PARK_EXAMS" --argjson park_answers "$PARK_ANSWERS" --argjson parked "$PARKED" \
     --argjson key_bytes "${KEY_BYTES:-null}" --argjson state_json_bytes "${STATE_JSON_BYTES:-null}" \
     --arg redis "$([[ -n $REDIS_PID ]] && echo private || echo shared)" '
     $load[0] as $l | ($l.operations.submitAnswer // {}) as $s |
@@ -429,6 +431,7 @@ jq -n \
                 cpu: $cpu, per_answer: $per_answer},
       ratio_pct: (if $tps > 0 then (100 * ($s.per_second // 0) / $tps * 10 | round / 10) else null end),
       redis: {instance: $redis, live_exams: $parked, answers_each: $park_answers,
+              parameter_decimals: $param_decimals,
               used_memory_before: $mem0, used_memory_after: $mem1,
               bytes_per_live_exam: (if $parked > 0 then (($mem1 - $mem0) / $parked | round) else null end),
               keys_added: ($keys1 - $keys0), memory_usage_per_state_key: $key_bytes,
@@ -454,7 +457,7 @@ jq -r '
   "  CPU ms per answer: service \(.service.cpu.cpu_ms_per_answer.service), postgres backends \(.service.cpu.cpu_ms_per_answer.postgres_backends), redis \(.service.cpu.cpu_ms_per_answer.redis), loadtest \(.service.cpu.cpu_ms_per_answer.loadtest); pgbench: postgres \(.pgbench.cpu_ms_per_transaction.postgres_backends), pgbench \(.pgbench.cpu_ms_per_transaction.pgbench) per transaction",
   "  machine CPU busy: \(.service.cpu.machine_busy_pct)% during the service run, \(.pgbench.machine_busy_pct)% during pgbench (other processes included)",
   "  per answer: \(.service.per_answer | tostring)",
-  "  Redis: \(.redis.bytes_per_live_exam) bytes per live exam (used_memory delta over \(.redis.live_exams) exams with \(.redis.answers_each) answers; \(.redis.keys_added) keys added; MEMORY USAGE per state key \(.redis.memory_usage_per_state_key); state JSON \(.redis.state_json_bytes) bytes)",
+  "  Redis: \(.redis.bytes_per_live_exam) bytes per live exam (used_memory delta over \(.redis.live_exams) exams with \(.redis.answers_each) answers, parameters to \(.redis.parameter_decimals) decimals; \(.redis.keys_added) keys added; MEMORY USAGE per state key \(.redis.memory_usage_per_state_key); state JSON \(.redis.state_json_bytes) bytes)",
   (.idle_subscriptions | select(. != null) |
    "  idle subscriptions: \(.connected)/\(.requested) sockets, \(.refused) refused, \(.with_every_event) with every event (\(.events_received)/\(.events_expected)); server RSS \(.server_rss_kib_before) -> \(.server_rss_kib_after) KiB = \(.server_bytes_per_subscription) bytes per subscription")
 ' "$RESULTS_DIR/latest.json"

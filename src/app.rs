@@ -94,7 +94,7 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
         config.engine_state_ttl_seconds,
     );
     let events = EventBus::start(client, states.events_channel());
-    let service = ExamService::new(pool, states, events);
+    let service = ExamService::new(pool, states, events, config.session_cache_capacity);
     let keys = match &config.jwt_secret {
         Some(secret) => JwtKeys::new(secret.as_bytes()),
         None => {

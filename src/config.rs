@@ -13,6 +13,7 @@
 //! | `HOST`, `PORT` | `127.0.0.1`, `8000` | listen address |
 //! | `DATABASE_POOL_SIZE` | `16` | Postgres connections per instance |
 //! | `REDIS_POOL_SIZE` | `16` | Redis connections per instance |
+//! | `SESSION_CACHE_CAPACITY` | `100000` | exams whose fixed facts an instance keeps in memory |
 //! | `GRAPHQL_INTROSPECTION` | `true` | whether the schema can be introspected (GraphiQL needs it) |
 //! | `RUST_LOG` | `info` | log filter (tracing-subscriber `EnvFilter` syntax) |
 
@@ -59,6 +60,8 @@ pub struct Config {
     pub database_pool_size: u32,
     /// Redis pool size for state reads and writes (pub/sub has its own connection).
     pub redis_pool_size: u32,
+    /// Exams whose fixed facts (student, bank, design, start) one instance keeps in memory.
+    pub session_cache_capacity: usize,
     /// Whether GraphQL introspection is enabled (GraphiQL needs it; some deployments hide it).
     pub graphql_introspection: bool,
 }
@@ -128,6 +131,7 @@ impl Config {
             listen: SocketAddr::new(host, port),
             database_pool_size: parse(&get, "DATABASE_POOL_SIZE", 16u32)?.max(1),
             redis_pool_size: parse(&get, "REDIS_POOL_SIZE", 16u32)?.max(1),
+            session_cache_capacity: parse(&get, "SESSION_CACHE_CAPACITY", 100_000usize)?,
             graphql_introspection,
         })
     }

@@ -41,9 +41,6 @@ pub const MAX_BANK_ITEMS: usize = 100_000;
 /// Longest accepted string field (names, ids, keys, responses), in bytes.
 pub const MAX_TEXT_LEN: usize = 10_000;
 
-/// Sessions whose fixed facts an instance keeps in memory (a few hundred bytes each).
-pub const SESSION_CACHE_CAPACITY: usize = 100_000;
-
 /// Status of an exam session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExamStatus {
@@ -309,14 +306,20 @@ pub struct ExamService {
 
 impl ExamService {
     /// Assembles the service.
-    pub fn new(db: DbPool, states: StateStore, events: EventBus) -> Self {
+    /// `session_cache_capacity`: exams whose fixed facts are kept in memory.
+    pub fn new(
+        db: DbPool,
+        states: StateStore,
+        events: EventBus,
+        session_cache_capacity: usize,
+    ) -> Self {
         let exposure = ExposureTracker::new(states.redis().clone(), states.prefix());
         Self {
             db,
             states,
             events,
             banks: BankCache::default(),
-            sessions: SessionCache::new(SESSION_CACHE_CAPACITY),
+            sessions: SessionCache::new(session_cache_capacity),
             exposure,
         }
     }

@@ -65,6 +65,10 @@ struct Cli {
     /// Items of the bank to create.
     #[arg(long, default_value_t = 500)]
     bank_items: usize,
+    /// Decimals of the created bank's parameters (4, as calibration software reports them;
+    /// the cached engine state holds the parameters, so this sets its size).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=17))]
+    param_decimals: u32,
     /// Concurrent virtual students (also the concurrency of the setup phases of the idle
     /// and park modes).
     #[arg(long, default_value_t = 32)]
@@ -434,9 +438,15 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
         }
         None => {
             let started = Instant::now();
-            let id = api::create_bank(&api, &admin, cli.bank_items, &format!("{prefix} bank"))
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot create the bank: {e}"))?;
+            let id = api::create_bank(
+                &api,
+                &admin,
+                cli.bank_items,
+                cli.param_decimals,
+                &format!("{prefix} bank"),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot create the bank: {e}"))?;
             eprintln!(
                 "loadtest: created bank {id} ({} items) in {:.0} ms",
                 cli.bank_items,

@@ -194,17 +194,18 @@ impl Presented {
 }
 
 /// A deterministic 3PL bank: a in [0.6, 2.2], b in [-2.5, 2.5], c in [0.05, 0.25], each
-/// given to 4 decimals as calibration software reports them (and as in the catR reference
-/// cases); full-precision random numbers would make every cached state ~70% longer.
-pub fn bank_params(n: usize) -> Vec<Params> {
-    let four_decimals = |x: f64| (x * 1e4).round() / 1e4;
+/// rounded to `decimals` (4 is what calibration software reports, as in the catR reference
+/// cases; full-precision random numbers would make every cached state ~70% longer).
+pub fn bank_params(n: usize, decimals: u32) -> Vec<Params> {
+    let scale = 10f64.powi(decimals as i32);
+    let round = |x: f64| (x * scale).round() / scale;
     (0..n)
         .map(|i| {
             let x = i as f64;
             Params {
-                a: four_decimals(0.6 + (x * 0.37).sin().abs() * 1.6),
-                b: four_decimals(-2.5 + 5.0 * (x * 0.618_033_988_7).fract()),
-                c: four_decimals(0.05 + 0.2 * (x * 0.29).cos().abs()),
+                a: round(0.6 + (x * 0.37).sin().abs() * 1.6),
+                b: round(-2.5 + 5.0 * (x * 0.618_033_988_7).fract()),
+                c: round(0.05 + 0.2 * (x * 0.29).cos().abs()),
             }
         })
         .collect()
@@ -216,9 +217,10 @@ pub async fn create_bank(
     api: &Api,
     admin: &str,
     n: usize,
+    decimals: u32,
     name: &str,
 ) -> Result<String, CallError> {
-    let items: Vec<Value> = bank_params(n)
+    let items: Vec<Value> = bank_params(n, decimals)
         .iter()
         .enumerate()
         .map(|(i, p)| {
