@@ -13,7 +13,8 @@
 #       key prefix; `loadtest --students 32 --duration 20` against it; then Redis memory
 #       per live exam: `used_memory` before/after `loadtest --park-exams 1000
 #       --park-answers 19` (1000 live exams with 19 answers each), ÷ 1000.
-#   (c) one summary on stdout, also written as JSON to bench/results/latest.json.
+#   (c) one summary on stdout, also written as JSON to bench/results/latest.json (to
+#       bench/results/profiled.json when BENCH_PROFILE is set: perf slows the service).
 #   (d) optional (BENCH_IDLE_SUBSCRIPTIONS=N): N sockets, one thetaUpdates subscription
 #       each, held while every exam gets answers; every event must arrive; the server's
 #       VmRSS before/after gives the memory per subscription.
@@ -53,6 +54,7 @@ PARK_ANSWERS=${BENCH_PARK_ANSWERS:-19}
 PARAM_DECIMALS=${BENCH_PARAM_DECIMALS:-4}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 RESULTS_DIR=$ROOT/bench/results
+RESULTS_FILE=$([[ -n ${BENCH_PROFILE:-} ]] && echo profiled.json || echo latest.json)
 WORK=$(mktemp -d -t adaptive-bench.XXXXXX)
 HZ=$(getconf CLK_TCK)
 
@@ -276,14 +278,15 @@ if [[ -n $PERF_PID ]]; then
     mkdir -p "$RESULTS_DIR"
     perf script -i "$WORK/perf.data" 2>/dev/null | inferno-collapse-perf --all >"$WORK/folded.txt"
     cp "$WORK/folded.txt" "$RESULTS_DIR/profile.folded"
-    inferno-flamegraph --title "adaptive-engine under loadtest ($CLIENTS students): service CPU" \
+    inferno-flamegraph --minwidth 0.5 --title "adaptive-engine under loadtest ($CLIENTS students): service CPU" \
         <"$WORK/folded.txt" >"$RESULTS_DIR/flamegraph.svg"
     # Each sample goes to the innermost component on its stack (so the shares add up to
-    # 100 %; the kernel time of a socket write counts for the client that wrote); "in the
-    # kernel" is the share of samples whose leaf frame is the kernel's, whoever called it.
+    # 100 %; the kernel time of a socket write counts for the client that wrote, the
+    # runtime's share is its own scheduling and wake-ups); "in the kernel" is the share of
+    # samples whose leaf frame is the kernel's, whoever called it.
     awk '
         BEGIN {
-            n_parts = split("engine (EAP, item selection)|JSON (serde_json)|JWT (jsonwebtoken)|Postgres client (diesel, tokio-postgres)|Redis client (redis-rs, bb8)|GraphQL (async-graphql)|HTTP (hyper, axum, tower)|async runtime (tokio)", names, "|")
+            n_parts = split("engine (EAP, item selection)|JSON (serde_json)|JWT (jsonwebtoken)|Postgres client (diesel, tokio-postgres)|Redis client (redis-rs, bb8)|GraphQL (async-graphql)|HTTP (hyper, axum, tower)|async runtime (tokio: scheduling, wake-ups, I/O driver)", names, "|")
             patterns[1] = "adaptive_engine::(irt|engine)::"
             patterns[2] = "serde_json"
             patterns[3] = "jsonwebtoken"
@@ -298,10 +301,14 @@ if [[ -n $PERF_PID ]]; then
             total += count
             n = split(substr($0, 1, length($0) - length($NF) - 1), frames, ";")
             if (frames[n] ~ /_\[k\]$/) kernel += count
+            # The runtime only when nothing else is on the stack: a socket write under
+            # hyper is HTTP, under tokio-postgres it is Postgres.
             part = "other (allocator, std, service code)"
             for (i = n; i >= 1 && part ~ /^other/; i--)
-                for (j = 1; j <= n_parts; j++)
+                for (j = 1; j < n_parts; j++)
                     if (frames[i] ~ patterns[j]) { part = names[j]; break }
+            for (i = n; i >= 1 && part ~ /^other/; i--)
+                if (frames[i] ~ patterns[n_parts]) part = names[n_parts]
             share[part] += count
         }
         END {
@@ -446,7 +453,7 @@ jq -n \
               server_rss_kib_before: .server_rss_kib.before, server_rss_kib_after: .server_rss_kib.after,
               server_bytes_per_subscription: (.server_rss_kib.per_subscription_bytes | if . == null then null else round end),
               errors_total: .errors_total} end)
-    }' >"$RESULTS_DIR/latest.json"
+    }' >"$RESULTS_DIR/$RESULTS_FILE"
 
 jq -r '
   "adaptive-engine bench (\(.date), commit \(.commit), \(.machine.nproc) cores, load average at start \(.machine.loadavg_at_start))",
@@ -460,5 +467,5 @@ jq -r '
   "  Redis: \(.redis.bytes_per_live_exam) bytes per live exam (used_memory delta over \(.redis.live_exams) exams with \(.redis.answers_each) answers, parameters to \(.redis.parameter_decimals) decimals; \(.redis.keys_added) keys added; MEMORY USAGE per state key \(.redis.memory_usage_per_state_key); state JSON \(.redis.state_json_bytes) bytes)",
   (.idle_subscriptions | select(. != null) |
    "  idle subscriptions: \(.connected)/\(.requested) sockets, \(.refused) refused, \(.with_every_event) with every event (\(.events_received)/\(.events_expected)); server RSS \(.server_rss_kib_before) -> \(.server_rss_kib_after) KiB = \(.server_bytes_per_subscription) bytes per subscription")
-' "$RESULTS_DIR/latest.json"
-log "written $RESULTS_DIR/latest.json"
+' "$RESULTS_DIR/$RESULTS_FILE"
+log "written $RESULTS_DIR/$RESULTS_FILE"
