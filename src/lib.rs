@@ -13,8 +13,8 @@
 //! - [`server`]: routes and middleware (GraphQL over HTTP and WebSocket, GraphiQL, health).
 //! - [`graphql`]: the schema; thin resolvers over [`exam`]; error codes at the boundary.
 //! - [`exam`]: the exam flow (create banks, start, answer, summarize, recover).
-//! - [`storage`]: Postgres queries, the in-memory bank cache, the Redis state store and
-//!   event bus.
+//! - [`storage`]: Postgres queries, the in-memory bank and session caches, the Redis state
+//!   store and event bus.
 //! - [`simulate`]: `adaptive-engine simulate`, design studies that run simulated examinees
 //!   through [`engine::decide`] in-process (bank file and design read as the API reads them).
 //! - [`engine`]: one exam's design and state, and the single step function.
