@@ -909,6 +909,30 @@ impl ExamService {
             .ok_or_else(|| AppError::Unavailable("the engine state could not be written".into()))
     }
 
+    /// Gives up an active exam (admin): it takes no answer after this, its attempts stay,
+    /// its engine state is dropped. An answer racing with it either lands first or gets
+    /// `EXAM_NOT_ACTIVE` (both take the row lock).
+    pub async fn abandon_exam(&self, exam_session_id: i64) -> AppResult<ExamView> {
+        let mut conn = self.db.get().await?;
+        let Some(row) =
+            queries::abandon_exam_session(&mut conn, exam_session_id, Utc::now()).await?
+        else {
+            let row = queries::find_exam_session(&mut conn, exam_session_id)
+                .await?
+                .ok_or_else(|| exam_not_found(exam_session_id))?;
+            return Err(AppError::ExamNotActive(row.status));
+        };
+        let bank = self.bank(&mut conn, row.item_bank_id).await?;
+        drop(conn);
+        tracing::info!(exam.id = exam_session_id, "exam abandoned");
+        // The completion marker also keeps a late state write from bringing it back.
+        if let Err(e) = self.states.complete(exam_session_id, "").await {
+            tracing::warn!(exam.id = exam_session_id, error = %e, "cannot drop the abandoned exam's state");
+        }
+        let design = design_of(&row)?;
+        self.view(row, design, &bank)
+    }
+
     /// Deletes every engine state; returns how many. Exams go on from Postgres.
     pub async fn clear_engine_cache(&self) -> AppResult<i64> {
         let deleted = self.states.clear().await.map_err(redis_unavailable)?;

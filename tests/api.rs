@@ -425,6 +425,71 @@ async fn operators_can_list_extend_summarize_and_clear_live_exams() {
     assert_eq!(summary["source"], "CACHE");
 }
 
+const ABANDON: &str = "mutation($id: ID!) { abandonExam(examSessionId: $id) { id status itemsCompleted currentItem { id } } }";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_can_abandon_an_active_exam_which_then_takes_no_answer() {
+    let app = TestApp::spawn().await;
+    let bank = app.create_bank(&bank_params(20)).await;
+    let admin = app.admin();
+    let token = app.student("s-abandon");
+    let (exam, started) = start(&app, &token, &bank, json!({})).await;
+    let first = started["nextItem"]["id"].as_str().expect("item").to_owned();
+    let next = answer(&app, &token, &exam, &first, true).await["nextItem"]["id"]
+        .as_str()
+        .expect("next")
+        .to_owned();
+
+    // Only an admin may abandon, and nothing changes when a student tries.
+    let refused = app.gql(Some(&token), ABANDON, json!({"id": exam})).await;
+    assert_eq!(error_code(&refused), "FORBIDDEN");
+    let unknown = app
+        .gql(Some(&admin), ABANDON, json!({"id": "999999"}))
+        .await;
+    assert_eq!(error_code(&unknown), "NOT_FOUND");
+
+    let abandoned = app.ok(&admin, ABANDON, json!({"id": exam})).await["abandonExam"].clone();
+    assert_eq!(abandoned["status"], "ABANDONED");
+    assert_eq!(abandoned["itemsCompleted"], 1);
+    assert!(abandoned["currentItem"].is_null());
+
+    // The engine state is gone and the exam is no longer live; its attempt stays.
+    let mut conn = app.redis().await;
+    let exists: bool = conn.exists(app.key(&exam)).await.expect("exists");
+    assert!(!exists, "the abandoned exam's state is dropped");
+    let active = app.ok(&admin, "{ activeSessions }", json!({})).await;
+    assert_eq!(active["activeSessions"], json!([]));
+    let attempts = app
+        .db
+        .count(&format!(
+            "SELECT count(*) AS n FROM attempts WHERE exam_session_id = {exam}"
+        ))
+        .await;
+    assert_eq!(attempts, 1);
+
+    // No answer is taken any more (the item that was presented included), and a second
+    // abandon is refused.
+    let late = app
+        .gql(
+            Some(&token),
+            SUBMIT,
+            json!({"input": {"examSessionId": exam, "itemId": next, "response": "A"}}),
+        )
+        .await;
+    assert_eq!(error_code(&late), "EXAM_NOT_ACTIVE");
+    let again = app.gql(Some(&admin), ABANDON, json!({"id": exam})).await;
+    assert_eq!(error_code(&again), "EXAM_NOT_ACTIVE");
+    let session = app
+        .ok(
+            &token,
+            "query($id: ID!) { examSession(id: $id) { status itemsCompleted } }",
+            json!({"id": exam}),
+        )
+        .await;
+    assert_eq!(session["examSession"]["status"], "ABANDONED");
+    assert_eq!(session["examSession"]["itemsCompleted"], 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exam_stops_at_the_se_target_after_min_items() {
     let app = TestApp::spawn().await;

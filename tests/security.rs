@@ -143,6 +143,10 @@ async fn students_cannot_touch_other_exams_or_admin_operations() {
             json!({"id": exam}),
         ),
         (
+            "mutation($id: ID!) { abandonExam(examSessionId: $id) { status } }",
+            json!({"id": exam}),
+        ),
+        (
             "mutation { createItemBank(input: {name: \"x\", items: [{externalId: \"x\", b: 0, content: {}, answerKey: \"A\"}]}) { id } }",
             json!({}),
         ),

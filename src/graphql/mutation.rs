@@ -3,7 +3,7 @@
 use async_graphql::{Context, ID, Object, Result};
 
 use super::types::{
-    CreateItemBankInput, ItemBank, SelectionRule, StartExamInput, StartExamPayload,
+    CreateItemBankInput, ExamSession, ItemBank, SelectionRule, StartExamInput, StartExamPayload,
     SubmitAnswerInput, SubmitAnswerPayload,
 };
 use super::{caller, gql, parse_id, service};
@@ -122,6 +122,19 @@ impl MutationRoot {
             .await
             .map_err(gql)?;
         Ok(i32::try_from(ttl).unwrap_or(i32::MAX))
+    }
+
+    /// Gives up an active exam: it takes no more answers (`EXAM_NOT_ACTIVE`), keeps its
+    /// attempts and drops its engine state; returns the session, status `ABANDONED` (admin).
+    async fn abandon_exam(&self, ctx: &Context<'_>, exam_session_id: ID) -> Result<ExamSession> {
+        caller(ctx).and_then(|c| c.require_admin()).map_err(gql)?;
+        let id = parse_id(&exam_session_id, "examSessionId").map_err(gql)?;
+        let view = service(ctx)
+            .map_err(gql)?
+            .abandon_exam(id)
+            .await
+            .map_err(gql)?;
+        Ok(view.into())
     }
 
     /// Deletes every engine state from Redis and returns how many; exams go on, rebuilt

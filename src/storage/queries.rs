@@ -260,6 +260,29 @@ pub async fn lock_exam_session(
         .optional()
 }
 
+/// Marks an active session abandoned (no item presented any more); `None` when there is no
+/// such active session.
+pub async fn abandon_exam_session(
+    conn: &mut AsyncPgConnection,
+    session_id: i64,
+    at: DateTime<Utc>,
+) -> QueryResult<Option<ExamSessionRow>> {
+    diesel::update(
+        exam_sessions::table
+            .find(session_id)
+            .filter(exam_sessions::status.eq("ACTIVE")),
+    )
+    .set((
+        exam_sessions::status.eq("ABANDONED"),
+        exam_sessions::current_item_id.eq(None::<i64>),
+        exam_sessions::updated_at.eq(at),
+    ))
+    .returning(ExamSessionRow::as_returning())
+    .get_result(conn)
+    .await
+    .optional()
+}
+
 /// Ids of the sessions that are still active.
 pub async fn active_session_ids(conn: &mut AsyncPgConnection) -> QueryResult<Vec<i64>> {
     exam_sessions::table
