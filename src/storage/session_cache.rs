@@ -60,9 +60,4 @@ impl SessionCache {
     pub fn insert(&self, exam_session_id: i64, facts: Arc<SessionFacts>) {
         self.sessions.insert(exam_session_id, facts);
     }
-
-    /// Whether this instance has the facts of one session.
-    pub fn contains(&self, exam_session_id: i64) -> bool {
-        self.sessions.contains_key(&exam_session_id)
-    }
 }
