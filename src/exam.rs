@@ -604,7 +604,8 @@ impl ExamService {
             if attempt.response != response {
                 return Err(AppError::AlreadyAnswered);
             }
-            let exam = self.view(row.clone(), design_of(&row)?, &bank)?;
+            let design = design_of(&row)?;
+            let exam = self.view(row, design, &bank)?;
             return Ok(Recorded::Replay(Box::new(replay(&attempt, exam, &bank))));
         }
         if status != ExamStatus::Active {
