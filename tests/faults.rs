@@ -23,6 +23,15 @@ async fn checker(app: &TestApp, bank: &str, params: Vec<(f64, f64, f64)>) -> Exa
     }
 }
 
+/// An instance of the service using this test's own Redis.
+async fn app_on(redis: &RedisServer) -> TestApp {
+    TestApp::spawn_with(Options {
+        redis_url: Some(redis.url()),
+        ..Options::default()
+    })
+    .await
+}
+
 async fn attempts(db: &TestDb, exam: &str) -> i64 {
     db.count(&format!(
         "SELECT count(*) AS n FROM attempts WHERE exam_session_id = {exam}"
@@ -40,11 +49,7 @@ async fn distinct_positions(db: &TestDb, exam: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_flushing_or_rolling_back_the_state_mid_exam_changes_no_estimate() {
     let redis = RedisServer::start().await;
-    let app = TestApp::spawn_with(Options {
-        redis_url: Some(redis.url()),
-        ..Options::default()
-    })
-    .await;
+    let app = app_on(&redis).await;
     let params = bank_params(50);
     let bank = app.create_bank(&params).await;
     let mut check = checker(&app, &bank, params).await;
@@ -90,11 +95,7 @@ async fn deleting_flushing_or_rolling_back_the_state_mid_exam_changes_no_estimat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_redis_mid_exam_fails_nothing_and_health_says_down() {
     let mut redis = RedisServer::start().await;
-    let app = TestApp::spawn_with(Options {
-        redis_url: Some(redis.url()),
-        ..Options::default()
-    })
-    .await;
+    let app = app_on(&redis).await;
     let params = bank_params(50);
     let bank = app.create_bank(&params).await;
     let mut check = checker(&app, &bank, params).await;
@@ -417,11 +418,7 @@ async fn fill_redis(url: &str, megabytes: usize) {
 async fn redis_evicting_states_under_maxmemory_changes_no_estimate() {
     let redis =
         RedisServer::start_with(&["--maxmemory", "2mb", "--maxmemory-policy", "allkeys-lru"]).await;
-    let app = TestApp::spawn_with(Options {
-        redis_url: Some(redis.url()),
-        ..Options::default()
-    })
-    .await;
+    let app = app_on(&redis).await;
     let url = redis.url();
     let (exam, acknowledged) = run_checked_exam(&app, 12, |_| fill_redis(&url, 3)).await;
     assert_eq!(
@@ -435,11 +432,7 @@ async fn redis_evicting_states_under_maxmemory_changes_no_estimate() {
 async fn a_full_redis_that_refuses_writes_fails_nothing() {
     let redis =
         RedisServer::start_with(&["--maxmemory", "1mb", "--maxmemory-policy", "noeviction"]).await;
-    let app = TestApp::spawn_with(Options {
-        redis_url: Some(redis.url()),
-        ..Options::default()
-    })
-    .await;
+    let app = app_on(&redis).await;
     fill_redis(&redis.url(), 3).await;
     let (exam, acknowledged) = run_checked_exam(&app, 8, |_| async {}).await;
     assert_eq!(
@@ -575,11 +568,7 @@ async fn postgres_restarting_mid_exam_gives_unavailable_then_recovers_by_itself(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_theta_listener_reconnects_after_redis_restarts() {
     let mut redis = RedisServer::start().await;
-    let app = TestApp::spawn_with(Options {
-        redis_url: Some(redis.url()),
-        ..Options::default()
-    })
-    .await;
+    let app = app_on(&redis).await;
     let bank = app.create_bank(&bank_params(30)).await;
     let token = app.student("s-listen");
     let (exam, started) = start(&app, &token, &bank, json!({"maxItems": 10})).await;

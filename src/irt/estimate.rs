@@ -356,6 +356,27 @@ pub fn estimate(
     run(settings, Binary { items, responses }, current_theta)
 }
 
+/// The checks both `try_estimate*` make first, in this order: the settings, equal
+/// lengths, then every item.
+fn check_inputs<T>(
+    settings: &EstimatorSettings,
+    items: &[T],
+    responses: usize,
+    validate_at: impl Fn(&T, usize) -> Result<(), IrtError>,
+) -> Result<(), IrtError> {
+    settings.validate()?;
+    if items.len() != responses {
+        return Err(IrtError::LengthMismatch {
+            items: items.len(),
+            responses,
+        });
+    }
+    items
+        .iter()
+        .enumerate()
+        .try_for_each(|(index, item)| validate_at(item, index))
+}
+
 /// [`estimate`] after validating the settings, the items and the lengths.
 ///
 /// # Errors
@@ -367,16 +388,7 @@ pub fn try_estimate(
     responses: &[bool],
     current_theta: f64,
 ) -> Result<Estimate, IrtError> {
-    settings.validate()?;
-    if items.len() != responses.len() {
-        return Err(IrtError::LengthMismatch {
-            items: items.len(),
-            responses: responses.len(),
-        });
-    }
-    for (index, item) in items.iter().enumerate() {
-        item.validate_at(index)?;
-    }
+    check_inputs(settings, items, responses.len(), ItemParams::validate_at)?;
     Ok(estimate(settings, items, responses, current_theta))
 }
 
@@ -436,16 +448,7 @@ pub fn try_estimate_items(
     responses: &[u32],
     current_theta: f64,
 ) -> Result<Estimate, IrtError> {
-    settings.validate()?;
-    if items.len() != responses.len() {
-        return Err(IrtError::LengthMismatch {
-            items: items.len(),
-            responses: responses.len(),
-        });
-    }
-    for (index, item) in items.iter().enumerate() {
-        item.validate_at(index)?;
-    }
+    check_inputs(settings, items, responses.len(), Item::validate_at)?;
     for (index, (item, &response)) in items.iter().zip(responses).enumerate() {
         let categories = item.categories();
         if usize::try_from(response).map_or(true, |r| r >= categories) {
