@@ -1,4 +1,8 @@
-//! Authentication: HS256 JWTs with `sub`, `role` (`student` | `admin`) and `exp`.
+//! Authentication: HS256 JWTs with `sub`, `role` (`student` | `proctor` | `admin`) and `exp`.
+//!
+//! Roles: a student starts exams of assessments and sees and acts on their own exams only;
+//! a proctor reads everything (exams, summaries, assessments with their designs,
+//! subscriptions) and changes nothing; an admin does everything.
 //!
 //! A token is checked once per request (or once per WebSocket, at `connection_init`); the
 //! result travels with the request as an [`Auth`], and every resolver asks it for a
@@ -17,7 +21,9 @@ use crate::error::AppError;
 pub enum Role {
     /// Takes their own exams.
     Student,
-    /// Manages banks and the cache, and sees every exam.
+    /// Reads every exam, assessment and result and watches them live; changes nothing.
+    Proctor,
+    /// Manages banks, assessments and the cache, and sees every exam.
     Admin,
 }
 
@@ -58,9 +64,43 @@ impl Caller {
         }
     }
 
-    /// `FORBIDDEN` unless the caller owns `student_id`'s exam or is an admin.
+    /// Whether the caller is staff (proctor or admin): they read every exam.
+    pub fn is_staff(&self) -> bool {
+        matches!(self.role, Role::Admin | Role::Proctor)
+    }
+
+    /// `FORBIDDEN` unless the caller is staff (proctor or admin).
+    pub fn require_staff(&self) -> Result<(), AppError> {
+        if self.is_staff() {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden(
+                "this operation needs the proctor or admin role".into(),
+            ))
+        }
+    }
+
+    /// `FORBIDDEN` unless the caller may read `student_id`'s exam: its student, or staff.
+    pub fn require_reader(&self, student_id: &str) -> Result<(), AppError> {
+        if self.is_staff() || self.owns(student_id) {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden(
+                "this exam belongs to another student".into(),
+            ))
+        }
+    }
+
+    /// Whether the caller is the student `student_id` (a proctor or admin whose id happens
+    /// to be the same owns nothing).
+    fn owns(&self, student_id: &str) -> bool {
+        self.role == Role::Student && self.sub == student_id
+    }
+
+    /// `FORBIDDEN` unless the caller may act on `student_id`'s exam: its student, or an
+    /// admin (proctors change nothing).
     pub fn require_owner(&self, student_id: &str) -> Result<(), AppError> {
-        if self.is_admin() || self.sub == student_id {
+        if self.is_admin() || self.owns(student_id) {
             Ok(())
         } else {
             Err(AppError::Forbidden(
@@ -217,5 +257,14 @@ mod tests {
             role: Role::Admin,
         };
         assert!(admin.require_owner("s2").is_ok());
+        let proctor = Caller {
+            sub: "s1".into(),
+            role: Role::Proctor,
+        };
+        assert!(proctor.require_reader("s2").is_ok());
+        assert_eq!(proctor.require_owner("s1").unwrap_err().code(), "FORBIDDEN");
+        assert_eq!(proctor.require_admin().unwrap_err().code(), "FORBIDDEN");
+        assert!(student.require_reader("s1").is_ok());
+        assert_eq!(student.require_reader("s2").unwrap_err().code(), "FORBIDDEN");
     }
 }

@@ -32,6 +32,12 @@ pub enum AppError {
     /// The exam no longer takes answers.
     #[error("the exam is {0}, not ACTIVE")]
     ExamNotActive(String),
+    /// The assessment takes no new exams (archived, or outside its window).
+    #[error("{0}")]
+    AssessmentClosed(String),
+    /// The student has started as many exams of the assessment as it allows.
+    #[error("{0}")]
+    AttemptLimitReached(String),
     /// A dependency (Postgres) cannot be reached now; retrying later may work.
     #[error("{0}")]
     Unavailable(String),
@@ -51,6 +57,8 @@ impl AppError {
             Self::ItemNotPresented => "ITEM_NOT_PRESENTED",
             Self::AlreadyAnswered => "ALREADY_ANSWERED",
             Self::ExamNotActive(_) => "EXAM_NOT_ACTIVE",
+            Self::AssessmentClosed(_) => "ASSESSMENT_CLOSED",
+            Self::AttemptLimitReached(_) => "ATTEMPT_LIMIT_REACHED",
             Self::Unavailable(_) => "UNAVAILABLE",
             Self::Internal => "INTERNAL",
         }

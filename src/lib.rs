@@ -12,7 +12,10 @@
 //! - [`app`]: start-up: configuration → pools, migrations, schema.
 //! - [`server`]: routes and middleware (GraphQL over HTTP and WebSocket, GraphiQL, health).
 //! - [`graphql`]: the schema; thin resolvers over [`exam`]; error codes at the boundary.
-//! - [`exam`]: the exam flow (create banks, start, answer, summarize, recover).
+//! - [`exam`]: the exam flow (create banks and assessments, start, answer, summarize,
+//!   recover).
+//! - [`design`]: the one vocabulary of an exam design (`ExamDesignInput`), shared by the
+//!   API, the stored assessments and `simulate`, and its validation into the engine's.
 //! - [`storage`]: Postgres queries, the in-memory bank and session caches, the Redis state
 //!   store and event bus.
 //! - [`simulate`]: `adaptive-engine simulate`, design studies that run simulated examinees
@@ -26,6 +29,7 @@ pub mod app;
 pub mod auth;
 pub mod bank_file;
 pub mod config;
+pub mod design;
 pub mod engine;
 pub mod error;
 pub mod exam;

@@ -3,7 +3,7 @@
 //! Every simulated examinee runs the server's loop: [`engine::decide`] on the answers so
 //! far, a response drawn with [`irt::draw_response`] from the examinee's true theta under
 //! the bank's own item model, until `decide` stops the exam. The design is read with the
-//! API's defaults and checked by `exam::design_from_request`; the bank is parsed and checked
+//! API's defaults and checked by `design::ExamDesignInput::to_engine_design`; the bank is parsed and checked
 //! as `import-bank` does. Pure and in-process: no database, no Redis, no clock in the
 //! results.
 //!
@@ -35,7 +35,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 pub use bank::{SimBank, ThetaDist};
-pub use design::{DesignFile, EstimatorMethodName, SelectionRuleName};
+pub use design::{EstimatorMethod, ExamDesignInput, SimDesign};
 pub use stats::{ConditionalRow, Summary};
 
 use crate::engine::{self, EngineBank, ExamDesign, History};
@@ -70,8 +70,8 @@ pub struct Options {
     /// --examinees and --theta-dist.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["examinees", "theta_dist"])]
     pub thetas: Option<PathBuf>,
-    /// Exam design: a JSON object with the fields of the GraphQL StartExamInput other than
-    /// itemBankId (maxItems, minItems, seTarget, estimator {method, priorMean, ...},
+    /// Exam design: the JSON of a GraphQL ExamDesignInput, as an admin sends it in
+    /// createAssessment (maxItems, minItems, seTarget, estimator {method, priorMean, ...},
     /// selectionRule, exposure {method, maxRate}, contentBalance, startItemIds as externalIds,
     /// cutScore, ...), same defaults. maxDurationSeconds never triggers: simulated time
     /// does not pass.
@@ -88,13 +88,13 @@ pub struct Options {
     pub se_target: Option<f64>,
     /// Overrides the design's estimator method.
     #[arg(long, value_enum, ignore_case = true, value_name = "METHOD")]
-    pub estimator: Option<EstimatorMethodName>,
+    pub estimator: Option<EstimatorMethod>,
     /// Overrides the design's randomesque group size.
     #[arg(long, value_name = "K")]
     pub randomesque: Option<i32>,
     /// Overrides the design's selectionRule.
     #[arg(long, value_enum, ignore_case = true, value_name = "RULE")]
-    pub selection: Option<SelectionRuleName>,
+    pub selection: Option<design::SelectionRule>,
     /// Seed of the whole run: same seed, same results, whatever the number of threads.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -138,15 +138,15 @@ impl Options {
     ///
     /// # Errors
     /// When the design file cannot be read or parsed.
-    pub fn design_file(&self) -> anyhow::Result<DesignFile> {
+    pub fn design_file(&self) -> anyhow::Result<ExamDesignInput> {
         let mut design = match &self.design {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read {}", path.display()))?;
-                DesignFile::from_json(&text)
+                ExamDesignInput::from_json(&text)
                     .with_context(|| format!("design {}", path.display()))?
             }
-            None => DesignFile::default(),
+            None => ExamDesignInput::default(),
         };
         if let Some(n) = self.max_items {
             design.max_items = Some(n);
@@ -415,7 +415,7 @@ pub fn run(options: &Options) -> anyhow::Result<Summary> {
     summary.bank = bank.name.clone();
     summary.seed = options.seed;
     summary.threads = pool.current_num_threads();
-    summary.design = file.resolved();
+    summary.design = file.with_defaults();
     if let Some(dir) = &options.out {
         report::write_dir(dir, &bank, &simulation, &summary)?;
     }

@@ -1,14 +1,16 @@
-//! Mutations: banks, exams, answers, and cache operations.
+//! Mutations: banks, assessments, exams, answers, and cache operations. Proctors get
+//! `FORBIDDEN` on every one.
 
 use async_graphql::{Context, ID, Object, Result};
 
 use super::types::{
-    CreateItemBankInput, ExamSession, ItemBank, SelectionRule, StartExamInput, StartExamPayload,
-    SubmitAnswerInput, SubmitAnswerPayload,
+    Assessment, CreateAssessmentInput, CreateItemBankInput, ExamSession, ItemBank,
+    StartExamInput, StartExamPayload, SubmitAnswerInput, SubmitAnswerPayload,
 };
 use super::{caller, gql, parse_id, service};
-use crate::exam::{ExamRequest, NewBank};
-use crate::irt::EstimatorSettings;
+use crate::auth::Role;
+use crate::error::AppError;
+use crate::exam::NewBank;
 
 /// Operations that change state.
 #[derive(Default)]
@@ -36,57 +38,71 @@ impl MutationRoot {
         Ok(info.into())
     }
 
-    /// Starts an exam owned by the caller (the token's `sub`) and presents its first item.
+    /// Stores a new assessment: a bank, the design its exams run on, the feedback policy,
+    /// the window and the attempt limit; the design is validated now (admin).
+    async fn create_assessment(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateAssessmentInput,
+    ) -> Result<Assessment> {
+        let caller = caller(ctx).map_err(gql)?;
+        caller.require_admin().map_err(gql)?;
+        let bank_id = parse_id(&input.item_bank_id, "itemBankId").map_err(gql)?;
+        let view = service(ctx)
+            .map_err(gql)?
+            .create_assessment(caller, input.into_new(bank_id))
+            .await
+            .map_err(gql)?;
+        Ok(Assessment(view))
+    }
+
+    /// Archives an assessment: no new exam starts; running exams can still be finished
+    /// (admin).
+    async fn archive_assessment(&self, ctx: &Context<'_>, id: ID) -> Result<Assessment> {
+        caller(ctx).and_then(|c| c.require_admin()).map_err(gql)?;
+        let id = parse_id(&id, "id").map_err(gql)?;
+        let view = service(ctx)
+            .map_err(gql)?
+            .archive_assessment(id)
+            .await
+            .map_err(gql)?;
+        Ok(Assessment(view))
+    }
+
+    /// Starts an exam of an assessment for the caller (a student; an admin names the
+    /// student with `studentId`), or returns the student's running exam of it (resume).
     async fn start_exam(
         &self,
         ctx: &Context<'_>,
         input: StartExamInput,
     ) -> Result<StartExamPayload> {
         let caller = caller(ctx).map_err(gql)?;
-        let request = ExamRequest {
-            item_bank_id: parse_id(&input.item_bank_id, "itemBankId").map_err(gql)?,
-            max_items: input.max_items.unwrap_or(20),
-            min_items: input.min_items.unwrap_or(1),
-            se_target: input.se_target,
-            initial_theta: input.initial_theta.unwrap_or(0.0),
-            randomesque: input.randomesque.unwrap_or(1),
-            estimator: input
-                .estimator
-                .as_ref()
-                .map_or_else(EstimatorSettings::default, |e| e.settings()),
-            selection_rule: input
-                .selection_rule
-                .unwrap_or(SelectionRule::MaxInfo)
-                .into(),
-            exposure: input.exposure.as_ref().map(Into::into),
-            content_balance: input.content_balance.as_ref().map(|targets| {
-                targets
-                    .iter()
-                    .map(|t| (t.content_area.clone(), t.proportion))
-                    .collect()
-            }),
-            start_item_ids: input
-                .start_item_ids
-                .iter()
-                .flatten()
-                .map(|id| parse_id(id, "startItemIds"))
-                .collect::<Result<_, _>>()
-                .map_err(gql)?,
-            cut_score: input.cut_score,
-            confidence_level: input.confidence_level.unwrap_or(0.95),
-            min_information: input.min_information,
-            max_duration_seconds: input.max_duration_seconds,
+        let student_id = match (caller.role, input.student_id) {
+            (Role::Student, None) => caller.sub.clone(),
+            (Role::Admin, Some(student)) => student,
+            (Role::Student, Some(_)) => {
+                return Err(gql(AppError::Forbidden(
+                    "only an admin starts an exam on a student's behalf (studentId)".into(),
+                )));
+            }
+            (Role::Admin, None) => {
+                return Err(gql(AppError::bad_input(
+                    "an admin starts exams on a student's behalf: studentId is required",
+                )));
+            }
+            (Role::Proctor, _) => {
+                return Err(gql(AppError::Forbidden(
+                    "proctors watch exams; they do not start them".into(),
+                )));
+            }
         };
+        let assessment_id = parse_id(&input.assessment_id, "assessmentId").map_err(gql)?;
         let started = service(ctx)
             .map_err(gql)?
-            .start_exam(&caller.sub, request)
+            .start_exam(&student_id, assessment_id)
             .await
             .map_err(gql)?;
-        let next_item = started.exam.current_item.clone().map(Into::into);
-        Ok(StartExamPayload {
-            exam_session: started.exam.into(),
-            next_item,
-        })
+        Ok(StartExamPayload::new(started, caller))
     }
 
     /// Records the answer to the presented item and returns the new estimate and the next
@@ -104,7 +120,7 @@ impl MutationRoot {
             .submit_answer(caller, exam_id, item_id, &input.response)
             .await
             .map_err(gql)?;
-        Ok(answered.into())
+        Ok(SubmitAnswerPayload::new(answered, caller))
     }
 
     /// Adds seconds to an active exam's engine-state TTL; returns the new TTL (admin).
@@ -127,14 +143,15 @@ impl MutationRoot {
     /// Gives up an active exam: it takes no more answers (`EXAM_NOT_ACTIVE`), keeps its
     /// attempts and drops its engine state; returns the session, status `ABANDONED` (admin).
     async fn abandon_exam(&self, ctx: &Context<'_>, exam_session_id: ID) -> Result<ExamSession> {
-        caller(ctx).and_then(|c| c.require_admin()).map_err(gql)?;
+        let caller = caller(ctx).map_err(gql)?;
+        caller.require_admin().map_err(gql)?;
         let id = parse_id(&exam_session_id, "examSessionId").map_err(gql)?;
         let view = service(ctx)
             .map_err(gql)?
             .abandon_exam(id)
             .await
             .map_err(gql)?;
-        Ok(view.into())
+        Ok(ExamSession::new(view, caller))
     }
 
     /// Deletes every engine state from Redis and returns how many; exams go on, rebuilt

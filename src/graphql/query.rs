@@ -1,8 +1,8 @@
-//! Queries: exam sessions, engine summaries, banks and live sessions.
+//! Queries: exam sessions, engine summaries, assessments, banks and live sessions.
 
 use async_graphql::{Context, ID, Object, Result};
 
-use super::types::{EngineSummary, ExamSession, ItemBank};
+use super::types::{Assessment, EngineSummary, ExamSession, ItemBank};
 use super::{caller, gql, parse_id, service};
 
 /// Read-only operations.
@@ -12,7 +12,7 @@ pub struct QueryRoot;
 #[Object]
 impl QueryRoot {
     /// The engine's numbers for one exam, from the Redis cache when it is current, else
-    /// from Postgres (owner or admin).
+    /// from Postgres (owner, proctor or admin).
     async fn engine_summary(
         &self,
         ctx: &Context<'_>,
@@ -25,10 +25,10 @@ impl QueryRoot {
             .engine_summary(caller, id)
             .await
             .map_err(gql)?;
-        Ok(summary.into())
+        Ok(EngineSummary::new(summary, caller))
     }
 
-    /// One exam session (owner or admin).
+    /// One exam session (owner, proctor or admin).
     async fn exam_session(&self, ctx: &Context<'_>, id: ID) -> Result<ExamSession> {
         let caller = caller(ctx).map_err(gql)?;
         let id = parse_id(&id, "id").map_err(gql)?;
@@ -37,7 +37,7 @@ impl QueryRoot {
             .exam_session(caller, id)
             .await
             .map_err(gql)?;
-        Ok(view.into())
+        Ok(ExamSession::new(view, caller))
     }
 
     /// Ids of the exams whose engine state is live in Redis (admin; uses SCAN).
@@ -63,10 +63,33 @@ impl QueryRoot {
             .into())
     }
 
-    /// Every item bank, newest first (admin).
+    /// Every item bank, newest first (admin, proctor).
     async fn item_banks(&self, ctx: &Context<'_>) -> Result<Vec<ItemBank>> {
-        caller(ctx).and_then(|c| c.require_admin()).map_err(gql)?;
+        caller(ctx).and_then(|c| c.require_staff()).map_err(gql)?;
         let banks = service(ctx).map_err(gql)?.item_banks().await.map_err(gql)?;
         Ok(banks.into_iter().map(Into::into).collect())
+    }
+
+    /// One assessment (any authenticated caller; its `design` is staff-only).
+    async fn assessment(&self, ctx: &Context<'_>, id: ID) -> Result<Assessment> {
+        caller(ctx).map_err(gql)?;
+        let id = parse_id(&id, "id").map_err(gql)?;
+        let view = service(ctx)
+            .map_err(gql)?
+            .assessment(id)
+            .await
+            .map_err(gql)?;
+        Ok(Assessment(view))
+    }
+
+    /// Every assessment, newest first (admin, proctor).
+    async fn assessments(&self, ctx: &Context<'_>) -> Result<Vec<Assessment>> {
+        caller(ctx).and_then(|c| c.require_staff()).map_err(gql)?;
+        let views = service(ctx)
+            .map_err(gql)?
+            .assessments()
+            .await
+            .map_err(gql)?;
+        Ok(views.into_iter().map(Assessment).collect())
     }
 }

@@ -12,7 +12,7 @@ pub struct SubscriptionRoot;
 #[Subscription(name = "Subscription")]
 impl SubscriptionRoot {
     /// One event per answer recorded in the exam, on whichever instance it was recorded
-    /// (owner or admin). Delivery is at-most-once: a gap in `itemsCompleted` means missed
+    /// (owner, proctor or admin; theta and SE per the assessment's feedback policy). Delivery is at-most-once: a gap in `itemsCompleted` means missed
     /// events, and `engineSummary` has the current numbers.
     async fn theta_updates(
         &self,
@@ -22,7 +22,11 @@ impl SubscriptionRoot {
         let caller = caller(ctx).map_err(gql)?;
         let id = parse_id(&exam_session_id, "examSessionId").map_err(gql)?;
         let service = service(ctx).map_err(gql)?;
-        service.authorize_exam(caller, id).await.map_err(gql)?;
-        Ok(service.events().subscribe(id).map(ThetaUpdate::from))
+        let feedback = service.authorize_exam(caller, id).await.map_err(gql)?;
+        let caller = caller.clone();
+        Ok(service
+            .events()
+            .subscribe(id)
+            .map(move |event| ThetaUpdate::new(event, feedback, &caller)))
     }
 }

@@ -1,11 +1,23 @@
 //! The API's object, input and enum types, and their conversions from the exam flow.
 //! Nothing here carries an answer key or IRT parameters.
 
-use async_graphql::{Enum, ID, InputObject, Json, SimpleObject};
+use async_graphql::{
+    Context, Enum, ID, InputObject, Json, MaybeUndefined, Object, Result, SimpleObject,
+};
 use chrono::{DateTime, Utc};
 
-use crate::exam::{self, BankInfo, ExamStatus as FlowStatus, ExamView, StateSource as FlowSource};
-use crate::irt::{self, StopReason as IrtStopReason};
+use super::{caller, gql};
+use crate::auth::Caller;
+pub use crate::design::{
+    ConstantPatternRule, ContentBalanceInput, EstimatorInput, EstimatorMethod, ExamDesignInput,
+    ExposureInput, ExposureMethod, PriorDistribution, SelectionRule, StandardErrorType,
+};
+use crate::error::AppError;
+use crate::exam::{
+    self, AssessmentStatus, AssessmentView, BankInfo, ExamStatus as FlowStatus, ExamView,
+    Feedback, NewAssessment, StateSource as FlowSource,
+};
+use crate::irt::StopReason as IrtStopReason;
 use crate::storage::events::ThetaEvent;
 
 /// A new bank and all its items.
@@ -96,271 +108,109 @@ impl From<ItemInput> for exam::NewBankItem {
     }
 }
 
-/// A new exam's design.
+/// Starts (or resumes) an exam of an assessment. The design is the assessment's: nothing
+/// here changes how the exam is scored.
 #[derive(InputObject)]
 pub struct StartExamInput {
-    /// The bank to draw items from.
+    /// The assessment to take.
+    pub assessment_id: ID,
+    /// Admin only: the student to start the exam for (students start their own exams).
+    pub student_id: Option<String>,
+}
+
+/// A new assessment: which bank, how its exams run and are scored, who sees what, when.
+#[derive(InputObject)]
+pub struct CreateAssessmentInput {
+    /// Display name.
+    pub name: String,
+    /// The bank its exams draw from.
     pub item_bank_id: ID,
-    /// Stop after this many answers.
-    #[graphql(default = 20)]
-    pub max_items: Option<i32>,
-    /// Never stop on precision before this many answers.
-    #[graphql(default = 1)]
-    pub min_items: Option<i32>,
-    /// Stop once the standard error is at or below this.
-    pub se_target: Option<f64>,
-    /// Theta before any answer.
-    #[graphql(default = 0.0)]
-    pub initial_theta: Option<f64>,
-    /// Choose at random among this many most informative items.
-    #[graphql(default = 1)]
-    pub randomesque: Option<i32>,
-    /// The ability estimator (EAP on 33 points over [-4, 4] with a N(0, 1) prior by default).
-    pub estimator: Option<EstimatorInput>,
-    /// How the next item is chosen.
-    #[graphql(default_with = "Some(SelectionRule::MaxInfo)")]
-    pub selection_rule: Option<SelectionRule>,
-    /// Fleet-wide item exposure control (none by default).
-    pub exposure: Option<ExposureInput>,
-    /// Kingsbury–Zara content balancing: target proportion per content area.
-    pub content_balance: Option<Vec<ContentBalanceInput>>,
-    /// Items given first, in this order, before adaptive selection starts.
-    pub start_item_ids: Option<Vec<ID>>,
-    /// Classification: stop once the confidence interval of theta excludes this cut score.
-    pub cut_score: Option<f64>,
-    /// Confidence level of that interval.
-    #[graphql(default = 0.95)]
-    pub confidence_level: Option<f64>,
-    /// Stop when no eligible item has at least this much Fisher information at theta.
-    pub min_information: Option<f64>,
-    /// Stop once this many seconds have passed since the exam started (checked at each answer).
-    pub max_duration_seconds: Option<i32>,
+    /// The design of its exams (omitted: every default).
+    pub design: Option<ExamDesignInput>,
+    /// What students see of their estimates.
+    #[graphql(default_with = "Some(Feedback::Estimates)")]
+    pub feedback: Option<Feedback>,
+    /// Exams one student may start (omitted: 1; null: unlimited). ACTIVE, COMPLETED and
+    /// ABANDONED exams all count.
+    #[graphql(default_with = "MaybeUndefined::Value(1)")]
+    pub max_attempts_per_student: MaybeUndefined<i32>,
+    /// No exam starts before this.
+    pub opens_at: Option<DateTime<Utc>>,
+    /// No exam starts from this on.
+    pub closes_at: Option<DateTime<Utc>>,
 }
 
-/// Item selection rules (catR's `nextItem` criteria in brackets).
-#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
-pub enum SelectionRule {
-    /// Maximum Fisher information at the current theta ("MFI").
-    MaxInfo,
-    /// Difficulty closest to the current theta (Urry; "bOpt").
-    Urry,
-    /// Kullback–Leibler information over an interval around theta ("KL").
-    Kl,
-    /// Posterior-weighted Kullback–Leibler information ("KLP").
-    Klp,
-    /// Likelihood-weighted information ("MLWI").
-    Mlwi,
-    /// Posterior-weighted information ("MPWI").
-    Mpwi,
-    /// Minimum expected posterior variance ("MEPV").
-    Mepv,
-    /// Progressive method: random component fading into information ("progressive").
-    Progressive,
-    /// Proportional method: draw with probability growing with information ("proportional").
-    Proportional,
-    /// Uniformly at random ("random").
-    Random,
-}
-
-impl From<SelectionRule> for irt::SelectionRule {
-    fn from(rule: SelectionRule) -> Self {
-        match rule {
-            SelectionRule::MaxInfo => Self::MaxInfo,
-            SelectionRule::Urry => Self::Urry,
-            SelectionRule::Kl => Self::Kl,
-            SelectionRule::Klp => Self::Klp,
-            SelectionRule::Mlwi => Self::Mlwi,
-            SelectionRule::Mpwi => Self::Mpwi,
-            SelectionRule::Mepv => Self::Mepv,
-            SelectionRule::Progressive => Self::Progressive,
-            SelectionRule::Proportional => Self::Proportional,
-            SelectionRule::Random => Self::Random,
+impl CreateAssessmentInput {
+    /// The assessment to create, with `item_bank_id` parsed.
+    pub fn into_new(self, item_bank_id: i64) -> NewAssessment {
+        NewAssessment {
+            name: self.name,
+            item_bank_id,
+            design: self.design.unwrap_or_default(),
+            feedback: self.feedback.unwrap_or_default(),
+            max_attempts_per_student: match self.max_attempts_per_student {
+                MaybeUndefined::Undefined => Some(1),
+                MaybeUndefined::Null => None,
+                MaybeUndefined::Value(n) => Some(n),
+            },
+            opens_at: self.opens_at,
+            closes_at: self.closes_at,
         }
     }
 }
 
-/// Exposure control methods.
-#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
-pub enum ExposureMethod {
-    /// Item eligibility (van der Linden & Veldkamp 2004): each exam draws which items it may see.
-    ItemEligibility,
-    /// Sympson–Hetter (1985) with live rates: a chosen item is given with probability K_i.
-    SympsonHetter,
-}
+/// An assessment: what students take exams of.
+pub struct Assessment(pub AssessmentView);
 
-/// Fleet-wide exposure control: the share of exams that see an item stays at or below `maxRate`.
-#[derive(InputObject)]
-pub struct ExposureInput {
-    /// The method.
-    #[graphql(default_with = "Some(ExposureMethod::ItemEligibility)")]
-    pub method: Option<ExposureMethod>,
-    /// Largest share of exams that may see any one item, in (0, 1].
-    pub max_rate: f64,
-}
-
-impl From<&ExposureInput> for irt::ExposureControl {
-    fn from(input: &ExposureInput) -> Self {
-        Self {
-            method: match input.method.unwrap_or(ExposureMethod::ItemEligibility) {
-                ExposureMethod::ItemEligibility => irt::ExposureMethod::ItemEligibility,
-                ExposureMethod::SympsonHetter => irt::ExposureMethod::SympsonHetter,
-            },
-            max_rate: input.max_rate,
-        }
+#[Object]
+impl Assessment {
+    /// Id (what students send to `startExam`).
+    async fn id(&self) -> ID {
+        self.0.id.into()
     }
-}
-
-/// A content area's target share of the exam.
-#[derive(InputObject)]
-pub struct ContentBalanceInput {
-    /// The area, as in `ItemInput.contentArea`.
-    pub content_area: String,
-    /// Its target proportion of the items given (targets are normalized to sum to 1).
-    pub proportion: f64,
-}
-
-/// Ability estimation settings.
-#[derive(InputObject)]
-pub struct EstimatorInput {
-    /// The estimator.
-    #[graphql(default_with = "Some(EstimatorMethod::Eap)")]
-    pub method: Option<EstimatorMethod>,
-    /// Mean of the normal prior.
-    #[graphql(default = 0.0)]
-    pub prior_mean: Option<f64>,
-    /// Standard deviation of the normal prior.
-    #[graphql(default = 1.0)]
-    pub prior_sd: Option<f64>,
-    /// Quadrature points of EAP on [thetaMin, thetaMax].
-    #[graphql(default = 33)]
-    pub quadrature_points: Option<i32>,
-    /// Lower bound of theta (EAP grid and MAP/MLE/WLE search range).
-    #[graphql(default = -4.0)]
-    pub theta_min: Option<f64>,
-    /// Upper bound of theta.
-    #[graphql(default = 4.0)]
-    pub theta_max: Option<f64>,
-    /// The prior of EAP and MAP.
-    #[graphql(default_with = "Some(PriorDistribution::Normal)")]
-    pub prior: Option<PriorDistribution>,
-    /// Lower bound of the UNIFORM prior (default thetaMin).
-    pub prior_lower: Option<f64>,
-    /// Upper bound of the UNIFORM prior (default thetaMax).
-    pub prior_upper: Option<f64>,
-    /// MLE/WLE when every answer so far is right (or every one wrong).
-    #[graphql(default_with = "Some(ConstantPatternRule::Bound)")]
-    pub constant_pattern_rule: Option<ConstantPatternRule>,
-    /// Standard error formula of MAP/MLE/WLE.
-    #[graphql(default_with = "Some(StandardErrorType::Classic)")]
-    pub standard_error_type: Option<StandardErrorType>,
-}
-
-/// Priors of EAP and MAP.
-#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
-pub enum PriorDistribution {
-    /// Normal(priorMean, priorSd).
-    Normal,
-    /// Uniform on [priorLower, priorUpper].
-    Uniform,
-    /// Jeffreys' non-informative prior, proportional to the square root of the test information.
-    Jeffreys,
-}
-
-/// MLE/WLE for all-correct or all-wrong answers (catR's `constantPatt`).
-#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
-pub enum ConstantPatternRule {
-    /// No special rule: MLE goes to the bound of [thetaMin, thetaMax] (catR's default).
-    Bound,
-    /// Use the MAP estimate for such patterns.
-    Map,
-    /// Use the EAP estimate for such patterns.
-    Eap,
-    /// Step 0.7 up (all right) or down (all wrong) from the current theta (catR "fixed7").
-    Step,
-}
-
-/// Standard error formulas (catR's `sem.type`).
-#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
-pub enum StandardErrorType {
-    /// Classic: 1/sqrt(information), plus the prior's curvature for MAP.
-    Classic,
-    /// Sandwich formula of Magis (2016), catR's "new".
-    Sandwich,
-}
-
-impl EstimatorInput {
-    /// The estimator settings (scaling is set from the bank later).
-    pub fn settings(&self) -> irt::EstimatorSettings {
-        irt::EstimatorSettings {
-            method: self.method.unwrap_or(EstimatorMethod::Eap).into(),
-            prior: match self.prior.unwrap_or(PriorDistribution::Normal) {
-                PriorDistribution::Normal => irt::Prior::Normal {
-                    mean: self.prior_mean.unwrap_or(0.0),
-                    sd: self.prior_sd.unwrap_or(1.0),
-                },
-                PriorDistribution::Uniform => irt::Prior::Uniform {
-                    lower: self.prior_lower.or(self.theta_min).unwrap_or(-4.0),
-                    upper: self.prior_upper.or(self.theta_max).unwrap_or(4.0),
-                },
-                PriorDistribution::Jeffreys => irt::Prior::Jeffreys,
-            },
-            constant_pattern: match self
-                .constant_pattern_rule
-                .unwrap_or(ConstantPatternRule::Bound)
-            {
-                ConstantPatternRule::Bound => irt::ConstantPatternRule::Bound,
-                ConstantPatternRule::Map => irt::ConstantPatternRule::Map,
-                ConstantPatternRule::Eap => irt::ConstantPatternRule::Eap,
-                ConstantPatternRule::Step => irt::ConstantPatternRule::Step,
-            },
-            se_type: match self
-                .standard_error_type
-                .unwrap_or(StandardErrorType::Classic)
-            {
-                StandardErrorType::Classic => irt::SeType::Classic,
-                StandardErrorType::Sandwich => irt::SeType::Sandwich,
-            },
-            // Out-of-range values fail validation with a clear message instead of wrapping.
-            quadrature_points: usize::try_from(self.quadrature_points.unwrap_or(33)).unwrap_or(0),
-            theta_min: self.theta_min.unwrap_or(-4.0),
-            theta_max: self.theta_max.unwrap_or(4.0),
-            ..irt::EstimatorSettings::default()
-        }
+    /// Display name.
+    async fn name(&self) -> &str {
+        &self.0.name
     }
-}
-
-/// Ability estimators (catR's names in brackets).
-#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
-pub enum EstimatorMethod {
-    /// Expected a posteriori: posterior mean and SD on the quadrature grid (EAP).
-    Eap,
-    /// Maximum a posteriori: posterior mode (BM).
-    Map,
-    /// Maximum likelihood (ML).
-    Mle,
-    /// Warm's weighted likelihood (WL).
-    Wle,
-}
-
-impl From<EstimatorMethod> for irt::EstimatorMethod {
-    fn from(method: EstimatorMethod) -> Self {
-        match method {
-            EstimatorMethod::Eap => Self::Eap,
-            EstimatorMethod::Map => Self::Map,
-            EstimatorMethod::Mle => Self::Mle,
-            EstimatorMethod::Wle => Self::Wle,
-        }
+    /// The bank its exams draw from.
+    async fn item_bank_id(&self) -> ID {
+        self.0.item_bank_id.into()
     }
-}
-
-impl From<irt::EstimatorMethod> for EstimatorMethod {
-    fn from(method: irt::EstimatorMethod) -> Self {
-        match method {
-            irt::EstimatorMethod::Eap => Self::Eap,
-            irt::EstimatorMethod::Map => Self::Map,
-            irt::EstimatorMethod::Mle => Self::Mle,
-            irt::EstimatorMethod::Wle => Self::Wle,
-        }
+    /// OPEN (new exams start inside the window) or ARCHIVED (none do).
+    async fn status(&self) -> AssessmentStatus {
+        self.0.status
+    }
+    /// What students see of their estimates.
+    async fn feedback(&self) -> Feedback {
+        self.0.feedback
+    }
+    /// Exams one student may start (null: unlimited).
+    async fn max_attempts_per_student(&self) -> Option<i32> {
+        self.0.max_attempts_per_student
+    }
+    /// No exam starts before this.
+    async fn opens_at(&self) -> Option<DateTime<Utc>> {
+        self.0.opens_at
+    }
+    /// No exam starts from this on.
+    async fn closes_at(&self) -> Option<DateTime<Utc>> {
+        self.0.closes_at
+    }
+    /// The exams' maximum length.
+    async fn max_items(&self) -> i32 {
+        self.0.design.max_items()
+    }
+    /// When it was created.
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    /// The design (an `ExamDesignInput`, every default written out); admin and proctor
+    /// only: `FORBIDDEN` for students.
+    async fn design(&self, ctx: &Context<'_>) -> Result<Option<Json<serde_json::Value>>> {
+        caller(ctx).and_then(|c| c.require_staff()).map_err(gql)?;
+        let json = serde_json::to_value(&self.0.design)
+            .map_err(|e| gql(AppError::internal("cannot serialize a design", e)))?;
+        Ok(Some(Json(json)))
     }
 }
 
@@ -399,11 +249,14 @@ impl From<BankInfo> for ItemBank {
     }
 }
 
-/// An item as the student sees it.
+/// An item as the student sees it, at one position of one exam.
 #[derive(SimpleObject, Clone)]
 pub struct PresentedItem {
-    /// Item id, to send back with the answer.
+    /// This presentation: unique per exam and position (a client cache key). Not what
+    /// `submitAnswer` takes.
     pub id: ID,
+    /// The item, to send back as `SubmitAnswerInput.itemId`.
+    pub item_id: ID,
     /// 1-based position in the exam.
     pub position: i32,
     /// The item's content.
@@ -415,7 +268,8 @@ pub struct PresentedItem {
 impl From<exam::PresentedItem> for PresentedItem {
     fn from(item: exam::PresentedItem) -> Self {
         Self {
-            id: item.id.into(),
+            id: format!("{}:{}", item.exam_session_id, item.position).into(),
+            item_id: item.id.into(),
             position: item.position,
             content: Json(item.content),
             content_area: item.content_area,
@@ -474,19 +328,23 @@ impl From<IrtStopReason> for StopReason {
     }
 }
 
-/// An exam session.
+/// An exam session. `theta` and `standardError` are null where the assessment's feedback
+/// policy hides them from the caller (a student under NONE, or under FINAL before the exam
+/// completed); staff always get numbers.
 #[derive(SimpleObject)]
 pub struct ExamSession {
     /// Id.
     pub id: ID,
     /// The student who owns it.
     pub student_id: String,
+    /// The assessment it is an exam of (null for exams started before assessments).
+    pub assessment_id: Option<ID>,
     /// Status.
     pub status: ExamStatus,
-    /// Current ability estimate.
-    pub theta: f64,
-    /// Its standard error.
-    pub standard_error: f64,
+    /// Current ability estimate (null where the feedback policy hides it).
+    pub theta: Option<f64>,
+    /// Its standard error (null where the feedback policy hides it).
+    pub standard_error: Option<f64>,
     /// Answers recorded.
     pub items_completed: i32,
     /// The bank its items come from.
@@ -509,15 +367,20 @@ pub struct ExamSession {
     pub completed_at: Option<DateTime<Utc>>,
 }
 
-impl From<ExamView> for ExamSession {
-    fn from(view: ExamView) -> Self {
+impl ExamSession {
+    /// The session as `caller` may see it.
+    pub fn new(view: ExamView, caller: &Caller) -> Self {
+        let reveal = view
+            .feedback
+            .reveals_to(caller, view.status == FlowStatus::Completed);
         let row = view.row;
         Self {
             id: row.id.into(),
             student_id: row.student_id,
+            assessment_id: row.assessment_id.map(ID::from),
             status: view.status.into(),
-            theta: row.theta,
-            standard_error: row.standard_error,
+            theta: reveal.then_some(row.theta),
+            standard_error: reveal.then_some(row.standard_error),
             items_completed: row.items_completed,
             item_bank_id: row.item_bank_id.into(),
             max_items: view.design.stopping.max_items as i32,
@@ -539,19 +402,33 @@ impl From<ExamView> for ExamSession {
 /// What `startExam` returns.
 #[derive(SimpleObject)]
 pub struct StartExamPayload {
-    /// The new exam.
+    /// The new exam, or the student's running exam of this assessment (resume).
     pub exam_session: ExamSession,
-    /// The first item (none only when the exam completed at once).
+    /// The item to answer (none only when the exam completed at once).
     pub next_item: Option<PresentedItem>,
+    /// Whether this is the student's running exam rather than a new one.
+    pub resumed: bool,
 }
 
-/// What `submitAnswer` returns.
+impl StartExamPayload {
+    /// The payload as `caller` may see it.
+    pub fn new(started: exam::Started, caller: &Caller) -> Self {
+        let next_item = started.exam.current_item.clone().map(Into::into);
+        Self {
+            exam_session: ExamSession::new(started.exam, caller),
+            next_item,
+            resumed: started.resumed,
+        }
+    }
+}
+
+/// What `submitAnswer` returns. `theta`/`standardError` follow the feedback policy.
 #[derive(SimpleObject)]
 pub struct SubmitAnswerPayload {
-    /// Theta after the answer.
-    pub theta: f64,
-    /// Its standard error.
-    pub standard_error: f64,
+    /// Theta after the answer (null where the feedback policy hides it).
+    pub theta: Option<f64>,
+    /// Its standard error (null where the feedback policy hides it).
+    pub standard_error: Option<f64>,
     /// Answers recorded, this one included.
     pub items_completed: i32,
     /// Whether this answer completed the exam.
@@ -564,15 +441,17 @@ pub struct SubmitAnswerPayload {
     pub stop_reason: Option<StopReason>,
 }
 
-impl From<exam::Answered> for SubmitAnswerPayload {
-    fn from(a: exam::Answered) -> Self {
+impl SubmitAnswerPayload {
+    /// The payload as `caller` may see it (a replay follows the same policy).
+    pub fn new(a: exam::Answered, caller: &Caller) -> Self {
+        let reveal = a.exam.feedback.reveals_to(caller, a.completed);
         Self {
-            theta: a.theta,
-            standard_error: a.standard_error,
+            theta: reveal.then_some(a.theta),
+            standard_error: reveal.then_some(a.standard_error),
             items_completed: a.items_completed,
             completed: a.completed,
             next_item: a.next_item.map(Into::into),
-            exam_session: a.exam.into(),
+            exam_session: ExamSession::new(a.exam, caller),
             stop_reason: a.stop_reason.map(Into::into),
         }
     }
@@ -587,15 +466,15 @@ pub enum StateSource {
     Database,
 }
 
-/// The engine's numbers for one exam.
+/// The engine's numbers for one exam (`theta`/`standardError` per the feedback policy).
 #[derive(SimpleObject)]
 pub struct EngineSummary {
     /// The exam.
     pub exam_session_id: ID,
-    /// Current theta.
-    pub theta: f64,
-    /// Its standard error.
-    pub standard_error: f64,
+    /// Current theta (null where the feedback policy hides it).
+    pub theta: Option<f64>,
+    /// Its standard error (null where the feedback policy hides it).
+    pub standard_error: Option<f64>,
     /// Answers recorded.
     pub items_completed: i32,
     /// Maximum length.
@@ -608,12 +487,16 @@ pub struct EngineSummary {
     pub ttl_seconds: Option<i32>,
 }
 
-impl From<exam::Summary> for EngineSummary {
-    fn from(s: exam::Summary) -> Self {
+impl EngineSummary {
+    /// The summary as `caller` may see it.
+    pub fn new(s: exam::Summary, caller: &Caller) -> Self {
+        let reveal = s
+            .feedback
+            .reveals_to(caller, s.status == FlowStatus::Completed);
         Self {
             exam_session_id: s.exam_session_id.into(),
-            theta: s.theta,
-            standard_error: s.standard_error,
+            theta: reveal.then_some(s.theta),
+            standard_error: reveal.then_some(s.standard_error),
             items_completed: s.items_completed,
             max_items: s.max_items,
             status: s.status.into(),
@@ -626,15 +509,16 @@ impl From<exam::Summary> for EngineSummary {
     }
 }
 
-/// One recorded answer's effect, pushed to subscribers.
+/// One recorded answer's effect, pushed to subscribers (`theta`/`standardError` per the
+/// feedback policy).
 #[derive(SimpleObject)]
 pub struct ThetaUpdate {
     /// The exam.
     pub exam_session_id: ID,
-    /// Theta after the answer.
-    pub theta: f64,
-    /// Its standard error.
-    pub standard_error: f64,
+    /// Theta after the answer (null where the feedback policy hides it).
+    pub theta: Option<f64>,
+    /// Its standard error (null where the feedback policy hides it).
+    pub standard_error: Option<f64>,
     /// Answers recorded (a gap means missed events: re-read `engineSummary`).
     pub items_completed: i32,
     /// Whether the exam completed with this answer.
@@ -643,12 +527,14 @@ pub struct ThetaUpdate {
     pub at: DateTime<Utc>,
 }
 
-impl From<ThetaEvent> for ThetaUpdate {
-    fn from(e: ThetaEvent) -> Self {
+impl ThetaUpdate {
+    /// The event as a subscriber with `caller`'s rights sees it under `feedback`.
+    pub fn new(e: ThetaEvent, feedback: Feedback, caller: &Caller) -> Self {
+        let reveal = feedback.reveals_to(caller, e.completed);
         Self {
             exam_session_id: e.exam_session_id.into(),
-            theta: e.theta,
-            standard_error: e.standard_error,
+            theta: reveal.then_some(e.theta),
+            standard_error: reveal.then_some(e.standard_error),
             items_completed: e.items_completed,
             completed: e.completed,
             at: e.at,

@@ -27,11 +27,11 @@ pub fn table(summary: &Summary) -> String {
     );
     let mut design = format!(
         "Design: {} to {} items, {}, {}, randomesque {}",
-        d.min_items.unwrap_or(super::design::DEFAULT_MIN_ITEMS),
-        d.max_items.unwrap_or(super::design::DEFAULT_MAX_ITEMS),
+        d.min_items.unwrap_or(crate::design::DEFAULT_MIN_ITEMS),
+        d.max_items.unwrap_or(crate::design::DEFAULT_MAX_ITEMS),
         enum_name(&d.selection_rule.unwrap_or_default()),
         enum_name(&estimator.method.unwrap_or_default()),
-        d.randomesque.unwrap_or(super::design::DEFAULT_RANDOMESQUE),
+        d.randomesque.unwrap_or(crate::design::DEFAULT_RANDOMESQUE),
     );
     if let Some(se) = d.se_target {
         let _ = write!(design, ", SE target {se}");

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::design::DesignFile;
+use crate::design::ExamDesignInput;
 use super::{ExamineeResult, Simulation};
 use crate::irt::StopReason;
 
@@ -58,7 +58,7 @@ pub struct Summary {
     /// Worker threads used.
     pub threads: usize,
     /// The design that ran, with every default written out.
-    pub design: DesignFile,
+    pub design: ExamDesignInput,
 }
 
 /// The statistics of one group of examinees by true theta.
@@ -132,7 +132,7 @@ pub fn summarize(simulation: &Simulation, bank_items: usize) -> Summary {
         bank: String::new(),
         seed: 0,
         threads: 0,
-        design: DesignFile::default(),
+        design: ExamDesignInput::default(),
     }
 }
 

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use super::schema::{attempts, exam_sessions, item_banks, items};
+use super::schema::{assessments, attempts, exam_sessions, item_banks, items};
 
 /// Rows inserted per statement: Postgres allows 65,535 bind parameters, an item has 13.
 const INSERT_CHUNK: usize = 4_000;
@@ -84,6 +84,9 @@ pub struct ExamSessionRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
+    pub assessment_id: Option<i64>,
+    pub attempt_number: Option<i32>,
+    pub feedback: String,
 }
 
 /// A new exam session, with its first item already chosen.
@@ -100,6 +103,9 @@ pub struct NewExamSession<'a> {
     pub current_item_id: Option<i64>,
     pub stop_reason: Option<&'a str>,
     pub completed_at: Option<DateTime<Utc>>,
+    pub assessment_id: i64,
+    pub attempt_number: i32,
+    pub feedback: &'a str,
 }
 
 /// The session columns an answer changes.
@@ -411,4 +417,139 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for RecordAttempt<'_> 
         out.push_sql(" FROM session RETURNING created_at");
         Ok(())
     }
+}
+
+/// An assessment as stored.
+#[derive(Clone, Debug, Queryable, Selectable)]
+#[diesel(table_name = assessments)]
+pub struct AssessmentRow {
+    pub id: i64,
+    pub name: String,
+    pub item_bank_id: i64,
+    pub design: serde_json::Value,
+    pub feedback: String,
+    pub max_attempts_per_student: Option<i32>,
+    pub opens_at: Option<DateTime<Utc>>,
+    pub closes_at: Option<DateTime<Utc>>,
+    pub status: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub archived_at: Option<DateTime<Utc>>,
+}
+
+/// A new assessment.
+#[derive(Debug, Insertable)]
+#[diesel(table_name = assessments)]
+pub struct NewAssessment<'a> {
+    pub name: &'a str,
+    pub item_bank_id: i64,
+    pub design: serde_json::Value,
+    pub feedback: &'a str,
+    pub max_attempts_per_student: Option<i32>,
+    pub opens_at: Option<DateTime<Utc>>,
+    pub closes_at: Option<DateTime<Utc>>,
+    pub created_by: &'a str,
+}
+
+/// Inserts an assessment and returns it.
+pub async fn insert_assessment(
+    conn: &mut AsyncPgConnection,
+    assessment: &NewAssessment<'_>,
+) -> QueryResult<AssessmentRow> {
+    diesel::insert_into(assessments::table)
+        .values(assessment)
+        .returning(AssessmentRow::as_returning())
+        .get_result(conn)
+        .await
+}
+
+/// One assessment by id.
+pub async fn find_assessment(
+    conn: &mut AsyncPgConnection,
+    assessment_id: i64,
+) -> QueryResult<Option<AssessmentRow>> {
+    assessments::table
+        .find(assessment_id)
+        .select(AssessmentRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Every assessment, newest first.
+pub async fn list_assessments(conn: &mut AsyncPgConnection) -> QueryResult<Vec<AssessmentRow>> {
+    assessments::table
+        .order(assessments::id.desc())
+        .select(AssessmentRow::as_select())
+        .load(conn)
+        .await
+}
+
+/// Archives an open assessment; `None` when there is no open assessment of this id.
+pub async fn archive_assessment(
+    conn: &mut AsyncPgConnection,
+    assessment_id: i64,
+    at: DateTime<Utc>,
+) -> QueryResult<Option<AssessmentRow>> {
+    diesel::update(
+        assessments::table
+            .find(assessment_id)
+            .filter(assessments::status.eq("OPEN")),
+    )
+    .set((
+        assessments::status.eq("ARCHIVED"),
+        assessments::archived_at.eq(Some(at)),
+    ))
+    .returning(AssessmentRow::as_returning())
+    .get_result(conn)
+    .await
+    .optional()
+}
+
+/// Serializes the exam starts of one student on one assessment until the transaction ends
+/// (a transaction-scoped advisory lock), so the resume check, the attempt count and the
+/// insert see one consistent picture however many requests race.
+pub async fn lock_student_assessment(
+    conn: &mut AsyncPgConnection,
+    assessment_id: i64,
+    student_id: &str,
+) -> QueryResult<()> {
+    diesel::sql_query(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1::text || ':' || $2, 0))",
+    )
+    .bind::<diesel::sql_types::Int8, _>(assessment_id)
+    .bind::<diesel::sql_types::Text, _>(student_id)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// The running exam of a student on an assessment, if any.
+pub async fn find_active_exam(
+    conn: &mut AsyncPgConnection,
+    assessment_id: i64,
+    student_id: &str,
+) -> QueryResult<Option<ExamSessionRow>> {
+    exam_sessions::table
+        .filter(exam_sessions::assessment_id.eq(assessment_id))
+        .filter(exam_sessions::student_id.eq(student_id))
+        .filter(exam_sessions::status.eq("ACTIVE"))
+        .select(ExamSessionRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// How many exams a student has started on an assessment (any status).
+pub async fn count_student_exams(
+    conn: &mut AsyncPgConnection,
+    assessment_id: i64,
+    student_id: &str,
+) -> QueryResult<i64> {
+    exam_sessions::table
+        .filter(exam_sessions::assessment_id.eq(assessment_id))
+        .filter(exam_sessions::student_id.eq(student_id))
+        .count()
+        .get_result(conn)
+        .await
 }

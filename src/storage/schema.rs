@@ -1,6 +1,23 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    assessments (id) {
+        id -> Int8,
+        name -> Text,
+        item_bank_id -> Int8,
+        design -> Jsonb,
+        feedback -> Text,
+        max_attempts_per_student -> Nullable<Int4>,
+        opens_at -> Nullable<Timestamptz>,
+        closes_at -> Nullable<Timestamptz>,
+        status -> Text,
+        created_by -> Text,
+        created_at -> Timestamptz,
+        archived_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     attempts (id) {
         id -> Int8,
         exam_session_id -> Int8,
@@ -32,6 +49,9 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         completed_at -> Nullable<Timestamptz>,
+        assessment_id -> Nullable<Int8>,
+        attempt_number -> Nullable<Int4>,
+        feedback -> Text,
     }
 }
 
@@ -63,8 +83,16 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(assessments -> item_banks (item_bank_id));
 diesel::joinable!(attempts -> exam_sessions (exam_session_id));
+diesel::joinable!(exam_sessions -> assessments (assessment_id));
 diesel::joinable!(exam_sessions -> item_banks (item_bank_id));
 diesel::joinable!(items -> item_banks (item_bank_id));
 
-diesel::allow_tables_to_appear_in_same_query!(attempts, exam_sessions, item_banks, items,);
+diesel::allow_tables_to_appear_in_same_query!(
+    assessments,
+    attempts,
+    exam_sessions,
+    item_banks,
+    items,
+);

@@ -23,6 +23,12 @@ pub struct SessionFacts {
     pub design: ExamDesign,
     /// When it started.
     pub created_at: DateTime<Utc>,
+    /// The assessment it is an exam of (none for exams of the first version).
+    pub assessment_id: Option<i64>,
+    /// Which of the student's exams of that assessment it is.
+    pub attempt_number: Option<i32>,
+    /// The feedback policy, as stored.
+    pub feedback: String,
 }
 
 impl SessionFacts {
@@ -33,6 +39,9 @@ impl SessionFacts {
             item_bank_id: row.item_bank_id,
             design,
             created_at: row.created_at,
+            assessment_id: row.assessment_id,
+            attempt_number: row.attempt_number,
+            feedback: row.feedback.clone(),
         }
     }
 }

@@ -13,6 +13,8 @@
 //! 3. Redis is a cache: a missing, stale or unreadable state, or Redis down, means the
 //!    history is read back from the attempts, and no request fails because of Redis.
 
+mod assessment;
+
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -22,10 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Caller;
 use crate::engine::{self, EngineState, ExamDesign, History};
 use crate::error::{AppError, AppResult};
-use crate::irt::{
-    self, ContentBalance, EstimatorSettings, ExposureControl, ItemParams, SelectionRule,
-    StopReason, StoppingRule,
-};
+use crate::irt::{ItemParams, StopReason};
 use crate::storage::bank_cache::{Bank, BankCache, BankItem};
 use crate::storage::db::DbPool;
 use crate::storage::events::{EventBus, ThetaEvent};
@@ -34,8 +33,8 @@ use crate::storage::queries::{self, AttemptRow, ExamSessionRow};
 use crate::storage::session_cache::{SessionCache, SessionFacts};
 use crate::storage::state_store::StateStore;
 
-/// Largest exam length accepted.
-pub const MAX_EXAM_ITEMS: i32 = 1_000;
+pub use crate::design::MAX_EXAM_ITEMS;
+pub use assessment::{AssessmentStatus, AssessmentView, Feedback, NewAssessment};
 /// Largest bank accepted in one request.
 pub const MAX_BANK_ITEMS: usize = 100_000;
 /// Longest accepted string field (names, ids, keys, responses), in bytes.
@@ -172,44 +171,11 @@ pub struct BankInfo {
     pub scaling_constant: f64,
 }
 
-/// The parameters of a new exam, before validation.
-#[derive(Clone, Debug)]
-pub struct ExamRequest {
-    /// The bank to draw items from.
-    pub item_bank_id: i64,
-    /// Maximum length.
-    pub max_items: i32,
-    /// Minimum length before a precision stop.
-    pub min_items: i32,
-    /// Target standard error.
-    pub se_target: Option<f64>,
-    /// Theta before any answer.
-    pub initial_theta: f64,
-    /// Randomesque k.
-    pub randomesque: i32,
-    /// Estimator (its `scaling` is replaced by the bank's D).
-    pub estimator: EstimatorSettings,
-    /// Item selection rule.
-    pub selection_rule: SelectionRule,
-    /// Fleet-wide exposure control.
-    pub exposure: Option<ExposureControl>,
-    /// Content balancing targets (area, proportion).
-    pub content_balance: Option<Vec<(String, f64)>>,
-    /// Items given first, in order.
-    pub start_item_ids: Vec<i64>,
-    /// Classification cut score.
-    pub cut_score: Option<f64>,
-    /// Confidence level of the classification interval.
-    pub confidence_level: f64,
-    /// Stop when no eligible item has at least this much information at theta.
-    pub min_information: Option<f64>,
-    /// Stop once this many seconds have passed since the start.
-    pub max_duration_seconds: Option<i32>,
-}
-
 /// An item as presented to the student: no key, no parameters.
 #[derive(Clone, Debug)]
 pub struct PresentedItem {
+    /// The exam it is presented in.
+    pub exam_session_id: i64,
     /// Item id (to send back with the answer).
     pub id: i64,
     /// 1-based position in the exam.
@@ -221,8 +187,9 @@ pub struct PresentedItem {
 }
 
 impl PresentedItem {
-    fn new(item: &BankItem, position: i32) -> Self {
+    fn new(exam_session_id: i64, item: &BankItem, position: i32) -> Self {
         Self {
+            exam_session_id,
             id: item.id,
             position,
             content: item.content.clone(),
@@ -238,6 +205,8 @@ pub struct ExamView {
     pub row: ExamSessionRow,
     /// Its status.
     pub status: ExamStatus,
+    /// What the student sees of the estimates.
+    pub feedback: Feedback,
     /// Its design.
     pub design: ExamDesign,
     /// The item presented now, for a client that resumes.
@@ -247,8 +216,10 @@ pub struct ExamView {
 /// What `startExam` returns.
 #[derive(Clone, Debug)]
 pub struct Started {
-    /// The new session.
+    /// The new session, or the student's running one.
     pub exam: ExamView,
+    /// Whether this is the student's running exam rather than a new one.
+    pub resumed: bool,
 }
 
 /// What `submitAnswer` returns (also for a repeated submission).
@@ -291,6 +262,8 @@ pub struct Summary {
     pub source: StateSource,
     /// Remaining TTL of the cached state, when it came from the cache.
     pub ttl_seconds: Option<i64>,
+    /// What the student sees of the estimates.
+    pub feedback: Feedback,
 }
 
 /// The exam flow, with everything it needs.
@@ -373,80 +346,6 @@ impl ExamService {
             .get(conn, bank_id)
             .await?
             .ok_or_else(|| AppError::NotFound(format!("item bank {bank_id} does not exist")))
-    }
-
-    /// Starts an exam for `student_id` and presents its first item.
-    pub async fn start_exam(&self, student_id: &str, request: ExamRequest) -> AppResult<Started> {
-        if student_id.is_empty() || student_id.len() > 256 {
-            return Err(AppError::bad_input("the student id must be 1 to 256 bytes"));
-        }
-        let mut conn = self.db.get().await?;
-        let bank = self.bank(&mut conn, request.item_bank_id).await?;
-        let mut design = design_from_request(&request, &bank, rand::random())?;
-        let counts = match design.exposure {
-            Some(_) => Some(
-                self.exposure
-                    .counts(&mut conn, bank.id, &bank.engine)
-                    .await?,
-            ),
-            None => None,
-        };
-        if let Some(counts) = &counts {
-            design.ineligible_item_ids = engine::draw_ineligible(&design, &bank.engine, counts);
-        }
-        let history = History {
-            administered: &[],
-            scores: &[],
-            previous_theta: design.initial_theta,
-            elapsed_seconds: 0.0,
-        };
-        let decision = engine::decide(&design, &bank.engine, &history, counts.as_deref());
-        let next = decision.next_item.map(|i| bank.items[i].id);
-        let completed = next.is_none();
-        let config = serde_json::to_value(&design)
-            .map_err(|e| AppError::internal("cannot serialize the exam design", e))?;
-        let stop_reason = decision.stop.filter(|_| completed).map(stop_reason_str);
-        let row = queries::insert_exam_session(
-            &mut conn,
-            &queries::NewExamSession {
-                student_id,
-                item_bank_id: bank.id,
-                status: if completed { "COMPLETED" } else { "ACTIVE" },
-                config,
-                theta: decision.estimate.theta,
-                standard_error: decision.estimate.standard_error,
-                items_completed: 0,
-                current_item_id: next,
-                stop_reason,
-                completed_at: completed.then(Utc::now),
-            },
-        )
-        .await?;
-        drop(conn);
-        tracing::info!(
-            exam.id = row.id,
-            student.id = student_id,
-            bank.id = bank.id,
-            "exam started"
-        );
-        if design.exposure.is_some() {
-            let selected: Vec<i64> = decision
-                .proposed
-                .iter()
-                .map(|&i| bank.items[i].id)
-                .collect();
-            self.exposure
-                .record_start(bank.id, &design.ineligible_item_ids, &selected, next)
-                .await;
-        }
-        self.sessions
-            .insert(row.id, Arc::new(SessionFacts::new(&row, design.clone())));
-        let exam = self.view(row, design, &bank)?;
-        if exam.status == ExamStatus::Active {
-            let state = state_of(&exam, &bank, &[], &[]);
-            self.save_state(exam.row.id, &state, "").await;
-        }
-        Ok(Started { exam })
     }
 
     /// Records an answer (or replays a recorded one) and moves the exam on.
@@ -729,6 +628,9 @@ impl ExamService {
             created_at: facts.created_at,
             updated_at: now,
             completed_at: progress.completed_at,
+            assessment_id: facts.assessment_id,
+            attempt_number: facts.attempt_number,
+            feedback: facts.feedback.as_str().to_owned(),
         };
         let exposure = design.exposure.is_some().then(|| {
             (
@@ -781,25 +683,27 @@ impl ExamService {
         Ok(facts)
     }
 
-    /// One exam session, for its owner or an admin.
+    /// One exam session, for its owner or staff.
     pub async fn exam_session(&self, caller: &Caller, exam_session_id: i64) -> AppResult<ExamView> {
         let mut conn = self.db.get().await?;
         let row = queries::find_exam_session(&mut conn, exam_session_id)
             .await?
             .ok_or_else(|| exam_not_found(exam_session_id))?;
-        caller.require_owner(&row.student_id)?;
+        caller.require_reader(&row.student_id)?;
         let bank = self.bank(&mut conn, row.item_bank_id).await?;
         let design = design_of(&row)?;
         self.view(row, design, &bank)
     }
 
-    /// Checks that the caller may watch an exam (it exists and is theirs, or they are admin).
-    pub async fn authorize_exam(&self, caller: &Caller, exam_session_id: i64) -> AppResult<()> {
+    /// Checks that the caller may watch an exam (it exists and is theirs, or they are
+    /// staff); returns the exam's feedback policy.
+    pub async fn authorize_exam(&self, caller: &Caller, exam_session_id: i64) -> AppResult<Feedback> {
         let mut conn = self.db.get().await?;
         let row = queries::find_exam_session(&mut conn, exam_session_id)
             .await?
             .ok_or_else(|| exam_not_found(exam_session_id))?;
-        caller.require_owner(&row.student_id)
+        caller.require_reader(&row.student_id)?;
+        Feedback::parse(&row.feedback)
     }
 
     /// The engine's numbers for one exam, from the cache when it holds the exam's current
@@ -820,8 +724,9 @@ impl ExamService {
             queries::find_exam_session(&mut conn, exam_session_id)
         );
         let row = row?.ok_or_else(|| exam_not_found(exam_session_id))?;
-        caller.require_owner(&row.student_id)?;
+        caller.require_reader(&row.student_id)?;
         let status = ExamStatus::parse(&row.status)?;
+        let feedback = Feedback::parse(&row.feedback)?;
         let design = design_of(&row)?;
         if let Some((state, ttl)) = cached
             && status == ExamStatus::Active
@@ -836,6 +741,7 @@ impl ExamService {
                 status,
                 source: StateSource::Cache,
                 ttl_seconds: Some(ttl).filter(|t| *t >= 0),
+                feedback,
             });
         }
         if status == ExamStatus::Active {
@@ -853,6 +759,7 @@ impl ExamService {
             status,
             source: StateSource::Database,
             ttl_seconds: None,
+            feedback,
         })
     }
 
@@ -993,12 +900,14 @@ impl ExamService {
     ) -> AppResult<ExamView> {
         row.config = serde_json::Value::Null;
         let status = ExamStatus::parse(&row.status)?;
+        let feedback = Feedback::parse(&row.feedback)?;
         let current_item = match row.current_item_id {
             Some(id) => {
                 let index = bank
                     .index_of(id)
                     .ok_or_else(|| AppError::internal("current item is not in the bank", id))?;
                 Some(PresentedItem::new(
+                    row.id,
                     &bank.items[index],
                     row.items_completed + 1,
                 ))
@@ -1008,6 +917,7 @@ impl ExamService {
         Ok(ExamView {
             row,
             status,
+            feedback,
             design,
             current_item,
         })
@@ -1188,7 +1098,7 @@ fn replay(attempt: &AttemptRow, exam: ExamView, bank: &Bank) -> Answered {
     let next_item = attempt
         .next_item_id
         .and_then(|id| bank.index_of(id))
-        .map(|i| PresentedItem::new(&bank.items[i], attempt.position + 1));
+        .map(|i| PresentedItem::new(exam.row.id, &bank.items[i], attempt.position + 1));
     let stop_reason = if attempt.completed {
         exam.row.stop_reason.as_deref().and_then(parse_stop_reason)
     } else {
@@ -1206,149 +1116,14 @@ fn replay(attempt: &AttemptRow, exam: ExamView, bank: &Bank) -> Answered {
     }
 }
 
-/// Checks an exam request and turns it into a design with the bank's D and a seed.
-pub fn design_from_request(request: &ExamRequest, bank: &Bank, seed: u64) -> AppResult<ExamDesign> {
-    if !(1..=MAX_EXAM_ITEMS).contains(&request.max_items) {
+/// Refuses text that Postgres cannot store (NUL characters), naming the field.
+pub(crate) fn check_text(text: &str, field: &str) -> AppResult<()> {
+    if text.contains('\0') {
         return Err(AppError::bad_input(format!(
-            "maxItems must be between 1 and {MAX_EXAM_ITEMS}"
+            "{field} must not contain NUL characters"
         )));
     }
-    if request.min_items < 0 || request.min_items > request.max_items {
-        return Err(AppError::bad_input(
-            "minItems must be between 0 and maxItems",
-        ));
-    }
-    let positive = |value: Option<f64>, name: &str| match value {
-        Some(v) if !(v.is_finite() && v > 0.0) => Err(AppError::bad_input(format!(
-            "{name} must be a positive number"
-        ))),
-        _ => Ok(()),
-    };
-    positive(request.se_target, "seTarget")?;
-    positive(request.min_information, "minInformation")?;
-    if !request.initial_theta.is_finite() || request.initial_theta.abs() > 10.0 {
-        return Err(AppError::bad_input(
-            "initialTheta must be between -10 and 10",
-        ));
-    }
-    if !(1..=irt::MAX_RANDOMESQUE as i32).contains(&request.randomesque) {
-        return Err(AppError::bad_input(format!(
-            "randomesque must be between 1 and {}",
-            irt::MAX_RANDOMESQUE
-        )));
-    }
-    if let Some(cut) = request.cut_score
-        && !(cut.is_finite() && cut.abs() <= 10.0)
-    {
-        return Err(AppError::bad_input("cutScore must be between -10 and 10"));
-    }
-    if !(request.confidence_level > 0.0 && request.confidence_level < 1.0) {
-        return Err(AppError::bad_input(
-            "confidenceLevel must be strictly between 0 and 1",
-        ));
-    }
-    if let Some(seconds) = request.max_duration_seconds
-        && !(1..=7 * 24 * 3600).contains(&seconds)
-    {
-        return Err(AppError::bad_input(
-            "maxDurationSeconds must be between 1 and 604800",
-        ));
-    }
-    if request.start_item_ids.len() > request.max_items as usize {
-        return Err(AppError::bad_input(
-            "startItemIds cannot be longer than maxItems",
-        ));
-    }
-    let mut seen = std::collections::HashSet::new();
-    for id in &request.start_item_ids {
-        if bank.index_of(*id).is_none() {
-            return Err(AppError::bad_input(format!(
-                "startItemIds: item {id} is not in this bank"
-            )));
-        }
-        if !seen.insert(*id) {
-            return Err(AppError::bad_input(format!(
-                "startItemIds: item {id} is listed twice"
-            )));
-        }
-    }
-    if let Some(control) = &request.exposure
-        && !(control.max_rate > 0.0 && control.max_rate <= 1.0)
-    {
-        return Err(AppError::bad_input("exposure.maxRate must be in (0, 1]"));
-    }
-    let content_balance = match &request.content_balance {
-        None => None,
-        Some(targets) => Some(content_balance(targets, bank)?),
-    };
-    let estimator = EstimatorSettings {
-        scaling: bank.scaling_constant,
-        ..request.estimator.clone()
-    };
-    estimator
-        .validate()
-        .map_err(|e| AppError::bad_input(format!("estimator: {e}")))?;
-    let stopping = StoppingRule {
-        max_items: request.max_items as usize,
-        min_items: request.min_items as usize,
-        se_target: request.se_target,
-        cut_score: request.cut_score,
-        confidence_level: request.confidence_level,
-        min_information: request.min_information,
-        max_duration_seconds: request.max_duration_seconds.map(f64::from),
-    };
-    stopping
-        .validate()
-        .map_err(|e| AppError::bad_input(e.to_string()))?;
-    Ok(ExamDesign {
-        stopping,
-        initial_theta: request.initial_theta,
-        randomesque: request.randomesque as u32,
-        estimator,
-        selection_rule: request.selection_rule,
-        exposure: request.exposure,
-        content_balance,
-        start_item_ids: request.start_item_ids.clone(),
-        ineligible_item_ids: Vec::new(),
-        seed,
-    })
-}
-
-/// Checks content-balancing targets against the bank.
-fn content_balance(targets: &[(String, f64)], bank: &Bank) -> AppResult<ContentBalance> {
-    if targets.is_empty() || targets.len() > 256 {
-        return Err(AppError::bad_input("contentBalance needs 1 to 256 areas"));
-    }
-    let mut areas = std::collections::HashSet::new();
-    for (area, proportion) in targets {
-        if !(proportion.is_finite() && *proportion >= 0.0 && *proportion <= 1.0) {
-            return Err(AppError::bad_input(format!(
-                "contentBalance: the proportion of {area:?} must be in [0, 1]"
-            )));
-        }
-        if !areas.insert(area.as_str()) {
-            return Err(AppError::bad_input(format!(
-                "contentBalance: area {area:?} is listed twice"
-            )));
-        }
-        if !bank
-            .engine
-            .areas
-            .iter()
-            .any(|a| a.as_deref() == Some(area.as_str()))
-        {
-            return Err(AppError::bad_input(format!(
-                "contentBalance: no item of this bank is in area {area:?}"
-            )));
-        }
-    }
-    let balance = ContentBalance {
-        targets: targets.to_vec(),
-    };
-    balance
-        .validate()
-        .map_err(|e| AppError::bad_input(format!("contentBalance: {e}")))?;
-    Ok(balance)
+    Ok(())
 }
 
 /// Checks a new bank and returns its rows (bank id filled in on insert).

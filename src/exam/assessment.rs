@@ -1,0 +1,435 @@
+//! Assessments: the admin-owned definitions students take exams of (a bank, a design, a
+//! feedback policy, a window and an attempt limit), and the start of an exam of one.
+//!
+//! The rules of a start, in order, under a per-(assessment, student) Postgres advisory lock
+//! so that 20 simultaneous starts by one student see one consistent picture:
+//! 1. a running exam of this assessment is returned as it is (resume: a reload or a second
+//!    tab never burns an attempt), whatever the assessment's status or window now;
+//! 2. otherwise the assessment must be `OPEN` and now inside [`opens_at`, `closes_at`)
+//!    (`ASSESSMENT_CLOSED`), and the student must have started fewer than
+//!    `max_attempts_per_student` exams of it (`ATTEMPT_LIMIT_REACHED`);
+//! 3. the new exam runs on the assessment's stored design, copied into the session with a
+//!    fresh seed, for its whole life. Unique indexes (one ACTIVE exam per student and
+//!    assessment; attempt numbers) back the lock up.
+//!
+//! Owns the assessment rules and the feedback policy; must not decide items or estimates
+//! (that is `engine`) nor know GraphQL.
+
+use std::sync::Arc;
+
+use async_graphql::Enum;
+use chrono::{DateTime, Utc};
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use serde::Deserialize;
+
+use super::{ExamService, ExamStatus, Started, check_text, state_of};
+use crate::auth::Caller;
+use crate::design::{ExamDesignInput, database_item_id};
+use crate::engine::{self, History};
+use crate::error::{AppError, AppResult};
+use crate::storage::bank_cache::Bank;
+use crate::storage::queries::{self, AssessmentRow, ExamSessionRow};
+use crate::storage::session_cache::SessionFacts;
+
+/// What a student sees of their own estimates (staff always see them).
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Feedback {
+    /// Theta and SE after every answer.
+    #[default]
+    Estimates,
+    /// Theta and SE only once the exam has completed.
+    Final,
+    /// Never theta or SE.
+    None,
+}
+
+impl Feedback {
+    /// The database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Estimates => "ESTIMATES",
+            Self::Final => "FINAL",
+            Self::None => "NONE",
+        }
+    }
+
+    /// Parses the database spelling.
+    ///
+    /// # Errors
+    /// `INTERNAL` for a spelling the schema's CHECK constraint does not allow.
+    pub fn parse(raw: &str) -> AppResult<Self> {
+        match raw {
+            "ESTIMATES" => Ok(Self::Estimates),
+            "FINAL" => Ok(Self::Final),
+            "NONE" => Ok(Self::None),
+            other => Err(AppError::internal("unknown feedback policy", other)),
+        }
+    }
+
+    /// Whether `caller` may see theta and SE of an exam under this policy; `completed`:
+    /// whether the estimate shown is the exam's final one.
+    pub fn reveals_to(self, caller: &Caller, completed: bool) -> bool {
+        if caller.is_staff() {
+            return true;
+        }
+        match self {
+            Self::Estimates => true,
+            Self::Final => completed,
+            Self::None => false,
+        }
+    }
+}
+
+/// Whether an assessment takes new exams.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AssessmentStatus {
+    /// New exams start (inside the window).
+    Open,
+    /// No new exam starts; running ones go on.
+    Archived,
+}
+
+impl AssessmentStatus {
+    fn parse(raw: &str) -> AppResult<Self> {
+        match raw {
+            "OPEN" => Ok(Self::Open),
+            "ARCHIVED" => Ok(Self::Archived),
+            other => Err(AppError::internal("unknown assessment status", other)),
+        }
+    }
+}
+
+/// A new assessment, before validation.
+#[derive(Clone, Debug)]
+pub struct NewAssessment {
+    /// Display name.
+    pub name: String,
+    /// The bank its exams draw from.
+    pub item_bank_id: i64,
+    /// The design of its exams.
+    pub design: ExamDesignInput,
+    /// The feedback policy.
+    pub feedback: Feedback,
+    /// Exams one student may start (`None`: unlimited).
+    pub max_attempts_per_student: Option<i32>,
+    /// No start before this.
+    pub opens_at: Option<DateTime<Utc>>,
+    /// No start from this on.
+    pub closes_at: Option<DateTime<Utc>>,
+}
+
+/// An assessment as clients see it.
+#[derive(Clone, Debug)]
+pub struct AssessmentView {
+    /// Id.
+    pub id: i64,
+    /// Display name.
+    pub name: String,
+    /// The bank its exams draw from.
+    pub item_bank_id: i64,
+    /// Open or archived.
+    pub status: AssessmentStatus,
+    /// The feedback policy.
+    pub feedback: Feedback,
+    /// Exams one student may start (`None`: unlimited).
+    pub max_attempts_per_student: Option<i32>,
+    /// No start before this.
+    pub opens_at: Option<DateTime<Utc>>,
+    /// No start from this on.
+    pub closes_at: Option<DateTime<Utc>>,
+    /// The design, every default written out.
+    pub design: ExamDesignInput,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+impl AssessmentView {
+    fn from_row(row: AssessmentRow) -> AppResult<Self> {
+        Ok(Self {
+            design: ExamDesignInput::deserialize(&row.design)
+                .map_err(|e| AppError::internal("stored assessment design is unreadable", e))?,
+            id: row.id,
+            name: row.name,
+            item_bank_id: row.item_bank_id,
+            status: AssessmentStatus::parse(&row.status)?,
+            feedback: Feedback::parse(&row.feedback)?,
+            max_attempts_per_student: row.max_attempts_per_student,
+            opens_at: row.opens_at,
+            closes_at: row.closes_at,
+            created_at: row.created_at,
+        })
+    }
+
+    /// Whether a new exam may start at `now`.
+    fn takes_new_exams(&self, now: DateTime<Utc>) -> bool {
+        self.status == AssessmentStatus::Open
+            && self.opens_at.is_none_or(|t| now >= t)
+            && self.closes_at.is_none_or(|t| now < t)
+    }
+}
+
+/// How a start ended inside its transaction.
+enum Begun {
+    /// The student's running exam.
+    Resumed(ExamSessionRow),
+    /// A new exam, with the engine's first decision.
+    New {
+        row: ExamSessionRow,
+        design: engine::ExamDesign,
+        proposed: Vec<i64>,
+    },
+}
+
+fn assessment_not_found(id: i64) -> AppError {
+    AppError::NotFound(format!("assessment {id} does not exist"))
+}
+
+impl ExamService {
+    /// Validates and stores a new assessment (admin).
+    pub async fn create_assessment(
+        &self,
+        caller: &Caller,
+        new: NewAssessment,
+    ) -> AppResult<AssessmentView> {
+        let name = new.name.trim();
+        check_text(name, "name")?;
+        if name.is_empty() || name.len() > 256 {
+            return Err(AppError::bad_input("name must be 1 to 256 bytes"));
+        }
+        if let Some(max) = new.max_attempts_per_student
+            && !(1..=1_000_000).contains(&max)
+        {
+            return Err(AppError::bad_input(
+                "maxAttemptsPerStudent must be between 1 and 1000000, or null for unlimited",
+            ));
+        }
+        if let (Some(opens), Some(closes)) = (new.opens_at, new.closes_at)
+            && opens >= closes
+        {
+            return Err(AppError::bad_input("opensAt must be before closesAt"));
+        }
+        let mut conn = self.db.get().await?;
+        let bank = self
+            .bank(&mut conn, new.item_bank_id)
+            .await
+            .map_err(|e| match e {
+                AppError::NotFound(m) => AppError::bad_input(format!("itemBankId: {m}")),
+                other => other,
+            })?;
+        let design = new.design.with_defaults();
+        design
+            .to_engine_design(&bank, 0, database_item_id)
+            .map_err(|e| match e {
+                AppError::BadUserInput(m) => AppError::bad_input(format!("design.{m}")),
+                other => other,
+            })?;
+        let json = serde_json::to_value(&design)
+            .map_err(|e| AppError::internal("cannot serialize a design", e))?;
+        let row = queries::insert_assessment(
+            &mut conn,
+            &queries::NewAssessment {
+                name,
+                item_bank_id: bank.id,
+                design: json,
+                feedback: new.feedback.as_str(),
+                max_attempts_per_student: new.max_attempts_per_student,
+                opens_at: new.opens_at,
+                closes_at: new.closes_at,
+                created_by: &caller.sub,
+            },
+        )
+        .await?;
+        tracing::info!(
+            assessment.id = row.id,
+            bank.id = bank.id,
+            "assessment created"
+        );
+        AssessmentView::from_row(row)
+    }
+
+    /// Archives an assessment: no new exam starts; running ones go on (admin). Archiving
+    /// an archived assessment returns it unchanged.
+    pub async fn archive_assessment(&self, assessment_id: i64) -> AppResult<AssessmentView> {
+        let mut conn = self.db.get().await?;
+        let row = match queries::archive_assessment(&mut conn, assessment_id, Utc::now()).await? {
+            Some(row) => {
+                tracing::info!(assessment.id = assessment_id, "assessment archived");
+                row
+            }
+            None => queries::find_assessment(&mut conn, assessment_id)
+                .await?
+                .ok_or_else(|| assessment_not_found(assessment_id))?,
+        };
+        AssessmentView::from_row(row)
+    }
+
+    /// One assessment.
+    pub async fn assessment(&self, assessment_id: i64) -> AppResult<AssessmentView> {
+        let mut conn = self.db.get().await?;
+        let row = queries::find_assessment(&mut conn, assessment_id)
+            .await?
+            .ok_or_else(|| assessment_not_found(assessment_id))?;
+        AssessmentView::from_row(row)
+    }
+
+    /// Every assessment, newest first.
+    pub async fn assessments(&self) -> AppResult<Vec<AssessmentView>> {
+        let mut conn = self.db.get().await?;
+        queries::list_assessments(&mut conn)
+            .await?
+            .into_iter()
+            .map(AssessmentView::from_row)
+            .collect()
+    }
+
+    /// Starts (or resumes) `student_id`'s exam of an assessment and presents its item; see
+    /// the module doc for the rules.
+    pub async fn start_exam(&self, student_id: &str, assessment_id: i64) -> AppResult<Started> {
+        check_text(student_id, "studentId")?;
+        if student_id.is_empty() || student_id.len() > 256 {
+            return Err(AppError::bad_input("the student id must be 1 to 256 bytes"));
+        }
+        let mut conn = self.db.get().await?;
+        let assessment = queries::find_assessment(&mut conn, assessment_id)
+            .await?
+            .ok_or_else(|| assessment_not_found(assessment_id))?;
+        let assessment = AssessmentView::from_row(assessment)?;
+        let bank = self.bank(&mut conn, assessment.item_bank_id).await?;
+        let begun = conn
+            .transaction(async |conn| {
+                self.begin_exam(conn, &assessment, &bank, student_id).await
+            })
+            .await?;
+        drop(conn);
+        let (row, design) = match begun {
+            Begun::Resumed(row) => {
+                tracing::info!(exam.id = row.id, student.id = student_id, "exam resumed");
+                let design = super::design_of(&row)?;
+                let exam = self.view(row, design, &bank)?;
+                return Ok(Started {
+                    exam,
+                    resumed: true,
+                });
+            }
+            Begun::New {
+                row,
+                design,
+                proposed,
+            } => {
+                if design.exposure.is_some() {
+                    self.exposure
+                        .record_start(
+                            bank.id,
+                            &design.ineligible_item_ids,
+                            &proposed,
+                            row.current_item_id,
+                        )
+                        .await;
+                }
+                (row, design)
+            }
+        };
+        tracing::info!(
+            exam.id = row.id,
+            student.id = student_id,
+            assessment.id = assessment_id,
+            "exam started"
+        );
+        self.sessions
+            .insert(row.id, Arc::new(SessionFacts::new(&row, design.clone())));
+        let exam = self.view(row, design, &bank)?;
+        if exam.status == ExamStatus::Active {
+            let state = state_of(&exam, &bank, &[], &[]);
+            self.save_state(exam.row.id, &state, "").await;
+        }
+        Ok(Started {
+            exam,
+            resumed: false,
+        })
+    }
+
+    /// The start's transaction: lock, resume or check, decide, insert.
+    async fn begin_exam(
+        &self,
+        conn: &mut AsyncPgConnection,
+        assessment: &AssessmentView,
+        bank: &Bank,
+        student_id: &str,
+    ) -> AppResult<Begun> {
+        queries::lock_student_assessment(conn, assessment.id, student_id).await?;
+        if let Some(row) = queries::find_active_exam(conn, assessment.id, student_id).await? {
+            return Ok(Begun::Resumed(row));
+        }
+        let now = Utc::now();
+        if !assessment.takes_new_exams(now) {
+            return Err(AppError::AssessmentClosed(format!(
+                "assessment {} takes no new exams now",
+                assessment.id
+            )));
+        }
+        let started = queries::count_student_exams(conn, assessment.id, student_id).await?;
+        if let Some(max) = assessment.max_attempts_per_student
+            && started >= i64::from(max)
+        {
+            return Err(AppError::AttemptLimitReached(format!(
+                "{started} of {max} allowed exams of assessment {} already started",
+                assessment.id
+            )));
+        }
+        let mut design =
+            assessment
+                .design
+                .to_engine_design(bank, rand::random(), database_item_id)?;
+        let counts = match design.exposure {
+            Some(_) => Some(self.exposure.counts(conn, bank.id, &bank.engine).await?),
+            None => None,
+        };
+        if let Some(counts) = &counts {
+            design.ineligible_item_ids = engine::draw_ineligible(&design, &bank.engine, counts);
+        }
+        let history = History {
+            administered: &[],
+            scores: &[],
+            previous_theta: design.initial_theta,
+            elapsed_seconds: 0.0,
+        };
+        let decision = engine::decide(&design, &bank.engine, &history, counts.as_deref());
+        let next = decision.next_item.map(|i| bank.items[i].id);
+        let completed = next.is_none();
+        let config = serde_json::to_value(&design)
+            .map_err(|e| AppError::internal("cannot serialize the exam design", e))?;
+        let stop_reason = decision
+            .stop
+            .filter(|_| completed)
+            .map(super::stop_reason_str);
+        let row = queries::insert_exam_session(
+            conn,
+            &queries::NewExamSession {
+                student_id,
+                item_bank_id: bank.id,
+                status: if completed { "COMPLETED" } else { "ACTIVE" },
+                config,
+                theta: decision.estimate.theta,
+                standard_error: decision.estimate.standard_error,
+                items_completed: 0,
+                current_item_id: next,
+                stop_reason,
+                completed_at: completed.then(Utc::now),
+                assessment_id: assessment.id,
+                attempt_number: i32::try_from(started + 1).unwrap_or(i32::MAX),
+                feedback: assessment.feedback.as_str(),
+            },
+        )
+        .await?;
+        let proposed = decision
+            .proposed
+            .iter()
+            .map(|&i| bank.items[i].id)
+            .collect();
+        Ok(Begun::New {
+            row,
+            design,
+            proposed,
+        })
+    }
+}
