@@ -265,6 +265,9 @@ mod tests {
         assert_eq!(proctor.require_owner("s1").unwrap_err().code(), "FORBIDDEN");
         assert_eq!(proctor.require_admin().unwrap_err().code(), "FORBIDDEN");
         assert!(student.require_reader("s1").is_ok());
-        assert_eq!(student.require_reader("s2").unwrap_err().code(), "FORBIDDEN");
+        assert_eq!(
+            student.require_reader("s2").unwrap_err().code(),
+            "FORBIDDEN"
+        );
     }
 }

@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    START, SUBMIT, SUMMARY, TestApp, TestDb, answer, bank_item_ids, bank_params, error_code,
-    reference_eap, reference_information, start,
+    CREATE_ASSESSMENT, START, SUBMIT, SUMMARY, TestApp, TestDb, answer, bank_item_ids, bank_params,
+    error_code, reference_eap, reference_information, start,
 };
 use redis::AsyncCommands;
 use serde_json::{Value, json};
@@ -36,7 +36,7 @@ async fn a_twenty_item_exam_matches_catr_eap_and_always_presents_the_most_inform
     let mut responses: Vec<bool> = Vec::new();
     let mut theta = 0.0;
     for step in 0..20 {
-        let index = item_index(&ids, item["id"].as_str().expect("item id"));
+        let index = item_index(&ids, item["itemId"].as_str().expect("item id"));
         assert_eq!(item["position"], step + 1);
         // The presented item is the most informative one left at the current theta.
         let best = (0..params.len())
@@ -60,7 +60,7 @@ async fn a_twenty_item_exam_matches_catr_eap_and_always_presents_the_most_inform
             &app,
             &token,
             &exam,
-            item["id"].as_str().expect("id"),
+            item["itemId"].as_str().expect("id"),
             correct,
         )
         .await;
@@ -109,7 +109,10 @@ async fn the_redis_state_follows_the_contract_and_is_deleted_on_completion() {
     let mut redis = app.redis().await;
     let key = app.key(&exam);
 
-    let mut item = started["nextItem"]["id"].as_str().expect("item").to_owned();
+    let mut item = started["nextItem"]["itemId"]
+        .as_str()
+        .expect("item")
+        .to_owned();
     for step in 1..=3 {
         let result = answer(&app, &token, &exam, &item, step != 2).await;
         if step < 3 {
@@ -144,7 +147,10 @@ async fn the_redis_state_follows_the_contract_and_is_deleted_on_completion() {
             assert_eq!(state["responses"], json!(expected));
             let ttl: i64 = redis.ttl(&key).await.expect("ttl");
             assert!((3590..=3600).contains(&ttl), "ttl {ttl}");
-            item = result["nextItem"]["id"].as_str().expect("next").to_owned();
+            item = result["nextItem"]["itemId"]
+                .as_str()
+                .expect("next")
+                .to_owned();
         } else {
             assert_eq!(result["completed"], true);
             let exists: bool = redis.exists(&key).await.expect("exists");
@@ -162,13 +168,16 @@ async fn resubmitting_the_same_answer_replays_it_and_a_different_one_is_refused(
     let bank = app.create_bank(&bank_params(20)).await;
     let token = app.student("s-idem");
     let (exam, started) = start(&app, &token, &bank, json!({"maxItems": 5})).await;
-    let first_item = started["nextItem"]["id"].as_str().expect("item").to_owned();
+    let first_item = started["nextItem"]["itemId"]
+        .as_str()
+        .expect("item")
+        .to_owned();
     let first = answer(&app, &token, &exam, &first_item, true).await;
     let again = answer(&app, &token, &exam, &first_item, true).await;
     assert_eq!(first["theta"], again["theta"]);
     assert_eq!(first["standardError"], again["standardError"]);
     assert_eq!(first["itemsCompleted"], again["itemsCompleted"]);
-    assert_eq!(first["nextItem"]["id"], again["nextItem"]["id"]);
+    assert_eq!(first["nextItem"]["itemId"], again["nextItem"]["itemId"]);
 
     let different = app
         .gql(
@@ -181,7 +190,7 @@ async fn resubmitting_the_same_answer_replays_it_and_a_different_one_is_refused(
 
     // An item of the bank that is not the one presented.
     let ids = bank_item_ids(&app, &bank).await;
-    let next = first["nextItem"]["id"].as_str().expect("next");
+    let next = first["nextItem"]["itemId"].as_str().expect("next");
     let other = ids
         .iter()
         .find(|id| *id != next && *id != &first_item)
@@ -210,7 +219,10 @@ async fn twenty_identical_concurrent_submissions_record_one_attempt() {
     let bank = app.create_bank(&bank_params(20)).await;
     let token = app.student("s-race");
     let (exam, started) = start(&app, &token, &bank, json!({"maxItems": 5})).await;
-    let item = started["nextItem"]["id"].as_str().expect("item").to_owned();
+    let item = started["nextItem"]["itemId"]
+        .as_str()
+        .expect("item")
+        .to_owned();
     let calls = (0..20).map(|_| {
         let (app, token, exam, item) = (&app, &token, &exam, &item);
         async move {
@@ -246,7 +258,7 @@ async fn callers_need_a_valid_token_and_see_only_their_own_exams() {
     let bank = app.create_bank(&bank_params(10)).await;
     let alice = app.student("alice");
     let (exam, started) = start(&app, &alice, &bank, json!({})).await;
-    let item = started["nextItem"]["id"].as_str().expect("item");
+    let item = started["nextItem"]["itemId"].as_str().expect("item");
 
     let anonymous = app.gql(None, SUMMARY, json!({"id": exam})).await;
     assert_eq!(error_code(&anonymous), "UNAUTHENTICATED");
@@ -305,7 +317,7 @@ async fn callers_need_a_valid_token_and_see_only_their_own_exams() {
     let session = app
         .ok(
             &alice,
-            "query($id: ID!) { examSession(id: $id) { id studentId currentItem { id content } } }",
+            "query($id: ID!) { examSession(id: $id) { id studentId currentItem { id itemId content } } }",
             json!({"id": exam}),
         )
         .await;
@@ -331,22 +343,29 @@ async fn bad_input_gets_bad_user_input_and_changes_nothing() {
         json!({"estimator": {"quadraturePoints": 1}}),
         json!({"estimator": {"thetaMin": 2, "thetaMax": 1}}),
     ] {
-        let mut input = json!({"itemBankId": bank});
-        input
-            .as_object_mut()
-            .expect("object")
-            .extend(bad.as_object().expect("object").clone());
-        let response = app.gql(Some(&token), START, json!({"input": input})).await;
+        let input = json!({"name": "bad", "itemBankId": bank, "design": bad});
+        let response = app
+            .gql(
+                Some(&app.admin()),
+                CREATE_ASSESSMENT,
+                json!({"input": input}),
+            )
+            .await;
         assert_eq!(error_code(&response), "BAD_USER_INPUT", "{bad}: {response}");
     }
     let missing = app
         .gql(
             Some(&token),
             START,
-            json!({"input": {"itemBankId": "999999"}}),
+            json!({"input": {"assessmentId": "999999"}}),
         )
         .await;
     assert_eq!(error_code(&missing), "NOT_FOUND");
+    assert_eq!(
+        app.db.count("SELECT count(*) AS n FROM assessments").await,
+        0,
+        "an invalid design stores no assessment"
+    );
     let malformed = app.gql(Some(&token), SUMMARY, json!({"id": "abc"})).await;
     assert_eq!(error_code(&malformed), "BAD_USER_INPUT");
     let sessions = app
@@ -383,7 +402,7 @@ async fn operators_can_list_extend_summarize_and_clear_live_exams() {
         &app,
         &token,
         &exam1,
-        started1["nextItem"]["id"].as_str().expect("item"),
+        started1["nextItem"]["itemId"].as_str().expect("item"),
         true,
     )
     .await;
@@ -425,7 +444,7 @@ async fn operators_can_list_extend_summarize_and_clear_live_exams() {
     assert_eq!(summary["source"], "CACHE");
 }
 
-const ABANDON: &str = "mutation($id: ID!) { abandonExam(examSessionId: $id) { id status itemsCompleted currentItem { id } } }";
+const ABANDON: &str = "mutation($id: ID!) { abandonExam(examSessionId: $id) { id status itemsCompleted currentItem { id itemId } } }";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_can_abandon_an_active_exam_which_then_takes_no_answer() {
@@ -434,8 +453,11 @@ async fn an_admin_can_abandon_an_active_exam_which_then_takes_no_answer() {
     let admin = app.admin();
     let token = app.student("s-abandon");
     let (exam, started) = start(&app, &token, &bank, json!({})).await;
-    let first = started["nextItem"]["id"].as_str().expect("item").to_owned();
-    let next = answer(&app, &token, &exam, &first, true).await["nextItem"]["id"]
+    let first = started["nextItem"]["itemId"]
+        .as_str()
+        .expect("item")
+        .to_owned();
+    let next = answer(&app, &token, &exam, &first, true).await["nextItem"]["itemId"]
         .as_str()
         .expect("next")
         .to_owned();
@@ -502,7 +524,10 @@ async fn an_exam_stops_at_the_se_target_after_min_items() {
         json!({"maxItems": 40, "minItems": 3, "seTarget": 0.5}),
     )
     .await;
-    let mut item = started["nextItem"]["id"].as_str().expect("item").to_owned();
+    let mut item = started["nextItem"]["itemId"]
+        .as_str()
+        .expect("item")
+        .to_owned();
     let mut last = Value::Null;
     let mut answered = Vec::new();
     for step in 0..40 {
@@ -512,7 +537,10 @@ async fn an_exam_stops_at_the_se_target_after_min_items() {
             break;
         }
         assert!(last["standardError"].as_f64().expect("se") > 0.5 || step + 1 < 3);
-        item = last["nextItem"]["id"].as_str().expect("next").to_owned();
+        item = last["nextItem"]["itemId"]
+            .as_str()
+            .expect("next")
+            .to_owned();
     }
     assert_eq!(last["completed"], true);
     assert_eq!(last["stopReason"], "SE_TARGET");
@@ -660,7 +688,7 @@ async fn import_bank_reads_csv_and_json_files_into_banks_exams_can_use() {
             .await;
         assert_eq!(bank["itemBank"]["itemCount"], expected_items);
         let (_, started) = start(&app, &app.student("s-import"), &id, json!({})).await;
-        assert!(started["nextItem"]["id"].is_string());
+        assert!(started["nextItem"]["itemId"].is_string());
     }
     let bad = dir.join("bad.csv");
     std::fs::write(&bad, "externalId,b,content,answerKey\nq1,hard,x,A\n").expect("write");

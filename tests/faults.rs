@@ -56,7 +56,10 @@ async fn deleting_flushing_or_rolling_back_the_state_mid_exam_changes_no_estimat
     let token = app.student("s-flush");
     let (exam, started) = start(&app, &token, &bank, json!({})).await;
     let mut conn = app.redis().await;
-    let mut item = started["nextItem"]["id"].as_str().expect("item").to_owned();
+    let mut item = started["nextItem"]["itemId"]
+        .as_str()
+        .expect("item")
+        .to_owned();
     // The state as it was one answer ago, to put back (a lost write, a restored snapshot).
     let mut older: Option<String> = None;
     for step in 0..20 {
@@ -82,7 +85,10 @@ async fn deleting_flushing_or_rolling_back_the_state_mid_exam_changes_no_estimat
         let result = answer(&app, &token, &exam, &item, correct).await;
         check.check(&item, correct, &result);
         if step < 19 {
-            item = result["nextItem"]["id"].as_str().expect("next").to_owned();
+            item = result["nextItem"]["itemId"]
+                .as_str()
+                .expect("next")
+                .to_owned();
         }
     }
     assert_eq!(
@@ -101,7 +107,10 @@ async fn stopping_redis_mid_exam_fails_nothing_and_health_says_down() {
     let mut check = checker(&app, &bank, params).await;
     let token = app.student("s-down");
     let (exam, started) = start(&app, &token, &bank, json!({})).await;
-    let mut item = started["nextItem"]["id"].as_str().expect("item").to_owned();
+    let mut item = started["nextItem"]["itemId"]
+        .as_str()
+        .expect("item")
+        .to_owned();
     for step in 0..15 {
         if step == 5 {
             redis.stop();
@@ -114,7 +123,10 @@ async fn stopping_redis_mid_exam_fails_nothing_and_health_says_down() {
         let correct = step % 3 != 0;
         let result = answer(&app, &token, &exam, &item, correct).await;
         check.check(&item, correct, &result);
-        item = result["nextItem"]["id"].as_str().expect("next").to_owned();
+        item = result["nextItem"]["itemId"]
+            .as_str()
+            .expect("next")
+            .to_owned();
         if step == 7 {
             let health: Value = app.get_json("/health/redis").await;
             assert_eq!(health["redis"], "down");
@@ -155,12 +167,18 @@ async fn the_service_starts_while_redis_is_down() {
     let mut check = checker(&app, &bank, params).await;
     let token = app.student("s-noredis");
     let (exam, started) = start(&app, &token, &bank, json!({"maxItems": 5})).await;
-    let mut item = started["nextItem"]["id"].as_str().expect("item").to_owned();
+    let mut item = started["nextItem"]["itemId"]
+        .as_str()
+        .expect("item")
+        .to_owned();
     for step in 0..5 {
         let result = answer(&app, &token, &exam, &item, step % 2 == 0).await;
         check.check(&item, step % 2 == 0, &result);
         if step < 4 {
-            item = result["nextItem"]["id"].as_str().expect("next").to_owned();
+            item = result["nextItem"]["itemId"]
+                .as_str()
+                .expect("next")
+                .to_owned();
         }
     }
     assert_eq!(attempts(&app.db, &exam).await, 5);
@@ -231,20 +249,21 @@ async fn an_exam_survives_sigkill_of_the_server_with_no_attempt_lost_or_doubled(
     let token = setup.student("s-kill");
     let http = reqwest::Client::new();
 
+    let assessment = common::create_assessment(&setup, &bank, json!({}), json!({})).await;
     let mut server = Server::start(&setup.db, &setup.prefix).await;
     let data = post_gql(
         &http,
         &server.url(),
         Some(&token),
         common::START,
-        json!({"input": {"itemBankId": bank}}),
+        json!({"input": {"assessmentId": assessment}}),
     )
     .await;
     let exam = data["data"]["startExam"]["examSession"]["id"]
         .as_str()
         .expect("exam")
         .to_owned();
-    let mut item = data["data"]["startExam"]["nextItem"]["id"]
+    let mut item = data["data"]["startExam"]["nextItem"]["itemId"]
         .as_str()
         .expect("item")
         .to_owned();
@@ -276,7 +295,10 @@ async fn an_exam_survives_sigkill_of_the_server_with_no_attempt_lost_or_doubled(
         let result = response["data"]["submitAnswer"].clone();
         check.check(&item, correct, &result);
         acknowledged += 1;
-        item = result["nextItem"]["id"].as_str().expect("next").to_owned();
+        item = result["nextItem"]["itemId"]
+            .as_str()
+            .expect("next")
+            .to_owned();
     }
     assert_eq!(
         attempts(&setup.db, &exam).await,
@@ -305,12 +327,18 @@ async fn a_subscriber_on_one_instance_receives_every_update_recorded_through_ano
     // The subscription is registered once the server has processed "subscribe".
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let mut item = started["nextItem"]["id"].as_str().expect("item").to_owned();
+    let mut item = started["nextItem"]["itemId"]
+        .as_str()
+        .expect("item")
+        .to_owned();
     let mut results = Vec::new();
     for step in 0..6 {
         let result = answer(&a, &token, &exam, &item, step % 2 == 0).await;
         if step < 5 {
-            item = result["nextItem"]["id"].as_str().expect("next").to_owned();
+            item = result["nextItem"]["itemId"]
+                .as_str()
+                .expect("next")
+                .to_owned();
         }
         results.push(result);
     }
@@ -385,7 +413,10 @@ where
     let mut check = checker(app, &bank, params).await;
     let token = app.student("s-checked");
     let (exam, started) = start(app, &token, &bank, json!({"maxItems": steps as i64 + 1})).await;
-    let mut item = started["nextItem"]["id"].as_str().expect("item").to_owned();
+    let mut item = started["nextItem"]["itemId"]
+        .as_str()
+        .expect("item")
+        .to_owned();
     let mut acknowledged = 0;
     for step in 0..steps {
         before_each(step).await;
@@ -393,7 +424,10 @@ where
         let result = answer(app, &token, &exam, &item, correct).await;
         check.check(&item, correct, &result);
         acknowledged += 1;
-        item = result["nextItem"]["id"].as_str().expect("next").to_owned();
+        item = result["nextItem"]["itemId"]
+            .as_str()
+            .expect("next")
+            .to_owned();
     }
     (exam, acknowledged)
 }
@@ -480,13 +514,19 @@ async fn two_instances_answering_one_exam_keep_redis_and_postgres_consistent() {
     let mut check = checker(&a, &bank, params).await;
     let token = a.student("s-two");
     let (exam, started) = start(&a, &token, &bank, json!({"maxItems": 30})).await;
-    let mut item = started["nextItem"]["id"].as_str().expect("item").to_owned();
+    let mut item = started["nextItem"]["itemId"]
+        .as_str()
+        .expect("item")
+        .to_owned();
     for step in 0..12 {
         let instance = if step % 2 == 0 { &a } else { &b };
         let correct = step % 4 != 3;
         let result = answer(instance, &token, &exam, &item, correct).await;
         check.check(&item, correct, &result);
-        item = result["nextItem"]["id"].as_str().expect("next").to_owned();
+        item = result["nextItem"]["itemId"]
+            .as_str()
+            .expect("next")
+            .to_owned();
     }
     let mut conn = a.redis().await;
     let json: String = conn.get(a.key(&exam)).await.expect("state");
@@ -514,7 +554,10 @@ async fn postgres_restarting_mid_exam_gives_unavailable_then_recovers_by_itself(
     let mut check = checker(&app, &bank, params).await;
     let token = app.student("s-pg");
     let (exam, started) = start(&app, &token, &bank, json!({"maxItems": 30})).await;
-    let mut item = started["nextItem"]["id"].as_str().expect("item").to_owned();
+    let mut item = started["nextItem"]["itemId"]
+        .as_str()
+        .expect("item")
+        .to_owned();
     let mut acknowledged = 0;
     for step in 0..8 {
         if step == 4 {
@@ -538,7 +581,10 @@ async fn postgres_restarting_mid_exam_gives_unavailable_then_recovers_by_itself(
         let result = answer(&app, &token, &exam, &item, step % 2 == 0).await;
         check.check(&item, step % 2 == 0, &result);
         acknowledged += 1;
-        item = result["nextItem"]["id"].as_str().expect("next").to_owned();
+        item = result["nextItem"]["itemId"]
+            .as_str()
+            .expect("next")
+            .to_owned();
     }
     let recorded = {
         use diesel::sql_types::BigInt;
@@ -588,7 +634,7 @@ async fn the_theta_listener_reconnects_after_redis_restarts() {
     );
     // The breaker may still skip Redis for up to 2 s after the outage.
     tokio::time::sleep(Duration::from_millis(2_100)).await;
-    let item = started["nextItem"]["id"].as_str().expect("item");
+    let item = started["nextItem"]["itemId"].as_str().expect("item");
     let result = answer(&app, &token, &exam, item, true).await;
     let event = subscription
         .next(Duration::from_secs(5))
@@ -608,6 +654,7 @@ async fn sigterm_drains_requests_and_closes_websockets_cleanly() {
     let setup = TestApp::spawn().await;
     let bank = setup.create_bank(&bank_params(20)).await;
     let token = setup.student("s-term");
+    let assessment = common::create_assessment(&setup, &bank, json!({}), json!({})).await;
     let mut server = Server::start(&setup.db, &setup.prefix).await;
     let http = reqwest::Client::new();
     let data = post_gql(
@@ -615,14 +662,14 @@ async fn sigterm_drains_requests_and_closes_websockets_cleanly() {
         &server.url(),
         Some(&token),
         common::START,
-        json!({"input": {"itemBankId": bank}}),
+        json!({"input": {"assessmentId": assessment}}),
     )
     .await;
     let exam = data["data"]["startExam"]["examSession"]["id"]
         .as_str()
         .expect("exam")
         .to_owned();
-    let item = data["data"]["startExam"]["nextItem"]["id"]
+    let item = data["data"]["startExam"]["nextItem"]["itemId"]
         .as_str()
         .expect("item")
         .to_owned();

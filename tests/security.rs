@@ -42,7 +42,10 @@ async fn bad_tokens_are_unauthenticated_and_change_nothing() {
     let bank = app.create_bank(&bank_params(10)).await;
     let alice = app.student("alice");
     let (exam, started) = start(&app, &alice, &bank, json!({})).await;
-    let item = started["nextItem"]["id"].as_str().expect("item").to_owned();
+    let item = started["nextItem"]["itemId"]
+        .as_str()
+        .expect("item")
+        .to_owned();
     let secret = common::JWT_SECRET.as_bytes();
     let expired = signed(
         &json!({"sub": "alice", "role": "student", "exp": now() - 3600}),
@@ -118,7 +121,10 @@ async fn students_cannot_touch_other_exams_or_admin_operations() {
     let alice = app.student("alice");
     let mallory = app.student("mallory");
     let (exam, started) = start(&app, &alice, &bank, json!({})).await;
-    let item = started["nextItem"]["id"].as_str().expect("item").to_owned();
+    let item = started["nextItem"]["itemId"]
+        .as_str()
+        .expect("item")
+        .to_owned();
     let before = app.ok(&alice, SUMMARY, json!({"id": exam})).await;
     for (query, variables) in [
         (SUMMARY, json!({"id": exam})),
@@ -208,14 +214,17 @@ async fn no_student_visible_response_ever_carries_a_key_or_parameters() {
     let token = app.student("s-leak");
     let mut transcript = Vec::new();
     let everything = "query($id: ID!) { examSession(id: $id) { id studentId status theta standardError itemsCompleted itemBankId
-        maxItems minItems seTarget estimator stopReason createdAt completedAt currentItem { id position content contentArea } } }";
+        maxItems minItems seTarget estimator stopReason createdAt completedAt currentItem { id itemId position content contentArea } } }";
     let (exam, started) = start(&app, &token, &bank, json!({"maxItems": 6})).await;
     transcript.push(started.to_string());
     let mut subscription = Subscription::theta_updates(app.addr, Some(&token), &exam)
         .await
         .expect("subscribed");
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let mut item = started["nextItem"]["id"].as_str().expect("item").to_owned();
+    let mut item = started["nextItem"]["itemId"]
+        .as_str()
+        .expect("item")
+        .to_owned();
     for step in 0..6 {
         // Wrong guesses, bad ids, other items: every error text is in the transcript too.
         transcript.push(
@@ -250,7 +259,7 @@ async fn no_student_visible_response_ever_carries_a_key_or_parameters() {
             .gql(Some(&token), SUBMIT, json!({"input": {"examSessionId": exam, "itemId": item, "response": if step % 2 == 0 { "A" } else { "B" }}}))
             .await;
         transcript.push(response.to_string());
-        if let Some(next) = response["data"]["submitAnswer"]["nextItem"]["id"].as_str() {
+        if let Some(next) = response["data"]["submitAnswer"]["nextItem"]["itemId"].as_str() {
             item = next.to_owned();
         }
         if let Some(event) = subscription.next(std::time::Duration::from_secs(5)).await {
@@ -396,7 +405,10 @@ async fn different_responses_racing_for_one_item_record_one_and_refuse_the_rest(
     let bank = app.create_bank(&bank_params(20)).await;
     let token = app.student("s-race2");
     let (exam, started) = start(&app, &token, &bank, json!({"maxItems": 5})).await;
-    let item = started["nextItem"]["id"].as_str().expect("item").to_owned();
+    let item = started["nextItem"]["itemId"]
+        .as_str()
+        .expect("item")
+        .to_owned();
     let calls = ["A", "B", "C", "D", "E", "F", "G", "H"].map(|response| {
         let (app, token, exam, item) = (&app, &token, &exam, &item);
         async move {
@@ -693,7 +705,7 @@ async fn rediss_with_a_password_and_a_private_ca_works() {
         &app,
         &token,
         &exam,
-        started["nextItem"]["id"].as_str().expect("item"),
+        started["nextItem"]["itemId"].as_str().expect("item"),
         true,
     )
     .await;
@@ -746,7 +758,7 @@ async fn postgres_sslmode_require_encrypts_every_connection() {
         &app,
         &token,
         &exam,
-        started["nextItem"]["id"].as_str().expect("item"),
+        started["nextItem"]["itemId"].as_str().expect("item"),
         true,
     )
     .await;

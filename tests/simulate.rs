@@ -11,7 +11,8 @@ use std::time::Instant;
 use adaptive_engine::exam;
 use adaptive_engine::irt::{ItemParams, StopReason};
 use adaptive_engine::simulate::{
-    self, DesignFile, ExamineeResult, Options, SimBank, Simulation, ThetaDist, stats,
+    self, ExamDesignInput, ExamineeResult, Options, SimBank, SimDesign, Simulation, ThetaDist,
+    stats,
 };
 use clap::Parser;
 
@@ -163,7 +164,7 @@ fn bias_and_rmse_match_an_independent_implementation_within_monte_carlo_error() 
 
     // The engine, through the library: default design = 20 items, MAX_INFO, EAP.
     let bank = SimBank::from_params("reference", 1.0, &params).expect("valid bank");
-    let design = DesignFile::default()
+    let design = ExamDesignInput::default()
         .to_design(&bank)
         .expect("valid design");
     assert_eq!(design.stopping.max_items, LENGTH);
@@ -237,7 +238,7 @@ fn the_same_seed_gives_the_same_results_with_1_or_4_threads_under_exposure_contr
         ("ITEM_ELIGIBILITY", "MAX_INFO", 1),
         ("SYMPSON_HETTER", "MAX_INFO", 3),
     ] {
-        let design = DesignFile::from_json(&format!(
+        let design = ExamDesignInput::from_json(&format!(
             r#"{{"maxItems": 10, "selectionRule": "{rule}", "randomesque": {randomesque},
                 "exposure": {{"method": "{method}", "maxRate": 0.2}}}}"#
         ))
@@ -278,7 +279,7 @@ fn exposure_control_lowers_the_largest_exposure_rate() {
     let bank = SimBank::synthetic();
     let thetas = ThetaDist::default().draw(640, 3);
     let run = |json: &str| {
-        let design = DesignFile::from_json(json)
+        let design = ExamDesignInput::from_json(json)
             .and_then(|f| f.to_design(&bank))
             .expect("design");
         let sim = simulate::simulate(bank.engine(), &design, &thetas, 1, None);
@@ -370,7 +371,7 @@ fn the_overlap_rate_is_exact_for_fixed_and_variable_length() {
     let thetas = ThetaDist::default().draw(60, 8);
     // Fixed length: the ratio of totals is the mean of the pairs' proportions, and Chen,
     // Ankenmann & Spray's closed form.
-    let design = DesignFile::from_json(r#"{"maxItems": 12, "randomesque": 4}"#)
+    let design = ExamDesignInput::from_json(r#"{"maxItems": 12, "randomesque": 4}"#)
         .and_then(|f| f.to_design(&bank))
         .expect("design");
     let sim = simulate::simulate(bank.engine(), &design, &thetas, 3, None);
@@ -390,7 +391,7 @@ fn the_overlap_rate_is_exact_for_fixed_and_variable_length() {
         summary.overlap_rate
     );
     // Variable length: exact ratio of totals.
-    let design = DesignFile::from_json(r#"{"maxItems": 30, "seTarget": 0.35, "minItems": 5}"#)
+    let design = ExamDesignInput::from_json(r#"{"maxItems": 30, "seTarget": 0.35, "minItems": 5}"#)
         .and_then(|f| f.to_design(&bank))
         .expect("design");
     let sim = simulate::simulate(bank.engine(), &design, &thetas, 3, None);
@@ -458,33 +459,37 @@ fn assert_spellings<T: serde::de::DeserializeOwned + std::fmt::Debug>(name: &str
 #[test]
 fn design_enums_use_the_schema_spellings() {
     use adaptive_engine::simulate::design::*;
-    assert_spellings::<SelectionRuleName>("SelectionRule");
-    assert_spellings::<EstimatorMethodName>("EstimatorMethod");
-    assert_spellings::<PriorName>("PriorDistribution");
-    assert_spellings::<ConstantPatternName>("ConstantPatternRule");
-    assert_spellings::<StandardErrorName>("StandardErrorType");
-    assert_spellings::<ExposureMethodName>("ExposureMethod");
+    assert_spellings::<SelectionRule>("SelectionRule");
+    assert_spellings::<EstimatorMethod>("EstimatorMethod");
+    assert_spellings::<PriorDistribution>("PriorDistribution");
+    assert_spellings::<ConstantPatternRule>("ConstantPatternRule");
+    assert_spellings::<StandardErrorType>("StandardErrorType");
+    assert_spellings::<ExposureMethod>("ExposureMethod");
 }
 
 #[test]
 fn an_empty_design_has_the_api_defaults() {
     let bank = SimBank::synthetic();
-    let request = DesignFile::default().to_request(&bank).expect("request");
+    let design = ExamDesignInput::default().to_design(&bank).expect("design");
     assert_eq!(
-        (request.max_items, request.min_items, request.randomesque),
+        (
+            design.stopping.max_items,
+            design.stopping.min_items,
+            design.randomesque
+        ),
         (20, 1, 1)
     );
-    assert_eq!(request.confidence_level, 0.95);
-    assert_eq!(request.initial_theta, 0.0);
+    assert_eq!(design.stopping.confidence_level, 0.95);
+    assert_eq!(design.initial_theta, 0.0);
     assert_eq!(
-        request.estimator,
+        design.estimator,
         adaptive_engine::irt::EstimatorSettings::default()
     );
     assert_eq!(
-        request.selection_rule,
+        design.selection_rule,
         adaptive_engine::irt::SelectionRule::MaxInfo
     );
-    assert!(request.exposure.is_none() && request.se_target.is_none());
+    assert!(design.exposure.is_none() && design.stopping.se_target.is_none());
     // The SDL states the same defaults.
     let sdl = adaptive_engine::graphql::sdl();
     for default in [
@@ -499,21 +504,21 @@ fn an_empty_design_has_the_api_defaults() {
         assert!(sdl.contains(default), "the SDL no longer says {default:?}");
     }
     // The echo writes the defaults out and reads back as the same design.
-    let resolved = DesignFile::default().resolved();
-    let echoed: DesignFile =
+    let resolved = ExamDesignInput::default().with_defaults();
+    let echoed: ExamDesignInput =
         serde_json::from_str(&serde_json::to_string(&resolved).expect("json")).expect("read back");
     assert_eq!(echoed, resolved);
     assert_eq!(
         echoed.to_design(&bank).expect("design"),
-        DesignFile::default().to_design(&bank).expect("design")
+        ExamDesignInput::default().to_design(&bank).expect("design")
     );
 }
 
 #[test]
 fn a_full_design_file_is_read_and_checked_like_start_exam() {
     let bank = SimBank::synthetic();
-    let file = DesignFile::from_json(
-        r#"{"itemBankId": "17", "maxItems": 15, "minItems": 5, "seTarget": 0.3, "initialTheta": 0.5,
+    let file = ExamDesignInput::from_json(
+        r#"{"maxItems": 15, "minItems": 5, "seTarget": 0.3, "initialTheta": 0.5,
             "randomesque": 2,
             "estimator": {"method": "MAP", "priorMean": 0.1, "priorSd": 1.2, "quadraturePoints": 41,
                           "thetaMin": -5, "thetaMax": 5, "prior": "NORMAL",
@@ -546,11 +551,15 @@ fn a_full_design_file_is_read_and_checked_like_start_exam() {
         );
     }
     // null is a default, as in GraphQL.
-    let nulls = DesignFile::from_json(r#"{"maxItems": null, "seTarget": null}"#).expect("nulls");
-    assert_eq!(nulls.to_request(&bank).expect("request").max_items, 20);
+    let nulls =
+        ExamDesignInput::from_json(r#"{"maxItems": null, "seTarget": null}"#).expect("nulls");
+    assert_eq!(
+        nulls.to_design(&bank).expect("design").stopping.max_items,
+        20
+    );
     // What startExam refuses, the simulator refuses with the same message.
     let err = |json: &str| {
-        DesignFile::from_json(json)
+        ExamDesignInput::from_json(json)
             .and_then(|f| f.to_design(&bank))
             .expect_err(json)
             .to_string()
@@ -697,10 +706,13 @@ fn the_default_options_are_the_command_with_no_arguments() {
     .options;
     let file = parsed.design_file().expect("design");
     assert_eq!(file.max_items, Some(12));
-    assert_eq!(file.selection_rule, Some(simulate::SelectionRuleName::Klp));
+    assert_eq!(
+        file.selection_rule,
+        Some(simulate::design::SelectionRule::Klp)
+    );
     assert_eq!(
         file.estimator.and_then(|e| e.method),
-        Some(simulate::EstimatorMethodName::Mle)
+        Some(simulate::EstimatorMethod::Mle)
     );
     assert!(Cli::try_parse_from(["simulate", "--thetas", "t.txt", "--examinees", "5"]).is_err());
 }

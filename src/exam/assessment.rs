@@ -296,9 +296,7 @@ impl ExamService {
         let assessment = AssessmentView::from_row(assessment)?;
         let bank = self.bank(&mut conn, assessment.item_bank_id).await?;
         let begun = conn
-            .transaction(async |conn| {
-                self.begin_exam(conn, &assessment, &bank, student_id).await
-            })
+            .transaction(async |conn| self.begin_exam(conn, &assessment, &bank, student_id).await)
             .await?;
         drop(conn);
         let (row, design) = match begun {

@@ -697,7 +697,11 @@ impl ExamService {
 
     /// Checks that the caller may watch an exam (it exists and is theirs, or they are
     /// staff); returns the exam's feedback policy.
-    pub async fn authorize_exam(&self, caller: &Caller, exam_session_id: i64) -> AppResult<Feedback> {
+    pub async fn authorize_exam(
+        &self,
+        caller: &Caller,
+        exam_session_id: i64,
+    ) -> AppResult<Feedback> {
         let mut conn = self.db.get().await?;
         let row = queries::find_exam_session(&mut conn, exam_session_id)
             .await?

@@ -4,8 +4,8 @@
 use async_graphql::{Context, ID, Object, Result};
 
 use super::types::{
-    Assessment, CreateAssessmentInput, CreateItemBankInput, ExamSession, ItemBank,
-    StartExamInput, StartExamPayload, SubmitAnswerInput, SubmitAnswerPayload,
+    Assessment, CreateAssessmentInput, CreateItemBankInput, ExamSession, ItemBank, StartExamInput,
+    StartExamPayload, SubmitAnswerInput, SubmitAnswerPayload,
 };
 use super::{caller, gql, parse_id, service};
 use crate::auth::Role;

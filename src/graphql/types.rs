@@ -14,8 +14,8 @@ pub use crate::design::{
 };
 use crate::error::AppError;
 use crate::exam::{
-    self, AssessmentStatus, AssessmentView, BankInfo, ExamStatus as FlowStatus, ExamView,
-    Feedback, NewAssessment, StateSource as FlowSource,
+    self, AssessmentStatus, AssessmentView, BankInfo, ExamStatus as FlowStatus, ExamView, Feedback,
+    NewAssessment, StateSource as FlowSource,
 };
 use crate::irt::StopReason as IrtStopReason;
 use crate::storage::events::ThetaEvent;

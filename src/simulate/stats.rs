@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::design::ExamDesignInput;
 use super::{ExamineeResult, Simulation};
+use crate::design::ExamDesignInput;
 use crate::irt::StopReason;
 
 /// Number of groups of the conditional statistics (deciles of the true theta).

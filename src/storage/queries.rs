@@ -514,14 +514,12 @@ pub async fn lock_student_assessment(
     assessment_id: i64,
     student_id: &str,
 ) -> QueryResult<()> {
-    diesel::sql_query(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1::text || ':' || $2, 0))",
-    )
-    .bind::<diesel::sql_types::Int8, _>(assessment_id)
-    .bind::<diesel::sql_types::Text, _>(student_id)
-    .execute(conn)
-    .await
-    .map(|_| ())
+    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1::text || ':' || $2, 0))")
+        .bind::<diesel::sql_types::Int8, _>(assessment_id)
+        .bind::<diesel::sql_types::Text, _>(student_id)
+        .execute(conn)
+        .await
+        .map(|_| ())
 }
 
 /// The running exam of a student on an assessment, if any.

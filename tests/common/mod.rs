@@ -320,6 +320,11 @@ impl TestApp {
         self.keys.mint(sub, Role::Student, 3600)
     }
 
+    /// A proctor token.
+    pub fn proctor(&self, sub: &str) -> String {
+        self.keys.mint(sub, Role::Proctor, 3600)
+    }
+
     /// GETs `path` and parses the JSON body.
     pub async fn get_json(&self, path: &str) -> Value {
         self.http
@@ -422,13 +427,17 @@ pub fn error_code(response: &Value) -> String {
 }
 
 /// The GraphQL selections the tests use.
+pub const CREATE_ASSESSMENT: &str = "mutation($input: CreateAssessmentInput!) {
+    createAssessment(input: $input) { id name itemBankId status feedback maxAttemptsPerStudent
+    opensAt closesAt maxItems design } }";
+/// Start an exam of an assessment.
 pub const START: &str = "mutation($input: StartExamInput!) { startExam(input: $input) {
-    examSession { id studentId status theta standardError itemsCompleted }
-    nextItem { id position content contentArea } } }";
+    resumed examSession { id studentId assessmentId status theta standardError itemsCompleted }
+    nextItem { id itemId position content contentArea } } }";
 /// Submit an answer.
 pub const SUBMIT: &str = "mutation($input: SubmitAnswerInput!) { submitAnswer(input: $input) {
     theta standardError itemsCompleted completed stopReason
-    nextItem { id position content contentArea }
+    nextItem { id itemId position content contentArea }
     examSession { id status theta standardError itemsCompleted } } }";
 /// Engine summary.
 pub const SUMMARY: &str = "query($id: ID!) { engineSummary(examSessionId: $id) {
@@ -524,7 +533,16 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// A graphql-transport-ws client subscribed to one operation.
+/// The WebSocket subprotocols the server speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WsProtocol {
+    /// `graphql-transport-ws` (npm graphql-ws).
+    TransportWs,
+    /// The legacy `graphql-ws` (npm subscriptions-transport-ws).
+    LegacyGraphqlWs,
+}
+
+/// A graphql-transport-ws (or legacy graphql-ws) client subscribed to one operation.
 pub struct Subscription {
     socket: tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
@@ -539,13 +557,27 @@ impl Subscription {
         token: Option<&str>,
         exam_id: &str,
     ) -> Result<Self, String> {
+        Self::theta_updates_over(addr, token, exam_id, WsProtocol::TransportWs).await
+    }
+
+    /// [`Subscription::theta_updates`] over the given subprotocol.
+    pub async fn theta_updates_over(
+        addr: SocketAddr,
+        token: Option<&str>,
+        exam_id: &str,
+        protocol: WsProtocol,
+    ) -> Result<Self, String> {
+        let (protocol_name, subscribe) = match protocol {
+            WsProtocol::TransportWs => ("graphql-transport-ws", "subscribe"),
+            WsProtocol::LegacyGraphqlWs => ("graphql-ws", "start"),
+        };
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let mut request = format!("ws://{addr}/graphql/ws")
             .into_client_request()
             .expect("request");
         request.headers_mut().insert(
             "Sec-WebSocket-Protocol",
-            "graphql-transport-ws".parse().expect("header"),
+            protocol_name.parse().expect("header"),
         );
         let (mut socket, _) = tokio_tungstenite::connect_async(request)
             .await
@@ -565,7 +597,7 @@ impl Subscription {
         }
         send(
             &mut socket,
-            json!({"id": "1", "type": "subscribe", "payload": {
+            json!({"id": "1", "type": subscribe, "payload": {
                 "query": "subscription($id: ID!) { thetaUpdates(examSessionId: $id) { examSessionId theta standardError itemsCompleted completed at } }",
                 "variables": {"id": exam_id}}}),
         )
@@ -578,7 +610,7 @@ impl Subscription {
         loop {
             let msg = next_json(&mut self.socket, timeout).await?;
             match msg["type"].as_str() {
-                Some("next") => return Some(msg["payload"].clone()),
+                Some("next") | Some("data") => return Some(msg["payload"].clone()),
                 Some("error") | Some("complete") => return Some(msg),
                 _ => continue,
             }
@@ -708,18 +740,40 @@ pub async fn answer(app: &TestApp, token: &str, exam: &str, item: &str, correct:
         .clone()
 }
 
-/// Starts an exam on `bank` with extra input fields; returns its id and the payload.
-pub async fn start(app: &TestApp, token: &str, bank: &str, extra: Value) -> (String, Value) {
-    let mut input = json!({"itemBankId": bank});
+/// Creates an assessment of `bank` (as admin) with `design` and extra input fields
+/// (`feedback`, `maxAttemptsPerStudent`, window...); returns its id.
+pub async fn create_assessment(app: &TestApp, bank: &str, design: Value, extra: Value) -> String {
+    let mut input = json!({"name": "test assessment", "itemBankId": bank, "design": design});
     if let (Some(input), Some(extra)) = (input.as_object_mut(), extra.as_object()) {
         input.extend(extra.clone());
     }
-    let data = app.ok(token, START, json!({"input": input})).await;
+    let data = app
+        .ok(&app.admin(), CREATE_ASSESSMENT, json!({"input": input}))
+        .await;
+    data["createAssessment"]["id"]
+        .as_str()
+        .expect("assessment id")
+        .to_owned()
+}
+
+/// Starts (or resumes) the caller's exam of an assessment; returns its id and the payload.
+pub async fn start_assessment(app: &TestApp, token: &str, assessment: &str) -> (String, Value) {
+    let data = app
+        .ok(token, START, json!({"input": {"assessmentId": assessment}}))
+        .await;
     let exam = data["startExam"]["examSession"]["id"]
         .as_str()
         .expect("exam id")
         .to_owned();
     (exam, data["startExam"].clone())
+}
+
+/// Starts an exam of a new assessment of `bank` whose design is `design` (unlimited
+/// attempts, feedback ESTIMATES); returns the exam id and the payload.
+pub async fn start(app: &TestApp, token: &str, bank: &str, design: Value) -> (String, Value) {
+    let assessment =
+        create_assessment(app, bank, design, json!({"maxAttemptsPerStudent": null})).await;
+    start_assessment(app, token, &assessment).await
 }
 
 /// Follows an exam and checks every estimate against the reference EAP.
