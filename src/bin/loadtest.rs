@@ -198,8 +198,7 @@ struct RssReport {
 struct Shared {
     api: Api,
     keys: JwtKeys,
-    bank: String,
-    max_items: u32,
+    assessment: String,
     prefix: String,
     exams_started: AtomicU64,
     exams_completed: AtomicU64,
@@ -455,11 +454,13 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
             id
         }
     };
+    let assessment = api::create_assessment(&api, &admin, &bank, cli.max_items)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create the assessment: {e}"))?;
     let shared = Arc::new(Shared {
         api,
         keys,
-        bank: bank.clone(),
-        max_items: cli.max_items,
+        assessment,
         prefix,
         exams_started: AtomicU64::new(0),
         exams_completed: AtomicU64::new(0),
@@ -716,25 +717,19 @@ async fn student(
         } else {
             &mut metrics
         };
-        let started = match api::start_exam(
-            &shared.api,
-            m.op("startExam"),
-            &token,
-            &shared.bank,
-            shared.max_items,
-        )
-        .await
-        {
-            Ok(started) => started,
-            Err(e) => {
-                if window.exams.is_some() {
-                    shared.exams_started.fetch_sub(1, Ordering::Relaxed);
+        let started =
+            match api::start_exam(&shared.api, m.op("startExam"), &token, &shared.assessment).await
+            {
+                Ok(started) => started,
+                Err(e) => {
+                    if window.exams.is_some() {
+                        shared.exams_started.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    shared.note_error("startExam", &e);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
                 }
-                shared.note_error("startExam", &e);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+            };
         if window.exams.is_none() {
             shared.exams_started.fetch_add(1, Ordering::Relaxed);
         }
@@ -943,8 +938,7 @@ async fn start_many(
                     &shared.api,
                     metrics.op("startExam"),
                     &token,
-                    &shared.bank,
-                    shared.max_items,
+                    &shared.assessment,
                 )
                 .await;
                 let live = match result {

@@ -9,13 +9,16 @@ use super::stats::OpStats;
 
 /// `startExam`, selecting only what a student needs to go on.
 pub const START_EXAM: &str = "mutation($input: StartExamInput!) { startExam(input: $input) { \
-    examSession { id status itemsCompleted } nextItem { id position content } } }";
+    examSession { id status itemsCompleted } nextItem { id itemId position content } } }";
 /// `submitAnswer`, selecting what a client typically shows after an answer.
 pub const SUBMIT_ANSWER: &str = "mutation($input: SubmitAnswerInput!) { submitAnswer(input: \
-    $input) { theta standardError itemsCompleted completed nextItem { id position content } } }";
+    $input) { theta standardError itemsCompleted completed nextItem { id itemId position content } } }";
 /// `createItemBank`.
 pub const CREATE_BANK: &str =
     "mutation($input: CreateItemBankInput!) { createItemBank(input: $input) { id itemCount } }";
+/// `createAssessment`: the design the virtual students take exams of.
+pub const CREATE_ASSESSMENT: &str = "mutation($input: CreateAssessmentInput!) { \
+    createAssessment(input: $input) { id } }";
 /// `itemBank`, to check a reused bank.
 pub const ITEM_BANK: &str = "query($id: ID!) { itemBank(id: $id) { id itemCount } }";
 
@@ -183,7 +186,7 @@ pub struct Presented {
 impl Presented {
     /// The `nextItem` of a payload (`None` when the exam is over or the field is null).
     pub fn from_payload(next_item: &Value) -> Option<Self> {
-        let id = next_item["id"].as_str()?.to_owned();
+        let id = next_item["itemId"].as_str()?.to_owned();
         let p = &next_item["content"]["irt"];
         let params = match (p["a"].as_f64(), p["b"].as_f64(), p["c"].as_f64()) {
             (Some(a), Some(b), Some(c)) => Some(Params { a, b, c }),
@@ -267,20 +270,41 @@ pub struct Started {
     pub item: Option<Presented>,
 }
 
-/// `startExam` on `bank` with `max_items`, timed into `stats`.
+/// Creates an assessment of `bank` whose exams have `max_items` items, with unlimited
+/// attempts (a virtual student starts again when done); returns its id.
+pub async fn create_assessment(
+    api: &Api,
+    admin: &str,
+    bank: &str,
+    max_items: u32,
+) -> Result<String, CallError> {
+    let data = api
+        .call(
+            admin,
+            CREATE_ASSESSMENT,
+            json!({"input": {"name": "loadtest", "itemBankId": bank,
+                "design": {"maxItems": max_items}, "maxAttemptsPerStudent": null}}),
+        )
+        .await?;
+    data["createAssessment"]["id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| CallError::bad_response("createAssessment.id", &data))
+}
+
+/// `startExam` of `assessment`, timed into `stats`.
 pub async fn start_exam(
     api: &Api,
     stats: &mut OpStats,
     token: &str,
-    bank: &str,
-    max_items: u32,
+    assessment: &str,
 ) -> Result<Started, CallError> {
     let data = api
         .timed(
             stats,
             token,
             START_EXAM,
-            json!({"input": {"itemBankId": bank, "maxItems": max_items}}),
+            json!({"input": {"assessmentId": assessment}}),
         )
         .await?;
     let payload = &data["startExam"];
