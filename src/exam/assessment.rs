@@ -171,13 +171,17 @@ impl AssessmentView {
 /// How a start ended inside its transaction.
 enum Begun {
     /// The student's running exam.
-    Resumed(ExamSessionRow),
+    Resumed(Box<ExamSessionRow>),
     /// A new exam, with the engine's first decision.
-    New {
-        row: ExamSessionRow,
-        design: engine::ExamDesign,
-        proposed: Vec<i64>,
-    },
+    New(Box<NewExam>),
+}
+
+/// A new exam as inserted, with what the engine decided.
+struct NewExam {
+    row: ExamSessionRow,
+    design: engine::ExamDesign,
+    /// Items the selection proposed (exposure counts).
+    proposed: Vec<i64>,
 }
 
 fn assessment_not_found(id: i64) -> AppError {
@@ -303,17 +307,18 @@ impl ExamService {
             Begun::Resumed(row) => {
                 tracing::info!(exam.id = row.id, student.id = student_id, "exam resumed");
                 let design = super::design_of(&row)?;
-                let exam = self.view(row, design, &bank)?;
+                let exam = self.view(*row, design, &bank)?;
                 return Ok(Started {
                     exam,
                     resumed: true,
                 });
             }
-            Begun::New {
-                row,
-                design,
-                proposed,
-            } => {
+            Begun::New(new) => {
+                let NewExam {
+                    row,
+                    design,
+                    proposed,
+                } = *new;
                 if design.exposure.is_some() {
                     self.exposure
                         .record_start(
@@ -356,7 +361,7 @@ impl ExamService {
     ) -> AppResult<Begun> {
         queries::lock_student_assessment(conn, assessment.id, student_id).await?;
         if let Some(row) = queries::find_active_exam(conn, assessment.id, student_id).await? {
-            return Ok(Begun::Resumed(row));
+            return Ok(Begun::Resumed(Box::new(row)));
         }
         let now = Utc::now();
         if !assessment.takes_new_exams(now) {
@@ -424,10 +429,10 @@ impl ExamService {
             .iter()
             .map(|&i| bank.items[i].id)
             .collect();
-        Ok(Begun::New {
+        Ok(Begun::New(Box::new(NewExam {
             row,
             design,
             proposed,
-        })
+        })))
     }
 }
