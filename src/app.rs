@@ -23,6 +23,10 @@ pub struct App {
     pub keys: JwtKeys,
     /// Parsed GraphQL documents, reused across requests.
     pub documents: crate::graphql::DocumentCache,
+    /// Timeouts and caps of connections, requests and WebSockets.
+    pub http: crate::config::HttpLimits,
+    /// Operations running on this instance's WebSockets, per token subject.
+    pub ws_operations: crate::server::OperationCounts,
 }
 
 /// Installs the TLS crypto provider once; without it the first `rediss://` connection panics
@@ -96,11 +100,15 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
     let events = EventBus::start(client, states.events_channel());
     let service = ExamService::new(pool, states, events, config.session_cache_capacity);
     let keys = match &config.jwt_secret {
-        Some(secret) => JwtKeys::new(secret.as_bytes()),
+        Some(secret) => {
+            JwtKeys::new(secret.as_bytes()).with_max_lifetime(config.token_max_lifetime_seconds)
+        }
         None => {
-            let keys = JwtKeys::new(random_secret().as_bytes());
-            let admin = keys.mint("admin", Role::Admin, 24 * 3600);
-            let student = keys.mint("student-1", Role::Student, 24 * 3600);
+            let keys = JwtKeys::new(random_secret().as_bytes())
+                .with_max_lifetime(config.token_max_lifetime_seconds);
+            let ttl = config.token_max_lifetime_seconds.min(24 * 3600);
+            let admin = keys.mint("admin", Role::Admin, ttl);
+            let student = keys.mint("student-1", Role::Student, ttl);
             tracing::warn!(
                 "JWT_SECRET is not set: using a random secret for this process only.\n  \
                  Paste a token into GraphiQL's headers as {{\"Authorization\": \"Bearer <token>\"}}.\n  \
@@ -122,5 +130,7 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
         schema,
         keys,
         documents: crate::graphql::DocumentCache::default(),
+        http: config.http,
+        ws_operations: crate::server::OperationCounts::default(),
     })
 }

@@ -41,6 +41,9 @@ pub struct Claims {
 /// An authenticated caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
+    /// When the token expires (seconds since the Unix epoch): a WebSocket authenticated
+    /// with it is closed then.
+    pub expires_at: u64,
     /// Who: a student's id is the owner of the exams they start.
     pub sub: String,
     /// What they may do.
@@ -140,19 +143,34 @@ pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// Tokens expiring further than this in the future are refused: a leaked token must
+    /// not work for months.
+    max_lifetime_seconds: u64,
 }
+
+/// Default of `TOKEN_MAX_LIFETIME_SECONDS`: a day.
+pub const DEFAULT_MAX_TOKEN_LIFETIME_SECONDS: u64 = 24 * 3600;
 
 impl JwtKeys {
     /// Keys from a shared secret.
     pub fn new(secret: &[u8]) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            max_lifetime_seconds: DEFAULT_MAX_TOKEN_LIFETIME_SECONDS,
         }
+    }
+
+    /// The same keys refusing tokens that expire more than `seconds` from now.
+    #[must_use]
+    pub fn with_max_lifetime(mut self, seconds: u64) -> Self {
+        self.max_lifetime_seconds = seconds;
+        self
     }
 
     /// Mints a token valid for `ttl_seconds`.
@@ -169,11 +187,21 @@ impl JwtKeys {
     /// Verifies a bare token (signature, algorithm, expiry, claims).
     pub fn verify(&self, token: &str) -> Auth {
         match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
-            Ok(data) if !data.claims.sub.is_empty() => Auth::Caller(Caller {
+            Ok(data) if data.claims.sub.is_empty() => Auth::Invalid("empty subject".into()),
+            Ok(data)
+                if data.claims.exp
+                    > now_seconds().saturating_add(self.max_lifetime_seconds + 5) =>
+            {
+                Auth::Invalid(format!(
+                    "lifetime longer than the allowed {} seconds",
+                    self.max_lifetime_seconds
+                ))
+            }
+            Ok(data) => Auth::Caller(Caller {
                 sub: data.claims.sub,
                 role: data.claims.role,
+                expires_at: data.claims.exp,
             }),
-            Ok(_) => Auth::Invalid("empty subject".into()),
             Err(e) => Auth::Invalid(describe(&e)),
         }
     }
@@ -198,6 +226,7 @@ fn describe(error: &jsonwebtoken::errors::Error) -> String {
     use jsonwebtoken::errors::ErrorKind;
     match error.kind() {
         ErrorKind::ExpiredSignature => "expired".into(),
+        ErrorKind::ImmatureSignature => "not valid yet (nbf)".into(),
         ErrorKind::InvalidSignature => "bad signature".into(),
         ErrorKind::InvalidAlgorithm => "algorithm not allowed (HS256 only)".into(),
         ErrorKind::MissingRequiredClaim(claim) => format!("missing claim {claim}"),
@@ -205,7 +234,8 @@ fn describe(error: &jsonwebtoken::errors::Error) -> String {
     }
 }
 
-fn now_seconds() -> u64 {
+/// Seconds since the Unix epoch.
+pub fn now_seconds() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -248,6 +278,7 @@ mod tests {
         let student = Caller {
             sub: "s1".into(),
             role: Role::Student,
+            expires_at: u64::MAX,
         };
         assert!(student.require_owner("s1").is_ok());
         assert_eq!(student.require_owner("s2").unwrap_err().code(), "FORBIDDEN");
@@ -255,11 +286,13 @@ mod tests {
         let admin = Caller {
             sub: "root".into(),
             role: Role::Admin,
+            expires_at: u64::MAX,
         };
         assert!(admin.require_owner("s2").is_ok());
         let proctor = Caller {
             sub: "s1".into(),
             role: Role::Proctor,
+            expires_at: u64::MAX,
         };
         assert!(proctor.require_reader("s2").is_ok());
         assert_eq!(proctor.require_owner("s1").unwrap_err().code(), "FORBIDDEN");

@@ -15,6 +15,14 @@
 //! | `REDIS_POOL_SIZE` | `16` | Redis connections per instance |
 //! | `SESSION_CACHE_CAPACITY` | `100000` | exams whose fixed facts an instance keeps in memory |
 //! | `GRAPHQL_INTROSPECTION` | `true` | whether the schema can be introspected (GraphiQL needs it) |
+//! | `HTTP_HEADER_TIMEOUT_SECONDS` | `10` | a connection must send a request's headers within this (slowloris) |
+//! | `HTTP_BODY_TIMEOUT_SECONDS` | `20` | a request's body must arrive within this (408 otherwise) |
+//! | `HTTP_REQUEST_TIMEOUT_SECONDS` | `30` | a whole request must be answered within this (408 otherwise) |
+//! | `MAX_CONNECTIONS` | `20000` | open connections (HTTP and WebSocket) per instance; more are closed at once |
+//! | `WS_INIT_TIMEOUT_SECONDS` | `10` | a WebSocket must send `connection_init` within this (closed with 4408) |
+//! | `WS_MAX_SUBSCRIPTIONS_PER_CONNECTION` | `32` | operations running at once on one WebSocket |
+//! | `WS_MAX_SUBSCRIPTIONS_PER_USER` | `128` | operations running at once for one token subject, over all its WebSockets on one instance |
+//! | `TOKEN_MAX_LIFETIME_SECONDS` | `86400` | tokens expiring later than this from now are refused |
 //! | `RUST_LOG` | `info` | log filter (tracing-subscriber `EnvFilter` syntax) |
 
 use std::collections::HashMap;
@@ -64,6 +72,45 @@ pub struct Config {
     pub session_cache_capacity: usize,
     /// Whether GraphQL introspection is enabled (GraphiQL needs it; some deployments hide it).
     pub graphql_introspection: bool,
+    /// What one connection, request or WebSocket may cost the server.
+    pub http: HttpLimits,
+    /// Longest accepted token lifetime (from now to `exp`), in seconds.
+    pub token_max_lifetime_seconds: u64,
+}
+
+/// Bounds on what a client can hold of the server: time per request phase, connections,
+/// WebSocket operations. Each is an environment variable (see the module table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Time to send a request's headers (a slowloris client is cut off after it).
+    pub header_timeout: std::time::Duration,
+    /// Time for a request's body to arrive.
+    pub body_timeout: std::time::Duration,
+    /// Time to answer a whole request.
+    pub request_timeout: std::time::Duration,
+    /// Open connections per instance (each costs a file descriptor and buffers).
+    pub max_connections: usize,
+    /// Time for a WebSocket to send `connection_init`.
+    pub ws_init_timeout: std::time::Duration,
+    /// Operations running at once on one WebSocket.
+    pub ws_max_subscriptions_per_connection: usize,
+    /// Operations running at once per token subject, over its WebSockets on this instance.
+    pub ws_max_subscriptions_per_user: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        use std::time::Duration;
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(20),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 20_000,
+            ws_init_timeout: Duration::from_secs(10),
+            ws_max_subscriptions_per_connection: 32,
+            ws_max_subscriptions_per_user: 128,
+        }
+    }
 }
 
 impl Config {
@@ -133,8 +180,44 @@ impl Config {
             redis_pool_size: parse(&get, "REDIS_POOL_SIZE", 16u32)?.max(1),
             session_cache_capacity: parse(&get, "SESSION_CACHE_CAPACITY", 100_000usize)?,
             graphql_introspection,
+            http: HttpLimits {
+                header_timeout: seconds(&get, "HTTP_HEADER_TIMEOUT_SECONDS", 10)?,
+                body_timeout: seconds(&get, "HTTP_BODY_TIMEOUT_SECONDS", 20)?,
+                request_timeout: seconds(&get, "HTTP_REQUEST_TIMEOUT_SECONDS", 30)?,
+                max_connections: parse(&get, "MAX_CONNECTIONS", 20_000usize)?.max(1),
+                ws_init_timeout: seconds(&get, "WS_INIT_TIMEOUT_SECONDS", 10)?,
+                ws_max_subscriptions_per_connection: parse(
+                    &get,
+                    "WS_MAX_SUBSCRIPTIONS_PER_CONNECTION",
+                    32usize,
+                )?
+                .max(1),
+                ws_max_subscriptions_per_user: parse(
+                    &get,
+                    "WS_MAX_SUBSCRIPTIONS_PER_USER",
+                    128usize,
+                )?
+                .max(1),
+            },
+            token_max_lifetime_seconds: parse(
+                &get,
+                "TOKEN_MAX_LIFETIME_SECONDS",
+                crate::auth::DEFAULT_MAX_TOKEN_LIFETIME_SECONDS,
+            )?
+            .max(1),
         })
     }
+}
+
+/// A duration in whole seconds (at least one).
+fn seconds(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: u64,
+) -> Result<std::time::Duration, ConfigError> {
+    Ok(std::time::Duration::from_secs(
+        parse(get, variable, default)?.max(1),
+    ))
 }
 
 fn parse<T: std::str::FromStr>(

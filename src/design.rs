@@ -329,6 +329,38 @@ impl EstimatorInput {
     }
 }
 
+/// Widest theta scale accepted (bounds, prior means and bounds, cut scores): IRT scales
+/// live within a few units of 0, and wider values only overflow the arithmetic.
+pub const MAX_ABS_THETA: f64 = 10.0;
+/// Smallest prior SD accepted: a narrower normal prior underflows every posterior weight.
+pub const MIN_PRIOR_SD: f64 = 0.01;
+
+impl EstimatorInput {
+    /// Refuses values that would make the estimator's arithmetic overflow or underflow
+    /// into NaN or infinity: every estimate the engine emits stays finite.
+    fn check_ranges(&self) -> AppResult<()> {
+        let within = |value: Option<f64>, name: &str| match value {
+            Some(v) if !(v.is_finite() && v.abs() <= MAX_ABS_THETA) => Err(AppError::bad_input(
+                format!("estimator.{name} must be between -{MAX_ABS_THETA} and {MAX_ABS_THETA}"),
+            )),
+            _ => Ok(()),
+        };
+        within(self.theta_min, "thetaMin")?;
+        within(self.theta_max, "thetaMax")?;
+        within(self.prior_mean, "priorMean")?;
+        within(self.prior_lower, "priorLower")?;
+        within(self.prior_upper, "priorUpper")?;
+        if let Some(sd) = self.prior_sd
+            && !(sd.is_finite() && (MIN_PRIOR_SD..=MAX_ABS_THETA).contains(&sd))
+        {
+            return Err(AppError::bad_input(format!(
+                "estimator.priorSd must be between {MIN_PRIOR_SD} and {MAX_ABS_THETA}"
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl ExamDesignInput {
     /// Reads a design from JSON (unknown fields are refused, with their name).
     ///
@@ -467,6 +499,9 @@ impl ExamDesignInput {
             None => None,
             Some(targets) => Some(content_balance(targets, bank)?),
         };
+        if let Some(e) = &self.estimator {
+            e.check_ranges()?;
+        }
         let estimator = irt::EstimatorSettings {
             scaling: bank.scaling_constant,
             ..self

@@ -106,6 +106,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
+            let open_files = server::raise_open_files_limit();
+            if (open_files as usize) < config.http.max_connections + 256 {
+                tracing::warn!(
+                    open_files,
+                    max_connections = config.http.max_connections,
+                    "the open-files limit is below MAX_CONNECTIONS: accept will fail first"
+                );
+            }
             tracing::info!("GraphiQL on http://{}/graphql", listener.local_addr()?);
             server::run(listener, app, server::shutdown_signal()).await?;
         }

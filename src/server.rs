@@ -7,8 +7,16 @@
 //! | `GET /graphql/ws` | subscriptions (`graphql-transport-ws` and `graphql-ws`) |
 //! | `GET /health` | Postgres and Redis status; 503 when Postgres is down |
 //! | `GET /health/redis` | Redis status with a timestamp |
+//!
+//! What a client can hold of the server is bounded ([`HttpLimits`]): connections per
+//! instance, time to send headers (slowloris), body and whole-request time, WebSocket
+//! operations per connection and per token subject, time to `connection_init`; a WebSocket
+//! closes when its token expires. The accept loop is our own (hyper-util) because
+//! `axum::serve` installs no timer, which leaves hyper's header timeout inert.
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
@@ -21,14 +29,17 @@ use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
 use crate::app::App;
+use crate::config::HttpLimits;
 use crate::error::AppError;
 use crate::storage::db;
 
@@ -59,6 +70,7 @@ impl Shutdown {
 
 /// The service's routes around `app`; `shutdown` turns true when the server stops.
 fn router(app: App, shutdown: Shutdown) -> Router {
+    let limits = app.http;
     Router::new()
         .route("/graphql", get(graphiql).post(graphql))
         .route("/graphql/ws", get(graphql_ws))
@@ -66,8 +78,16 @@ fn router(app: App, shutdown: Shutdown) -> Router {
         .route("/health/redis", get(health_redis))
         .layer(Extension(shutdown))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
         .with_state(app)
 }
+
+/// How long a stopping server waits for in-flight requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `app` on `listener` until `shutdown` resolves; then stops accepting, drains the
 /// in-flight requests, and closes WebSockets with 1001 (going away) so clients reconnect
@@ -84,18 +104,68 @@ pub async fn run(
     });
     let (sessions_tx, mut sessions_rx) = mpsc::channel::<()>(1);
     let stop = Shutdown(rx.clone(), sessions_tx.clone());
-    // Without TCP_NODELAY, small responses and pushed events wait for delayed ACKs (~40 ms).
-    let listener = listener.tap_io(|tcp| {
+    let limits = app.http;
+    let service = TowerToHyperService::new(router(app, Shutdown(rx, sessions_tx)));
+    let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    http.http2().timer(TokioTimer::new());
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let stopping = stop.clone().begun();
+    tokio::pin!(stopping);
+    loop {
+        let tcp = tokio::select! {
+            () = &mut stopping => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of file descriptors (or a connection reset before accept): keep
+                    // serving the connections we have and try again shortly.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        // Over the cap the connection is closed at once: it costs nothing more.
+        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            tracing::debug!("connection refused: MAX_CONNECTIONS reached");
+            continue;
+        };
+        // Without TCP_NODELAY, small responses and pushed events wait for delayed ACKs.
         let _ = tcp.set_nodelay(true);
-    });
-    let served = axum::serve(listener, router(app, Shutdown(rx, sessions_tx)))
-        .with_graceful_shutdown(stop.clone().begun())
-        .await;
-    // Upgraded connections are not drained by axum: wait (bounded) until every WebSocket
-    // session has sent its close frame, then return.
+        let connection = http
+            .serve_connection_with_upgrades(TokioIo::new(tcp), service.clone())
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    // The router holds a WebSocket-session guard: only connections may keep it now.
+    drop(service);
+    // Stop accepting (done), let in-flight requests finish (bounded), then wait (bounded)
+    // until every WebSocket session has sent its close frame.
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await;
     drop(stop);
     let _ = tokio::time::timeout(Duration::from_secs(5), sessions_rx.recv()).await;
-    served
+    Ok(())
+}
+
+/// Raises this process's open-files limit to its hard limit, so `MAX_CONNECTIONS` is not
+/// cut short by the default soft limit (often 1,024); returns the limit now in force.
+pub fn raise_open_files_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-files limit");
+            1024
+        }
+    }
 }
 
 async fn graphql(
@@ -142,9 +212,19 @@ async fn graphiql() -> Html<String> {
 async fn graphql_ws(
     State(app): State<App>,
     Extension(shutdown): Extension<Shutdown>,
+    headers: HeaderMap,
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let offered = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let legacy = offered.split(',').map(str::trim).any(|p| p == "graphql-ws")
+        && !offered
+            .split(',')
+            .map(str::trim)
+            .any(|p| p == "graphql-transport-ws");
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         // tungstenite's defaults (128 KiB read buffer per socket, 64 MiB messages) would cost
@@ -158,37 +238,63 @@ async fn graphql_ws(
             let keys = app.keys.clone();
             let (mut socket_tx, socket_rx) = socket.split();
             // The GraphQL session writes through a channel, so that once it ends (the client
-            // left, or shutdown cut its input) we still own the socket to close it properly.
+            // left, shutdown or a limit cut its input) we still own the socket to close it
+            // with the right code.
             let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
-            let writer = tokio::spawn(async move {
-                while let Some(message) = out_rx.recv().await {
-                    if socket_tx.send(message).await.is_err() {
-                        return;
+            let session = Arc::new(WsSession::new(
+                app.http,
+                app.ws_operations.clone(),
+                out_tx.downgrade(),
+                legacy,
+            ));
+            let writer = tokio::spawn({
+                let session = Arc::clone(&session);
+                async move {
+                    while let Some(message) = out_rx.recv().await {
+                        if socket_tx.send(message).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = socket_tx.send(Message::Close(Some(session.close_frame()))).await;
+                    let _ = socket_tx.close().await;
+                }
+            });
+            let sink = futures_util::sink::unfold(
+                (out_tx, Arc::clone(&session)),
+                |(tx, session), message: Message| async move {
+                    if let Message::Text(text) = &message {
+                        session.on_server_message(text);
+                    }
+                    tx.send(message)
+                        .map(|()| (tx, session))
+                        .map_err(|_| axum::Error::new("socket closed"))
+                },
+            );
+            let (expiry_tx, expiry_rx) = watch::channel(None::<u64>);
+            let ends = {
+                let session = Arc::clone(&session);
+                async move {
+                    tokio::select! {
+                        () = shutdown.begun() => session.close_with(close_code::AWAY, "server shutting down"),
+                        (code, reason) = deadline(session.limits.ws_init_timeout, expiry_rx) => {
+                            session.close_with(code, reason);
+                        }
                     }
                 }
-                let _ = socket_tx
-                    .send(Message::Close(Some(CloseFrame {
-                        code: close_code::AWAY,
-                        reason: "server shutting down".into(),
-                    })))
-                    .await;
-                let _ = socket_tx.close().await;
-            });
-            let sink = futures_util::sink::unfold(out_tx, |tx, message: Message| async move {
-                tx.send(message)
-                    .map(|()| tx)
-                    .map_err(|_| axum::Error::new("socket closed"))
-            });
-            let input = socket_rx.take_until(shutdown.begun());
+            };
+            let input = guard_input(socket_rx, Arc::clone(&session)).take_until(ends);
+            let init_session = Arc::clone(&session);
             GraphQLWebSocket::new_with_pair(sink, input, app.schema.clone(), protocol)
                 .keepalive_timeout(WS_KEEPALIVE)
                 .on_connection_init(move |payload| async move {
                     // Browsers cannot set headers on WebSockets: the token comes in the
                     // connection_init payload. No valid token, no connection.
                     let auth = keys.verify_header(authorization_param(&payload));
-                    if let Err(e) = auth.caller() {
-                        return Err(async_graphql::Error::new(e.to_string()));
-                    }
+                    let caller = auth
+                        .caller()
+                        .map_err(|e| async_graphql::Error::new(e.to_string()))?;
+                    init_session.authenticated(&caller.sub);
+                    let _ = expiry_tx.send(Some(caller.expires_at));
                     let mut data = Data::default();
                     data.insert(auth);
                     Ok(data)
@@ -198,6 +304,266 @@ async fn graphql_ws(
             let _ = writer.await;
             drop(session_guard);
         })
+}
+
+/// Resolves with the close code and reason that end a WebSocket: 4408 when no
+/// `connection_init` authenticated it within `init_timeout`, else 4401 once its token
+/// expires (its `exp`, sent on `expiry` at init).
+async fn deadline(
+    init_timeout: Duration,
+    mut expiry: watch::Receiver<Option<u64>>,
+) -> (u16, &'static str) {
+    let authenticated = tokio::time::timeout(init_timeout, async {
+        expiry.wait_for(Option::is_some).await.map(|exp| *exp)
+    })
+    .await;
+    let expires_at = match authenticated {
+        Ok(Ok(exp)) => exp.unwrap_or_default(),
+        Ok(Err(_)) => return std::future::pending().await,
+        Err(_) => return (4408, "Connection initialisation timeout"),
+    };
+    let left = expires_at.saturating_sub(crate::auth::now_seconds());
+    tokio::time::sleep(Duration::from_secs(left)).await;
+    (4401, "Unauthorized: token expired")
+}
+
+/// The client's messages, checked before async-graphql sees them: operation ids must be
+/// unique (4409), operations are capped per connection and per token subject (the excess
+/// `subscribe` gets an error and runs nothing), and a message too large closes with 1009.
+fn guard_input(
+    socket: futures_util::stream::SplitStream<axum::extract::ws::WebSocket>,
+    session: Arc<WsSession>,
+) -> impl futures_util::Stream<Item = Result<Message, axum::Error>> {
+    futures_util::stream::unfold((socket, session), |(mut socket, session)| async move {
+        loop {
+            let message = match socket.next().await? {
+                Ok(message) => message,
+                Err(e) => {
+                    let too_big = e.to_string().contains("limit");
+                    if too_big {
+                        session.close_with(close_code::SIZE, "message too big");
+                    } else {
+                        session.close_with(close_code::PROTOCOL, "protocol error");
+                    }
+                    return None;
+                }
+            };
+            let Message::Text(text) = &message else {
+                return Some((Ok(message), (socket, session)));
+            };
+            match session.inspect(text) {
+                Verdict::Pass => return Some((Ok(message), (socket, session))),
+                Verdict::Refused => {}
+                Verdict::Close(code, reason) => {
+                    session.close_with(code, reason);
+                    return None;
+                }
+            }
+        }
+    })
+}
+
+/// What [`WsSession::inspect`] decided about a client message.
+enum Verdict {
+    /// Hand it to the GraphQL session.
+    Pass,
+    /// Dropped; the client was sent an error for it.
+    Refused,
+    /// End the connection with this close code.
+    Close(u16, &'static str),
+}
+
+/// Operations running on this instance's WebSockets, per token subject (the per-user cap).
+#[derive(Clone, Default)]
+pub struct OperationCounts(Arc<Mutex<HashMap<String, usize>>>);
+
+impl OperationCounts {
+    /// Counts one more operation of `user` unless they already run `max`.
+    fn try_add(&self, user: &str, max: usize) -> bool {
+        let mut counts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = counts.entry(user.to_owned()).or_default();
+        if *count >= max {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    /// Forgets `n` operations of `user`.
+    fn remove(&self, user: &str, n: usize) {
+        let mut counts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(user) {
+            *count = count.saturating_sub(n);
+            if *count == 0 {
+                counts.remove(user);
+            }
+        }
+    }
+
+    /// Operations running for `user` now.
+    pub fn of(&self, user: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(user)
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+/// One WebSocket's bookkeeping: its running operation ids, its caller, how it closes.
+struct WsSession {
+    limits: HttpLimits,
+    users: OperationCounts,
+    /// Where refusals are written (the socket's writer). Weak: the writer ends when the
+    /// GraphQL session drops its sender, and this session lives as long as the writer.
+    out: mpsc::WeakUnboundedSender<Message>,
+    /// The legacy `graphql-ws` protocol (its `start`/`stop`/`error` shapes differ).
+    legacy: bool,
+    state: Mutex<WsState>,
+}
+
+#[derive(Default)]
+struct WsState {
+    /// Ids of the operations running.
+    active: HashSet<String>,
+    /// The token subject, once `connection_init` succeeded.
+    user: Option<String>,
+    /// The close frame to send when the session ends (first reason wins).
+    close: Option<(u16, &'static str)>,
+}
+
+/// The fields of a protocol message that the guard reads.
+#[derive(serde::Deserialize)]
+struct Envelope {
+    #[serde(rename = "type")]
+    kind: String,
+    id: Option<String>,
+}
+
+impl WsSession {
+    fn new(
+        limits: HttpLimits,
+        users: OperationCounts,
+        out: mpsc::WeakUnboundedSender<Message>,
+        legacy: bool,
+    ) -> Self {
+        Self {
+            limits,
+            users,
+            out,
+            legacy,
+            state: Mutex::default(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, WsState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn authenticated(&self, user: &str) {
+        self.state().user = Some(user.to_owned());
+    }
+
+    fn close_with(&self, code: u16, reason: &'static str) {
+        self.state().close.get_or_insert((code, reason));
+    }
+
+    fn close_frame(&self) -> CloseFrame {
+        let (code, reason) = self.state().close.unwrap_or((close_code::NORMAL, ""));
+        CloseFrame {
+            code,
+            reason: reason.into(),
+        }
+    }
+
+    /// Checks a client message (see [`guard_input`]).
+    fn inspect(&self, text: &str) -> Verdict {
+        let Ok(envelope) = serde_json::from_str::<Envelope>(text) else {
+            return Verdict::Pass; // async-graphql answers malformed messages itself
+        };
+        let id = envelope.id.unwrap_or_default();
+        match envelope.kind.as_str() {
+            "subscribe" | "start" => {
+                let mut state = self.state();
+                if state.active.contains(&id) {
+                    return Verdict::Close(4409, "Subscriber for this id already exists");
+                }
+                let Some(user) = state.user.clone() else {
+                    return Verdict::Pass; // async-graphql refuses it before connection_init
+                };
+                if state.active.len() >= self.limits.ws_max_subscriptions_per_connection {
+                    drop(state);
+                    self.refuse(&id, "too many operations on this connection");
+                    return Verdict::Refused;
+                }
+                if !self
+                    .users
+                    .try_add(&user, self.limits.ws_max_subscriptions_per_user)
+                {
+                    drop(state);
+                    self.refuse(&id, "too many operations for this user");
+                    return Verdict::Refused;
+                }
+                state.active.insert(id);
+                Verdict::Pass
+            }
+            "complete" | "stop" => {
+                self.finished(&id);
+                Verdict::Pass
+            }
+            _ => Verdict::Pass,
+        }
+    }
+
+    /// Notes operations that the server ended (`complete`, `error`).
+    fn on_server_message(&self, text: &str) {
+        if !(text.contains("\"complete\"") || text.contains("\"error\"")) {
+            return;
+        }
+        if let Ok(envelope) = serde_json::from_str::<Envelope>(text)
+            && matches!(envelope.kind.as_str(), "complete" | "error")
+            && let Some(id) = envelope.id
+        {
+            self.finished(&id);
+        }
+    }
+
+    fn finished(&self, id: &str) {
+        let mut state = self.state();
+        if state.active.remove(id)
+            && let Some(user) = state.user.clone()
+        {
+            self.users.remove(&user, 1);
+        }
+    }
+
+    /// Answers a refused operation with the protocol's error message.
+    fn refuse(&self, id: &str, message: &str) {
+        let error = json!({"message": message, "extensions": {"code": "TOO_MANY_SUBSCRIPTIONS"}});
+        let payload = if self.legacy { error } else { json!([error]) };
+        let reply = json!({"id": id, "type": "error", "payload": payload});
+        if let Some(out) = self.out.upgrade() {
+            let _ = out.send(Message::Text(reply.to_string().into()));
+        }
+    }
+}
+
+impl Drop for WsSession {
+    fn drop(&mut self) {
+        let state = self.state();
+        if let Some(user) = &state.user {
+            self.users.remove(user, state.active.len());
+        }
+    }
 }
 
 /// The `authorization` entry of a connection_init payload (any capitalisation).

@@ -275,7 +275,7 @@ async fn callers_need_a_valid_token_and_see_only_their_own_exams() {
     let mallory = app.student("mallory");
     assert_eq!(
         error_code(&app.gql(Some(&mallory), SUMMARY, json!({"id": exam})).await),
-        "FORBIDDEN"
+        "NOT_FOUND"
     );
     let steal = app
         .gql(
@@ -284,7 +284,7 @@ async fn callers_need_a_valid_token_and_see_only_their_own_exams() {
             json!({"input": {"examSessionId": exam, "itemId": item, "response": "A"}}),
         )
         .await;
-    assert_eq!(error_code(&steal), "FORBIDDEN");
+    assert_eq!(error_code(&steal), "NOT_FOUND");
     assert_eq!(
         error_code(
             &app.gql(Some(&mallory), "{ activeSessions }", json!({}))

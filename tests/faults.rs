@@ -377,7 +377,7 @@ async fn a_subscriber_on_one_instance_receives_every_update_recorded_through_ano
     let code = refused["errors"][0]["extensions"]["code"]
         .as_str()
         .or(refused["payload"][0]["extensions"]["code"].as_str());
-    assert_eq!(code, Some("FORBIDDEN"), "{refused}");
+    assert_eq!(code, Some("NOT_FOUND"), "{refused}");
 }
 
 #[test]

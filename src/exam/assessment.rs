@@ -397,6 +397,7 @@ impl ExamService {
             elapsed_seconds: 0.0,
         };
         let decision = engine::decide(&design, &bank.engine, &history, counts.as_deref());
+        super::ensure_finite(&decision.estimate)?;
         let next = decision.next_item.map(|i| bank.items[i].id);
         let completed = next.is_none();
         let config = serde_json::to_value(&design)

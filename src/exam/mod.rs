@@ -361,6 +361,7 @@ impl ExamService {
                 "the response is longer than {MAX_TEXT_LEN} bytes"
             )));
         }
+        check_text(response, "response")?;
         // The cached state is read before Postgres is touched. When it is there and this
         // instance knows the session, the answer is one conditional statement (no lock
         // held across round trips); otherwise, or when that statement finds the session
@@ -449,7 +450,7 @@ impl ExamService {
         let (Some(state), Some(facts)) = (cached, self.sessions.get(exam_session_id)) else {
             return Ok(None);
         };
-        caller.require_owner(&facts.student_id)?;
+        may_act(caller, &facts.student_id, exam_session_id)?;
         if state.item_ids.contains(&item_id) {
             return Ok(None);
         }
@@ -491,7 +492,7 @@ impl ExamService {
         let row = queries::lock_exam_session(conn, exam_session_id)
             .await?
             .ok_or_else(|| exam_not_found(exam_session_id))?;
-        caller.require_owner(&row.student_id)?;
+        may_act(caller, &row.student_id, exam_session_id)?;
         let bank = self.bank(conn, row.item_bank_id).await?;
         let status = ExamStatus::parse(&row.status)?;
         // The presented item of an active exam has no answer yet by construction: only any
@@ -581,6 +582,7 @@ impl ExamService {
             elapsed_seconds: (now - facts.created_at).num_milliseconds().max(0) as f64 / 1000.0,
         };
         let decision = engine::decide(design, &bank.engine, &history, counts.as_deref());
+        ensure_finite(&decision.estimate)?;
         let next_item_id = decision.next_item.map(|i| bank.items[i].id);
         let completed = next_item_id.is_none();
         let stop_reason = decision.stop.filter(|_| completed);
@@ -689,7 +691,7 @@ impl ExamService {
         let row = queries::find_exam_session(&mut conn, exam_session_id)
             .await?
             .ok_or_else(|| exam_not_found(exam_session_id))?;
-        caller.require_reader(&row.student_id)?;
+        may_read(caller, &row.student_id, row.id)?;
         let bank = self.bank(&mut conn, row.item_bank_id).await?;
         let design = design_of(&row)?;
         self.view(row, design, &bank)
@@ -706,7 +708,7 @@ impl ExamService {
         let row = queries::find_exam_session(&mut conn, exam_session_id)
             .await?
             .ok_or_else(|| exam_not_found(exam_session_id))?;
-        caller.require_reader(&row.student_id)?;
+        may_read(caller, &row.student_id, row.id)?;
         Feedback::parse(&row.feedback)
     }
 
@@ -728,7 +730,7 @@ impl ExamService {
             queries::find_exam_session(&mut conn, exam_session_id)
         );
         let row = row?.ok_or_else(|| exam_not_found(exam_session_id))?;
-        caller.require_reader(&row.student_id)?;
+        may_read(caller, &row.student_id, row.id)?;
         let status = ExamStatus::parse(&row.status)?;
         let feedback = Feedback::parse(&row.feedback)?;
         let design = design_of(&row)?;
@@ -987,6 +989,30 @@ fn exam_not_found(id: i64) -> AppError {
     AppError::NotFound(format!("exam session {id} does not exist"))
 }
 
+/// Whether `caller` may read exam `id` of `student_id`. A student gets the very error of
+/// a missing exam for another student's, so ids reveal nothing about other exams.
+fn may_read(caller: &Caller, student_id: &str, id: i64) -> AppResult<()> {
+    caller
+        .require_reader(student_id)
+        .map_err(|e| hide_from_students(caller, e, id))
+}
+
+/// Whether `caller` may answer or change exam `id` of `student_id` (its student or an
+/// admin); students get `NOT_FOUND` for other students' exams.
+fn may_act(caller: &Caller, student_id: &str, id: i64) -> AppResult<()> {
+    caller
+        .require_owner(student_id)
+        .map_err(|e| hide_from_students(caller, e, id))
+}
+
+fn hide_from_students(caller: &Caller, error: AppError, id: i64) -> AppError {
+    if caller.role == crate::auth::Role::Student {
+        exam_not_found(id)
+    } else {
+        error
+    }
+}
+
 fn redis_unavailable(e: crate::storage::redis_pool::RedisUnavailable) -> AppError {
     tracing::warn!(error = %e, "redis unavailable");
     AppError::Unavailable("the engine-state cache (Redis) is unavailable".into())
@@ -1120,6 +1146,32 @@ fn replay(attempt: &AttemptRow, exam: ExamView, bank: &Bank) -> Answered {
     }
 }
 
+/// Refuses to store an estimate that is not a finite number (designs are validated so
+/// this cannot happen; if it ever did, the answer fails whole instead of storing NaN).
+pub(crate) fn ensure_finite(estimate: &crate::irt::Estimate) -> AppResult<()> {
+    if estimate.theta.is_finite() && estimate.standard_error.is_finite() {
+        Ok(())
+    } else {
+        Err(AppError::internal(
+            "the engine produced a non-finite estimate; nothing was stored",
+            format!("{estimate:?}"),
+        ))
+    }
+}
+
+/// Whether a JSON value holds a NUL character in a string or key (Postgres cannot store
+/// it in `jsonb`).
+fn json_has_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(json_has_nul),
+        serde_json::Value::Object(map) => {
+            map.iter().any(|(k, v)| k.contains('\0') || json_has_nul(v))
+        }
+        _ => false,
+    }
+}
+
 /// Refuses text that Postgres cannot store (NUL characters), naming the field.
 pub(crate) fn check_text(text: &str, field: &str) -> AppResult<()> {
     if text.contains('\0') {
@@ -1136,6 +1188,7 @@ pub fn validate_bank(bank: &NewBank) -> AppResult<Vec<queries::NewItem>> {
     if name.is_empty() || name.len() > 256 {
         return Err(AppError::bad_input("the bank name must be 1 to 256 bytes"));
     }
+    check_text(name, "name")?;
     if !(bank.scaling_constant.is_finite()
         && bank.scaling_constant > 0.0
         && bank.scaling_constant <= 10.0)
@@ -1160,6 +1213,18 @@ pub fn validate_bank(bank: &NewBank) -> AppResult<Vec<queries::NewItem>> {
             }
             if !seen.insert(item.external_id.as_str()) {
                 return Err(at("duplicate externalId"));
+            }
+            let texts = [
+                Some(item.external_id.as_str()),
+                Some(item.answer_key.as_str()),
+                item.content_area.as_deref(),
+                item.enemy_group.as_deref(),
+            ];
+            if texts.into_iter().flatten().any(|t| t.contains('\0'))
+                || json_has_nul(&item.content)
+                || item.scoring.as_ref().is_some_and(json_has_nul)
+            {
+                return Err(at("text must not contain NUL characters"));
             }
             check_item(item).map_err(|m| at(&m))?;
             if item.answer_key.is_empty() || item.answer_key.len() > MAX_TEXT_LEN {

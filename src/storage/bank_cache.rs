@@ -31,6 +31,9 @@ pub struct BankItem {
     pub enemy_group: Option<String>,
     /// Number of response categories (2 for dichotomous items).
     pub categories: u32,
+    /// Whether the item is polytomous (GRM, GPCM): scored by category, even with only two
+    /// categories, never against `answer_key`.
+    pub polytomous: bool,
 }
 
 /// Why a response cannot be scored.
@@ -43,13 +46,14 @@ pub struct UnknownResponse {
 
 impl BankItem {
     /// The category score of `response`: for dichotomous items 1 when it equals the
-    /// answer key (exact match) and 0 otherwise; for polytomous items the `scoring` entry
-    /// of the response, or the response itself when it is a category number.
+    /// answer key (exact match) and 0 otherwise; for polytomous items (whatever their
+    /// number of categories) the `scoring` entry of the response, or the response itself
+    /// when it is a category number, and anything else is refused.
     pub fn score(&self, response: &str) -> Result<u32, UnknownResponse> {
         let unknown = || UnknownResponse {
             response: response.chars().take(64).collect(),
         };
-        if self.categories == 2 && self.scoring.is_none() {
+        if !self.polytomous {
             return Ok(u32::from(response == self.answer_key));
         }
         let score = match &self.scoring {
@@ -127,6 +131,7 @@ impl Bank {
                 }),
                 enemy_group: r.enemy_group,
                 categories: model.categories() as u32,
+                polytomous: matches!(model, Item::Polytomous(_)),
             })
             .collect();
         Self {
