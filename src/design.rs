@@ -524,7 +524,7 @@ impl ExamDesignInput {
         stopping
             .validate()
             .map_err(|e| AppError::bad_input(e.to_string()))?;
-        Ok(ExamDesign {
+        let design = ExamDesign {
             stopping,
             initial_theta,
             randomesque: randomesque as u32,
@@ -535,8 +535,40 @@ impl ExamDesignInput {
             start_item_ids,
             ineligible_item_ids: Vec::new(),
             seed,
-        })
+        };
+        let cost = design_cost(&design, bank.items.len());
+        if cost > MAX_DESIGN_COST {
+            return Err(AppError::bad_input(format!(
+                "this design is too costly for this bank: {cost} units per step (items x \
+                 quadrature points for selectionRule {:?}) exceeds {MAX_DESIGN_COST}; use fewer \
+                 quadraturePoints or MAX_INFO",
+                SelectionRule::from(design.selection_rule)
+            )));
+        }
+        Ok(design)
     }
+}
+
+/// Largest [`design_cost`] accepted: a step of such a design takes on the order of 100 ms
+/// of one core today (about 30 ns per unit for the grid-scanning rules).
+pub const MAX_DESIGN_COST: u64 = 5_000_000;
+
+/// The work of one engine step of `design` on a bank of `bank_items` items, in units of one
+/// item evaluated at one quadrature point: selection rules that integrate over the grid
+/// (KL, KLP, MLWI, MPWI, MEPV) evaluate every item at every point, the others evaluate each
+/// item once (maximum information even less, through its index); estimation evaluates each
+/// answered item at every point.
+pub fn design_cost(design: &ExamDesign, bank_items: usize) -> u64 {
+    use irt::SelectionRule as Rule;
+    let points = design.estimator.quadrature_points as u64;
+    let per_item = match design.selection_rule {
+        Rule::Kl | Rule::Klp | Rule::Mlwi | Rule::Mpwi => points,
+        Rule::Mepv => 2 * points,
+        Rule::MaxInfo | Rule::Urry | Rule::Progressive | Rule::Proportional | Rule::Random => 1,
+    };
+    (bank_items as u64)
+        .saturating_mul(per_item)
+        .saturating_add((design.stopping.max_items as u64).saturating_mul(points))
 }
 
 /// Parses a `startItemIds` entry of the API: a positive database id.

@@ -38,6 +38,9 @@ pub enum AppError {
     /// The student has started as many exams of the assessment as it allows.
     #[error("{0}")]
     AttemptLimitReached(String),
+    /// No item can be presented to start the exam (exhausted bank or exposure limits).
+    #[error("{0}")]
+    NoItemAvailable(String),
     /// A dependency (Postgres) cannot be reached now; retrying later may work.
     #[error("{0}")]
     Unavailable(String),
@@ -59,6 +62,7 @@ impl AppError {
             Self::ExamNotActive(_) => "EXAM_NOT_ACTIVE",
             Self::AssessmentClosed(_) => "ASSESSMENT_CLOSED",
             Self::AttemptLimitReached(_) => "ATTEMPT_LIMIT_REACHED",
+            Self::NoItemAvailable(_) => "NO_ITEM_AVAILABLE",
             Self::Unavailable(_) => "UNAVAILABLE",
             Self::Internal => "INTERNAL",
         }

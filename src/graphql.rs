@@ -2,6 +2,7 @@
 //! errors with `extensions.code`. Resolvers are thin: they parse ids, ask the request's
 //! [`Auth`] for a caller, call [`ExamService`], and convert the result.
 
+pub mod cost;
 mod mutation;
 mod query;
 mod subscription;
@@ -35,6 +36,9 @@ pub struct Limits {
     pub depth: usize,
     /// Largest complexity (one per field, list fields count their children once).
     pub complexity: usize,
+    /// Most fields one operation may resolve after fragment expansion, `__typename`
+    /// included (see [`cost`]); complexity counts neither repeated spreads nor `__typename`.
+    pub max_fields: usize,
     /// Whether introspection is enabled.
     pub introspection: bool,
 }
@@ -44,6 +48,7 @@ impl Default for Limits {
         Self {
             depth: 16,
             complexity: 1_000,
+            max_fields: cost::DEFAULT_MAX_FIELDS,
             introspection: true,
         }
     }
@@ -53,9 +58,12 @@ impl Default for Limits {
 pub fn build_schema(service: Option<ExamService>, limits: Limits) -> AppSchema {
     let mut builder = Schema::build(Query::default(), Mutation::default(), SubscriptionRoot)
         .limit_depth(limits.depth)
-        .limit_complexity(limits.complexity);
+        .limit_complexity(limits.complexity)
+        // Runs before validation on every path (HTTP, WebSocket, pre-parsed documents).
+        .extension(cost::FieldLimit::new(limits.max_fields));
     if !limits.introspection {
-        builder = builder.disable_introspection();
+        // "Did you mean …?" would name fields that introspection hides.
+        builder = builder.disable_introspection().disable_suggestions();
     }
     if let Some(service) = service {
         builder = builder.data(service);
@@ -75,7 +83,10 @@ const MAX_CACHED_DOCUMENT_BYTES: usize = 4 * 1024;
 const MAX_CACHED_DOCUMENTS: usize = 512;
 
 /// Parsed GraphQL documents by query text: clients repeat the same few operations, and
-/// parsing is a measurable share of a request's CPU. Validation still runs every time.
+/// parsing is a measurable share of a request's CPU. Validation still runs every time, and
+/// so does the field limit ([`cost::FieldLimit`]): async-graphql runs the `parse_query`
+/// extension hook on a pre-parsed document too, so a cached document over the limit is
+/// refused on every request, before validation, like a fresh one.
 #[derive(Clone, Default)]
 pub struct DocumentCache {
     documents: std::sync::Arc<

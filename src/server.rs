@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
 use async_graphql::{Data, ErrorExtensions};
+use async_graphql_axum::rejection::GraphQLRejection;
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use axum::Extension;
 use axum::Router;
@@ -171,8 +172,16 @@ pub fn raise_open_files_limit() -> u64 {
 async fn graphql(
     State(app): State<App>,
     headers: HeaderMap,
-    request: GraphQLRequest,
-) -> GraphQLResponse {
+    request: Result<GraphQLRequest, GraphQLRejection>,
+) -> Response {
+    let request = match request {
+        Ok(request) => request,
+        // A body that did not arrive within HTTP_BODY_TIMEOUT_SECONDS.
+        Err(rejection) if is_timeout(&rejection) => {
+            return (StatusCode::REQUEST_TIMEOUT, "request body timeout\n").into_response();
+        }
+        Err(rejection) => return rejection.into_response(),
+    };
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -184,7 +193,8 @@ async fn graphql(
         ));
         let mut server_error = async_graphql::ServerError::new(error.to_string(), None);
         server_error.extensions = error.extend().extensions;
-        return async_graphql::Response::from_errors(vec![server_error]).into();
+        return GraphQLResponse::from(async_graphql::Response::from_errors(vec![server_error]))
+            .into_response();
     }
     app.documents.prepare(&mut request);
     let mut response = app.schema.execute(request.data(auth)).await;
@@ -196,7 +206,13 @@ async fn graphql(
             extensions.set("code", "GRAPHQL_VALIDATION_FAILED");
         }
     }
-    response.into()
+    GraphQLResponse::from(response).into_response()
+}
+
+/// Whether a body could not be read because the body timeout passed.
+fn is_timeout(rejection: &GraphQLRejection) -> bool {
+    let text = format!("{:?}", rejection.0).to_ascii_lowercase();
+    text.contains("timed out") || text.contains("timedout") || text.contains("timeout")
 }
 
 async fn graphiql() -> Html<String> {

@@ -137,8 +137,14 @@ async fn students_cannot_touch_other_exams_or_admin_operations() {
             json!({"input": {"examSessionId": exam, "itemId": item, "response": "A"}}),
         ),
     ] {
+        // Another student's exam looks exactly like a missing one (no existence oracle).
         let response = app.gql(Some(&mallory), query, variables).await;
-        assert_eq!(error_code(&response), "FORBIDDEN", "{response}");
+        assert_eq!(error_code(&response), "NOT_FOUND", "{response}");
+        assert_eq!(
+            response["errors"][0]["message"],
+            format!("exam session {exam} does not exist"),
+            "{response}"
+        );
     }
     for (query, variables) in [
         ("{ activeSessions }", json!({})),
@@ -170,7 +176,7 @@ async fn students_cannot_touch_other_exams_or_admin_operations() {
     let code = refused["errors"][0]["extensions"]["code"]
         .as_str()
         .or(refused["payload"][0]["extensions"]["code"].as_str());
-    assert_eq!(code, Some("FORBIDDEN"), "{refused}");
+    assert_eq!(code, Some("NOT_FOUND"), "{refused}");
     assert!(
         Subscription::theta_updates(app.addr, Some("forged.token.here"), &exam)
             .await
@@ -831,4 +837,127 @@ async fn secrets_never_appear_in_logs() {
     for secret in [redis_password, common::JWT_SECRET, token.as_str()] {
         assert!(!logs.contains(secret), "a secret is in the logs:\n{logs}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fragment_bomb_is_refused_fast_and_health_stays_responsive() {
+    use std::time::{Duration, Instant};
+
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+
+    /// 1.2 KB that expands to 2^22 - 1 fields: each fragment spreads the next twice.
+    fn bomb(operation: &str, root: &str) -> String {
+        let mut doc = format!("{operation}{{...F1}}");
+        for i in 1..22 {
+            let next = i + 1;
+            doc.push_str(&format!(
+                " fragment F{i} on {root}{{...F{next} a{i}:__typename ...F{next}}}"
+            ));
+        }
+        doc.push_str(&format!(" fragment F22 on {root}{{__typename}}"));
+        doc
+    }
+
+    let app = TestApp::spawn().await;
+    let query = bomb("query", "Query");
+    assert!(query.len() < 1_300, "{} bytes", query.len());
+    // Two bombs at once, with no token, while /health is asked.
+    let timed_bomb = || async {
+        let started = Instant::now();
+        let response = app.gql(None, &query, json!({})).await;
+        (started.elapsed(), response)
+    };
+    let timed_health = async {
+        // Let the bombs be sent first.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let started = Instant::now();
+        let status = app
+            .http
+            .get(app.url("/health"))
+            .send()
+            .await
+            .expect("health")
+            .status();
+        (started.elapsed(), status)
+    };
+    let ((first, first_response), (second, second_response), (health, status)) =
+        tokio::join!(timed_bomb(), timed_bomb(), timed_health);
+    for (elapsed, response) in [(first, &first_response), (second, &second_response)] {
+        assert_eq!(error_code(response), "QUERY_TOO_COMPLEX", "{response}");
+        let message = response["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            message.contains("4194303 fields after fragment expansion"),
+            "{message}"
+        );
+        assert!(response["data"].is_null(), "{response}");
+        assert!(elapsed < Duration::from_secs(1), "answered in {elapsed:?}");
+    }
+    assert!(status.is_success(), "/health answered {status}");
+    assert!(
+        health < Duration::from_millis(200),
+        "/health took {health:?} during the bombs"
+    );
+    // Again, now that the HTTP handler's document cache holds the parsed bomb.
+    let started = Instant::now();
+    let response = app.gql(None, &query, json!({})).await;
+    assert_eq!(error_code(&response), "QUERY_TOO_COMPLEX", "{response}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    // Over the WebSocket, a subscription bomb gets the same error instead of running.
+    let mut request = format!("ws://{}/graphql/ws", app.addr)
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().expect("header"),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("connect");
+    let token = app.student("s-bomb");
+    type Socket = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+    async fn next_message(socket: &mut Socket) -> Value {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(1), socket.next()).await {
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    return serde_json::from_str(&text).expect("json");
+                }
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+                other => panic!("no message within 1 s: {other:?}"),
+            }
+        }
+    }
+    let init = json!({"type": "connection_init",
+                      "payload": {"authorization": format!("Bearer {token}")}});
+    socket
+        .send(Message::Text(init.to_string().into()))
+        .await
+        .expect("send init");
+    assert_eq!(next_message(&mut socket).await["type"], "connection_ack");
+    let subscribe = json!({"id": "1", "type": "subscribe",
+                           "payload": {"query": bomb("subscription", "Subscription")}});
+    let started = Instant::now();
+    socket
+        .send(Message::Text(subscribe.to_string().into()))
+        .await
+        .expect("send subscribe");
+    let message = next_message(&mut socket).await;
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // async-graphql sends a refused operation as `next` with `errors` (then `complete`);
+    // the protocol's own `error` message carries the errors as its payload.
+    let errors = match message["type"].as_str() {
+        Some("next") => message["payload"]["errors"].clone(),
+        Some("error") => message["payload"].clone(),
+        _ => panic!("unexpected message {message}"),
+    };
+    assert_eq!(
+        errors[0]["extensions"]["code"], "QUERY_TOO_COMPLEX",
+        "{message}"
+    );
+    assert!(message["payload"]["data"].is_null(), "{message}");
 }

@@ -22,10 +22,11 @@ use chrono::{DateTime, Utc};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use serde::Deserialize;
 
+use super::step::StepHistory;
 use super::{ExamService, ExamStatus, Started, check_text, state_of};
 use crate::auth::Caller;
 use crate::design::{ExamDesignInput, database_item_id};
-use crate::engine::{self, History};
+use crate::engine;
 use crate::error::{AppError, AppResult};
 use crate::storage::bank_cache::Bank;
 use crate::storage::queries::{self, AssessmentRow, ExamSessionRow};
@@ -321,12 +322,7 @@ impl ExamService {
                 } = *new;
                 if design.exposure.is_some() {
                     self.exposure
-                        .record_start(
-                            bank.id,
-                            &design.ineligible_item_ids,
-                            &proposed,
-                            row.current_item_id,
-                        )
+                        .record_start(bank.id, &design.ineligible_item_ids, &proposed)
                         .await;
                 }
                 (row, design)
@@ -356,7 +352,7 @@ impl ExamService {
         &self,
         conn: &mut AsyncPgConnection,
         assessment: &AssessmentView,
-        bank: &Bank,
+        bank: &Arc<Bank>,
         student_id: &str,
     ) -> AppResult<Begun> {
         queries::lock_student_assessment(conn, assessment.id, student_id).await?;
@@ -383,20 +379,38 @@ impl ExamService {
             assessment
                 .design
                 .to_engine_design(bank, rand::random(), database_item_id)?;
-        let counts = match design.exposure {
-            Some(_) => Some(self.exposure.counts(conn, bank.id, &bank.engine).await?),
-            None => None,
-        };
+        // Under exposure control the exam counts in its own limits (undone below if it
+        // cannot start). A missing hash is rebuilt by the read (without this exam, which
+        // is not inserted yet), then the exam is counted.
+        let mut counted = design.exposure.is_some() && self.exposure.count_exam(bank.id, 1).await;
+        let counts = self.exposure_counts(conn, &design, bank).await?;
+        if design.exposure.is_some() && !counted {
+            counted = self.exposure.count_exam(bank.id, 1).await;
+        }
         if let Some(counts) = &counts {
             design.ineligible_item_ids = engine::draw_ineligible(&design, &bank.engine, counts);
         }
-        let history = History {
+        let history = StepHistory {
             administered: &[],
             scores: &[],
             previous_theta: design.initial_theta,
             elapsed_seconds: 0.0,
         };
-        let decision = engine::decide(&design, &bank.engine, &history, counts.as_deref());
+        let decision = self.step(conn, &design, bank, &history, counts).await;
+        let decision = match decision {
+            Ok(decision) if decision.next_item.is_some() => decision,
+            other => {
+                if counted {
+                    self.exposure.count_exam(bank.id, -1).await;
+                }
+                other?;
+                return Err(AppError::NoItemAvailable(format!(
+                    "no item of assessment {} can be presented now (the bank is exhausted for \
+                     this design, or every item is at its exposure limit); nothing was started",
+                    assessment.id
+                )));
+            }
+        };
         super::ensure_finite(&decision.estimate)?;
         let next = decision.next_item.map(|i| bank.items[i].id);
         let completed = next.is_none();

@@ -14,6 +14,7 @@
 //!    history is read back from the attempts, and no request fails because of Redis.
 
 mod assessment;
+mod step;
 
 use std::sync::Arc;
 
@@ -22,7 +23,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
-use crate::engine::{self, EngineState, ExamDesign, History};
+use crate::engine::{EngineState, ExamDesign};
 use crate::error::{AppError, AppResult};
 use crate::irt::{ItemParams, StopReason};
 use crate::storage::bank_cache::{Bank, BankCache, BankItem};
@@ -275,6 +276,8 @@ pub struct ExamService {
     banks: BankCache,
     sessions: SessionCache,
     exposure: ExposureTracker,
+    /// Engine steps running on blocking threads (heavy designs), at most one per core.
+    heavy_steps: Arc<tokio::sync::Semaphore>,
 }
 
 impl ExamService {
@@ -294,6 +297,9 @@ impl ExamService {
             banks: BankCache::default(),
             sessions: SessionCache::new(session_cache_capacity),
             exposure,
+            heavy_steps: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+            )),
         }
     }
 
@@ -414,10 +420,8 @@ impl ExamService {
                     event,
                     exposure,
                 } = *new;
-                if let Some((bank_id, selected, presented)) = exposure {
-                    self.exposure
-                        .record_presentation(bank_id, &selected, presented)
-                        .await;
+                if let Some((bank_id, selected)) = exposure {
+                    self.exposure.record_selections(bank_id, &selected).await;
                 }
                 if answered.completed {
                     if let Err(e) = self.states.complete(exam_session_id, &event).await {
@@ -555,7 +559,7 @@ impl ExamService {
         conn: &mut AsyncPgConnection,
         exam_session_id: i64,
         facts: &SessionFacts,
-        bank: &Bank,
+        bank: &Arc<Bank>,
         before: Before,
         answer: Answer<'_>,
     ) -> AppResult<Option<NewAnswer>> {
@@ -571,17 +575,14 @@ impl ExamService {
         administered.push(answer.index);
         scores.push(answer.score);
         let now = Utc::now();
-        let counts = match design.exposure {
-            Some(_) => Some(self.exposure.counts(conn, bank.id, &bank.engine).await?),
-            None => None,
-        };
-        let history = History {
+        let counts = self.exposure_counts(conn, design, bank).await?;
+        let history = step::StepHistory {
             administered: &administered,
             scores: &scores,
             previous_theta,
             elapsed_seconds: (now - facts.created_at).num_milliseconds().max(0) as f64 / 1000.0,
         };
-        let decision = engine::decide(design, &bank.engine, &history, counts.as_deref());
+        let decision = self.step(conn, design, bank, &history, counts).await?;
         ensure_finite(&decision.estimate)?;
         let next_item_id = decision.next_item.map(|i| bank.items[i].id);
         let completed = next_item_id.is_none();
@@ -642,7 +643,6 @@ impl ExamService {
                     .iter()
                     .map(|&i| bank.items[i].id)
                     .collect(),
-                next_item_id,
             )
         });
         let exam = self.view(row, design.clone(), bank)?;
@@ -958,8 +958,9 @@ struct NewAnswer {
     state: EngineState,
     /// The theta update to publish.
     event: String,
-    /// Bank, item selected and item presented, for the exposure counts.
-    exposure: Option<(i64, Vec<i64>, Option<i64>)>,
+    /// Bank and items selected, for the exposure counts (the presented item was counted
+    /// when it was reserved).
+    exposure: Option<(i64, Vec<i64>)>,
 }
 
 /// Where a session stood when an answer came: the answers so far (bank indices and

@@ -5,8 +5,12 @@
 //! `KEYS {prefix}:*` still lists only live exams), with the fields `n` (exams started),
 //! `a:{item}` (times presented), `s:{item}` (times chosen by the selection rule before
 //! Sympson–Hetter's lottery) and `i:{item}` (exams for which the item was ineligible).
-//! Instances read the hash at most once a second per bank and increment it with `HINCRBY`,
-//! so the rates hold for the live population, not one process.
+//! Instances read the hash at most once a second per bank (the rates Sympson–Hetter and
+//! item eligibility use), but the limit itself is enforced atomically: an item is only
+//! presented after [`ExposureTracker::reserve`] ran one Lua script that reads `n` and the
+//! item's count, decides, and increments, so however many instances present items at
+//! whatever rate, no item is presented to more than `ceil(maxRate × n)` of the `n` exams
+//! started (a share below `maxRate + 1/n`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,6 +34,47 @@ for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1
 ";
 
+/// Counts one more exam of the bank (when the hash exists; a missing one is rebuilt from
+/// Postgres, which will hold the exam).
+const COUNT_EXAM_SCRIPT: &str = r"
+if redis.call('HEXISTS', KEYS[1], 'n') == 0 then return -1 end
+return redis.call('HINCRBY', KEYS[1], 'n', ARGV[1])
+";
+
+/// Reserves one presentation of an item: granted (1) only while the item has been
+/// presented fewer than `max(1, ceil(maxRate × n))` times; refused (0); -1 when the hash
+/// is missing (rebuild first).
+const RESERVE_SCRIPT: &str = r"
+if redis.call('HEXISTS', KEYS[1], 'n') == 0 then return -1 end
+local n = tonumber(redis.call('HGET', KEYS[1], 'n') or '0')
+local cap = math.max(1, math.ceil(tonumber(ARGV[2]) * n - 1e-9))
+local field = 'a:' .. ARGV[1]
+local a = tonumber(redis.call('HGET', KEYS[1], field) or '0')
+if a + 1 > cap then return 0 end
+redis.call('HINCRBY', KEYS[1], field, 1)
+return 1
+";
+
+/// What [`ExposureTracker::reserve`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reservation {
+    /// The presentation is counted; present the item.
+    Granted,
+    /// The item is at its limit; choose another.
+    Refused,
+    /// The bank's counts are not in Redis: rebuild them, then ask again.
+    Missing,
+    /// Redis cannot be reached: present the item (the counts are rebuilt from Postgres
+    /// when Redis is back).
+    Unavailable,
+}
+
+/// The most presentations of one item that `max_rate` allows among `n` exams:
+/// `max(1, ceil(max_rate × n))`, as the reservation script computes it.
+pub fn presentation_cap(max_rate: f64, n: u64) -> u64 {
+    ((max_rate * n as f64 - 1e-9).ceil().max(1.0)) as u64
+}
+
 /// When each bank's counts were read, and the counts.
 type CountsCache = Arc<Mutex<HashMap<i64, (Instant, Arc<ExposureCounts>)>>>;
 
@@ -40,6 +85,8 @@ pub struct ExposureTracker {
     prefix: String,
     cache: CountsCache,
     fill: redis::Script,
+    count_exam: redis::Script,
+    reserve: redis::Script,
 }
 
 impl ExposureTracker {
@@ -50,6 +97,8 @@ impl ExposureTracker {
             prefix: prefix.to_owned(),
             cache: Arc::default(),
             fill: redis::Script::new(FILL_SCRIPT),
+            count_exam: redis::Script::new(COUNT_EXAM_SCRIPT),
+            reserve: redis::Script::new(RESERVE_SCRIPT),
         }
     }
 
@@ -68,6 +117,17 @@ impl ExposureTracker {
         if let Some(counts) = self.cached(bank_id) {
             return Ok(counts);
         }
+        self.fresh_counts(conn, bank_id, bank).await
+    }
+
+    /// The counts of a bank read from Redis now (bypassing this instance's one-second
+    /// cache), or rebuilt from Postgres when Redis lost them or is down.
+    pub async fn fresh_counts(
+        &self,
+        conn: &mut AsyncPgConnection,
+        bank_id: i64,
+        bank: &EngineBank,
+    ) -> QueryResult<Arc<ExposureCounts>> {
         let key = self.key(bank_id);
         let fields = self
             .redis
@@ -98,6 +158,69 @@ impl ExposureTracker {
         Ok(counts)
     }
 
+    /// Rebuilds a bank's counts from Postgres and writes them to Redis unless another
+    /// instance already did (after a reservation found the hash missing).
+    pub async fn refill(
+        &self,
+        conn: &mut AsyncPgConnection,
+        bank_id: i64,
+        bank: &EngineBank,
+    ) -> QueryResult<()> {
+        let counts = rebuild(conn, bank_id, bank).await?;
+        let args = to_fields(&counts, bank);
+        let (key, fill) = (self.key(bank_id), &self.fill);
+        let _ = self
+            .redis
+            .run(async |c| fill.key(&key).arg(&args).invoke_async::<i64>(c).await)
+            .await;
+        lock(&self.cache).insert(bank_id, (Instant::now(), Arc::new(counts)));
+        Ok(())
+    }
+
+    /// Adds `delta` exams to the bank's count `n` (1 before a start decides its first
+    /// item, so the exam counts in its own limits; -1 when that start then failed).
+    /// Returns whether it did: not when Redis is down or the hash is missing (read the
+    /// counts, which rebuilds it, then count again).
+    pub async fn count_exam(&self, bank_id: i64, delta: i64) -> bool {
+        let (key, script) = (self.key(bank_id), &self.count_exam);
+        match self
+            .redis
+            .run(async |c| script.key(&key).arg(delta).invoke_async::<i64>(c).await)
+            .await
+        {
+            Ok(n) => n >= 0,
+            Err(e) => {
+                tracing::debug!(error = %e, "exam not counted for exposure");
+                false
+            }
+        }
+    }
+
+    /// Reserves one presentation of `item_id` under `max_rate` (see the module doc).
+    pub async fn reserve(&self, bank_id: i64, item_id: i64, max_rate: f64) -> Reservation {
+        let (key, script) = (self.key(bank_id), &self.reserve);
+        let result = self
+            .redis
+            .run(async |c| {
+                script
+                    .key(&key)
+                    .arg(item_id)
+                    .arg(max_rate)
+                    .invoke_async::<i64>(c)
+                    .await
+            })
+            .await;
+        match result {
+            Ok(1) => Reservation::Granted,
+            Ok(0) => Reservation::Refused,
+            Ok(_) => Reservation::Missing,
+            Err(e) => {
+                tracing::debug!(error = %e, "exposure reservation unavailable");
+                Reservation::Unavailable
+            }
+        }
+    }
+
     fn cached(&self, bank_id: i64) -> Option<Arc<ExposureCounts>> {
         lock(&self.cache)
             .get(&bank_id)
@@ -105,37 +228,27 @@ impl ExposureTracker {
             .map(|(_, c)| Arc::clone(c))
     }
 
-    /// Counts a new exam, the items it may not see, and its first item.
-    pub async fn record_start(
-        &self,
-        bank_id: i64,
-        ineligible: &[i64],
-        selected: &[i64],
-        presented: Option<i64>,
-    ) {
+    /// Counts the items a new exam may not see and the selections of its first step (the
+    /// exam itself was counted by [`Self::count_exam`], its item by [`Self::reserve`]).
+    pub async fn record_start(&self, bank_id: i64, ineligible: &[i64], selected: &[i64]) {
         let key = self.key(bank_id);
         let mut pipe = redis::pipe();
-        pipe.hincr(&key, "n", 1).ignore();
         for id in ineligible {
             pipe.hincr(&key, format!("i:{id}"), 1).ignore();
         }
-        add_presentation(&mut pipe, &key, selected, presented);
+        add_selections(&mut pipe, &key, selected);
         self.send(pipe).await;
     }
 
-    /// Counts the item presented after an answer.
-    pub async fn record_presentation(
-        &self,
-        bank_id: i64,
-        selected: &[i64],
-        presented: Option<i64>,
-    ) {
-        if selected.is_empty() && presented.is_none() {
+    /// Counts the selections of a step after an answer (its item was counted by
+    /// [`Self::reserve`]).
+    pub async fn record_selections(&self, bank_id: i64, selected: &[i64]) {
+        if selected.is_empty() {
             return;
         }
         let key = self.key(bank_id);
         let mut pipe = redis::pipe();
-        add_presentation(&mut pipe, &key, selected, presented);
+        add_selections(&mut pipe, &key, selected);
         self.send(pipe).await;
     }
 
@@ -152,17 +265,9 @@ impl ExposureTracker {
     }
 }
 
-fn add_presentation(
-    pipe: &mut redis::Pipeline,
-    key: &str,
-    selected: &[i64],
-    presented: Option<i64>,
-) {
+fn add_selections(pipe: &mut redis::Pipeline, key: &str, selected: &[i64]) {
     for id in selected {
         pipe.hincr(key, format!("s:{id}"), 1).ignore();
-    }
-    if let Some(id) = presented {
-        pipe.hincr(key, format!("a:{id}"), 1).ignore();
     }
 }
 
