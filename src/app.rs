@@ -27,6 +27,8 @@ pub struct App {
     pub http: crate::config::HttpLimits,
     /// Operations running on this instance's WebSockets, per token subject.
     pub ws_operations: crate::server::OperationCounts,
+    /// Origins allowed by CORS (empty: same origin only).
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// Installs the TLS crypto provider once; without it the first `rediss://` connection panics
@@ -132,5 +134,6 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
         documents: crate::graphql::DocumentCache::default(),
         http: config.http,
         ws_operations: crate::server::OperationCounts::default(),
+        cors_allowed_origins: config.cors_allowed_origins.clone(),
     })
 }

@@ -1,32 +1,89 @@
-//! Reading item banks from files for `import-bank` (and `simulate`): a JSON list of
-//! `ItemInput` objects, or CSV with the same columns (`externalId,a,b,c,d,contentArea,
-//! content,answerKey,model,thresholds,scoring,enemyGroup`; all but externalId, b, content
-//! and answerKey may be empty or absent; `thresholds` is a JSON array or `;`-separated
+//! Reading item banks from files for `import-bank` (and `simulate`): JSON, either a bare
+//! list of `ItemInput` objects or a `CreateItemBankInput`-shaped object `{"name",
+//! "scalingConstant", "items": [...]}` (name and scalingConstant optional), or CSV with the
+//! same columns as `ItemInput` (`externalId,a,b,c,d,contentArea,content,answerKey,model,
+//! thresholds,scoring,enemyGroup`; all but externalId, b, content and answerKey may be empty
+//! or absent; other columns are ignored; `thresholds` is a JSON array or `;`-separated
 //! numbers, `scoring` a JSON object). Pure parsing: no I/O beyond the bytes it is given, so
-//! it can be fuzzed.
+//! it can be fuzzed. Must not validate the bank (that is `exam::validate_bank`).
+
+use serde::Deserialize;
 
 use crate::exam::{ItemModel, NewBankItem};
 
 /// Why a bank file could not be read.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum BankFileError {
-    /// The JSON is not a list of items.
+    /// The file starts like JSON (`[` or `{`) but is not a bank in JSON.
     #[error("invalid JSON bank: {0}")]
     Json(String),
     /// A CSV row or header is unusable.
     #[error("invalid CSV bank, {0}")]
     Csv(String),
+    /// The bytes are not UTF-8 text.
+    #[error("invalid bank file: not UTF-8 ({0})")]
+    Encoding(String),
 }
 
-/// Parses a bank file: JSON when it starts with `[` (after white space), CSV otherwise.
+/// A parsed bank file: its items and, for the JSON object form, the bank settings it names.
+#[derive(Clone, Debug)]
+pub struct BankFile {
+    /// `name` of the JSON object form; `None` for a list or CSV.
+    pub name: Option<String>,
+    /// `scalingConstant` of the JSON object form; `None` when absent (list, CSV).
+    pub scaling_constant: Option<f64>,
+    /// The items, in file order.
+    pub items: Vec<NewBankItem>,
+}
+
+/// The JSON object form: the shape of `CreateItemBankInput`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct JsonBank {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    scaling_constant: Option<f64>,
+    items: Vec<NewBankItem>,
+}
+
+/// Parses a bank file and returns its items (see [`parse_file`]).
+///
+/// # Errors
+/// As [`parse_file`].
 pub fn parse(bytes: &[u8]) -> Result<Vec<NewBankItem>, BankFileError> {
-    let text =
-        std::str::from_utf8(bytes).map_err(|e| BankFileError::Csv(format!("not UTF-8: {e}")))?;
+    parse_file(bytes).map(|file| file.items)
+}
+
+/// Parses a bank file: JSON when it starts with `[` (a list of items) or `{` (an object
+/// `{"name"?, "scalingConstant"?, "items": [...]}`) after white space, CSV otherwise.
+///
+/// # Errors
+/// The JSON error (with line and column) for a file that starts like JSON, the CSV error
+/// (with its line) otherwise.
+pub fn parse_file(bytes: &[u8]) -> Result<BankFile, BankFileError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| BankFileError::Encoding(e.to_string()))?;
     let text = text.trim_start_matches('\u{feff}');
-    if text.trim_start().starts_with('[') {
-        serde_json::from_str(text).map_err(|e| BankFileError::Json(e.to_string()))
-    } else {
-        parse_csv(text)
+    let json_error = |e: serde_json::Error| BankFileError::Json(e.to_string());
+    match text.trim_start().chars().next() {
+        Some('[') => Ok(BankFile {
+            name: None,
+            scaling_constant: None,
+            items: serde_json::from_str(text).map_err(json_error)?,
+        }),
+        Some('{') => {
+            let bank: JsonBank = serde_json::from_str(text).map_err(json_error)?;
+            Ok(BankFile {
+                name: bank.name,
+                scaling_constant: bank.scaling_constant,
+                items: bank.items,
+            })
+        }
+        _ => Ok(BankFile {
+            name: None,
+            scaling_constant: None,
+            items: parse_csv(text)?,
+        }),
     }
 }
 
@@ -178,5 +235,74 @@ mod tests {
         let err = parse(b"externalId,content,answerKey\nq1,x,A\n").unwrap_err();
         assert!(err.to_string().contains("missing column b"), "{err}");
         assert!(matches!(parse(b"[{\"b\":1}]"), Err(BankFileError::Json(_))));
+    }
+
+    #[test]
+    fn a_json_object_with_items_is_a_bank() {
+        let list = br#"[{"externalId":"q1","a":1.2,"b":-0.5,"content":"x","answerKey":"A"}]"#;
+        let object =
+            br#"  {"items": [{"externalId":"q1","a":1.2,"b":-0.5,"content":"x","answerKey":"A"}]}"#;
+        let from_list = parse_file(list).unwrap();
+        let from_object = parse_file(object).unwrap();
+        assert_eq!(from_object.items.len(), 1);
+        assert_eq!(
+            from_object.items[0].external_id,
+            from_list.items[0].external_id
+        );
+        assert_eq!(from_object.items[0].a, 1.2);
+        assert_eq!(
+            (from_object.name, from_object.scaling_constant),
+            (None, None)
+        );
+        assert_eq!(parse(object).unwrap().len(), 1);
+        // The shape of CreateItemBankInput, with its settings.
+        let full = br#"{"name": "algebra 1", "scalingConstant": 1.702,
+            "items": [{"externalId":"q1","b":0,"content":null,"answerKey":"A"}]}"#;
+        let file = parse_file(full).unwrap();
+        assert_eq!(file.name.as_deref(), Some("algebra 1"));
+        assert_eq!(file.scaling_constant, Some(1.702));
+        assert_eq!(file.items[0].content, serde_json::Value::Null);
+        // CSV and lists name no settings.
+        let csv = parse_file(b"externalId,b,content,answerKey\nq1,0,x,A\n").unwrap();
+        assert_eq!((csv.name, csv.scaling_constant), (None, None));
+    }
+
+    #[test]
+    fn broken_json_is_reported_as_json_not_csv() {
+        for bad in [
+            &br#"{"items": [{"externalId":"q1","b":0,"content":"x"}]}"#[..],
+            br#"{"itemz": []}"#,
+            br#"{"items": [}"#,
+            br#"  [{"externalId":"q1","b":"hard","content":"x","answerKey":"A"}]"#,
+            b"{",
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(
+                matches!(err, BankFileError::Json(_)),
+                "{}: {err}",
+                String::from_utf8_lossy(bad)
+            );
+            assert!(err.to_string().starts_with("invalid JSON bank: "), "{err}");
+        }
+        let err = parse(br#"{"items": [{"externalId":"q1","b":0,"content":"x"}]}"#).unwrap_err();
+        assert!(err.to_string().contains("answerKey"), "{err}");
+        let err = parse(br#"{"itemz": []}"#).unwrap_err();
+        assert!(err.to_string().contains("itemz"), "{err}");
+        assert!(matches!(
+            parse(b"\xff\xfe"),
+            Err(BankFileError::Encoding(_))
+        ));
+    }
+
+    #[test]
+    fn unknown_csv_columns_are_ignored() {
+        let csv = "external_id,externalId,a,b,content,answerKey,exposure_rate\n\
+                   x,q1,1.5,0.25,c,A,0.3\n";
+        let items = parse(csv.as_bytes()).unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(
+            (items[0].external_id.as_str(), items[0].a, items[0].b),
+            ("q1", 1.5, 0.25)
+        );
     }
 }

@@ -22,6 +22,9 @@
 //! | `WS_INIT_TIMEOUT_SECONDS` | `10` | a WebSocket must send `connection_init` within this (closed with 4408) |
 //! | `WS_MAX_SUBSCRIPTIONS_PER_CONNECTION` | `32` | operations running at once on one WebSocket |
 //! | `WS_MAX_SUBSCRIPTIONS_PER_USER` | `128` | operations running at once for one token subject, over all its WebSockets on one instance |
+//! | `WS_KEEPALIVE_SECONDS` | `15` | interval of the server's WebSocket keep-alive pings |
+//! | `WS_IDLE_TIMEOUT_SECONDS` | `60` | a WebSocket that sends nothing (not even a pong) for this long is closed (3008) |
+//! | `CORS_ALLOWED_ORIGINS` | unset | comma-separated origins allowed by CORS (unset: same origin only) |
 //! | `TOKEN_MAX_LIFETIME_SECONDS` | `86400` | tokens expiring later than this from now are refused |
 //! | `RUST_LOG` | `info` | log filter (tracing-subscriber `EnvFilter` syntax) |
 
@@ -76,6 +79,8 @@ pub struct Config {
     pub http: HttpLimits,
     /// Longest accepted token lifetime (from now to `exp`), in seconds.
     pub token_max_lifetime_seconds: u64,
+    /// Origins allowed to call the API from a browser (CORS); empty: same origin only.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// Bounds on what a client can hold of the server: time per request phase, connections,
@@ -96,6 +101,10 @@ pub struct HttpLimits {
     pub ws_max_subscriptions_per_connection: usize,
     /// Operations running at once per token subject, over its WebSockets on this instance.
     pub ws_max_subscriptions_per_user: usize,
+    /// Interval of the server's keep-alive pings on WebSockets.
+    pub ws_keepalive: std::time::Duration,
+    /// A WebSocket silent this long (no message, no pong) is closed.
+    pub ws_idle_timeout: std::time::Duration,
 }
 
 impl Default for HttpLimits {
@@ -109,6 +118,8 @@ impl Default for HttpLimits {
             ws_init_timeout: Duration::from_secs(10),
             ws_max_subscriptions_per_connection: 32,
             ws_max_subscriptions_per_user: 128,
+            ws_keepalive: Duration::from_secs(15),
+            ws_idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -198,7 +209,17 @@ impl Config {
                     128usize,
                 )?
                 .max(1),
+                ws_keepalive: seconds(&get, "WS_KEEPALIVE_SECONDS", 15)?,
+                ws_idle_timeout: seconds(&get, "WS_IDLE_TIMEOUT_SECONDS", 60)?,
             },
+            cors_allowed_origins: get("CORS_ALLOWED_ORIGINS")
+                .map(|v| {
+                    v.split(',')
+                        .map(|o| o.trim().trim_end_matches('/').to_owned())
+                        .filter(|o| !o.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
             token_max_lifetime_seconds: parse(
                 &get,
                 "TOKEN_MAX_LIFETIME_SECONDS",

@@ -30,8 +30,8 @@ pub enum AppError {
     #[error("this item was already answered with a different response")]
     AlreadyAnswered,
     /// The exam no longer takes answers.
-    #[error("the exam is {0}, not ACTIVE")]
-    ExamNotActive(String),
+    #[error("the exam is {}, not ACTIVE", .0.as_str())]
+    ExamNotActive(crate::storage::enums::ExamStatus),
     /// The assessment takes no new exams (archived, or outside its window).
     #[error("{0}")]
     AssessmentClosed(String),

@@ -8,6 +8,9 @@ mod query;
 mod subscription;
 pub mod types;
 
+use async_graphql::extensions::apollo_persisted_queries::{
+    ApolloPersistedQueries, LruCacheStorage,
+};
 use async_graphql::{Context, ErrorExtensions, ID, MergedObject, Schema};
 
 use crate::auth::{Auth, Caller};
@@ -28,6 +31,9 @@ pub struct Query(QueryRoot);
 /// Every mutation, merged from the domain roots.
 #[derive(MergedObject, Default)]
 pub struct Mutation(MutationRoot);
+
+/// Automatic persisted queries kept per instance (least recently used out first).
+pub const MAX_PERSISTED_QUERIES: usize = 512;
 
 /// Limits applied to every operation.
 #[derive(Clone, Copy, Debug)]
@@ -60,7 +66,12 @@ pub fn build_schema(service: Option<ExamService>, limits: Limits) -> AppSchema {
         .limit_depth(limits.depth)
         .limit_complexity(limits.complexity)
         // Runs before validation on every path (HTTP, WebSocket, pre-parsed documents).
-        .extension(cost::FieldLimit::new(limits.max_fields));
+        .extension(cost::FieldLimit::new(limits.max_fields))
+        // Apollo automatic persisted queries: an unknown hash answers PersistedQueryNotFound
+        // (Apollo then sends the query); at most this many documents per instance (LRU).
+        .extension(ApolloPersistedQueries::new(LruCacheStorage::new(
+            MAX_PERSISTED_QUERIES,
+        )));
     if !limits.introspection {
         // "Did you mean …?" would name fields that introspection hides.
         builder = builder.disable_introspection().disable_suggestions();

@@ -11,13 +11,21 @@
 //! - [`main`](../adaptive_engine/index.html) (`src/main.rs`): the CLI; parses arguments and calls in here.
 //! - [`app`]: start-up: configuration → pools, migrations, schema.
 //! - [`server`]: routes and middleware (GraphQL over HTTP and WebSocket, GraphiQL, health).
+//! - [`web`]: the browser pages the binary serves (GraphiQL, the `/monitor` live page) and
+//!   their embedded assets; no external URL.
 //! - [`graphql`]: the schema; thin resolvers over [`exam`]; error codes at the boundary.
-//! - [`exam`]: the exam flow (create banks and assessments, start, answer, summarize,
-//!   recover).
+//! - [`exam`]: the exam flow, one file per responsibility: `bank` (validate and create
+//!   banks), `assessment` (assessments and starting an exam), `step` (an engine step with
+//!   exposure reservation, heavy designs off the async workers), `answer` (the answer
+//!   paths), `state` (engine states: cache, rebuild), `view` (read paths and view types),
+//!   `results` (listings and attempts), `admin` (operator actions).
+//! - [`export`]: `adaptive-engine export`, an assessment's answers as CSV, JSON Lines or a
+//!   response matrix for calibration tools (rows from `storage::export_rows`).
 //! - [`design`]: the one vocabulary of an exam design (`ExamDesignInput`), shared by the
 //!   API, the stored assessments and `simulate`, and its validation into the engine's.
-//! - [`storage`]: Postgres queries, the in-memory bank and session caches, the Redis state
-//!   store and event bus.
+//! - [`storage`]: Postgres queries and the text-stored enums (`enums`), the in-memory bank
+//!   and session caches, every Redis key name (`keys`), the Redis state store, exposure
+//!   counts and event bus.
 //! - [`simulate`]: `adaptive-engine simulate`, design studies that run simulated examinees
 //!   through [`engine::decide`] in-process (bank file and design read as the API reads them).
 //! - [`engine`]: one exam's design and state, and the single step function.
@@ -33,8 +41,10 @@ pub mod design;
 pub mod engine;
 pub mod error;
 pub mod exam;
+pub mod export;
 pub mod graphql;
 pub mod irt;
 pub mod server;
 pub mod simulate;
 pub mod storage;
+pub mod web;

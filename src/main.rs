@@ -1,14 +1,17 @@
 //! The `adaptive-engine` command line: `serve` (default), `migrate`, `schema`, `token`,
-//! `import-bank`, `simulate`. Parses arguments and hands over to the library.
+//! `import-bank`, `simulate`, `export`. Reads `./.env`, sets up logging (`RUST_LOG`,
+//! `LOG_FORMAT`), parses arguments and hands over to the library.
 
-use std::path::PathBuf;
+use std::io::{IsTerminal as _, Write as _};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 use adaptive_engine::auth::{JwtKeys, Role};
-use adaptive_engine::config::Config;
-use adaptive_engine::{app, bank_file, exam, graphql, server, simulate, storage};
+use adaptive_engine::config::{Config, redact_url};
+use adaptive_engine::{app, bank_file, exam, export, graphql, server, simulate, storage};
 
 /// mimalloc instead of the system allocator: glibc malloc/free were ~13 % of the server's
 /// CPU under load (README "Performance"), and simulation allocates per examinee too.
@@ -17,9 +20,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Computerized adaptive testing service: IRT engine, GraphQL API, Postgres + Redis.
 ///
-/// Configuration comes from the environment (and a `.env` file in the working
-/// directory): DATABASE_URL, REDIS_URL (or REDIS_HOST/PORT/DB/PASSWORD), REDIS_KEY_PREFIX,
-/// ENGINE_STATE_TTL_SECONDS, JWT_SECRET, HOST, PORT. See the README for the full table.
+/// Configuration comes from the environment (and a `.env` file in the working directory,
+/// not its parents): DATABASE_URL, REDIS_URL (or REDIS_HOST/PORT/DB/PASSWORD),
+/// REDIS_KEY_PREFIX, ENGINE_STATE_TTL_SECONDS, JWT_SECRET, HOST, PORT, RUST_LOG, LOG_FORMAT
+/// (pretty or json). See the README for the full table.
 #[derive(Parser)]
 #[command(name = "adaptive-engine", version, about, long_about)]
 struct Cli {
@@ -48,42 +52,132 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl_seconds: u64,
     },
-    /// Create an item bank from a file: a JSON list of ItemInput objects, or CSV with the
-    /// columns externalId,a,b,c,d,contentArea,content,answerKey. Prints the new bank id.
+    /// Create an item bank from a file: JSON (a list of ItemInput objects, or an object
+    /// {"name", "scalingConstant", "items": [...]} as CreateItemBankInput), or CSV with the
+    /// columns externalId,a,b,c,d,contentArea,content,answerKey (model, thresholds, scoring,
+    /// enemyGroup optional; other columns ignored). Prints the new bank id.
     ImportBank {
         /// The JSON or CSV file.
         file: PathBuf,
-        /// The bank's name (default: the file name without extension).
+        /// The bank's name (default: the file's "name", else the file name without
+        /// extension).
         #[arg(long)]
         name: Option<String>,
-        /// The scaling constant D of the logistic model.
-        #[arg(long, default_value_t = 1.0)]
-        scaling_constant: f64,
+        /// The scaling constant D of the logistic model (default: the file's
+        /// "scalingConstant", else 1; when both are given they must agree).
+        #[arg(long)]
+        scaling_constant: Option<f64>,
     },
     /// Simulate examinees taking adaptive exams on the engine that serves them (no database,
     /// no Redis): recovery of the true abilities, test length and item exposure of a design.
     /// With no arguments: 1000 N(0, 1) examinees, 20-item MAX_INFO/EAP exams on a built-in
     /// bank of 500 3PL items.
     Simulate(Box<simulate::Options>),
+    /// Write the answers of every exam of an assessment (any status) for calibration tools
+    /// (mirt, catR): CSV or JSON Lines with one row per answer (examSessionId, studentId,
+    /// assessmentId, position, itemId, externalId, response, score, theta, standardError,
+    /// answeredAt; numbers at full precision), or a response matrix. Reads DATABASE_URL, from
+    /// one consistent snapshot; changes nothing.
+    Export {
+        /// The assessment's id.
+        #[arg(long, value_name = "ID")]
+        assessment: i64,
+        /// The output form.
+        #[arg(long, value_enum, default_value_t = export::Format::Csv)]
+        format: export::Format,
+        /// Write to this file (it appears only once complete) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    let _ = dotenvy::dotenv();
-    tracing_subscriber::fmt()
+/// How log lines are written (`LOG_FORMAT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    /// Human-readable lines (the default); coloured only on a terminal.
+    Pretty,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl LogFormat {
+    /// Reads `LOG_FORMAT`: `pretty` (default, also when unset or empty) or `json`.
+    fn from_env() -> anyhow::Result<Self> {
+        let raw = std::env::var("LOG_FORMAT").unwrap_or_default();
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "" | "pretty" => Ok(Self::Pretty),
+            "json" => Ok(Self::Json),
+            _ => anyhow::bail!("LOG_FORMAT: expected json or pretty, got {raw:?}"),
+        }
+    }
+}
+
+/// Loads `./.env` when the working directory has one (never a parent directory's, which
+/// `dotenvy::dotenv` would find). Variables already set in the environment win.
+fn load_dotenv() {
+    let path = Path::new(".env");
+    if path.is_file() {
+        if let Err(e) = dotenvy::from_path(path) {
+            eprintln!("adaptive-engine: ignoring ./.env: {e}");
+        }
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG`, in `format`; ANSI colours only when stderr is a
+/// terminal (never in files or pipes).
+fn init_logging(format: LogFormat) {
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,tower_http=warn".into()),
         )
         .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()).await {
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Pretty => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    load_dotenv();
+    let log_format = match LogFormat::from_env() {
+        Ok(format) => format,
+        Err(e) => {
+            eprintln!("adaptive-engine: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    init_logging(log_format);
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // `simulate --bank FILE` without --scaling-constant takes the file's, when it states one.
+    if let Some(Command::Simulate(options)) = &mut cli.command {
+        let explicit = matches
+            .subcommand_matches("simulate")
+            .and_then(|m| m.value_source("scaling_constant"))
+            .is_some_and(|source| source != ValueSource::DefaultValue);
+        if !explicit {
+            if let Some(stated) = options.bank.as_deref().and_then(stated_scaling_constant) {
+                options.scaling_constant = stated;
+            }
+        }
+    }
+    match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("adaptive-engine: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The `scalingConstant` a bank file states, if it can be read and states one (errors are
+/// left to the command, which reads the file again).
+fn stated_scaling_constant(path: &Path) -> Option<f64> {
+    let bytes = std::fs::read(path).ok()?;
+    bank_file::parse_file(&bytes).ok()?.scaling_constant
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -139,8 +233,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let items = bank_file::parse(&bytes)?;
-            let name = name.unwrap_or_else(|| {
+            let parsed = bank_file::parse_file(&bytes)?;
+            let scaling_constant = match (scaling_constant, parsed.scaling_constant) {
+                (Some(asked), Some(stated)) if asked != stated => anyhow::bail!(
+                    "{} has scalingConstant {stated} but --scaling-constant is {asked}",
+                    file.display()
+                ),
+                (asked, stated) => asked.or(stated).unwrap_or(1.0),
+            };
+            let items = parsed.items;
+            let name = name.or(parsed.name).unwrap_or_else(|| {
                 file.file_stem()
                     .map_or_else(|| "bank".into(), |s| s.to_string_lossy().into_owned())
             });
@@ -160,6 +262,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!(
                 "created item bank {} {:?} with {} items",
                 bank.id, bank.name, bank.item_count
+            );
+        }
+        Command::Export {
+            assessment,
+            format,
+            out,
+        } => {
+            app::install_crypto_provider();
+            let mut conn = storage::db::establish(&config.database_url)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot connect to Postgres at {}",
+                        redact_url(&config.database_url)
+                    )
+                })?;
+            let summary = match &out {
+                Some(path) => export::export_to_file(&mut conn, assessment, format, path).await?,
+                None => {
+                    let stdout = std::io::BufWriter::new(std::io::stdout());
+                    let (mut stdout, summary) =
+                        export::export(&mut conn, assessment, format, stdout).await?;
+                    stdout.flush()?;
+                    summary
+                }
+            };
+            eprintln!(
+                "exported {} answers of {} exams of assessment {assessment}{}",
+                summary.attempts,
+                summary.exams,
+                out.map(|p| format!(" to {}", p.display()))
+                    .unwrap_or_default()
             );
         }
     }

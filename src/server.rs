@@ -19,7 +19,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::{Data, ErrorExtensions};
 use async_graphql_axum::rejection::GraphQLRejection;
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
@@ -28,8 +28,8 @@ use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, close_code};
 use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Json, Response};
-use axum::routing::get;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -53,8 +53,6 @@ pub const MAX_QUERY_BYTES: usize = 32 * 1024;
 const WS_BUFFER_BYTES: usize = 4 * 1024;
 /// Largest WebSocket message accepted (a subscribe message is a few hundred bytes).
 const WS_MAX_MESSAGE_BYTES: usize = 64 * 1024;
-/// WebSocket clients that send nothing (not even pings) for this long are closed.
-const WS_KEEPALIVE: Duration = Duration::from_secs(120);
 
 /// Tells long-lived connections (WebSockets) that the server is shutting down, and lets
 /// the server wait for them: every WebSocket session holds a clone of `_sessions` until it
@@ -69,11 +67,39 @@ impl Shutdown {
     }
 }
 
+/// CORS for the configured origins (`CORS_ALLOWED_ORIGINS`), with preflight for the
+/// headers a GraphQL client sends; none configured: no CORS headers (same origin only).
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let origins: Vec<axum::http::HeaderValue> = origins
+        .iter()
+        .filter_map(|o| match o.parse() {
+            Ok(value) => Some(value),
+            Err(_) => {
+                tracing::warn!(origin = %o, "CORS_ALLOWED_ORIGINS: not a valid origin, ignored");
+                None
+            }
+        })
+        .collect();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+            .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+            .max_age(Duration::from_secs(3600)),
+    )
+}
+
 /// The service's routes around `app`; `shutdown` turns true when the server stops.
 fn router(app: App, shutdown: Shutdown) -> Router {
     let limits = app.http;
+    let cors = cors(&app.cors_allowed_origins);
     Router::new()
-        .route("/graphql", get(graphiql).post(graphql))
+        .route("/graphql", post(graphql))
+        .merge(crate::web::routes())
         .route("/graphql/ws", get(graphql_ws))
         .route("/health", get(health))
         .route("/health/redis", get(health_redis))
@@ -84,6 +110,7 @@ fn router(app: App, shutdown: Shutdown) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
         ))
+        .layer(tower::util::option_layer(cors))
         .with_state(app)
 }
 
@@ -203,7 +230,13 @@ async fn graphql(
     for error in &mut response.errors {
         let extensions = error.extensions.get_or_insert_with(Default::default);
         if extensions.get("code").is_none() {
-            extensions.set("code", "GRAPHQL_VALIDATION_FAILED");
+            // Apollo's persisted-query link looks for either spelling.
+            let code = if error.message == "PersistedQueryNotFound" {
+                "PERSISTED_QUERY_NOT_FOUND"
+            } else {
+                "GRAPHQL_VALIDATION_FAILED"
+            };
+            extensions.set("code", code);
         }
     }
     GraphQLResponse::from(response).into_response()
@@ -213,16 +246,6 @@ async fn graphql(
 fn is_timeout(rejection: &GraphQLRejection) -> bool {
     let text = format!("{:?}", rejection.0).to_ascii_lowercase();
     text.contains("timed out") || text.contains("timedout") || text.contains("timeout")
-}
-
-async fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .title("adaptive-engine")
-            .finish(),
-    )
 }
 
 async fn graphql_ws(
@@ -300,8 +323,17 @@ async fn graphql_ws(
             };
             let input = guard_input(socket_rx, Arc::clone(&session)).take_until(ends);
             let init_session = Arc::clone(&session);
+            // Keep-alive: the server pings every WS_KEEPALIVE_SECONDS; a graphql-transport-ws
+            // client's pong counts as traffic, so only a dead client meets the idle timeout.
+            // Legacy graphql-ws clients never answer ("ka" has no reply): no idle timeout.
+            let pinger = tokio::spawn(keep_alive(
+                session.out.clone(),
+                app.http.ws_keepalive,
+                legacy,
+            ));
+            let idle = (!legacy).then_some(app.http.ws_idle_timeout);
             GraphQLWebSocket::new_with_pair(sink, input, app.schema.clone(), protocol)
-                .keepalive_timeout(WS_KEEPALIVE)
+                .keepalive_timeout(idle)
                 .on_connection_init(move |payload| async move {
                     // Browsers cannot set headers on WebSockets: the token comes in the
                     // connection_init payload. No valid token, no connection.
@@ -317,9 +349,28 @@ async fn graphql_ws(
                 })
                 .serve()
                 .await;
+            pinger.abort();
             let _ = writer.await;
             drop(session_guard);
         })
+}
+
+/// Sends a protocol keep-alive (`ping`, or `ka` for legacy `graphql-ws`) every `interval`
+/// while the socket's writer is there.
+async fn keep_alive(out: mpsc::WeakUnboundedSender<Message>, interval: Duration, legacy: bool) {
+    let ping = if legacy {
+        r#"{"type":"ka"}"#
+    } else {
+        r#"{"type":"ping"}"#
+    };
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    loop {
+        ticks.tick().await;
+        let Some(out) = out.upgrade() else { return };
+        if out.send(Message::Text(ping.into())).is_err() {
+            return;
+        }
+    }
 }
 
 /// Resolves with the close code and reason that end a WebSocket: 4408 when no

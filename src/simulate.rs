@@ -104,8 +104,9 @@ pub struct Options {
     /// Print the summary as one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Also write summary.json, examinees.csv, items.csv and SVG plots (conditional.svg,
-    /// exposure.svg, information.svg) into this directory.
+    /// Also write summary.json, examinees.csv, items.csv, bank.json (the bank in import
+    /// format, readable by --bank) and SVG plots (conditional.svg, exposure.svg,
+    /// information.svg) into this directory.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 }

@@ -6,8 +6,11 @@
 
 pub mod bank_cache;
 pub mod db;
+pub mod enums;
 pub mod events;
+pub mod export_rows;
 pub mod exposure;
+pub mod keys;
 pub mod queries;
 pub mod redis_pool;
 pub mod schema;

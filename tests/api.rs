@@ -592,9 +592,23 @@ async fn health_reports_postgres_and_redis() {
         .text()
         .await
         .expect("text");
+    assert!(page.contains("graphiql"), "GraphiQL page");
     assert!(
-        page.contains("graphiql") && page.contains("/graphql/ws"),
-        "GraphiQL page wired to the ws endpoint"
+        !page.contains("https://") && !page.contains("http://"),
+        "GraphiQL loads nothing from another origin"
+    );
+    let script = app
+        .http
+        .get(app.url("/assets/graphiql.js"))
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        script.contains("/graphql/ws"),
+        "GraphiQL wired to the ws endpoint"
     );
 }
 

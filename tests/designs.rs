@@ -383,7 +383,8 @@ async fn exposure_counts_are_shared_in_redis_and_rebuilt_from_postgres() {
     let app = TestApp::spawn().await;
     let bank = bank_of(&app, (0..30).map(|i| dichotomous(i, "x", None)).collect()).await;
     let token = app.student("s-exposure");
-    let key = format!("{}-exposure:{bank}", app.prefix);
+    let key = adaptive_engine::storage::keys::Keys::new(&app.prefix)
+        .exposure(bank.parse().expect("bank id"));
     let mut conn = app.redis().await;
     let mut presented: HashMap<String, u64> = HashMap::new();
     for n in 0..12 {

@@ -481,9 +481,9 @@ async fn a_stale_state_write_never_replaces_a_newer_one_nor_revives_a_completed_
     let app = TestApp::spawn().await;
     let store = app.app.service.states();
     let state = |n: u32| json!({"items_completed": n, "theta": n}).to_string();
-    assert!(store.save(77, &state(5), 5, "").await.expect("save"));
+    assert!(store.save(77, &state(5), 5, None).await.expect("save"));
     assert!(
-        !store.save(77, &state(4), 4, "").await.expect("save"),
+        !store.save(77, &state(4), 4, None).await.expect("save"),
         "an older state is refused"
     );
     let json = store.load(77).await.expect("load").expect("present");
@@ -491,10 +491,10 @@ async fn a_stale_state_write_never_replaces_a_newer_one_nor_revives_a_completed_
         serde_json::from_str::<Value>(&json).expect("json")["items_completed"],
         5
     );
-    assert!(store.save(77, &state(6), 6, "").await.expect("save"));
-    store.complete(77, "").await.expect("complete");
+    assert!(store.save(77, &state(6), 6, None).await.expect("save"));
+    store.complete(77, None).await.expect("complete");
     assert!(
-        !store.save(77, &state(6), 6, "").await.expect("save"),
+        !store.save(77, &state(6), 6, None).await.expect("save"),
         "a late write after completion is refused"
     );
     assert!(store.load(77).await.expect("load").is_none());

@@ -413,7 +413,7 @@ fn stop_reasons_are_spelled_as_the_api_spells_them() {
         StopReason::BankExhausted,
     ] {
         assert_eq!(
-            exam::parse_stop_reason(stats::stop_reason_name(reason)),
+            exam::StopCode::parse(stats::stop_reason_name(reason)).map(StopReason::from),
             Some(reason)
         );
     }
@@ -847,6 +847,164 @@ fn the_cli_writes_the_out_directory() {
     assert!(!output.status.success());
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("maxItems must be between 1 and 1000")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------------------
+// `--out` writes a bank file that `--bank` and `import-bank` read back
+// ---------------------------------------------------------------------------------------
+
+/// The summary without what depends on the machine (time, threads).
+fn comparable(mut summary: serde_json::Value) -> serde_json::Value {
+    let object = summary.as_object_mut().expect("object");
+    for key in ["elapsed_s", "exams_per_second", "threads"] {
+        object.remove(key);
+    }
+    summary
+}
+
+#[test]
+fn the_out_directory_bank_reads_back_as_the_same_bank() {
+    let dir = temp_dir("bank-roundtrip");
+    let run = |bank: Option<&std::path::Path>, out: &std::path::Path| {
+        let mut cmd = binary();
+        cmd.args([
+            "simulate",
+            "--examinees",
+            "60",
+            "--max-items",
+            "8",
+            "--seed",
+            "5",
+            "--json",
+            "--out",
+        ])
+        .arg(out);
+        if let Some(bank) = bank {
+            cmd.arg("--bank").arg(bank);
+        }
+        let output = cmd.output().expect("run the binary");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).expect("summary")
+    };
+    let first = run(None, &dir.join("a"));
+    let bank_file = dir.join("a/bank.json");
+    let second = run(Some(&bank_file), &dir.join("b"));
+    // Same bank (name included), same design and seed: the same study, item for item.
+    assert_eq!(first["bank"], "synthetic");
+    assert_eq!(comparable(second), comparable(first));
+    for file in ["bank.json", "items.csv", "examinees.csv"] {
+        assert_eq!(
+            std::fs::read(dir.join("a").join(file)).expect(file),
+            std::fs::read(dir.join("b").join(file)).expect(file),
+            "{file} differs"
+        );
+    }
+    // In process: the same items, parameters bit for bit.
+    let synthetic = SimBank::synthetic();
+    let read = SimBank::from_file(&bank_file, 1.0).expect("bank.json reads back");
+    assert_eq!(read.len(), simulate::bank::SYNTHETIC_ITEMS);
+    assert_eq!(read.engine().items, synthetic.engine().items);
+    assert_eq!(read.engine().areas, synthetic.engine().areas);
+    for i in 0..read.len() {
+        assert_eq!(read.external_id(i), synthetic.external_id(i));
+    }
+    // It is import-bank's format (the shape of CreateItemBankInput).
+    let parsed = adaptive_engine::bank_file::parse_file(&std::fs::read(&bank_file).expect("read"))
+        .expect("import-bank reads it");
+    assert_eq!(parsed.items.len(), simulate::bank::SYNTHETIC_ITEMS);
+    assert_eq!(parsed.scaling_constant, Some(1.0));
+    assert_eq!(parsed.name.as_deref(), Some("synthetic"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_bank_with_every_field_and_its_scaling_constant_round_trips() {
+    let dir = temp_dir("bank-fields");
+    let csv = "externalId,a,b,c,d,contentArea,content,answerKey,model,thresholds,scoring,enemyGroup\n\
+               q1,1.2,-1,0.2,0.97,algebra,\"{\"\"stem\"\":\"\"2x = 6\"\"}\",3,,,,g1\n\
+               q2,0.9,0.1,,,,plain text,B,,,,g1\n\
+               p1,1.3,0,,,geometry,essay,all,GRM,-1;0;1,\"{\"\"none\"\":0,\"\"some\"\":1,\"\"all\"\":3}\",\n\
+               p2,0.8,0,,,algebra,likert,3,GPCM,-0.5;0.2;0.4,,\n";
+    let source = dir.join("source.csv");
+    std::fs::write(&source, csv).expect("write");
+    let options = Options {
+        bank: Some(source.clone()),
+        scaling_constant: 1.702,
+        examinees: 20,
+        max_items: Some(3),
+        out: Some(dir.join("out")),
+        ..Options::default()
+    };
+    let first = simulate::run(&options).expect("run");
+    let written = dir.join("out/bank.json");
+    let original = SimBank::from_file(&source, 1.702).expect("source");
+    let read = SimBank::from_file(&written, 1.702).expect("bank.json");
+    assert_eq!(read.to_bank_json(), original.to_bank_json());
+    assert_eq!(read.engine().items, original.engine().items);
+    assert_eq!(read.name, "source");
+    // The file states its scaling constant: asking for another is an error, not a silent
+    // override.
+    let err = format!(
+        "{:#}",
+        SimBank::from_file(&written, 1.0).expect_err("conflicting D")
+    );
+    assert!(err.contains("scalingConstant 1.702"), "{err}");
+    // The command line takes the file's when --scaling-constant is not given…
+    let again = Options {
+        bank: Some(written.clone()),
+        scaling_constant: 1.702,
+        out: None,
+        ..options.clone()
+    };
+    let second = simulate::run(&again).expect("run again");
+    assert_eq!(
+        (second.bias, second.rmse, second.mean_length),
+        (first.bias, first.rmse, first.mean_length)
+    );
+    let output = binary()
+        .args([
+            "simulate",
+            "--examinees",
+            "20",
+            "--max-items",
+            "3",
+            "--json",
+            "--bank",
+        ])
+        .arg(&written)
+        .output()
+        .expect("run");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(summary["rmse"].as_f64(), Some(first.rmse));
+    // …and refuses a different one.
+    let output = binary()
+        .args([
+            "simulate",
+            "--examinees",
+            "5",
+            "--scaling-constant",
+            "1",
+            "--bank",
+        ])
+        .arg(&written)
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("scalingConstant 1.702"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -17,56 +17,24 @@
 
 use std::sync::Arc;
 
-use async_graphql::Enum;
 use chrono::{DateTime, Utc};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use serde::Deserialize;
 
 use super::step::StepHistory;
-use super::{ExamService, ExamStatus, Started, check_text, state_of};
+use super::{
+    AssessmentStatus, ExamService, ExamStatus, Feedback, Started, StopCode, check_text, state_of,
+};
 use crate::auth::Caller;
 use crate::design::{ExamDesignInput, database_item_id};
 use crate::engine;
 use crate::error::{AppError, AppResult};
 use crate::storage::bank_cache::Bank;
+use crate::storage::events::{EventKind, ThetaEvent};
 use crate::storage::queries::{self, AssessmentRow, ExamSessionRow};
 use crate::storage::session_cache::SessionFacts;
 
-/// What a student sees of their own estimates (staff always see them).
-#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Feedback {
-    /// Theta and SE after every answer.
-    #[default]
-    Estimates,
-    /// Theta and SE only once the exam has completed.
-    Final,
-    /// Never theta or SE.
-    None,
-}
-
 impl Feedback {
-    /// The database spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Estimates => "ESTIMATES",
-            Self::Final => "FINAL",
-            Self::None => "NONE",
-        }
-    }
-
-    /// Parses the database spelling.
-    ///
-    /// # Errors
-    /// `INTERNAL` for a spelling the schema's CHECK constraint does not allow.
-    pub fn parse(raw: &str) -> AppResult<Self> {
-        match raw {
-            "ESTIMATES" => Ok(Self::Estimates),
-            "FINAL" => Ok(Self::Final),
-            "NONE" => Ok(Self::None),
-            other => Err(AppError::internal("unknown feedback policy", other)),
-        }
-    }
-
     /// Whether `caller` may see theta and SE of an exam under this policy; `completed`:
     /// whether the estimate shown is the exam's final one.
     pub fn reveals_to(self, caller: &Caller, completed: bool) -> bool {
@@ -77,25 +45,6 @@ impl Feedback {
             Self::Estimates => true,
             Self::Final => completed,
             Self::None => false,
-        }
-    }
-}
-
-/// Whether an assessment takes new exams.
-#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AssessmentStatus {
-    /// New exams start (inside the window).
-    Open,
-    /// No new exam starts; running ones go on.
-    Archived,
-}
-
-impl AssessmentStatus {
-    fn parse(raw: &str) -> AppResult<Self> {
-        match raw {
-            "OPEN" => Ok(Self::Open),
-            "ARCHIVED" => Ok(Self::Archived),
-            other => Err(AppError::internal("unknown assessment status", other)),
         }
     }
 }
@@ -152,8 +101,8 @@ impl AssessmentView {
             id: row.id,
             name: row.name,
             item_bank_id: row.item_bank_id,
-            status: AssessmentStatus::parse(&row.status)?,
-            feedback: Feedback::parse(&row.feedback)?,
+            status: row.status,
+            feedback: row.feedback,
             max_attempts_per_student: row.max_attempts_per_student,
             opens_at: row.opens_at,
             closes_at: row.closes_at,
@@ -236,7 +185,7 @@ impl ExamService {
                 name,
                 item_bank_id: bank.id,
                 design: json,
-                feedback: new.feedback.as_str(),
+                feedback: new.feedback,
                 max_attempts_per_student: new.max_attempts_per_student,
                 opens_at: new.opens_at,
                 closes_at: new.closes_at,
@@ -337,9 +286,23 @@ impl ExamService {
         self.sessions
             .insert(row.id, Arc::new(SessionFacts::new(&row, design.clone())));
         let exam = self.view(row, design, &bank)?;
+        let event = ThetaEvent {
+            kind: EventKind::Started,
+            exam_session_id: exam.row.id,
+            student_id: exam.row.student_id.clone(),
+            assessment_id: exam.row.assessment_id,
+            origin: self.events.origin(),
+            theta: exam.row.theta,
+            standard_error: exam.row.standard_error,
+            items_completed: 0,
+            completed: false,
+            at: exam.row.created_at,
+        };
+        self.events.deliver_local(&event);
         if exam.status == ExamStatus::Active {
             let state = state_of(&exam, &bank, &[], &[]);
-            self.save_state(exam.row.id, &state, "").await;
+            self.save_state(exam.row.id, &state, Some(&event.to_json()))
+                .await;
         }
         Ok(Started {
             exam,
@@ -416,16 +379,17 @@ impl ExamService {
         let completed = next.is_none();
         let config = serde_json::to_value(&design)
             .map_err(|e| AppError::internal("cannot serialize the exam design", e))?;
-        let stop_reason = decision
-            .stop
-            .filter(|_| completed)
-            .map(super::stop_reason_str);
+        let stop_reason = decision.stop.filter(|_| completed).map(StopCode::from);
         let row = queries::insert_exam_session(
             conn,
             &queries::NewExamSession {
                 student_id,
                 item_bank_id: bank.id,
-                status: if completed { "COMPLETED" } else { "ACTIVE" },
+                status: if completed {
+                    ExamStatus::Completed
+                } else {
+                    ExamStatus::Active
+                },
                 config,
                 theta: decision.estimate.theta,
                 standard_error: decision.estimate.standard_error,
@@ -435,7 +399,7 @@ impl ExamService {
                 completed_at: completed.then(Utc::now),
                 assessment_id: assessment.id,
                 attempt_number: i32::try_from(started + 1).unwrap_or(i32::MAX),
-                feedback: assessment.feedback.as_str(),
+                feedback: assessment.feedback,
             },
         )
         .await?;

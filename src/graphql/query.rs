@@ -2,8 +2,12 @@
 
 use async_graphql::{Context, ID, Object, Result};
 
-use super::types::{Assessment, EngineSummary, ExamSession, ItemBank};
+use super::types::{
+    Assessment, EngineSummary, ExamConnection, ExamEdge, ExamFilter, ExamSession, ItemBank,
+    PageInfo,
+};
 use super::{caller, gql, parse_id, service};
+use crate::storage::queries;
 
 /// Read-only operations.
 #[derive(Default)]
@@ -93,5 +97,81 @@ impl QueryRoot {
             .await
             .map_err(gql)?;
         Ok(views.into_iter().map(Assessment).collect())
+    }
+
+    /// The caller's own exams, newest first (at most 200): what a student's "my results"
+    /// page lists; theta/SE per each assessment's feedback policy.
+    async fn my_exams(&self, ctx: &Context<'_>) -> Result<Vec<ExamSession>> {
+        let caller = caller(ctx).map_err(gql)?;
+        let views = service(ctx)
+            .map_err(gql)?
+            .my_exams(caller)
+            .await
+            .map_err(gql)?;
+        Ok(views
+            .into_iter()
+            .map(|v| ExamSession::new(v, caller))
+            .collect())
+    }
+
+    /// Exams from Postgres (the source of truth), newest first, as a Relay connection
+    /// (admin, proctor). `filter: {status: ACTIVE}` lists every running exam, whatever
+    /// Redis holds.
+    async fn exams(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<ExamFilter>,
+        #[graphql(default_with = "Some(50)")] first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<ExamConnection> {
+        let caller = caller(ctx).map_err(gql)?;
+        let filter = filter.unwrap_or_default();
+        let filter = queries::ExamFilter {
+            assessment_id: filter
+                .assessment_id
+                .as_ref()
+                .map(|id| parse_id(id, "filter.assessmentId"))
+                .transpose()
+                .map_err(gql)?,
+            student_id: filter.student_id,
+            status: filter.status.map(Into::into),
+        };
+        let after_id = after
+            .as_deref()
+            .map(|cursor| parse_id(&ID::from(cursor), "after"))
+            .transpose()
+            .map_err(gql)?;
+        let page = service(ctx)
+            .map_err(gql)?
+            .exams(caller, &filter, first.unwrap_or(50), after_id)
+            .await
+            .map_err(gql)?;
+        let cursors: Vec<String> = page.exams.iter().map(|e| e.row.id.to_string()).collect();
+        let edges: Vec<ExamEdge> = page
+            .exams
+            .iter()
+            .cloned()
+            .zip(&cursors)
+            .map(|(view, cursor)| ExamEdge {
+                cursor: cursor.clone(),
+                node: ExamSession::new(view, caller),
+            })
+            .collect();
+        let nodes = page
+            .exams
+            .into_iter()
+            .map(|v| ExamSession::new(v, caller))
+            .collect();
+        Ok(ExamConnection {
+            edges,
+            nodes,
+            page_info: PageInfo {
+                has_previous_page: after_id.is_some(),
+                has_next_page: page.has_next,
+                start_cursor: cursors.first().cloned(),
+                end_cursor: cursors.last().cloned(),
+            },
+            total_count: i32::try_from(page.total).unwrap_or(i32::MAX),
+        })
     }
 }

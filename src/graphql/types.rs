@@ -14,8 +14,8 @@ pub use crate::design::{
 };
 use crate::error::AppError;
 use crate::exam::{
-    self, AssessmentStatus, AssessmentView, BankInfo, ExamStatus as FlowStatus, ExamView, Feedback,
-    NewAssessment, StateSource as FlowSource,
+    self, AssessmentView, BankInfo, ExamStatus as FlowStatus, ExamView, NewAssessment,
+    StateSource as FlowSource,
 };
 use crate::irt::StopReason as IrtStopReason;
 use crate::storage::events::ThetaEvent;
@@ -34,6 +34,7 @@ pub struct CreateItemBankInput {
 
 /// The response model of an item.
 #[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+#[graphql(remote = "exam::ItemModel")]
 pub enum ItemModel {
     /// Right/wrong, 4PL (`a`, `b`, `c`, `d`); scored by exact match with `answerKey`.
     Dichotomous,
@@ -41,16 +42,6 @@ pub enum ItemModel {
     Grm,
     /// Muraki's generalized partial credit model: `a` and step parameters `thresholds`.
     Gpcm,
-}
-
-impl From<ItemModel> for exam::ItemModel {
-    fn from(model: ItemModel) -> Self {
-        match model {
-            ItemModel::Dichotomous => Self::Dichotomous,
-            ItemModel::Grm => Self::Grm,
-            ItemModel::Gpcm => Self::Gpcm,
-        }
-    }
 }
 
 /// One item of a new bank: 4PL parameters, or a polytomous model with thresholds.
@@ -147,7 +138,9 @@ impl CreateAssessmentInput {
             name: self.name,
             item_bank_id,
             design: self.design.unwrap_or_default(),
-            feedback: self.feedback.unwrap_or_default(),
+            feedback: self
+                .feedback
+                .map_or_else(exam::Feedback::default, Into::into),
             max_attempts_per_student: match self.max_attempts_per_student {
                 MaybeUndefined::Undefined => Some(1),
                 MaybeUndefined::Null => None,
@@ -178,11 +171,11 @@ impl Assessment {
     }
     /// OPEN (new exams start inside the window) or ARCHIVED (none do).
     async fn status(&self) -> AssessmentStatus {
-        self.0.status
+        self.0.status.into()
     }
     /// What students see of their estimates.
     async fn feedback(&self) -> Feedback {
-        self.0.feedback
+        self.0.feedback.into()
     }
     /// Exams one student may start (null: unlimited).
     async fn max_attempts_per_student(&self) -> Option<i32> {
@@ -279,6 +272,7 @@ impl From<exam::PresentedItem> for PresentedItem {
 
 /// Status of an exam.
 #[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+#[graphql(remote = "FlowStatus")]
 pub enum ExamStatus {
     /// Taking answers.
     Active,
@@ -288,18 +282,31 @@ pub enum ExamStatus {
     Abandoned,
 }
 
-impl From<FlowStatus> for ExamStatus {
-    fn from(status: FlowStatus) -> Self {
-        match status {
-            FlowStatus::Active => Self::Active,
-            FlowStatus::Completed => Self::Completed,
-            FlowStatus::Abandoned => Self::Abandoned,
-        }
-    }
+/// What students see of their estimates.
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+#[graphql(remote = "exam::Feedback")]
+pub enum Feedback {
+    /// The student sees theta and SE after every answer.
+    Estimates,
+    /// The student sees theta and SE only once the exam has completed.
+    Final,
+    /// The student never sees theta or SE (staff always do).
+    None,
+}
+
+/// Whether an assessment takes new exams.
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+#[graphql(remote = "exam::AssessmentStatus")]
+pub enum AssessmentStatus {
+    /// New exams start (inside the window).
+    Open,
+    /// No new exam starts; running ones go on.
+    Archived,
 }
 
 /// Why an exam stopped.
 #[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+#[graphql(remote = "IrtStopReason")]
 pub enum StopReason {
     /// `maxItems` answers were given.
     MaxItems,
@@ -315,23 +322,11 @@ pub enum StopReason {
     BankExhausted,
 }
 
-impl From<IrtStopReason> for StopReason {
-    fn from(reason: IrtStopReason) -> Self {
-        match reason {
-            IrtStopReason::MaxItems => Self::MaxItems,
-            IrtStopReason::SeTarget => Self::SeTarget,
-            IrtStopReason::Classification => Self::Classification,
-            IrtStopReason::MinInformation => Self::MinInformation,
-            IrtStopReason::MaxDuration => Self::MaxDuration,
-            IrtStopReason::BankExhausted => Self::BankExhausted,
-        }
-    }
-}
-
 /// An exam session. `theta` and `standardError` are null where the assessment's feedback
 /// policy hides them from the caller (a student under NONE, or under FINAL before the exam
 /// completed); staff always get numbers.
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct ExamSession {
     /// Id.
     pub id: ID,
@@ -365,6 +360,115 @@ pub struct ExamSession {
     pub created_at: DateTime<Utc>,
     /// When it completed.
     pub completed_at: Option<DateTime<Utc>>,
+    /// Seconds from the start to completion (or to the last change of an exam that did not
+    /// complete, or to now while it runs).
+    pub duration_seconds: f64,
+}
+
+#[async_graphql::ComplexObject]
+impl ExamSession {
+    /// The recorded answers, in position order (owner, proctor, admin). Students see no
+    /// external id, score or correctness, and theta/SE per the feedback policy.
+    async fn attempts(&self, ctx: &Context<'_>) -> Result<Vec<Attempt>> {
+        let caller = caller(ctx).map_err(gql)?;
+        let id = self.id.parse::<i64>().unwrap_or_default();
+        let found = super::service(ctx)
+            .map_err(gql)?
+            .attempts(caller, id)
+            .await
+            .map_err(gql)?;
+        let reveal = found
+            .feedback
+            .reveals_to(caller, found.status == FlowStatus::Completed);
+        let staff = caller.is_staff();
+        Ok(found
+            .attempts
+            .into_iter()
+            .map(|a| Attempt {
+                position: a.position,
+                item_id: a.item_id.into(),
+                external_id: a.external_id.filter(|_| staff),
+                response: a.response,
+                score: staff.then_some(a.score),
+                correct: staff.then_some(a.correct),
+                theta: reveal.then_some(a.theta),
+                standard_error: reveal.then_some(a.standard_error),
+                answered_at: a.answered_at,
+                seconds_on_item: a.seconds_on_item,
+            })
+            .collect())
+    }
+}
+
+/// One recorded answer of an exam.
+#[derive(SimpleObject)]
+pub struct Attempt {
+    /// 1-based position in the exam.
+    pub position: i32,
+    /// The item answered.
+    pub item_id: ID,
+    /// The item's external id (staff only).
+    pub external_id: Option<String>,
+    /// The response as sent.
+    pub response: String,
+    /// Its category score (staff only).
+    pub score: Option<i32>,
+    /// Whether it got full credit (staff only).
+    pub correct: Option<bool>,
+    /// Theta after this answer (per the feedback policy).
+    pub theta: Option<f64>,
+    /// Its standard error (per the feedback policy).
+    pub standard_error: Option<f64>,
+    /// When it was recorded.
+    pub answered_at: DateTime<Utc>,
+    /// Seconds since the previous answer (or the start).
+    pub seconds_on_item: f64,
+}
+
+/// Which exams `exams` lists.
+#[derive(InputObject, Default)]
+pub struct ExamFilter {
+    /// Only exams of this assessment.
+    pub assessment_id: Option<ID>,
+    /// Only this student's exams.
+    pub student_id: Option<String>,
+    /// Only exams with this status (`ACTIVE` is the source-of-truth view of running exams).
+    pub status: Option<ExamStatus>,
+}
+
+/// A page of exams, newest first (Relay cursor connection).
+#[derive(SimpleObject)]
+pub struct ExamConnection {
+    /// The exams with their cursors.
+    pub edges: Vec<ExamEdge>,
+    /// The exams.
+    pub nodes: Vec<ExamSession>,
+    /// Where this page is.
+    pub page_info: PageInfo,
+    /// Exams matching the filter, over all pages.
+    pub total_count: i32,
+}
+
+/// An exam with its cursor.
+#[derive(SimpleObject)]
+pub struct ExamEdge {
+    /// Pass as `after` to get the exams after this one.
+    pub cursor: String,
+    /// The exam.
+    pub node: ExamSession,
+}
+
+/// Relay page information.
+#[derive(SimpleObject)]
+pub struct PageInfo {
+    /// Whether exams come before this page (it was asked for with `after`).
+    pub has_previous_page: bool,
+    /// Whether older exams follow.
+    pub has_next_page: bool,
+    /// Cursor of the first exam of the page.
+    pub start_cursor: Option<String>,
+    /// Cursor of the last exam of the page.
+    pub end_cursor: Option<String>,
 }
 
 impl ExamSession {
@@ -388,11 +492,14 @@ impl ExamSession {
             se_target: view.design.stopping.se_target,
             estimator: view.design.estimator.method.into(),
             current_item: view.current_item.map(Into::into),
-            stop_reason: row
-                .stop_reason
-                .as_deref()
-                .and_then(exam::parse_stop_reason)
-                .map(Into::into),
+            stop_reason: row.stop_reason.map(|code| IrtStopReason::from(code).into()),
+            duration_seconds: {
+                let end = match view.status {
+                    FlowStatus::Active => Utc::now(),
+                    _ => row.completed_at.unwrap_or(row.updated_at),
+                };
+                (end - row.created_at).num_milliseconds().max(0) as f64 / 1000.0
+            },
             created_at: row.created_at,
             completed_at: row.completed_at,
         }
@@ -529,7 +636,7 @@ pub struct ThetaUpdate {
 
 impl ThetaUpdate {
     /// The event as a subscriber with `caller`'s rights sees it under `feedback`.
-    pub fn new(e: ThetaEvent, feedback: Feedback, caller: &Caller) -> Self {
+    pub fn new(e: ThetaEvent, feedback: exam::Feedback, caller: &Caller) -> Self {
         let reveal = feedback.reveals_to(caller, e.completed);
         Self {
             exam_session_id: e.exam_session_id.into(),
@@ -538,6 +645,70 @@ impl ThetaUpdate {
             items_completed: e.items_completed,
             completed: e.completed,
             at: e.at,
+        }
+    }
+}
+
+/// What happened to an exam (`examActivity`).
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ExamActivityKind {
+    /// The exam started.
+    Started,
+    /// An answer was recorded.
+    Answered,
+    /// The exam completed (sent right after the completing answer's ANSWERED).
+    Completed,
+    /// An admin abandoned the exam.
+    Abandoned,
+}
+
+/// One event of an exam of the watched assessment (staff only: theta and SE always shown).
+#[derive(SimpleObject, Clone)]
+pub struct ExamActivity {
+    /// What happened.
+    pub kind: ExamActivityKind,
+    /// The exam.
+    pub exam_session_id: ID,
+    /// Its student.
+    pub student_id: String,
+    /// The assessment.
+    pub assessment_id: ID,
+    /// Answers recorded so far.
+    pub items_completed: i32,
+    /// Theta now.
+    pub theta: Option<f64>,
+    /// Its standard error.
+    pub standard_error: Option<f64>,
+    /// The exam's status after the event.
+    pub status: ExamStatus,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+}
+
+impl ExamActivity {
+    /// The activity events of one exam event: a completing answer is ANSWERED then
+    /// COMPLETED.
+    pub fn from_event(e: &ThetaEvent) -> Vec<Self> {
+        use crate::storage::events::EventKind;
+        let one = |kind, status| Self {
+            kind,
+            exam_session_id: e.exam_session_id.into(),
+            student_id: e.student_id.clone(),
+            assessment_id: e.assessment_id.unwrap_or_default().into(),
+            items_completed: e.items_completed,
+            theta: Some(e.theta),
+            standard_error: Some(e.standard_error),
+            status,
+            at: e.at,
+        };
+        match e.kind {
+            EventKind::Started => vec![one(ExamActivityKind::Started, ExamStatus::Active)],
+            EventKind::Abandoned => vec![one(ExamActivityKind::Abandoned, ExamStatus::Abandoned)],
+            EventKind::Answered if e.completed => vec![
+                one(ExamActivityKind::Answered, ExamStatus::Completed),
+                one(ExamActivityKind::Completed, ExamStatus::Completed),
+            ],
+            EventKind::Answered => vec![one(ExamActivityKind::Answered, ExamStatus::Active)],
         }
     }
 }

@@ -35,6 +35,9 @@ pub struct SimBank {
     pub name: String,
     /// The bank, as the server holds it in memory.
     pub bank: Bank,
+    /// The validated rows the bank was built from (what `import-bank` would store), for
+    /// writing the bank back out as a file.
+    rows: Vec<ItemRow>,
     by_external_id: HashMap<String, i64>,
 }
 
@@ -82,7 +85,7 @@ impl SimBank {
             scaling_constant,
             created_at: DateTime::UNIX_EPOCH,
         };
-        let bank = Bank::from_rows(&header, rows);
+        let bank = Bank::from_rows(&header, rows.clone());
         let by_external_id = bank
             .items
             .iter()
@@ -91,24 +94,77 @@ impl SimBank {
         Ok(Self {
             name: name.to_owned(),
             bank,
+            rows,
             by_external_id,
         })
     }
 
-    /// Reads a bank file (JSON list of `ItemInput`, or CSV) with [`bank_file::parse`].
+    /// Reads a bank file (JSON list of `ItemInput`, `{"name", "scalingConstant", "items"}`
+    /// object, or CSV) with [`bank_file::parse_file`]. The bank is named by the file's `name`,
+    /// else the file name without extension.
     ///
     /// # Errors
-    /// When the file cannot be read or parsed, or the service would refuse the bank.
+    /// When the file cannot be read or parsed, when it states a `scalingConstant` other than
+    /// `scaling_constant`, or when the service would refuse the bank.
     pub fn from_file(path: &Path, scaling_constant: f64) -> anyhow::Result<Self> {
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let items =
-            bank_file::parse(&bytes).with_context(|| format!("cannot parse {}", path.display()))?;
-        let name = path
-            .file_stem()
-            .map_or_else(|| "bank".into(), |s| s.to_string_lossy().into_owned());
-        Self::from_items(&name, scaling_constant, items)
+        let file = bank_file::parse_file(&bytes)
+            .with_context(|| format!("cannot parse {}", path.display()))?;
+        if let Some(stated) = file.scaling_constant {
+            anyhow::ensure!(
+                stated == scaling_constant,
+                "bank {} has scalingConstant {stated} but {scaling_constant} was asked for \
+                 (--scaling-constant)",
+                path.display()
+            );
+        }
+        let name = file.name.unwrap_or_else(|| {
+            path.file_stem()
+                .map_or_else(|| "bank".into(), |s| s.to_string_lossy().into_owned())
+        });
+        Self::from_items(&name, scaling_constant, file.items)
             .with_context(|| format!("bank {}", path.display()))
+    }
+
+    /// The bank as a bank file in `import-bank`'s JSON object form (the shape of
+    /// `CreateItemBankInput`): `{"name", "scalingConstant", "items": [ItemInput...]}`, items
+    /// in bank order with every stored field, so that reading it back with
+    /// [`SimBank::from_file`] (or `import-bank`) gives the same bank.
+    pub fn to_bank_json(&self) -> serde_json::Value {
+        let items: Vec<serde_json::Value> = self
+            .rows
+            .iter()
+            .map(|r| {
+                let mut item = serde_json::json!({
+                    "externalId": r.external_id,
+                    "model": r.model,
+                    "a": r.a,
+                    "b": r.b,
+                    "c": r.c,
+                    "d": r.d,
+                    "contentArea": r.content_area,
+                    "content": r.content,
+                    "answerKey": r.answer_key,
+                });
+                let fields = item.as_object_mut().expect("an object");
+                if let Some(t) = &r.thresholds {
+                    fields.insert("thresholds".into(), serde_json::json!(t));
+                }
+                if let Some(s) = &r.scoring {
+                    fields.insert("scoring".into(), s.clone());
+                }
+                if let Some(g) = &r.enemy_group {
+                    fields.insert("enemyGroup".into(), serde_json::json!(g));
+                }
+                item
+            })
+            .collect();
+        serde_json::json!({
+            "name": self.name,
+            "scalingConstant": self.bank.scaling_constant,
+            "items": items,
+        })
     }
 
     /// A bank of dichotomous items with these parameters, external ids `item-1`, `item-2`…

@@ -1,6 +1,7 @@
 //! What a simulation shows: the summary table (stdout), the `--out` directory
-//! (`summary.json`, `examinees.csv`, `items.csv`) and its SVG plots (conditional bias and
-//! RMSE, exposure histogram, test information of the bank).
+//! (`summary.json`, `examinees.csv`, `items.csv`, and `bank.json`: the bank in
+//! `import-bank`'s format, readable again by `--bank`) and its SVG plots (conditional bias
+//! and RMSE, exposure histogram, test information of the bank).
 //!
 //! Owns formats and plots; must not compute statistics (that is `stats`) nor run exams.
 
@@ -109,8 +110,12 @@ fn enum_name<T: serde::Serialize>(value: &T) -> String {
     }
 }
 
-/// Writes `summary.json`, `examinees.csv`, `items.csv`, `conditional.svg`, `exposure.svg`
-/// and `information.svg` into `dir` (created if missing).
+/// Writes `summary.json`, `examinees.csv`, `items.csv`, `bank.json`, `conditional.svg`,
+/// `exposure.svg` and `information.svg` into `dir` (created if missing).
+///
+/// `items.csv` is a report (parameters next to exposure statistics); `bank.json` is the
+/// bank itself as `import-bank` and `simulate --bank` read it (see
+/// [`SimBank::to_bank_json`]).
 ///
 /// # Errors
 /// When a file cannot be written.
@@ -130,6 +135,9 @@ pub fn write_dir(
     write("summary.json", json.as_bytes())?;
     write("examinees.csv", &examinees_csv(bank, simulation)?)?;
     write("items.csv", &items_csv(bank, simulation)?)?;
+    let mut bank_json = serde_json::to_string_pretty(&bank.to_bank_json())?;
+    bank_json.push('\n');
+    write("bank.json", bank_json.as_bytes())?;
     write("conditional.svg", conditional_svg(simulation)?.as_bytes())?;
     write(
         "exposure.svg",

@@ -80,14 +80,7 @@ pub struct ConditionalRow {
 
 /// The API's spelling of a stop reason (`ExamSession.stopReason`).
 pub fn stop_reason_name(reason: StopReason) -> &'static str {
-    match reason {
-        StopReason::MaxItems => "MAX_ITEMS",
-        StopReason::SeTarget => "SE_TARGET",
-        StopReason::Classification => "CLASSIFICATION",
-        StopReason::MinInformation => "MIN_INFORMATION",
-        StopReason::MaxDuration => "MAX_DURATION",
-        StopReason::BankExhausted => "BANK_EXHAUSTED",
-    }
+    crate::storage::enums::StopCode::from(reason).as_str()
 }
 
 /// The summary of `simulation` on a bank of `bank_items` items. Timing, bank name, seed,

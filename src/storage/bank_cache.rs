@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use diesel::QueryResult;
 use diesel_async::AsyncPgConnection;
 
+use super::enums::ItemModel;
 use super::queries;
 use crate::engine::EngineBank;
 use crate::irt::{Item, ItemParams, PolytomousItem, PolytomousModel};
@@ -77,10 +78,10 @@ pub fn item_model(row: &queries::ItemRow) -> Item {
             thresholds: row.thresholds.clone().unwrap_or_default(),
         })
     };
-    match row.model.as_str() {
-        "GRM" => polytomous(PolytomousModel::Grm),
-        "GPCM" => polytomous(PolytomousModel::Gpcm),
-        _ => Item::Dichotomous(ItemParams {
+    match row.model {
+        ItemModel::Grm => polytomous(PolytomousModel::Grm),
+        ItemModel::Gpcm => polytomous(PolytomousModel::Gpcm),
+        ItemModel::Dichotomous => Item::Dichotomous(ItemParams {
             a: row.a,
             b: row.b,
             c: row.c,

@@ -1,11 +1,15 @@
-//! Theta updates across instances: every answer's event is published on one Redis channel
-//! (by [`super::state_store::StateStore`], in the same round trip as the state write); each
-//! instance keeps one dedicated pub/sub connection on that channel and fans the events out
-//! in-process to the subscribers of each exam.
+//! Exam events across instances (a start, each recorded answer, an abandonment): the
+//! instance that recorded an event first hands it to its own subscribers
+//! ([`EventBus::deliver_local`]), then publishes it on one Redis channel (by
+//! [`super::state_store::StateStore`], in the same round trip as the state write) for the
+//! rest of the fleet; each instance keeps one dedicated pub/sub connection on that channel
+//! and fans events out in-process to the subscribers of each exam and of each assessment.
+//! An instance ignores its own events coming back from Redis (they carry its `origin`), so
+//! nobody gets one twice, and its own subscribers get them even while Redis is down.
 //!
-//! Delivery is at-most-once: events published while Redis is down, or while this
-//! instance's listener reconnects, are lost. Events carry `items_completed` so a client can
-//! see a gap and re-read the summary.
+//! Delivery to other instances is at-most-once: events published while Redis is down, or
+//! while an instance's listener reconnects, are lost there. Events carry `items_completed`
+//! so a client can see a gap and re-read the summary.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -25,11 +29,36 @@ const PER_EXAM_BUFFER: usize = 64;
 /// Longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// One recorded answer's outcome, as published and as pushed to subscribers.
+/// What happened to an exam.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EventKind {
+    /// The exam started.
+    Started,
+    /// An answer was recorded (`completed` says whether it completed the exam).
+    #[default]
+    Answered,
+    /// An admin abandoned the exam.
+    Abandoned,
+}
+
+/// One event of an exam, as published and as pushed to subscribers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ThetaEvent {
+    /// What happened.
+    #[serde(default)]
+    pub kind: EventKind,
     /// The exam the answer belongs to.
     pub exam_session_id: i64,
+    /// Its student.
+    #[serde(default)]
+    pub student_id: String,
+    /// Its assessment (none for exams of the first version).
+    #[serde(default)]
+    pub assessment_id: Option<i64>,
+    /// The instance that recorded it (it delivers to its own subscribers itself).
+    #[serde(default)]
+    pub origin: u64,
     /// The estimate after the answer.
     pub theta: f64,
     /// Its standard error.
@@ -42,6 +71,13 @@ pub struct ThetaEvent {
     pub at: DateTime<Utc>,
 }
 
+impl ThetaEvent {
+    /// The JSON published on the channel.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
 /// This instance's end of the event channel.
 #[derive(Clone)]
 pub struct EventBus {
@@ -51,6 +87,10 @@ pub struct EventBus {
 struct Inner {
     /// One broadcast sender per exam that has subscribers on this instance.
     senders: Mutex<HashMap<i64, broadcast::Sender<ThetaEvent>>>,
+    /// One broadcast sender per assessment that has subscribers on this instance.
+    assessments: Mutex<HashMap<i64, broadcast::Sender<ThetaEvent>>>,
+    /// This instance's id in the events it records.
+    origin: u64,
     /// Whether the listener is subscribed right now.
     listening: AtomicBool,
     /// Woken each time the listener (re)subscribes.
@@ -72,6 +112,8 @@ impl EventBus {
     pub fn start(client: redis::Client, channel: String) -> Self {
         let inner = Arc::new(Inner {
             senders: Mutex::new(HashMap::new()),
+            assessments: Mutex::new(HashMap::new()),
+            origin: rand::random::<u64>() | 1,
             listening: AtomicBool::new(false),
             subscribed: Notify::new(),
             task: Mutex::new(None),
@@ -102,18 +144,39 @@ impl EventBus {
         tokio::time::timeout(timeout, wait).await.is_ok()
     }
 
+    /// This instance's id, to put in the events it records.
+    pub fn origin(&self) -> u64 {
+        self.inner.origin
+    }
+
+    /// Hands an event this instance recorded to its own subscribers (before it is
+    /// published for the others).
+    pub fn deliver_local(&self, event: &ThetaEvent) {
+        deliver(&self.inner, event);
+    }
+
     /// The events of one exam from now on, as long as the stream is kept.
     pub fn subscribe(&self, exam_session_id: i64) -> ExamEvents {
+        self.subscribe_to(Channel::Exam, exam_session_id)
+    }
+
+    /// The events of every exam of one assessment from now on.
+    pub fn subscribe_assessment(&self, assessment_id: i64) -> ExamEvents {
+        self.subscribe_to(Channel::Assessment, assessment_id)
+    }
+
+    fn subscribe_to(&self, channel: Channel, id: i64) -> ExamEvents {
         let receiver = {
-            let mut senders = lock(&self.inner.senders);
+            let mut senders = lock(self.inner.map(channel));
             senders
-                .entry(exam_session_id)
+                .entry(id)
                 .or_insert_with(|| broadcast::channel(PER_EXAM_BUFFER).0)
                 .subscribe()
         };
         ExamEvents {
             stream: BroadcastStream::new(receiver),
-            exam_session_id,
+            channel,
+            id,
             bus: Arc::downgrade(&self.inner),
         }
     }
@@ -190,16 +253,46 @@ fn dispatch(inner: &Inner, payload: &[u8]) {
             return;
         }
     };
-    let senders = lock(&inner.senders);
-    if let Some(sender) = senders.get(&event.exam_session_id) {
-        let _ = sender.send(event);
+    if event.origin == inner.origin {
+        return; // delivered locally when it was recorded
+    }
+    deliver(inner, &event);
+}
+
+fn deliver(inner: &Inner, event: &ThetaEvent) {
+    if let Some(sender) = lock(&inner.senders).get(&event.exam_session_id) {
+        let _ = sender.send(event.clone());
+    }
+    if let Some(assessment) = event.assessment_id
+        && let Some(sender) = lock(&inner.assessments).get(&assessment)
+    {
+        let _ = sender.send(event.clone());
     }
 }
 
-/// The events of one exam; dropping it unsubscribes.
+/// What a subscription follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Channel {
+    /// One exam.
+    Exam,
+    /// Every exam of one assessment.
+    Assessment,
+}
+
+impl Inner {
+    fn map(&self, channel: Channel) -> &Mutex<HashMap<i64, broadcast::Sender<ThetaEvent>>> {
+        match channel {
+            Channel::Exam => &self.senders,
+            Channel::Assessment => &self.assessments,
+        }
+    }
+}
+
+/// The events of one exam (or assessment); dropping it unsubscribes.
 pub struct ExamEvents {
     stream: BroadcastStream<ThetaEvent>,
-    exam_session_id: i64,
+    channel: Channel,
+    id: i64,
     bus: std::sync::Weak<Inner>,
 }
 
@@ -212,7 +305,7 @@ impl Stream for ExamEvents {
                 Poll::Ready(Some(Ok(event))) => return Poll::Ready(Some(event)),
                 Poll::Ready(Some(Err(lagged))) => {
                     // A slow client missed events; it sees the gap in items_completed.
-                    tracing::debug!(exam.id = self.exam_session_id, %lagged, "subscriber lagged");
+                    tracing::debug!(id = self.id, %lagged, "subscriber lagged");
                 }
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
@@ -226,13 +319,13 @@ impl Drop for ExamEvents {
         let Some(inner) = self.bus.upgrade() else {
             return;
         };
-        let mut senders = lock(&inner.senders);
+        let mut senders = lock(inner.map(self.channel));
         // Our receiver is still alive while we run, so "1" means we were the last one.
         if senders
-            .get(&self.exam_session_id)
+            .get(&self.id)
             .is_some_and(|s| s.receiver_count() <= 1)
         {
-            senders.remove(&self.exam_session_id);
+            senders.remove(&self.id);
         }
     }
 }

@@ -20,6 +20,7 @@ use diesel::QueryResult;
 use diesel::sql_types::{BigInt, Nullable};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
+use super::keys::Keys;
 use super::redis_pool::RedisPool;
 use crate::engine::EngineBank;
 use crate::irt::ExposureCounts;
@@ -82,7 +83,7 @@ type CountsCache = Arc<Mutex<HashMap<i64, (Instant, Arc<ExposureCounts>)>>>;
 #[derive(Clone)]
 pub struct ExposureTracker {
     redis: RedisPool,
-    prefix: String,
+    keys: Keys,
     cache: CountsCache,
     fill: redis::Script,
     count_exam: redis::Script,
@@ -94,7 +95,7 @@ impl ExposureTracker {
     pub fn new(redis: RedisPool, prefix: &str) -> Self {
         Self {
             redis,
-            prefix: prefix.to_owned(),
+            keys: Keys::new(prefix),
             cache: Arc::default(),
             fill: redis::Script::new(FILL_SCRIPT),
             count_exam: redis::Script::new(COUNT_EXAM_SCRIPT),
@@ -103,7 +104,7 @@ impl ExposureTracker {
     }
 
     fn key(&self, bank_id: i64) -> String {
-        format!("{}-exposure:{bank_id}", self.prefix)
+        self.keys.exposure(bank_id)
     }
 
     /// The counts of a bank, at most a second old: from this instance's cache, else Redis,

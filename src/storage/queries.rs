@@ -5,7 +5,11 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
+use super::enums::{AssessmentStatus, ExamStatus, Feedback, ItemModel, StopCode};
 use super::schema::{assessments, attempts, exam_sessions, item_banks, items};
+
+/// The status an answer's conditional write requires (a `'static` bind parameter).
+const ACTIVE: ExamStatus = ExamStatus::Active;
 
 /// Rows inserted per statement: Postgres allows 65,535 bind parameters, an item has 13.
 const INSERT_CHUNK: usize = 4_000;
@@ -42,7 +46,7 @@ pub struct ItemRow {
     pub content_area: Option<String>,
     pub content: serde_json::Value,
     pub answer_key: String,
-    pub model: String,
+    pub model: ItemModel,
     pub thresholds: Option<Vec<f64>>,
     pub scoring: Option<serde_json::Value>,
     pub enemy_group: Option<String>,
@@ -61,7 +65,7 @@ pub struct NewItem {
     pub content_area: Option<String>,
     pub content: serde_json::Value,
     pub answer_key: String,
-    pub model: String,
+    pub model: ItemModel,
     pub thresholds: Option<Vec<f64>>,
     pub scoring: Option<serde_json::Value>,
     pub enemy_group: Option<String>,
@@ -74,19 +78,19 @@ pub struct ExamSessionRow {
     pub id: i64,
     pub student_id: String,
     pub item_bank_id: i64,
-    pub status: String,
+    pub status: ExamStatus,
     pub config: serde_json::Value,
     pub theta: f64,
     pub standard_error: f64,
     pub items_completed: i32,
     pub current_item_id: Option<i64>,
-    pub stop_reason: Option<String>,
+    pub stop_reason: Option<StopCode>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
     pub assessment_id: Option<i64>,
     pub attempt_number: Option<i32>,
-    pub feedback: String,
+    pub feedback: Feedback,
 }
 
 /// A new exam session, with its first item already chosen.
@@ -95,28 +99,28 @@ pub struct ExamSessionRow {
 pub struct NewExamSession<'a> {
     pub student_id: &'a str,
     pub item_bank_id: i64,
-    pub status: &'a str,
+    pub status: ExamStatus,
     pub config: serde_json::Value,
     pub theta: f64,
     pub standard_error: f64,
     pub items_completed: i32,
     pub current_item_id: Option<i64>,
-    pub stop_reason: Option<&'a str>,
+    pub stop_reason: Option<StopCode>,
     pub completed_at: Option<DateTime<Utc>>,
     pub assessment_id: i64,
     pub attempt_number: i32,
-    pub feedback: &'a str,
+    pub feedback: Feedback,
 }
 
 /// The session columns an answer changes.
 #[derive(Debug)]
-pub struct SessionProgress<'a> {
-    pub status: &'a str,
+pub struct SessionProgress {
+    pub status: ExamStatus,
     pub theta: f64,
     pub standard_error: f64,
     pub items_completed: i32,
     pub current_item_id: Option<i64>,
-    pub stop_reason: Option<&'a str>,
+    pub stop_reason: Option<StopCode>,
     pub updated_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
 }
@@ -276,10 +280,10 @@ pub async fn abandon_exam_session(
     diesel::update(
         exam_sessions::table
             .find(session_id)
-            .filter(exam_sessions::status.eq("ACTIVE")),
+            .filter(exam_sessions::status.eq(ExamStatus::Active)),
     )
     .set((
-        exam_sessions::status.eq("ABANDONED"),
+        exam_sessions::status.eq(ExamStatus::Abandoned),
         exam_sessions::current_item_id.eq(None::<i64>),
         exam_sessions::updated_at.eq(at),
     ))
@@ -292,7 +296,7 @@ pub async fn abandon_exam_session(
 /// Ids of the sessions that are still active.
 pub async fn active_session_ids(conn: &mut AsyncPgConnection) -> QueryResult<Vec<i64>> {
     exam_sessions::table
-        .filter(exam_sessions::status.eq("ACTIVE"))
+        .filter(exam_sessions::status.eq(ExamStatus::Active))
         .order(exam_sessions::id.asc())
         .select(exam_sessions::id)
         .load(conn)
@@ -339,7 +343,7 @@ pub async fn list_attempts(
 pub async fn record_attempt(
     conn: &mut AsyncPgConnection,
     attempt: &NewAttempt<'_>,
-    progress: &SessionProgress<'_>,
+    progress: &SessionProgress,
 ) -> QueryResult<Option<DateTime<Utc>>> {
     RecordAttempt { attempt, progress }
         .get_result(conn)
@@ -352,7 +356,7 @@ pub async fn record_attempt(
 /// only Bind/Execute/Sync, where `sql_query` would prepare it anew on every answer.
 struct RecordAttempt<'a> {
     attempt: &'a NewAttempt<'a>,
-    progress: &'a SessionProgress<'a>,
+    progress: &'a SessionProgress,
 }
 
 impl diesel::query_builder::QueryId for RecordAttempt<'_> {
@@ -372,7 +376,7 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for RecordAttempt<'_> 
         use diesel::sql_types::{Bool, Float8, Int4, Int8, Nullable, Text, Timestamptz};
         let (a, p) = (self.attempt, self.progress);
         out.push_sql("WITH session AS (UPDATE exam_sessions SET status = ");
-        out.push_bind_param::<Text, _>(p.status)?;
+        out.push_bind_param::<Text, _>(&p.status)?;
         out.push_sql(", theta = ");
         out.push_bind_param::<Float8, _>(&p.theta)?;
         out.push_sql(", standard_error = ");
@@ -389,7 +393,9 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for RecordAttempt<'_> 
         out.push_bind_param::<Nullable<Timestamptz>, _>(&p.completed_at)?;
         out.push_sql(" WHERE id = ");
         out.push_bind_param::<Int8, _>(&a.exam_session_id)?;
-        out.push_sql(" AND status = 'ACTIVE' AND items_completed + 1 = ");
+        out.push_sql(" AND status = ");
+        out.push_bind_param::<Text, _>(&ACTIVE)?;
+        out.push_sql(" AND items_completed + 1 = ");
         out.push_bind_param::<Int4, _>(&a.position)?;
         out.push_sql(" AND current_item_id = ");
         out.push_bind_param::<Int8, _>(&a.item_id)?;
@@ -427,11 +433,11 @@ pub struct AssessmentRow {
     pub name: String,
     pub item_bank_id: i64,
     pub design: serde_json::Value,
-    pub feedback: String,
+    pub feedback: Feedback,
     pub max_attempts_per_student: Option<i32>,
     pub opens_at: Option<DateTime<Utc>>,
     pub closes_at: Option<DateTime<Utc>>,
-    pub status: String,
+    pub status: AssessmentStatus,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     pub archived_at: Option<DateTime<Utc>>,
@@ -444,7 +450,7 @@ pub struct NewAssessment<'a> {
     pub name: &'a str,
     pub item_bank_id: i64,
     pub design: serde_json::Value,
-    pub feedback: &'a str,
+    pub feedback: Feedback,
     pub max_attempts_per_student: Option<i32>,
     pub opens_at: Option<DateTime<Utc>>,
     pub closes_at: Option<DateTime<Utc>>,
@@ -494,10 +500,10 @@ pub async fn archive_assessment(
     diesel::update(
         assessments::table
             .find(assessment_id)
-            .filter(assessments::status.eq("OPEN")),
+            .filter(assessments::status.eq(AssessmentStatus::Open)),
     )
     .set((
-        assessments::status.eq("ARCHIVED"),
+        assessments::status.eq(AssessmentStatus::Archived),
         assessments::archived_at.eq(Some(at)),
     ))
     .returning(AssessmentRow::as_returning())
@@ -531,7 +537,7 @@ pub async fn find_active_exam(
     exam_sessions::table
         .filter(exam_sessions::assessment_id.eq(assessment_id))
         .filter(exam_sessions::student_id.eq(student_id))
-        .filter(exam_sessions::status.eq("ACTIVE"))
+        .filter(exam_sessions::status.eq(ExamStatus::Active))
         .select(ExamSessionRow::as_select())
         .first(conn)
         .await
@@ -550,4 +556,54 @@ pub async fn count_student_exams(
         .count()
         .get_result(conn)
         .await
+}
+
+/// Which exams a listing returns.
+#[derive(Clone, Debug, Default)]
+pub struct ExamFilter {
+    /// Only exams of this assessment.
+    pub assessment_id: Option<i64>,
+    /// Only this student's exams.
+    pub student_id: Option<String>,
+    /// Only exams with this status.
+    pub status: Option<ExamStatus>,
+}
+
+fn filtered(filter: &ExamFilter) -> exam_sessions::BoxedQuery<'_, diesel::pg::Pg> {
+    let mut query = exam_sessions::table.into_boxed();
+    if let Some(id) = filter.assessment_id {
+        query = query.filter(exam_sessions::assessment_id.eq(id));
+    }
+    if let Some(student) = &filter.student_id {
+        query = query.filter(exam_sessions::student_id.eq(student));
+    }
+    if let Some(status) = filter.status {
+        query = query.filter(exam_sessions::status.eq(status));
+    }
+    query
+}
+
+/// Up to `limit` exams matching `filter`, newest first, with ids below `before_id` (keyset
+/// pagination: the cursor is the last id seen).
+pub async fn list_exams(
+    conn: &mut AsyncPgConnection,
+    filter: &ExamFilter,
+    before_id: Option<i64>,
+    limit: i64,
+) -> QueryResult<Vec<ExamSessionRow>> {
+    let mut query = filtered(filter);
+    if let Some(id) = before_id {
+        query = query.filter(exam_sessions::id.lt(id));
+    }
+    query
+        .order(exam_sessions::id.desc())
+        .limit(limit)
+        .select(ExamSessionRow::as_select())
+        .load(conn)
+        .await
+}
+
+/// How many exams match `filter`.
+pub async fn count_exams(conn: &mut AsyncPgConnection, filter: &ExamFilter) -> QueryResult<i64> {
+    filtered(filter).count().get_result(conn).await
 }

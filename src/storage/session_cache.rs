@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use super::enums::Feedback;
 use super::queries::ExamSessionRow;
 use crate::engine::ExamDesign;
 
@@ -27,8 +28,8 @@ pub struct SessionFacts {
     pub assessment_id: Option<i64>,
     /// Which of the student's exams of that assessment it is.
     pub attempt_number: Option<i32>,
-    /// The feedback policy, as stored.
-    pub feedback: String,
+    /// The feedback policy.
+    pub feedback: Feedback,
 }
 
 impl SessionFacts {
@@ -41,7 +42,7 @@ impl SessionFacts {
             created_at: row.created_at,
             assessment_id: row.assessment_id,
             attempt_number: row.attempt_number,
-            feedback: row.feedback.clone(),
+            feedback: row.feedback,
         }
     }
 }

@@ -10,6 +10,7 @@
 
 use redis::{AsyncCommands, Script};
 
+use super::keys::Keys;
 use super::redis_pool::{RedisPool, RedisUnavailable};
 
 /// Saves a state unless a newer one (or the completion marker) is there, then publishes.
@@ -61,7 +62,7 @@ const CLEAR_BATCH: usize = 500;
 #[derive(Clone)]
 pub struct StateStore {
     redis: RedisPool,
-    prefix: String,
+    keys: Keys,
     ttl_seconds: u64,
     save_script: Script,
     complete_script: Script,
@@ -73,7 +74,7 @@ impl StateStore {
     pub fn new(redis: RedisPool, prefix: &str, ttl_seconds: u64) -> Self {
         Self {
             redis,
-            prefix: prefix.to_owned(),
+            keys: Keys::new(prefix),
             ttl_seconds,
             save_script: Script::new(SAVE_SCRIPT),
             complete_script: Script::new(COMPLETE_SCRIPT),
@@ -86,9 +87,14 @@ impl StateStore {
         &self.redis
     }
 
+    /// The key and channel names.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
     /// The key prefix.
     pub fn prefix(&self) -> &str {
-        &self.prefix
+        self.keys.prefix()
     }
 
     /// The TTL every save sets.
@@ -98,16 +104,16 @@ impl StateStore {
 
     /// `{prefix}:{id}`: the key of one exam's state.
     pub fn key(&self, exam_session_id: i64) -> String {
-        format!("{}:{exam_session_id}", self.prefix)
+        self.keys.state(exam_session_id)
     }
 
     fn completed_marker(&self, exam_session_id: i64) -> String {
-        format!("{}-completed:{exam_session_id}", self.prefix)
+        self.keys.completed(exam_session_id)
     }
 
     /// The pub/sub channel theta updates go through.
     pub fn events_channel(&self) -> String {
-        format!("{}-events", self.prefix)
+        self.keys.events()
     }
 
     /// The stored JSON of an exam, if Redis has it and answers.
@@ -144,7 +150,7 @@ impl StateStore {
         exam_session_id: i64,
         json: &str,
         items_completed: i64,
-        event: &str,
+        event: Option<&str>,
     ) -> Result<bool, RedisUnavailable> {
         let (key, marker, channel) = (
             self.key(exam_session_id),
@@ -162,7 +168,7 @@ impl StateStore {
                     .arg(items_completed)
                     .arg(ttl)
                     .arg(&channel)
-                    .arg(event)
+                    .arg(event.unwrap_or_default())
                     .invoke_async::<i64>(conn)
                     .await
             })
@@ -174,7 +180,7 @@ impl StateStore {
     pub async fn complete(
         &self,
         exam_session_id: i64,
-        event: &str,
+        event: Option<&str>,
     ) -> Result<(), RedisUnavailable> {
         let (key, marker, channel) = (
             self.key(exam_session_id),
@@ -190,7 +196,7 @@ impl StateStore {
                     .key(&marker)
                     .arg(ttl)
                     .arg(&channel)
-                    .arg(event)
+                    .arg(event.unwrap_or_default())
                     .invoke_async::<i64>(conn)
                     .await
             })
@@ -242,10 +248,9 @@ impl StateStore {
     /// Redis on large databases). Keys whose suffix is not an id are ignored.
     pub async fn active_sessions(&self) -> Result<Vec<i64>, RedisUnavailable> {
         let keys = self.scan_keys().await?;
-        let start = self.prefix.len() + 1;
         let mut ids: Vec<i64> = keys
             .iter()
-            .filter_map(|key| key.get(start..)?.parse().ok())
+            .filter_map(|key| self.keys.exam_of_state(key))
             .collect();
         ids.sort_unstable();
         ids.dedup();
@@ -271,7 +276,7 @@ impl StateStore {
     }
 
     async fn scan_keys(&self) -> Result<Vec<String>, RedisUnavailable> {
-        let pattern = format!("{}:*", escape_glob(&self.prefix));
+        let pattern = self.keys.state_pattern();
         let mut keys = Vec::new();
         let mut cursor: u64 = 0;
         loop {
@@ -295,16 +300,4 @@ impl StateStore {
             cursor = next;
         }
     }
-}
-
-/// Escapes the glob characters `SCAN MATCH` interprets.
-fn escape_glob(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len());
-    for ch in raw.chars() {
-        if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(ch);
-    }
-    out
 }

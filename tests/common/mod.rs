@@ -388,7 +388,8 @@ impl TestApp {
 
     /// `{prefix}:{id}`.
     pub fn key(&self, exam_id: &str) -> String {
-        format!("{}:{exam_id}", self.prefix)
+        adaptive_engine::storage::keys::Keys::new(&self.prefix)
+            .state(exam_id.parse().expect("exam id"))
     }
 }
 

@@ -1,0 +1,159 @@
+//! The engine state of an exam: built from a view and a history, cached in Redis, read
+//! back, rebuilt from the Postgres attempts when Redis lost it; and the session facts
+//! cached per instance.
+//!
+//! Owns the translation between rows, histories and `EngineState`; must not write Postgres.
+
+use std::sync::Arc;
+
+use diesel_async::AsyncPgConnection;
+use serde::Deserialize;
+
+use super::*;
+use crate::engine::{EngineState, ExamDesign};
+use crate::error::{AppError, AppResult};
+use crate::storage::bank_cache::Bank;
+use crate::storage::queries::{self, AttemptRow, ExamSessionRow};
+use crate::storage::session_cache::SessionFacts;
+
+impl ExamService {
+    /// The fixed facts of a session, from this instance's cache or else from its row
+    /// (and then kept).
+    pub(super) fn facts_of(&self, row: &ExamSessionRow) -> AppResult<Arc<SessionFacts>> {
+        if let Some(facts) = self.sessions.get(row.id) {
+            return Ok(facts);
+        }
+        let facts = Arc::new(SessionFacts::new(row, design_of(row)?));
+        self.sessions.insert(row.id, Arc::clone(&facts));
+        Ok(facts)
+    }
+
+    /// The engine state of an exam, rebuilt from its attempts in Postgres.
+    pub(super) async fn rebuild_state(
+        &self,
+        conn: &mut AsyncPgConnection,
+        row: &ExamSessionRow,
+        design: ExamDesign,
+    ) -> AppResult<EngineState> {
+        let bank = self.bank(conn, row.item_bank_id).await?;
+        let attempts = queries::list_attempts(conn, row.id).await?;
+        let (administered, scores) = history_from_attempts(&attempts, &bank)?;
+        let exam = self.view(row.clone(), design, &bank)?;
+        Ok(state_of(&exam, &bank, &administered, &scores))
+    }
+
+    pub(super) async fn cached_state(&self, exam_session_id: i64) -> Option<EngineState> {
+        match self.states.load(exam_session_id).await {
+            Ok(Some(json)) => parse_state(exam_session_id, &json),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!(exam.id = exam_session_id, error = %e, "engine state unavailable");
+                None
+            }
+        }
+    }
+
+    pub(super) async fn save_state(
+        &self,
+        exam_session_id: i64,
+        state: &EngineState,
+        event: Option<&str>,
+    ) {
+        let json = match state_json(state) {
+            Ok(json) => json,
+            Err(_) => return,
+        };
+        if let Err(e) = self
+            .states
+            .save(
+                exam_session_id,
+                &json,
+                i64::from(state.items_completed),
+                event,
+            )
+            .await
+        {
+            tracing::warn!(exam.id = exam_session_id, error = %e, "engine state not cached");
+        }
+    }
+}
+
+pub(super) fn design_of(row: &ExamSessionRow) -> AppResult<ExamDesign> {
+    // Deserialized from the borrowed value: no copy of the JSON tree on every answer.
+    ExamDesign::deserialize(&row.config)
+        .map_err(|e| AppError::internal("stored exam design is unreadable", e))
+}
+
+pub(super) fn parse_state(exam_session_id: i64, json: &str) -> Option<EngineState> {
+    match serde_json::from_str::<EngineState>(json) {
+        Ok(state) => Some(state),
+        Err(e) => {
+            tracing::warn!(exam.id = exam_session_id, error = %e, "unreadable engine state ignored");
+            None
+        }
+    }
+}
+
+pub(super) fn state_json(state: &EngineState) -> AppResult<String> {
+    serde_json::to_string(state).map_err(|e| AppError::internal("cannot serialize engine state", e))
+}
+
+/// The engine state of an exam after `administered`/`scores`.
+pub(super) fn state_of(
+    exam: &ExamView,
+    bank: &Bank,
+    administered: &[usize],
+    scores: &[u32],
+) -> EngineState {
+    let polytomous = administered.iter().any(|&i| bank.items[i].categories != 2);
+    EngineState {
+        theta: exam.row.theta,
+        standard_error: exam.row.standard_error,
+        item_params_list: administered
+            .iter()
+            .map(|&i| bank.engine.items[i].clone())
+            .collect(),
+        responses: administered
+            .iter()
+            .zip(scores)
+            .map(|(&i, &s)| s + 1 == bank.items[i].categories)
+            .collect(),
+        scores: polytomous.then(|| scores.to_vec()),
+        max_items: exam.design.stopping.max_items as u32,
+        items_completed: administered.len() as u32,
+        item_ids: administered.iter().map(|&i| bank.items[i].id).collect(),
+    }
+}
+
+pub(super) fn history_from_state(
+    state: &EngineState,
+    bank: &Bank,
+) -> Option<(Vec<usize>, Vec<u32>)> {
+    let scores = state.category_scores();
+    if state.item_ids.len() != scores.len() {
+        return None;
+    }
+    let administered = state
+        .item_ids
+        .iter()
+        .map(|&id| bank.index_of(id))
+        .collect::<Option<Vec<usize>>>()?;
+    Some((administered, scores))
+}
+
+pub(super) fn history_from_attempts(
+    attempts: &[AttemptRow],
+    bank: &Bank,
+) -> AppResult<(Vec<usize>, Vec<u32>)> {
+    let administered = attempts
+        .iter()
+        .map(|a| {
+            bank.index_of(a.item_id)
+                .ok_or_else(|| AppError::internal("attempted item is not in the bank", a.item_id))
+        })
+        .collect::<AppResult<Vec<usize>>>()?;
+    Ok((
+        administered,
+        attempts.iter().map(|a| a.score.max(0) as u32).collect(),
+    ))
+}
