@@ -94,17 +94,22 @@ const MAX_CACHED_DOCUMENT_BYTES: usize = 4 * 1024;
 const MAX_CACHED_DOCUMENTS: usize = 512;
 
 /// Parsed GraphQL documents by query text: clients repeat the same few operations, and
-/// parsing is a measurable share of a request's CPU. Validation still runs every time, and
-/// so does the field limit ([`cost::FieldLimit`]): async-graphql runs the `parse_query`
-/// extension hook on a pre-parsed document too, so a cached document over the limit is
-/// refused on every request, before validation, like a fresh one.
-#[derive(Clone, Default)]
+/// parsing is a measurable share of a request's CPU. Bounded and evicting (least recently
+/// used documents go first), so one client sending endless distinct documents only churns
+/// the cache. Validation still runs every time.
+#[derive(Clone)]
 pub struct DocumentCache {
     documents: std::sync::Arc<
-        std::sync::RwLock<
-            std::collections::HashMap<String, async_graphql::parser::types::ExecutableDocument>,
-        >,
+        quick_cache::sync::Cache<String, async_graphql::parser::types::ExecutableDocument>,
     >,
+}
+
+impl Default for DocumentCache {
+    fn default() -> Self {
+        Self {
+            documents: std::sync::Arc::new(quick_cache::sync::Cache::new(MAX_CACHED_DOCUMENTS)),
+        }
+    }
 }
 
 impl DocumentCache {
@@ -113,27 +118,13 @@ impl DocumentCache {
         if request.query.len() > MAX_CACHED_DOCUMENT_BYTES {
             return;
         }
-        let cached = self
-            .documents
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&request.query)
-            .cloned();
-        match cached {
-            Some(document) => request.set_parsed_query(document),
-            None => {
-                // A document that does not parse is left to `execute`, which reports it.
-                let Ok(document) = request.parsed_query().cloned() else {
-                    return;
-                };
-                let mut documents = self
-                    .documents
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if documents.len() < MAX_CACHED_DOCUMENTS {
-                    documents.insert(request.query.clone(), document);
-                }
-            }
+        if let Some(document) = self.documents.get(&request.query) {
+            request.set_parsed_query(document);
+            return;
+        }
+        // A document that does not parse is left to `execute`, which reports it.
+        if let Ok(document) = request.parsed_query().cloned() {
+            self.documents.insert(request.query.clone(), document);
         }
     }
 }

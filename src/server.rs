@@ -36,6 +36,8 @@ use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
@@ -55,15 +57,19 @@ const WS_BUFFER_BYTES: usize = 4 * 1024;
 const WS_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// Tells long-lived connections (WebSockets) that the server is shutting down, and lets
-/// the server wait for them: every WebSocket session holds a clone of `_sessions` until it
-/// has closed its socket.
+/// the server wait for them: every WebSocket session runs as a task of `sessions`.
 #[derive(Clone)]
-struct Shutdown(watch::Receiver<bool>, mpsc::Sender<()>);
+struct Shutdown {
+    /// Cancelled when the server starts shutting down.
+    token: CancellationToken,
+    /// The WebSocket sessions, waited for (bounded) before the server returns.
+    sessions: TaskTracker,
+}
 
 impl Shutdown {
     /// Resolves once shutdown has begun.
-    async fn begun(mut self) {
-        let _ = self.0.wait_for(|down| *down).await;
+    async fn begun(self) {
+        self.token.cancelled_owned().await;
     }
 }
 
@@ -125,15 +131,19 @@ pub async fn run(
     app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = tx.send(true);
+    let stop = Shutdown {
+        token: CancellationToken::new(),
+        sessions: TaskTracker::new(),
+    };
+    tokio::spawn({
+        let token = stop.token.clone();
+        async move {
+            shutdown.await;
+            token.cancel();
+        }
     });
-    let (sessions_tx, mut sessions_rx) = mpsc::channel::<()>(1);
-    let stop = Shutdown(rx.clone(), sessions_tx.clone());
     let limits = app.http;
-    let service = TowerToHyperService::new(router(app, Shutdown(rx, sessions_tx)));
+    let service = TowerToHyperService::new(router(app, stop.clone()));
     let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     http.http1()
         .timer(TokioTimer::new())
@@ -174,13 +184,12 @@ pub async fn run(
         });
     }
     drop(listener);
-    // The router holds a WebSocket-session guard: only connections may keep it now.
     drop(service);
     // Stop accepting (done), let in-flight requests finish (bounded), then wait (bounded)
     // until every WebSocket session has sent its close frame.
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await;
-    drop(stop);
-    let _ = tokio::time::timeout(Duration::from_secs(5), sessions_rx.recv()).await;
+    stop.sessions.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stop.sessions.wait()).await;
     Ok(())
 }
 
@@ -272,8 +281,9 @@ async fn graphql_ws(
         .write_buffer_size(WS_BUFFER_BYTES)
         .max_message_size(WS_MAX_MESSAGE_BYTES)
         .max_frame_size(WS_MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| async move {
-            let session_guard = shutdown.1.clone();
+        .on_upgrade(move |socket| {
+            let sessions = shutdown.sessions.clone();
+            sessions.track_future(async move {
             let keys = app.keys.clone();
             let (mut socket_tx, socket_rx) = socket.split();
             // The GraphQL session writes through a channel, so that once it ends (the client
@@ -351,7 +361,7 @@ async fn graphql_ws(
                 .await;
             pinger.abort();
             let _ = writer.await;
-            drop(session_guard);
+            })
         })
 }
 

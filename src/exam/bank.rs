@@ -103,17 +103,16 @@ impl ExamService {
     pub async fn item_banks(&self) -> AppResult<Vec<BankInfo>> {
         let mut conn = self.db.get().await?;
         let rows = queries::list_item_banks(&mut conn).await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let item_count = queries::count_items(&mut conn, row.id).await?;
-            out.push(BankInfo {
+        let counts = queries::count_items_by_bank(&mut conn).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| BankInfo {
+                item_count: counts.get(&row.id).copied().unwrap_or(0),
                 id: row.id,
                 name: row.name,
-                item_count,
                 scaling_constant: row.scaling_constant,
-            });
-        }
-        Ok(out)
+            })
+            .collect())
     }
 
     pub(super) async fn bank(

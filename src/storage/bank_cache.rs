@@ -2,8 +2,7 @@
 //! estimates must stay reproducible from its attempts), so a loaded bank never goes stale
 //! and needs no invalidation; only the first request for a bank reads Postgres.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use diesel::QueryResult;
 use diesel_async::AsyncPgConnection;
@@ -13,7 +12,7 @@ use super::queries;
 use crate::engine::EngineBank;
 use crate::irt::{Item, ItemParams, PolytomousItem, PolytomousModel};
 
-/// One item's student-facing and scoring data (parameters live in [`Bank::params`]).
+/// One item's student-facing and scoring data (its model lives in [`Bank::engine`], at the same index).
 #[derive(Clone, Debug)]
 pub struct BankItem {
     /// Database id, the `ID` clients see.
@@ -150,10 +149,45 @@ impl Bank {
     }
 }
 
-/// The banks this instance has loaded.
-#[derive(Clone, Default)]
+/// Most items (over all banks) an instance keeps in memory; least recently used banks are
+/// dropped beyond it and loaded again when needed.
+pub const BANK_CACHE_ITEMS: u64 = 1_000_000;
+
+/// Weighs a cached bank by its items (a bank costs memory in proportion to them).
+#[derive(Clone)]
+struct ByItems;
+
+impl quick_cache::Weighter<i64, Arc<Bank>> for ByItems {
+    fn weight(&self, _: &i64, bank: &Arc<Bank>) -> u64 {
+        bank.items.len() as u64 + 1
+    }
+}
+
+/// Why a bank could not be loaded.
+enum LoadError {
+    /// No such bank (not cached: it may be created later).
+    Missing,
+    /// Postgres failed.
+    Query(diesel::result::Error),
+}
+
+/// The banks this instance has loaded: bounded by [`BANK_CACHE_ITEMS`], and loaded once
+/// however many requests ask for a bank at the same time (single flight).
+#[derive(Clone)]
 pub struct BankCache {
-    banks: Arc<RwLock<HashMap<i64, Arc<Bank>>>>,
+    banks: Arc<quick_cache::sync::Cache<i64, Arc<Bank>, ByItems>>,
+}
+
+impl Default for BankCache {
+    fn default() -> Self {
+        Self {
+            banks: Arc::new(quick_cache::sync::Cache::with_weighter(
+                1_024,
+                BANK_CACHE_ITEMS,
+                ByItems,
+            )),
+        }
+    }
 }
 
 impl BankCache {
@@ -163,26 +197,23 @@ impl BankCache {
         conn: &mut AsyncPgConnection,
         bank_id: i64,
     ) -> QueryResult<Option<Arc<Bank>>> {
-        if let Some(bank) = self.cached(bank_id) {
-            return Ok(Some(bank));
-        }
-        let Some(row) = queries::find_item_bank(conn, bank_id).await? else {
-            return Ok(None);
-        };
-        let items = queries::load_bank_items(conn, bank_id).await?;
-        let bank = Arc::new(Bank::from_rows(&row, items));
-        let mut banks = self
+        let loaded = self
             .banks
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Ok(Some(Arc::clone(banks.entry(bank_id).or_insert(bank))))
-    }
-
-    fn cached(&self, bank_id: i64) -> Option<Arc<Bank>> {
-        self.banks
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&bank_id)
-            .cloned()
+            .get_or_insert_async(&bank_id, async {
+                let row = queries::find_item_bank(conn, bank_id)
+                    .await
+                    .map_err(LoadError::Query)?
+                    .ok_or(LoadError::Missing)?;
+                let items = queries::load_bank_items(conn, bank_id)
+                    .await
+                    .map_err(LoadError::Query)?;
+                Ok(Arc::new(Bank::from_rows(&row, items)))
+            })
+            .await;
+        match loaded {
+            Ok(bank) => Ok(Some(bank)),
+            Err(LoadError::Missing) => Ok(None),
+            Err(LoadError::Query(e)) => Err(e),
+        }
     }
 }

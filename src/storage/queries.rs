@@ -208,13 +208,16 @@ pub async fn list_item_banks(conn: &mut AsyncPgConnection) -> QueryResult<Vec<It
         .await
 }
 
-/// Number of items per bank id.
-pub async fn count_items(conn: &mut AsyncPgConnection, bank_id: i64) -> QueryResult<i64> {
-    items::table
-        .filter(items::item_bank_id.eq(bank_id))
-        .count()
-        .get_result(conn)
-        .await
+/// Every bank's number of items, in one query.
+pub async fn count_items_by_bank(
+    conn: &mut AsyncPgConnection,
+) -> QueryResult<std::collections::HashMap<i64, i64>> {
+    let counts: Vec<(i64, i64)> = items::table
+        .group_by(items::item_bank_id)
+        .select((items::item_bank_id, diesel::dsl::count_star()))
+        .load(conn)
+        .await?;
+    Ok(counts.into_iter().collect())
 }
 
 /// All items of a bank in id order (the order the engine indexes them by).
