@@ -5,6 +5,7 @@
 pub mod cost;
 mod mutation;
 mod query;
+mod results;
 mod subscription;
 pub mod types;
 

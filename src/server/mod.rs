@@ -3,46 +3,40 @@
 //! | route | what |
 //! | --- | --- |
 //! | `POST /graphql` | GraphQL over HTTP (single operations; batches are refused) |
-//! | `GET /graphql` | GraphiQL, wired to `/graphql/ws` |
-//! | `GET /graphql/ws` | subscriptions (`graphql-transport-ws` and `graphql-ws`) |
+//! | `GET /graphql`, `GET /monitor`, `GET /assets/…` | the browser pages ([`crate::web`]) |
+//! | `GET /graphql/ws` | subscriptions (`graphql-transport-ws` and `graphql-ws`; [`ws`]) |
 //! | `GET /health` | Postgres and Redis status; 503 when Postgres is down |
 //! | `GET /health/redis` | Redis status with a timestamp |
 //!
-//! What a client can hold of the server is bounded ([`HttpLimits`]): connections per
-//! instance, time to send headers (slowloris), body and whole-request time, WebSocket
-//! operations per connection and per token subject, time to `connection_init`; a WebSocket
-//! closes when its token expires. The accept loop is our own (hyper-util) because
-//! `axum::serve` installs no timer, which leaves hyper's header timeout inert.
+//! What a client can hold of the server is bounded ([`HttpLimits`](crate::config::HttpLimits)):
+//! connections per instance, time to send headers (slowloris), body and whole-request
+//! time; the WebSocket limits are in [`ws`]. The accept loop is our own (hyper-util)
+//! because `axum::serve` installs no timer, which leaves hyper's header timeout inert.
 
-use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
-use async_graphql::{Data, ErrorExtensions};
+use async_graphql::ErrorExtensions;
 use async_graphql_axum::rejection::GraphQLRejection;
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Extension;
 use axum::Router;
-use axum::extract::ws::{CloseFrame, Message, close_code};
-use axum::extract::{State, WebSocketUpgrade};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
-use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
 use crate::app::App;
-use crate::config::HttpLimits;
 use crate::error::AppError;
 use crate::storage::db;
 
@@ -51,10 +45,6 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Longest GraphQL document accepted; longer ones are refused before parsing (bank
 /// imports carry their items in variables, not in the document).
 pub const MAX_QUERY_BYTES: usize = 32 * 1024;
-/// Read and write buffer of one WebSocket.
-const WS_BUFFER_BYTES: usize = 4 * 1024;
-/// Largest WebSocket message accepted (a subscribe message is a few hundred bytes).
-const WS_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// Tells long-lived connections (WebSockets) that the server is shutting down, and lets
 /// the server wait for them: every WebSocket session runs as a task of `sessions`.
@@ -106,7 +96,7 @@ fn router(app: App, shutdown: Shutdown) -> Router {
     Router::new()
         .route("/graphql", post(graphql))
         .merge(crate::web::routes())
-        .route("/graphql/ws", get(graphql_ws))
+        .route("/graphql/ws", get(ws::graphql_ws))
         .route("/health", get(health))
         .route("/health/redis", get(health_redis))
         .layer(Extension(shutdown))
@@ -119,6 +109,10 @@ fn router(app: App, shutdown: Shutdown) -> Router {
         .layer(tower::util::option_layer(cors))
         .with_state(app)
 }
+
+mod ws;
+
+pub use ws::OperationCounts;
 
 /// How long a stopping server waits for in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -257,400 +251,6 @@ fn is_timeout(rejection: &GraphQLRejection) -> bool {
     text.contains("timed out") || text.contains("timedout") || text.contains("timeout")
 }
 
-async fn graphql_ws(
-    State(app): State<App>,
-    Extension(shutdown): Extension<Shutdown>,
-    headers: HeaderMap,
-    protocol: GraphQLProtocol,
-    upgrade: WebSocketUpgrade,
-) -> Response {
-    let offered = headers
-        .get(header::SEC_WEBSOCKET_PROTOCOL)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let legacy = offered.split(',').map(str::trim).any(|p| p == "graphql-ws")
-        && !offered
-            .split(',')
-            .map(str::trim)
-            .any(|p| p == "graphql-transport-ws");
-    upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        // tungstenite's defaults (128 KiB read buffer per socket, 64 MiB messages) would cost
-        // over 100 KiB per idle subscription; GraphQL subscription messages are small.
-        .read_buffer_size(WS_BUFFER_BYTES)
-        .write_buffer_size(WS_BUFFER_BYTES)
-        .max_message_size(WS_MAX_MESSAGE_BYTES)
-        .max_frame_size(WS_MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| {
-            let sessions = shutdown.sessions.clone();
-            sessions.track_future(async move {
-            let keys = app.keys.clone();
-            let (mut socket_tx, socket_rx) = socket.split();
-            // The GraphQL session writes through a channel, so that once it ends (the client
-            // left, shutdown or a limit cut its input) we still own the socket to close it
-            // with the right code.
-            let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
-            let session = Arc::new(WsSession::new(
-                app.http,
-                app.ws_operations.clone(),
-                out_tx.downgrade(),
-                legacy,
-            ));
-            let writer = tokio::spawn({
-                let session = Arc::clone(&session);
-                async move {
-                    while let Some(message) = out_rx.recv().await {
-                        if socket_tx.send(message).await.is_err() {
-                            return;
-                        }
-                    }
-                    let _ = socket_tx.send(Message::Close(Some(session.close_frame()))).await;
-                    let _ = socket_tx.close().await;
-                }
-            });
-            let sink = futures_util::sink::unfold(
-                (out_tx, Arc::clone(&session)),
-                |(tx, session), message: Message| async move {
-                    if let Message::Text(text) = &message {
-                        session.on_server_message(text);
-                    }
-                    tx.send(message)
-                        .map(|()| (tx, session))
-                        .map_err(|_| axum::Error::new("socket closed"))
-                },
-            );
-            let (expiry_tx, expiry_rx) = watch::channel(None::<u64>);
-            let ends = {
-                let session = Arc::clone(&session);
-                async move {
-                    tokio::select! {
-                        () = shutdown.begun() => session.close_with(close_code::AWAY, "server shutting down"),
-                        (code, reason) = deadline(session.limits.ws_init_timeout, expiry_rx) => {
-                            session.close_with(code, reason);
-                        }
-                    }
-                }
-            };
-            let input = guard_input(socket_rx, Arc::clone(&session)).take_until(ends);
-            let init_session = Arc::clone(&session);
-            // Keep-alive: the server pings every WS_KEEPALIVE_SECONDS; a graphql-transport-ws
-            // client's pong counts as traffic, so only a dead client meets the idle timeout.
-            // Legacy graphql-ws clients never answer ("ka" has no reply): no idle timeout.
-            let pinger = tokio::spawn(keep_alive(
-                session.out.clone(),
-                app.http.ws_keepalive,
-                legacy,
-            ));
-            let idle = (!legacy).then_some(app.http.ws_idle_timeout);
-            GraphQLWebSocket::new_with_pair(sink, input, app.schema.clone(), protocol)
-                .keepalive_timeout(idle)
-                .on_connection_init(move |payload| async move {
-                    // Browsers cannot set headers on WebSockets: the token comes in the
-                    // connection_init payload. No valid token, no connection.
-                    let auth = keys.verify_header(authorization_param(&payload));
-                    let caller = auth
-                        .caller()
-                        .map_err(|e| async_graphql::Error::new(e.to_string()))?;
-                    init_session.authenticated(&caller.sub);
-                    let _ = expiry_tx.send(Some(caller.expires_at));
-                    let mut data = Data::default();
-                    data.insert(auth);
-                    Ok(data)
-                })
-                .serve()
-                .await;
-            pinger.abort();
-            let _ = writer.await;
-            })
-        })
-}
-
-/// Sends a protocol keep-alive (`ping`, or `ka` for legacy `graphql-ws`) every `interval`
-/// while the socket's writer is there.
-async fn keep_alive(out: mpsc::WeakUnboundedSender<Message>, interval: Duration, legacy: bool) {
-    let ping = if legacy {
-        r#"{"type":"ka"}"#
-    } else {
-        r#"{"type":"ping"}"#
-    };
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-    loop {
-        ticks.tick().await;
-        let Some(out) = out.upgrade() else { return };
-        if out.send(Message::Text(ping.into())).is_err() {
-            return;
-        }
-    }
-}
-
-/// Resolves with the close code and reason that end a WebSocket: 4408 when no
-/// `connection_init` authenticated it within `init_timeout`, else 4401 once its token
-/// expires (its `exp`, sent on `expiry` at init).
-async fn deadline(
-    init_timeout: Duration,
-    mut expiry: watch::Receiver<Option<u64>>,
-) -> (u16, &'static str) {
-    let authenticated = tokio::time::timeout(init_timeout, async {
-        expiry.wait_for(Option::is_some).await.map(|exp| *exp)
-    })
-    .await;
-    let expires_at = match authenticated {
-        Ok(Ok(exp)) => exp.unwrap_or_default(),
-        Ok(Err(_)) => return std::future::pending().await,
-        Err(_) => return (4408, "Connection initialisation timeout"),
-    };
-    let left = expires_at.saturating_sub(crate::auth::now_seconds());
-    tokio::time::sleep(Duration::from_secs(left)).await;
-    (4401, "Unauthorized: token expired")
-}
-
-/// The client's messages, checked before async-graphql sees them: operation ids must be
-/// unique (4409), operations are capped per connection and per token subject (the excess
-/// `subscribe` gets an error and runs nothing), and a message too large closes with 1009.
-fn guard_input(
-    socket: futures_util::stream::SplitStream<axum::extract::ws::WebSocket>,
-    session: Arc<WsSession>,
-) -> impl futures_util::Stream<Item = Result<Message, axum::Error>> {
-    futures_util::stream::unfold((socket, session), |(mut socket, session)| async move {
-        loop {
-            let message = match socket.next().await? {
-                Ok(message) => message,
-                Err(e) => {
-                    let too_big = e.to_string().contains("limit");
-                    if too_big {
-                        session.close_with(close_code::SIZE, "message too big");
-                    } else {
-                        session.close_with(close_code::PROTOCOL, "protocol error");
-                    }
-                    return None;
-                }
-            };
-            let Message::Text(text) = &message else {
-                return Some((Ok(message), (socket, session)));
-            };
-            match session.inspect(text) {
-                Verdict::Pass => return Some((Ok(message), (socket, session))),
-                Verdict::Refused => {}
-                Verdict::Close(code, reason) => {
-                    session.close_with(code, reason);
-                    return None;
-                }
-            }
-        }
-    })
-}
-
-/// What [`WsSession::inspect`] decided about a client message.
-enum Verdict {
-    /// Hand it to the GraphQL session.
-    Pass,
-    /// Dropped; the client was sent an error for it.
-    Refused,
-    /// End the connection with this close code.
-    Close(u16, &'static str),
-}
-
-/// Operations running on this instance's WebSockets, per token subject (the per-user cap).
-#[derive(Clone, Default)]
-pub struct OperationCounts(Arc<Mutex<HashMap<String, usize>>>);
-
-impl OperationCounts {
-    /// Counts one more operation of `user` unless they already run `max`.
-    fn try_add(&self, user: &str, max: usize) -> bool {
-        let mut counts = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let count = counts.entry(user.to_owned()).or_default();
-        if *count >= max {
-            return false;
-        }
-        *count += 1;
-        true
-    }
-
-    /// Forgets `n` operations of `user`.
-    fn remove(&self, user: &str, n: usize) {
-        let mut counts = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(count) = counts.get_mut(user) {
-            *count = count.saturating_sub(n);
-            if *count == 0 {
-                counts.remove(user);
-            }
-        }
-    }
-
-    /// Operations running for `user` now.
-    pub fn of(&self, user: &str) -> usize {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(user)
-            .copied()
-            .unwrap_or_default()
-    }
-}
-
-/// One WebSocket's bookkeeping: its running operation ids, its caller, how it closes.
-struct WsSession {
-    limits: HttpLimits,
-    users: OperationCounts,
-    /// Where refusals are written (the socket's writer). Weak: the writer ends when the
-    /// GraphQL session drops its sender, and this session lives as long as the writer.
-    out: mpsc::WeakUnboundedSender<Message>,
-    /// The legacy `graphql-ws` protocol (its `start`/`stop`/`error` shapes differ).
-    legacy: bool,
-    state: Mutex<WsState>,
-}
-
-#[derive(Default)]
-struct WsState {
-    /// Ids of the operations running.
-    active: HashSet<String>,
-    /// The token subject, once `connection_init` succeeded.
-    user: Option<String>,
-    /// The close frame to send when the session ends (first reason wins).
-    close: Option<(u16, &'static str)>,
-}
-
-/// The fields of a protocol message that the guard reads.
-#[derive(serde::Deserialize)]
-struct Envelope {
-    #[serde(rename = "type")]
-    kind: String,
-    id: Option<String>,
-}
-
-impl WsSession {
-    fn new(
-        limits: HttpLimits,
-        users: OperationCounts,
-        out: mpsc::WeakUnboundedSender<Message>,
-        legacy: bool,
-    ) -> Self {
-        Self {
-            limits,
-            users,
-            out,
-            legacy,
-            state: Mutex::default(),
-        }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, WsState> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn authenticated(&self, user: &str) {
-        self.state().user = Some(user.to_owned());
-    }
-
-    fn close_with(&self, code: u16, reason: &'static str) {
-        self.state().close.get_or_insert((code, reason));
-    }
-
-    fn close_frame(&self) -> CloseFrame {
-        let (code, reason) = self.state().close.unwrap_or((close_code::NORMAL, ""));
-        CloseFrame {
-            code,
-            reason: reason.into(),
-        }
-    }
-
-    /// Checks a client message (see [`guard_input`]).
-    fn inspect(&self, text: &str) -> Verdict {
-        let Ok(envelope) = serde_json::from_str::<Envelope>(text) else {
-            return Verdict::Pass; // async-graphql answers malformed messages itself
-        };
-        let id = envelope.id.unwrap_or_default();
-        match envelope.kind.as_str() {
-            "subscribe" | "start" => {
-                let mut state = self.state();
-                if state.active.contains(&id) {
-                    return Verdict::Close(4409, "Subscriber for this id already exists");
-                }
-                let Some(user) = state.user.clone() else {
-                    return Verdict::Pass; // async-graphql refuses it before connection_init
-                };
-                if state.active.len() >= self.limits.ws_max_subscriptions_per_connection {
-                    drop(state);
-                    self.refuse(&id, "too many operations on this connection");
-                    return Verdict::Refused;
-                }
-                if !self
-                    .users
-                    .try_add(&user, self.limits.ws_max_subscriptions_per_user)
-                {
-                    drop(state);
-                    self.refuse(&id, "too many operations for this user");
-                    return Verdict::Refused;
-                }
-                state.active.insert(id);
-                Verdict::Pass
-            }
-            "complete" | "stop" => {
-                self.finished(&id);
-                Verdict::Pass
-            }
-            _ => Verdict::Pass,
-        }
-    }
-
-    /// Notes operations that the server ended (`complete`, `error`).
-    fn on_server_message(&self, text: &str) {
-        if !(text.contains("\"complete\"") || text.contains("\"error\"")) {
-            return;
-        }
-        if let Ok(envelope) = serde_json::from_str::<Envelope>(text)
-            && matches!(envelope.kind.as_str(), "complete" | "error")
-            && let Some(id) = envelope.id
-        {
-            self.finished(&id);
-        }
-    }
-
-    fn finished(&self, id: &str) {
-        let mut state = self.state();
-        if state.active.remove(id)
-            && let Some(user) = state.user.clone()
-        {
-            self.users.remove(&user, 1);
-        }
-    }
-
-    /// Answers a refused operation with the protocol's error message.
-    fn refuse(&self, id: &str, message: &str) {
-        let error = json!({"message": message, "extensions": {"code": "TOO_MANY_SUBSCRIPTIONS"}});
-        let payload = if self.legacy { error } else { json!([error]) };
-        let reply = json!({"id": id, "type": "error", "payload": payload});
-        if let Some(out) = self.out.upgrade() {
-            let _ = out.send(Message::Text(reply.to_string().into()));
-        }
-    }
-}
-
-impl Drop for WsSession {
-    fn drop(&mut self) {
-        let state = self.state();
-        if let Some(user) = &state.user {
-            self.users.remove(user, state.active.len());
-        }
-    }
-}
-
-/// The `authorization` entry of a connection_init payload (any capitalisation).
-fn authorization_param(payload: &serde_json::Value) -> Option<&str> {
-    payload
-        .as_object()?
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
-        .and_then(|(_, v)| v.as_str())
-}
 
 async fn health(State(app): State<App>) -> Response {
     let (postgres, redis) = tokio::join!(
