@@ -24,12 +24,15 @@ mod view;
 
 use std::sync::Arc;
 
+use diesel_async::AsyncPgConnection;
+
 use crate::auth::Caller;
 use crate::error::{AppError, AppResult};
 use crate::storage::bank_cache::BankCache;
 use crate::storage::db::DbPool;
 use crate::storage::events::EventBus;
 use crate::storage::exposure::ExposureTracker;
+use crate::storage::queries::{self, ExamSessionRow};
 use crate::storage::session_cache::SessionCache;
 use crate::storage::state_store::StateStore;
 
@@ -106,6 +109,19 @@ impl ExamService {
     pub fn events(&self) -> &EventBus {
         &self.events
     }
+}
+
+/// The row of exam `id` when `caller` may read it (see [`may_read`]).
+async fn readable_row(
+    conn: &mut AsyncPgConnection,
+    caller: &Caller,
+    id: i64,
+) -> AppResult<ExamSessionRow> {
+    let row = queries::find_exam_session(conn, id)
+        .await?
+        .ok_or_else(|| exam_not_found(id))?;
+    may_read(caller, &row.student_id, row.id)?;
+    Ok(row)
 }
 
 fn exam_not_found(id: i64) -> AppError {

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{ExamService, ExamStatus, ExamView, Feedback, design_of, exam_not_found, may_read};
+use super::{ExamService, ExamStatus, ExamView, Feedback, design_of, readable_row};
 use crate::auth::Caller;
 use crate::error::{AppError, AppResult};
 use crate::storage::queries::{self, ExamFilter, ExamSessionRow};
@@ -108,10 +108,7 @@ impl ExamService {
     /// The attempts of an exam the caller may read, in position order.
     pub async fn attempts(&self, caller: &Caller, exam_session_id: i64) -> AppResult<ExamAttempts> {
         let mut conn = self.db.get().await?;
-        let row = queries::find_exam_session(&mut conn, exam_session_id)
-            .await?
-            .ok_or_else(|| exam_not_found(exam_session_id))?;
-        may_read(caller, &row.student_id, row.id)?;
+        let row = readable_row(&mut conn, caller, exam_session_id).await?;
         let bank = self.bank(&mut conn, row.item_bank_id).await?;
         let rows = queries::list_attempts(&mut conn, exam_session_id).await?;
         let mut previous = row.created_at;

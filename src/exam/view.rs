@@ -122,10 +122,7 @@ impl ExamService {
     /// One exam session, for its owner or staff.
     pub async fn exam_session(&self, caller: &Caller, exam_session_id: i64) -> AppResult<ExamView> {
         let mut conn = self.db.get().await?;
-        let row = queries::find_exam_session(&mut conn, exam_session_id)
-            .await?
-            .ok_or_else(|| exam_not_found(exam_session_id))?;
-        may_read(caller, &row.student_id, row.id)?;
+        let row = readable_row(&mut conn, caller, exam_session_id).await?;
         let bank = self.bank(&mut conn, row.item_bank_id).await?;
         let design = design_of(&row)?;
         self.view(row, design, &bank)
@@ -141,10 +138,7 @@ impl ExamService {
     ) -> AppResult<(Watched, crate::storage::events::ExamEvents)> {
         let events = self.events.subscribe(exam_session_id);
         let mut conn = self.db.get().await?;
-        let row = queries::find_exam_session(&mut conn, exam_session_id)
-            .await?
-            .ok_or_else(|| exam_not_found(exam_session_id))?;
-        may_read(caller, &row.student_id, row.id)?;
+        let row = readable_row(&mut conn, caller, exam_session_id).await?;
         let watched = Watched {
             feedback: row.feedback,
             status: row.status,
