@@ -149,11 +149,12 @@ pub(crate) fn service<'a>(ctx: &'a Context<'_>) -> AppResult<&'a ExamService> {
         .map_err(|e| AppError::internal("schema has no exam service", e.message))
 }
 
-/// Parses a database id given as a GraphQL `ID`.
-pub(crate) fn parse_id(id: &ID, what: &str) -> AppResult<i64> {
+/// Parses a database id given as a GraphQL `ID` into its typed id (or a bare `i64`).
+pub(crate) fn parse_id<T: From<i64>>(id: &ID, what: &str) -> AppResult<T> {
     id.parse::<i64>()
         .ok()
         .filter(|n| *n > 0)
+        .map(T::from)
         .ok_or_else(|| AppError::bad_input(format!("{what} must be a positive integer id")))
 }
 

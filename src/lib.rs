@@ -30,8 +30,8 @@
 //!   through [`engine::decide`] in-process (bank file and design read as the API reads them).
 //! - [`engine`]: one exam's design and state, and the single step function.
 //! - [`irt`]: pure psychometrics: models, estimators, item selection, stopping rules.
-//! - [`auth`], [`config`], [`error`], [`bank_file`]: tokens, environment, error policy,
-//!   bank file parsing.
+//! - [`auth`], [`config`], [`error`], [`bank_file`], [`ids`]: tokens, environment, error
+//!   policy, bank file parsing, typed ids.
 
 pub mod app;
 pub mod auth;
@@ -43,6 +43,7 @@ pub mod error;
 pub mod exam;
 pub mod export;
 pub mod graphql;
+pub mod ids;
 pub mod irt;
 pub mod server;
 pub mod simulate;

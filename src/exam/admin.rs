@@ -7,6 +7,7 @@ use chrono::Utc;
 
 use super::*;
 use crate::error::{AppError, AppResult};
+use crate::ids::ExamId;
 use crate::storage::events::{EventKind, ThetaEvent};
 use crate::storage::queries::{self};
 
@@ -23,9 +24,10 @@ impl ExamService {
     /// lost it); returns the new TTL.
     pub async fn extend_ttl(
         &self,
-        exam_session_id: i64,
+        exam_session_id: ExamId,
         additional_seconds: i32,
     ) -> AppResult<i64> {
+        let exam_session_id = exam_session_id.0;
         if !(1..=7 * 24 * 3600).contains(&additional_seconds) {
             return Err(AppError::bad_input(
                 "additionalSeconds must be between 1 and 604800 (one week)",
@@ -73,7 +75,8 @@ impl ExamService {
     /// Gives up an active exam (admin): it takes no answer after this, its attempts stay,
     /// its engine state is dropped. An answer racing with it either lands first or gets
     /// `EXAM_NOT_ACTIVE` (both take the row lock).
-    pub async fn abandon_exam(&self, exam_session_id: i64) -> AppResult<ExamView> {
+    pub async fn abandon_exam(&self, exam_session_id: ExamId) -> AppResult<ExamView> {
+        let exam_session_id = exam_session_id.0;
         let mut conn = self.db.get().await?;
         let Some(row) =
             queries::abandon_exam_session(&mut conn, exam_session_id, Utc::now()).await?

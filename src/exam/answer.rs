@@ -14,6 +14,7 @@ use super::*;
 use crate::auth::Caller;
 use crate::engine::EngineState;
 use crate::error::{AppError, AppResult};
+use crate::ids::{ExamId, ItemId};
 use crate::storage::bank_cache::Bank;
 use crate::storage::events::{EventKind, ThetaEvent};
 use crate::storage::queries::{self, AttemptRow, ExamSessionRow};
@@ -24,10 +25,12 @@ impl ExamService {
     pub async fn submit_answer(
         &self,
         caller: &Caller,
-        exam_session_id: i64,
-        item_id: i64,
+        exam_session_id: ExamId,
+        item_id: ItemId,
         response: &str,
     ) -> AppResult<Answered> {
+        let item_id = item_id.0;
+        let exam_session_id = exam_session_id.0;
         if response.len() > MAX_TEXT_LEN {
             return Err(AppError::bad_input(format!(
                 "the response is longer than {MAX_TEXT_LEN} bytes"

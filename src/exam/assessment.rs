@@ -29,6 +29,7 @@ use crate::auth::Caller;
 use crate::design::{ExamDesignInput, database_item_id};
 use crate::engine;
 use crate::error::{AppError, AppResult};
+use crate::ids::AssessmentId;
 use crate::storage::bank_cache::Bank;
 use crate::storage::events::{EventKind, ThetaEvent};
 use crate::storage::queries::{self, AssessmentRow, ExamSessionRow};
@@ -203,7 +204,11 @@ impl ExamService {
 
     /// Archives an assessment: no new exam starts; running ones go on (admin). Archiving
     /// an archived assessment returns it unchanged.
-    pub async fn archive_assessment(&self, assessment_id: i64) -> AppResult<AssessmentView> {
+    pub async fn archive_assessment(
+        &self,
+        assessment_id: AssessmentId,
+    ) -> AppResult<AssessmentView> {
+        let assessment_id = assessment_id.0;
         let mut conn = self.db.get().await?;
         let row = match queries::archive_assessment(&mut conn, assessment_id, Utc::now()).await? {
             Some(row) => {
@@ -218,7 +223,8 @@ impl ExamService {
     }
 
     /// One assessment.
-    pub async fn assessment(&self, assessment_id: i64) -> AppResult<AssessmentView> {
+    pub async fn assessment(&self, assessment_id: AssessmentId) -> AppResult<AssessmentView> {
+        let assessment_id = assessment_id.0;
         let mut conn = self.db.get().await?;
         let row = queries::find_assessment(&mut conn, assessment_id)
             .await?
@@ -238,7 +244,12 @@ impl ExamService {
 
     /// Starts (or resumes) `student_id`'s exam of an assessment and presents its item; see
     /// the module doc for the rules.
-    pub async fn start_exam(&self, student_id: &str, assessment_id: i64) -> AppResult<Started> {
+    pub async fn start_exam(
+        &self,
+        student_id: &str,
+        assessment_id: AssessmentId,
+    ) -> AppResult<Started> {
+        let assessment_id = assessment_id.0;
         check_text(student_id, "studentId")?;
         if student_id.is_empty() || student_id.len() > 256 {
             return Err(AppError::bad_input("the student id must be 1 to 256 bytes"));

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::*;
 use crate::error::{AppError, AppResult};
+use crate::ids::BankId;
 use crate::irt::ItemParams;
 use crate::storage::bank_cache::Bank;
 use crate::storage::queries::{self};
@@ -93,7 +94,8 @@ impl ExamService {
     }
 
     /// A bank's public description.
-    pub async fn item_bank(&self, bank_id: i64) -> AppResult<BankInfo> {
+    pub async fn item_bank(&self, bank_id: BankId) -> AppResult<BankInfo> {
+        let bank_id = bank_id.0;
         let mut conn = self.db.get().await?;
         let bank = self.bank(&mut conn, bank_id).await?;
         Ok(bank_info(&bank))

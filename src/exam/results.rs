@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use super::{ExamService, ExamStatus, ExamView, Feedback, design_of, readable_row};
 use crate::auth::Caller;
 use crate::error::{AppError, AppResult};
+use crate::ids::ExamId;
 use crate::storage::queries::{self, ExamFilter, ExamSessionRow};
 
 /// Most exams `myExams` returns (newest first).
@@ -106,7 +107,12 @@ impl ExamService {
     }
 
     /// The attempts of an exam the caller may read, in position order.
-    pub async fn attempts(&self, caller: &Caller, exam_session_id: i64) -> AppResult<ExamAttempts> {
+    pub async fn attempts(
+        &self,
+        caller: &Caller,
+        exam_session_id: ExamId,
+    ) -> AppResult<ExamAttempts> {
+        let exam_session_id = exam_session_id.0;
         let mut conn = self.db.get().await?;
         let row = readable_row(&mut conn, caller, exam_session_id).await?;
         let bank = self.bank(&mut conn, row.item_bank_id).await?;

@@ -7,6 +7,7 @@ use super::*;
 use crate::auth::Caller;
 use crate::engine::ExamDesign;
 use crate::error::{AppError, AppResult};
+use crate::ids::{AssessmentId, ExamId};
 use crate::irt::StopReason;
 use crate::storage::bank_cache::{Bank, BankItem};
 use crate::storage::events::{EventKind, ThetaEvent};
@@ -120,7 +121,12 @@ pub struct Summary {
 
 impl ExamService {
     /// One exam session, for its owner or staff.
-    pub async fn exam_session(&self, caller: &Caller, exam_session_id: i64) -> AppResult<ExamView> {
+    pub async fn exam_session(
+        &self,
+        caller: &Caller,
+        exam_session_id: ExamId,
+    ) -> AppResult<ExamView> {
+        let exam_session_id = exam_session_id.0;
         let mut conn = self.db.get().await?;
         let row = readable_row(&mut conn, caller, exam_session_id).await?;
         let bank = self.bank(&mut conn, row.item_bank_id).await?;
@@ -134,8 +140,9 @@ impl ExamService {
     pub async fn watch_exam(
         &self,
         caller: &Caller,
-        exam_session_id: i64,
+        exam_session_id: ExamId,
     ) -> AppResult<(Watched, crate::storage::events::ExamEvents)> {
+        let exam_session_id = exam_session_id.0;
         let events = self.events.subscribe(exam_session_id);
         let mut conn = self.db.get().await?;
         let row = readable_row(&mut conn, caller, exam_session_id).await?;
@@ -162,11 +169,12 @@ impl ExamService {
     pub async fn watch_assessment(
         &self,
         caller: &Caller,
-        assessment_id: i64,
+        assessment_id: AssessmentId,
     ) -> AppResult<crate::storage::events::ExamEvents> {
+        let assessment_id = assessment_id.0;
         caller.require_staff()?;
         let events = self.events.subscribe_assessment(assessment_id);
-        self.assessment(assessment_id).await?;
+        self.assessment(AssessmentId(assessment_id)).await?;
         Ok(events)
     }
 
@@ -175,8 +183,9 @@ impl ExamService {
     pub async fn engine_summary(
         &self,
         caller: &Caller,
-        exam_session_id: i64,
+        exam_session_id: ExamId,
     ) -> AppResult<Summary> {
+        let exam_session_id = exam_session_id.0;
         let cached = async {
             let (json, ttl) = self.states.load_with_ttl(exam_session_id).await.ok()??;
             let state = parse_state(exam_session_id, &json)?;

@@ -375,7 +375,7 @@ impl ExamSession {
     /// external id, score or correctness, and theta/SE per the feedback policy.
     async fn attempts(&self, ctx: &Context<'_>) -> Result<Vec<Attempt>> {
         let caller = caller(ctx).map_err(gql)?;
-        let id = self.id.parse::<i64>().unwrap_or_default();
+        let id = crate::ids::ExamId(self.id.parse::<i64>().unwrap_or_default());
         let found = super::service(ctx)
             .map_err(gql)?
             .attempts(caller, id)

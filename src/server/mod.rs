@@ -251,7 +251,6 @@ fn is_timeout(rejection: &GraphQLRejection) -> bool {
     text.contains("timed out") || text.contains("timedout") || text.contains("timeout")
 }
 
-
 async fn health(State(app): State<App>) -> Response {
     let (postgres, redis) = tokio::join!(
         db::ping(app.service.db()),
