@@ -170,7 +170,11 @@ rcli PING >/dev/null || die "cannot reach Redis at $REDIS_URL"
 
 if [[ -z ${BENCH_SKIP_BUILD:-} ]]; then
     log "building (release) into $TARGET"
-    CARGO_TARGET_DIR=$TARGET cargo build --release --bin loadtest --bin adaptive-engine >&2
+    # Two builds: the service alone, exactly as `cargo build --release` builds it (no
+    # features unified with the load generator's), then the load generator (the workspace
+    # member loadtest/); both land in the workspace's target directory.
+    CARGO_TARGET_DIR=$TARGET cargo build --release -p adaptive-engine >&2
+    CARGO_TARGET_DIR=$TARGET cargo build --release -p loadtest >&2
 fi
 SERVER_BIN=$TARGET/release/adaptive-engine
 LOADTEST_BIN=$TARGET/release/loadtest

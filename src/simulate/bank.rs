@@ -12,6 +12,7 @@ use anyhow::Context;
 use chrono::DateTime;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rand_distr::{LogNormal, Normal, StandardNormal};
 
 use crate::bank_file;
 use crate::engine::EngineBank;
@@ -189,10 +190,11 @@ impl SimBank {
     /// `syn-001`…`syn-500`, content areas [`SYNTHETIC_AREAS`] in turn.
     pub fn synthetic() -> Self {
         let mut rng = StdRng::seed_from_u64(SYNTHETIC_SEED);
+        let discrimination = LogNormal::new(0.0, 0.25).expect("a valid log-normal");
         let items = (0..SYNTHETIC_ITEMS)
             .map(|k| {
-                let a = (0.25 * standard_normal(&mut rng)).exp();
-                let b = standard_normal(&mut rng);
+                let a = rng.sample(discrimination);
+                let b: f64 = rng.sample(StandardNormal);
                 let c = rng.random_range(0.10..0.25);
                 let area = SYNTHETIC_AREAS[k % SYNTHETIC_AREAS.len()];
                 dichotomous(
@@ -260,13 +262,6 @@ fn dichotomous(external_id: String, p: &ItemParams, area: Option<&str>) -> NewBa
     }
 }
 
-/// A standard normal draw (Box–Muller, one of the pair; two uniforms per draw).
-pub fn standard_normal<R: Rng + ?Sized>(rng: &mut R) -> f64 {
-    let u1 = 1.0 - rng.random::<f64>(); // (0, 1]: ln is finite
-    let u2 = rng.random::<f64>();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-}
-
 /// The distribution of the true abilities (`--theta-dist`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ThetaDist {
@@ -325,12 +320,17 @@ impl ThetaDist {
     /// `n` draws from a generator seeded with `seed`, in order.
     pub fn draw(&self, n: usize, seed: u64) -> Vec<f64> {
         let mut rng = StdRng::seed_from_u64(seed);
-        (0..n)
-            .map(|_| match *self {
-                Self::Normal { mean, sd } => mean + sd * standard_normal(&mut rng),
-                Self::Uniform { low, high } => low + (high - low) * rng.random::<f64>(),
-            })
-            .collect()
+        match *self {
+            // `Normal::new` refuses only a non-finite SD, which `FromStr` never yields (no
+            // draw would be finite with one either).
+            Self::Normal { mean, sd } => match Normal::new(mean, sd) {
+                Ok(normal) => rng.sample_iter(normal).take(n).collect(),
+                Err(_) => vec![f64::NAN; n],
+            },
+            Self::Uniform { low, high } => (0..n)
+                .map(|_| low + (high - low) * rng.random::<f64>())
+                .collect(),
+        }
     }
 }
 

@@ -21,11 +21,8 @@
 //! counted by GraphQL `extensions.code`, HTTP status or transport error. The report is a
 //! table, or one JSON object with `--json`; `--fail-on-error` exits 1 after any error.
 
-#[path = "loadtest/api.rs"]
 mod api;
-#[path = "loadtest/stats.rs"]
 mod stats;
-#[path = "loadtest/ws.rs"]
 mod ws;
 
 use std::collections::HashMap;
@@ -40,6 +37,7 @@ use clap::Parser;
 use futures_util::StreamExt;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -331,13 +329,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// A standard normal draw (Box–Muller).
-fn normal(rng: &mut SmallRng) -> f64 {
-    let u1: f64 = 1.0 - rng.random::<f64>();
-    let u2: f64 = rng.random();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
 }
 
 /// The response a student of ability `theta` gives to `item` ("A" is the key).
@@ -698,7 +689,7 @@ async fn student(
     let sub = format!("{}-{index}", shared.prefix);
     let token = shared.student_token(&sub);
     let mut rng = SmallRng::seed_from_u64(seed);
-    let theta = normal(&mut rng);
+    let theta: f64 = rng.sample(StandardNormal);
     let mut metrics = Metrics::default();
     let mut warmup = Metrics::default();
     let over = |now: Instant| window.deadline.is_some_and(|d| now >= d);
@@ -945,7 +936,7 @@ async fn start_many(
                     Ok(started) => {
                         shared.exams_started.fetch_add(1, Ordering::Relaxed);
                         let mut rng = SmallRng::seed_from_u64(seed.wrapping_add(i as u64));
-                        let theta = normal(&mut rng);
+                        let theta: f64 = rng.sample(StandardNormal);
                         Some(Live {
                             token,
                             exam_id: started.exam_id,
