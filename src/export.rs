@@ -313,14 +313,17 @@ impl<W: Write> RowWriter<W> {
     /// When `out` cannot be written or flushed.
     pub fn finish(self) -> anyhow::Result<(W, ExportSummary)> {
         let out = match self.sink {
-            Sink::Csv(csv) => csv.into_inner().map_err(|e| e.into_error())?,
+            Sink::Csv(csv) => csv.into_inner().map_err(csv::IntoInnerError::into_error)?,
             Sink::Jsonl(mut out) => {
                 out.flush()?;
                 out
             }
             Sink::Matrix(mut matrix) => {
                 matrix.flush_exam()?;
-                matrix.csv.into_inner().map_err(|e| e.into_error())?
+                matrix
+                    .csv
+                    .into_inner()
+                    .map_err(csv::IntoInnerError::into_error)?
             }
         };
         Ok((out, self.summary))

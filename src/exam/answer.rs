@@ -297,7 +297,7 @@ impl ExamService {
             id: exam_session_id,
             student_id: facts.student_id.clone(),
             item_bank_id: facts.item_bank_id,
-            status: progress.status.to_owned(),
+            status: progress.status,
             config: serde_json::Value::Null,
             theta: progress.theta,
             standard_error: progress.standard_error,

@@ -59,9 +59,8 @@ impl ExamService {
         state: &EngineState,
         event: Option<&str>,
     ) {
-        let json = match state_json(state) {
-            Ok(json) => json,
-            Err(_) => return,
+        let Ok(json) = state_json(state) else {
+            return;
         };
         if let Err(e) = self
             .states

@@ -24,7 +24,9 @@ impl MutationRoot {
         ctx: &Context<'_>,
         input: CreateItemBankInput,
     ) -> Result<ItemBank> {
-        caller(ctx).and_then(|c| c.require_admin()).map_err(gql)?;
+        caller(ctx)
+            .and_then(super::super::auth::Caller::require_admin)
+            .map_err(gql)?;
         let bank = NewBank {
             name: input.name,
             scaling_constant: input.scaling_constant.unwrap_or(1.0),
@@ -59,7 +61,9 @@ impl MutationRoot {
     /// Archives an assessment: no new exam starts; running exams can still be finished
     /// (admin).
     async fn archive_assessment(&self, ctx: &Context<'_>, id: ID) -> Result<Assessment> {
-        caller(ctx).and_then(|c| c.require_admin()).map_err(gql)?;
+        caller(ctx)
+            .and_then(super::super::auth::Caller::require_admin)
+            .map_err(gql)?;
         let id = parse_id(&id, "id").map_err(gql)?;
         let view = service(ctx)
             .map_err(gql)?
@@ -130,7 +134,9 @@ impl MutationRoot {
         exam_session_id: ID,
         additional_seconds: i32,
     ) -> Result<i32> {
-        caller(ctx).and_then(|c| c.require_admin()).map_err(gql)?;
+        caller(ctx)
+            .and_then(super::super::auth::Caller::require_admin)
+            .map_err(gql)?;
         let id = parse_id(&exam_session_id, "examSessionId").map_err(gql)?;
         let ttl = service(ctx)
             .map_err(gql)?
@@ -157,7 +163,9 @@ impl MutationRoot {
     /// Deletes every engine state from Redis and returns how many; exams go on, rebuilt
     /// from Postgres (admin).
     async fn clear_engine_cache(&self, ctx: &Context<'_>) -> Result<i32> {
-        caller(ctx).and_then(|c| c.require_admin()).map_err(gql)?;
+        caller(ctx)
+            .and_then(super::super::auth::Caller::require_admin)
+            .map_err(gql)?;
         let deleted = service(ctx)
             .map_err(gql)?
             .clear_engine_cache()

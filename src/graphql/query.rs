@@ -48,7 +48,9 @@ impl QueryRoot {
     /// This is the cache's view: after `clearEngineCache` or a Redis restart it lists only
     /// the exams answered since.
     async fn active_sessions(&self, ctx: &Context<'_>) -> Result<Vec<ID>> {
-        caller(ctx).and_then(|c| c.require_staff()).map_err(gql)?;
+        caller(ctx)
+            .and_then(super::super::auth::Caller::require_staff)
+            .map_err(gql)?;
         let ids = service(ctx)
             .map_err(gql)?
             .active_sessions()
@@ -71,7 +73,9 @@ impl QueryRoot {
 
     /// Every item bank, newest first (admin, proctor).
     async fn item_banks(&self, ctx: &Context<'_>) -> Result<Vec<ItemBank>> {
-        caller(ctx).and_then(|c| c.require_staff()).map_err(gql)?;
+        caller(ctx)
+            .and_then(super::super::auth::Caller::require_staff)
+            .map_err(gql)?;
         let banks = service(ctx).map_err(gql)?.item_banks().await.map_err(gql)?;
         Ok(banks.into_iter().map(Into::into).collect())
     }
@@ -90,7 +94,9 @@ impl QueryRoot {
 
     /// Every assessment, newest first (admin, proctor).
     async fn assessments(&self, ctx: &Context<'_>) -> Result<Vec<Assessment>> {
-        caller(ctx).and_then(|c| c.require_staff()).map_err(gql)?;
+        caller(ctx)
+            .and_then(super::super::auth::Caller::require_staff)
+            .map_err(gql)?;
         let views = service(ctx)
             .map_err(gql)?
             .assessments()

@@ -204,7 +204,9 @@ impl Assessment {
     /// The design (an `ExamDesignInput`, every default written out); admin and proctor
     /// only: `FORBIDDEN` for students.
     async fn design(&self, ctx: &Context<'_>) -> Result<Option<Json<serde_json::Value>>> {
-        caller(ctx).and_then(|c| c.require_staff()).map_err(gql)?;
+        caller(ctx)
+            .and_then(super::super::auth::Caller::require_staff)
+            .map_err(gql)?;
         let json = serde_json::to_value(&self.0.design)
             .map_err(|e| gql(AppError::internal("cannot serialize a design", e)))?;
         Ok(Some(Json(json)))

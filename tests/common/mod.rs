@@ -465,7 +465,7 @@ impl RedisServer {
         let mut server = Self {
             port,
             child: None,
-            args: extra.iter().map(|s| s.to_string()).collect(),
+            args: extra.iter().map(std::string::ToString::to_string).collect(),
         };
         server.restart().await;
         server
@@ -611,8 +611,8 @@ impl Subscription {
         loop {
             let msg = next_json(&mut self.socket, timeout).await?;
             match msg["type"].as_str() {
-                Some("next") | Some("data") => return Some(msg["payload"].clone()),
-                Some("error") | Some("complete") => return Some(msg),
+                Some("next" | "data") => return Some(msg["payload"].clone()),
+                Some("error" | "complete") => return Some(msg),
                 _ => continue,
             }
         }
@@ -642,7 +642,7 @@ async fn next_json(
     loop {
         match tokio::time::timeout(timeout, socket.next()).await {
             Ok(Some(Ok(Message::Text(text)))) => return serde_json::from_str(&text).ok(),
-            Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) | Err(_) => return None,
+            Ok(Some(Ok(Message::Close(_)) | Err(_)) | None) | Err(_) => return None,
             Ok(Some(Ok(_))) => continue,
         }
     }
