@@ -1,27 +1,58 @@
 //! One adaptive-testing step: select the next item among those left in a bank
-//! of N random 3PL items and re-estimate ability by EAP (33 nodes, N(0, 1)
-//! prior) from 20 answers.
+//! of N random items and re-estimate ability by EAP (33 nodes, N(0, 1) prior)
+//! from 20 answers.
+//!
+//! Two kinds of bank: dichotomous (random 3PL items) and polytomous (random
+//! GRM and GPCM items with 3 to 5 categories). The first 20 items are chosen by
+//! maximum information and answered by a simulee of ability 0.5 (fixed
+//! seeds); the test length is 40, so the progressive and proportional rules
+//! are mid-way through their schedules.
 //!
 //! * `step_5000`, `step_50000`: maximum information through the bank's
 //!   [`InformationIndex`] (the service's path), randomesque 1.
 //! * `scan_5000`, `scan_50000`: the same step with a full scan (no index), for
 //!   comparison.
-//! * `rule_<name>_5000`: the same step with every other selection rule.
-//! * `index_build_5000`, `index_build_50000`: building the index once.
+//! * `rule_<name>_<n>`: the same step with every selection rule on the
+//!   dichotomous bank, `poly_<name>_<n>` on the polytomous bank.
+//! * `index_build_5000`, `index_build_50000`: building the index once;
+//!   `tables_<family>_<n>`: building the grid tables of the integrating rules
+//!   once (`information`: MLWI/MPWI, `divergence`: KL/KLP, `variance`: MEPV).
+//!
+//! The index is passed to `MaxInfo`, `Progressive` and `Proportional` and the
+//! grid tables to the rules that use them, as the engine does; both are built outside the measurement (once
+//! per bank).
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use adaptive_engine::irt::{
     EstimatorSettings, InformationIndex, Item, ItemParams, SelectionContext, SelectionRule,
-    estimate_items, probability, select_item,
+    SelectionTables, draw_response, estimate_items, select_item,
 };
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// Bank of `n` random 3PL items, 20 of them administered and answered by a
-/// simulee of ability 0.5 (fixed seeds).
+/// Test length `T` of the scenario (the schedule of `Progressive` and
+/// `Proportional`).
+const MAX_ITEMS: usize = 40;
+
+/// Every rule with its name in the benchmark ids.
+const RULES: [(SelectionRule, &str); 10] = [
+    (SelectionRule::MaxInfo, "mfi"),
+    (SelectionRule::Urry, "urry"),
+    (SelectionRule::Kl, "kl"),
+    (SelectionRule::Klp, "klp"),
+    (SelectionRule::Mlwi, "mlwi"),
+    (SelectionRule::Mpwi, "mpwi"),
+    (SelectionRule::Mepv, "mepv"),
+    (SelectionRule::Progressive, "progressive"),
+    (SelectionRule::Proportional, "proportional"),
+    (SelectionRule::Random, "random"),
+];
+
+/// A bank, 20 of its items administered and answered by a simulee of ability
+/// 0.5 (fixed seeds).
 struct Scenario {
     bank: Vec<Item>,
     index: InformationIndex,
@@ -33,18 +64,41 @@ struct Scenario {
     standard_error: f64,
 }
 
-fn scenario(n: usize) -> Scenario {
+/// `n` random 3PL items.
+fn dichotomous_bank(n: usize) -> Vec<Item> {
     let mut rng = StdRng::seed_from_u64(20_240_601);
-    let params: Vec<ItemParams> = (0..n)
+    (0..n)
         .map(|_| {
-            ItemParams::three_pl(
+            Item::from(ItemParams::three_pl(
                 rng.random_range(0.5..2.5),
                 rng.random_range(-3.0..3.0),
                 rng.random_range(0.0..0.3),
-            )
+            ))
         })
-        .collect();
-    let bank: Vec<Item> = params.iter().copied().map(Item::from).collect();
+        .collect()
+}
+
+/// `n` random GRM and GPCM items with 2 to 4 thresholds.
+fn polytomous_bank(n: usize) -> Vec<Item> {
+    let mut rng = StdRng::seed_from_u64(20_240_602);
+    (0..n)
+        .map(|_| {
+            let m = rng.random_range(2..=4);
+            let mut thresholds: Vec<f64> = (0..m).map(|_| rng.random_range(-3.0..3.0)).collect();
+            let a = rng.random_range(0.5..2.5);
+            if rng.random::<bool>() {
+                thresholds.sort_by(f64::total_cmp);
+                Item::grm(a, thresholds)
+            } else {
+                Item::gpcm(a, thresholds)
+            }
+        })
+        .collect()
+}
+
+fn scenario(bank: Vec<Item>) -> Scenario {
+    let n = bank.len();
+    let mut rng = StdRng::seed_from_u64(20_240_603);
     let settings = EstimatorSettings::default();
     let index = InformationIndex::new(&bank, settings.scaling);
     let mut eligible = vec![true; n];
@@ -59,17 +113,16 @@ fn scenario(n: usize) -> Scenario {
             theta,
             standard_error,
             estimator: &settings,
-            max_items: 21,
+            max_items: MAX_ITEMS,
             index: Some(&index),
+            tables: None,
         };
         let next =
             select_item(SelectionRule::MaxInfo, &ctx, 1, &mut rng).expect("bank not exhausted");
         eligible[next] = false;
         administered.push(next);
         items.push(bank[next].clone());
-        responses.push(u32::from(
-            rng.random::<f64>() < probability(&params[next], 0.5, 1.0),
-        ));
+        responses.push(draw_response(&bank[next], 0.5, 1.0, &mut rng));
         let e = estimate_items(&settings, &items, &responses, theta);
         (theta, standard_error) = (e.theta, e.standard_error);
     }
@@ -87,8 +140,14 @@ fn scenario(n: usize) -> Scenario {
 
 fn bench_step(c: &mut Criterion, name: &str, s: &Scenario, rule: SelectionRule, use_index: bool) {
     let settings = EstimatorSettings::default();
+    // Built once per bank and grid, as the engine caches them.
+    let tables = SelectionTables::new(&s.bank, &settings, rule);
     let mut rng = StdRng::seed_from_u64(7);
-    c.bench_function(name, |b| {
+    // Flat sampling: the same iteration count in every sample, so the slowest
+    // steps need 10 iterations rather than 55.
+    let mut group = c.benchmark_group("step");
+    group.sampling_mode(SamplingMode::Flat);
+    group.bench_function(name, |b| {
         b.iter(|| {
             let ctx = SelectionContext {
                 bank: black_box(&s.bank),
@@ -98,8 +157,9 @@ fn bench_step(c: &mut Criterion, name: &str, s: &Scenario, rule: SelectionRule, 
                 theta: black_box(s.theta),
                 standard_error: s.standard_error,
                 estimator: &settings,
-                max_items: 21,
+                max_items: MAX_ITEMS,
                 index: use_index.then_some(&s.index),
+                tables: tables.as_ref(),
             };
             let next = select_item(rule, &ctx, 1, &mut rng);
             let e = estimate_items(
@@ -111,61 +171,73 @@ fn bench_step(c: &mut Criterion, name: &str, s: &Scenario, rule: SelectionRule, 
             (next, e)
         });
     });
+    group.finish();
+}
+
+/// Every rule on one bank: the index is passed as the engine passes it (to
+/// `MaxInfo`, `Progressive` and `Proportional`).
+fn bench_rules(c: &mut Criterion, prefix: &str, s: &Scenario) {
+    let n = s.bank.len();
+    for (rule, name) in RULES {
+        bench_step(
+            c,
+            &format!("{prefix}_{name}_{n}"),
+            s,
+            rule,
+            matches!(
+                rule,
+                SelectionRule::MaxInfo | SelectionRule::Progressive | SelectionRule::Proportional
+            ),
+        );
+    }
 }
 
 fn steps(c: &mut Criterion) {
-    let small = scenario(5_000);
-    bench_step(c, "step_5000", &small, SelectionRule::MaxInfo, true);
-    let large = scenario(50_000);
-    bench_step(c, "step_50000", &large, SelectionRule::MaxInfo, true);
-    bench_step(c, "scan_5000", &small, SelectionRule::MaxInfo, false);
-    bench_step(c, "scan_50000", &large, SelectionRule::MaxInfo, false);
-}
-
-fn rules(c: &mut Criterion) {
-    let s = scenario(5_000);
-    for (rule, name) in [
-        (SelectionRule::Urry, "rule_urry_5000"),
-        (SelectionRule::Kl, "rule_kl_5000"),
-        (SelectionRule::Klp, "rule_klp_5000"),
-        (SelectionRule::Mlwi, "rule_mlwi_5000"),
-        (SelectionRule::Mpwi, "rule_mpwi_5000"),
-        (SelectionRule::Mepv, "rule_mepv_5000"),
-        (SelectionRule::Progressive, "rule_progressive_5000"),
-        (SelectionRule::Proportional, "rule_proportional_5000"),
-        (SelectionRule::Random, "rule_random_5000"),
-    ] {
-        bench_step(c, name, &s, rule, false);
+    for n in [5_000, 50_000] {
+        let s = scenario(dichotomous_bank(n));
+        bench_step(c, &format!("step_{n}"), &s, SelectionRule::MaxInfo, true);
+        bench_step(c, &format!("scan_{n}"), &s, SelectionRule::MaxInfo, false);
+        bench_rules(c, "rule", &s);
+        let p = scenario(polytomous_bank(n));
+        bench_rules(c, "poly", &p);
     }
 }
 
 fn index_build(c: &mut Criterion) {
     let mut group = c.benchmark_group("index_build");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(8));
+    group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
+    let settings = EstimatorSettings::default();
     for n in [5_000, 50_000] {
-        let bank: Vec<Item> = scenario_bank(n);
+        let bank = dichotomous_bank(n);
         group.bench_function(format!("index_build_{n}"), |b| {
             b.iter(|| InformationIndex::new(black_box(&bank), 1.0));
         });
+        for (rule, name) in [
+            (SelectionRule::Mlwi, "information"),
+            (SelectionRule::Kl, "divergence"),
+            (SelectionRule::Mepv, "variance"),
+        ] {
+            group.bench_function(format!("tables_{name}_{n}"), |b| {
+                b.iter(|| SelectionTables::new(black_box(&bank), &settings, rule));
+            });
+        }
     }
     group.finish();
 }
 
-/// The scenario's bank alone.
-fn scenario_bank(n: usize) -> Vec<Item> {
-    let mut rng = StdRng::seed_from_u64(20_240_601);
-    (0..n)
-        .map(|_| {
-            Item::from(ItemParams::three_pl(
-                rng.random_range(0.5..2.5),
-                rng.random_range(-3.0..3.0),
-                rng.random_range(0.0..0.3),
-            ))
-        })
-        .collect()
+/// Short measurements (the machine is shared; the slowest steps take tens of
+/// milliseconds before the grid tables).
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_millis(1_000))
 }
 
-criterion_group!(benches, steps, rules, index_build);
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = steps, index_build
+}
 criterion_main!(benches);

@@ -9,7 +9,7 @@
 //! generator seeded by the exam's seed and the step number, never from global state).
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -18,8 +18,18 @@ use serde::{Deserialize, Serialize};
 use crate::irt::{
     self, ContentBalance, Estimate, EstimatorSettings, ExposureControl, ExposureCounts,
     ExposureMethod, InformationIndex, Item, ItemParams, Prior, SelectionContext, SelectionRule,
-    StopInputs, StopReason, StoppingRule,
+    SelectionTables, StopInputs, StopReason, StoppingRule, TablesKey,
 };
+
+/// Most grid-table sets one bank keeps (one per quadrature grid and rule family in use);
+/// designs past it select by the plain scan.
+const MAX_TABLE_SETS: usize = 8;
+/// Most bytes of grid tables one bank keeps; a set that would exceed it is not built.
+const TABLES_BUDGET: usize = 1 << 30;
+
+/// One bank's grid tables, each built once on first use (outside the map's lock, so
+/// building one grid's tables does not hold up exams on another).
+type TableCache = HashMap<TablesKey, Arc<OnceLock<Option<Arc<SelectionTables>>>>>;
 
 /// Everything that defines how an exam runs; stored with the session as JSON so a
 /// rebuild from Postgres behaves exactly like the original engine.
@@ -68,7 +78,8 @@ impl ExamDesign {
 }
 
 /// The psychometric view of an item bank: models, ids, content areas and enemy groups,
-/// indexed alike, plus the lazily built fast index of maximum-information selection.
+/// indexed alike, plus the lazily built fast index of maximum-information selection and
+/// the lazily built grid tables of the integrating selection rules.
 #[derive(Debug)]
 pub struct EngineBank {
     /// The scaling constant D of the bank.
@@ -90,6 +101,9 @@ pub struct EngineBank {
     enemy_index: Vec<Option<usize>>,
     /// Built on first use of maximum-information selection.
     index: OnceLock<InformationIndex>,
+    /// Grid tables of `KL`, `KLP`, `MLWI`, `MPWI` and `MEPV`, per grid and rule family,
+    /// built on first use, with the bytes reserved for them so far.
+    tables: Mutex<(TableCache, usize)>,
     /// Item id → index.
     positions: HashMap<i64, usize>,
 }
@@ -125,6 +139,7 @@ impl EngineBank {
             area_labels,
             enemy_index,
             index: OnceLock::new(),
+            tables: Mutex::new((HashMap::new(), 0)),
             positions,
         }
     }
@@ -173,6 +188,37 @@ impl EngineBank {
     pub fn information_index(&self) -> &InformationIndex {
         self.index
             .get_or_init(|| InformationIndex::new(&self.items, self.scaling))
+    }
+
+    /// The grid tables `rule` needs under `estimator` (built once per grid and rule
+    /// family, on first use); `None` for the rules that need none, or past
+    /// [`MAX_TABLE_SETS`] or [`TABLES_BUDGET`] (selection then scans the bank plainly,
+    /// with the same result).
+    pub fn selection_tables(
+        &self,
+        estimator: &EstimatorSettings,
+        rule: SelectionRule,
+    ) -> Option<Arc<SelectionTables>> {
+        let key = TablesKey::new(estimator, rule)?;
+        let cell = {
+            let mut guard = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
+            let (map, reserved) = &mut *guard;
+            match map.get(&key) {
+                Some(cell) => Arc::clone(cell),
+                None => {
+                    let bytes = SelectionTables::estimated_bytes(&self.items, estimator, rule);
+                    if map.len() >= MAX_TABLE_SETS || *reserved + bytes > TABLES_BUDGET {
+                        return None;
+                    }
+                    *reserved += bytes;
+                    let cell = Arc::new(OnceLock::new());
+                    map.insert(key, Arc::clone(&cell));
+                    cell
+                }
+            }
+        };
+        cell.get_or_init(|| SelectionTables::new(&self.items, estimator, rule).map(Arc::new))
+            .clone()
     }
 }
 
@@ -243,7 +289,13 @@ pub fn decide(
         irt::exclude_enemies_indexed(&bank.enemy_index, history.administered, &mut eligible);
     }
     let items_left = eligible.iter().filter(|e| **e).count();
-    let uses_index = design.selection_rule == SelectionRule::MaxInfo;
+    // Maximum information, and the methods built on the information of every item (the
+    // index evaluates polytomous items in blocks, and the progressive method's last items
+    // are chosen by maximum information).
+    let uses_index = matches!(
+        design.selection_rule,
+        SelectionRule::MaxInfo | SelectionRule::Progressive | SelectionRule::Proportional
+    );
     let max_information_left = match design.stopping.min_information {
         Some(_) => irt::best_information(
             &bank.items,
@@ -289,6 +341,7 @@ pub fn decide(
         irt::restrict_to_content_area_indexed(balance, &areas, history.administered, &mut eligible);
     }
     let mut rng = step_rng(design.seed, n);
+    let tables = bank.selection_tables(&design.estimator, design.selection_rule);
     let select = |eligible: &[bool], rng: &mut StdRng| {
         let ctx = SelectionContext {
             bank: &bank.items,
@@ -300,6 +353,7 @@ pub fn decide(
             estimator: &design.estimator,
             max_items: design.stopping.max_items,
             index: uses_index.then(|| bank.information_index()),
+            tables: tables.as_deref(),
         };
         irt::select_item(
             design.selection_rule,

@@ -56,7 +56,8 @@ pub use item::{Item, MAX_CATEGORIES, PolytomousItem, PolytomousModel};
 pub use model::{ItemParams, information, probability};
 pub use select::{
     IndexOptions, IndexPath, InformationIndex, Ranking, SelectionContext, SelectionRule,
-    best_information, criterion_values, progressive_weight, proportional_exponent, select_item,
+    SelectionTables, TablesKey, best_information, best_items, criterion_values, progressive_weight,
+    proportional_exponent, select_item,
 };
 pub use select::{MAX_RANDOMESQUE, select_next_item};
 pub use stop::{StopInputs, normal_quantile};

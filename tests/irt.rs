@@ -3,8 +3,12 @@
 
 #[path = "irt/estimation.rs"]
 mod estimation;
+#[path = "irt/fast_selection.rs"]
+mod fast_selection;
 #[path = "irt/polytomous.rs"]
 mod polytomous;
+#[path = "irt/reference.rs"]
+mod reference;
 #[path = "irt/selection.rs"]
 mod selection;
 #[path = "irt/stopping.rs"]

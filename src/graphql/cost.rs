@@ -343,7 +343,6 @@ fn cycle(fragment: &str, pos: Pos) -> CostError {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
 
     use async_graphql::parser::parse_query;
 
@@ -465,14 +464,11 @@ mod tests {
     }
 
     #[test]
-    fn the_fragment_bomb_is_counted_in_microseconds_and_refused() {
+    fn the_fragment_bomb_is_counted_without_expansion_and_refused() {
         let document = parse_query(bomb(22)).expect("parses");
-        let started = Instant::now();
         let fields = executed_fields(&document, None).expect("finite");
-        let elapsed = started.elapsed();
         // count(F22) = 1 and count(Fk) = 2 count(Fk+1) + 1, so count(F1) = 2^22 - 1.
         assert_eq!(fields, (1 << 22) - 1);
-        assert!(elapsed < Duration::from_millis(5), "took {elapsed:?}");
         let error = check(&document, None, DEFAULT_MAX_FIELDS).expect_err("refused");
         assert!(
             error
@@ -482,11 +478,10 @@ mod tests {
             error.message
         );
         assert_eq!(code(&error), QUERY_TOO_COMPLEX);
-        // 200 levels would be 2^200 fields: the count saturates, still at once.
-        let started = Instant::now();
+        // 200 levels would be 2^200 fields: expanding them would never end; the memoized
+        // count saturates.
         let fields = count(&bomb(200));
         assert_eq!(fields, Ok(usize::MAX));
-        assert!(started.elapsed() < Duration::from_millis(50));
     }
 
     #[test]
@@ -539,9 +534,7 @@ mod tests {
         let text = bomb(22);
         let mut request = async_graphql::Request::new(text.clone());
         request.set_parsed_query(parse_query(&text).expect("parses"));
-        let started = Instant::now();
         let response = schema.execute(request).await;
-        assert!(started.elapsed() < Duration::from_millis(200));
         assert_eq!(response.errors.len(), 1, "{:?}", response.errors);
         assert_eq!(code(&response.errors[0]), QUERY_TOO_COMPLEX);
 

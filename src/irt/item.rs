@@ -526,7 +526,7 @@ pub fn draw_response<R: Rng + ?Sized>(item: &Item, theta: f64, scaling: f64, rng
             let da = scaling * p.a;
             match p.model {
                 PolytomousModel::Grm => {
-                    grm_probabilities(da, p.used_thresholds(), theta, &mut prob)
+                    grm_probabilities(da, p.used_thresholds(), theta, &mut prob);
                 }
                 PolytomousModel::Gpcm => {
                     gpcm_probabilities(da, p.used_thresholds(), theta, &mut prob);

@@ -65,8 +65,10 @@
 //!   criteria for adaptive testing. *Journal of Educational and Behavioral
 //!   Statistics*, 22(2).
 
+mod blocks;
 mod grid;
 mod index;
+mod tables;
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -76,6 +78,7 @@ use super::item::Item;
 use super::model::{ItemParams, information};
 
 pub use index::{IndexOptions, IndexPath, InformationIndex, Ranking};
+pub use tables::{SelectionTables, TablesKey};
 
 /// Largest randomesque group size; larger requests are clamped to it. The
 /// top-`k` buffer is a fixed array of this size (no allocation).
@@ -167,6 +170,11 @@ pub struct SelectionContext<'a> {
     /// for a bank of the same length with the same scaling constant (it must
     /// be built from this very bank: that is the caller's contract).
     pub index: Option<&'a InformationIndex>,
+    /// Optional fast exact path for `Kl`, `Klp`, `Mlwi`, `Mpwi` and `Mepv`;
+    /// ignored unless it was built for a bank of the same length, the same
+    /// grid (quadrature points, range, scaling) and the rule's family (same
+    /// contract: built from this very bank).
+    pub tables: Option<&'a SelectionTables>,
 }
 
 impl SelectionContext<'_> {
@@ -223,6 +231,7 @@ impl SelectionContext<'_> {
 ///     estimator: &settings,
 ///     max_items: 20,
 ///     index: Some(&index),
+///     tables: None,
 /// };
 /// let mut rng = rand::rngs::StdRng::seed_from_u64(1);
 /// let next = select_item(SelectionRule::MaxInfo, &ctx, 1, &mut rng).unwrap();
@@ -236,59 +245,58 @@ pub fn select_item<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> Option<usize> {
     let k = randomesque.clamp(1, MAX_RANDOMESQUE);
-    let scaling = ctx.estimator.scaling;
-    let theta = ctx.theta;
     match rule {
-        SelectionRule::MaxInfo => {
-            let ranking = most_informative(ctx, k);
-            ranking.pick(rng)
-        }
-        SelectionRule::Urry => {
-            let mut top = TopK::new(k);
-            for (i, item) in ctx.bank.iter().enumerate() {
-                if ctx.is_eligible(i) {
-                    top.offer(-(item.location() - theta).abs(), i);
-                }
-            }
-            top.pick(rng)
-        }
-        SelectionRule::Kl
+        SelectionRule::MaxInfo
+        | SelectionRule::Urry
+        | SelectionRule::Kl
         | SelectionRule::Klp
         | SelectionRule::Mlwi
         | SelectionRule::Mpwi
-        | SelectionRule::Mepv => {
-            let posterior = grid::Posterior::new(ctx, rule);
-            let sign = if rule.larger_is_better() { 1.0 } else { -1.0 };
-            let mut top = TopK::new(k);
-            for (i, item) in ctx.bank.iter().enumerate() {
-                if ctx.is_eligible(i) {
-                    top.offer(sign * posterior.criterion(item, theta), i);
-                }
-            }
-            top.pick(rng)
-        }
+        | SelectionRule::Mepv => ranked(rule, ctx, k).and_then(|top| top.pick(rng)),
         SelectionRule::Progressive => {
             let weight = progressive_weight(ctx.answered(), ctx.max_items);
             if weight >= 1.0 {
                 return most_informative(ctx, k).pick(rng);
             }
-            let max_info = ctx
-                .bank
-                .iter()
-                .enumerate()
-                .filter(|&(i, _)| ctx.is_eligible(i))
-                .map(|(_, item)| item.information(theta, scaling))
+            // Every eligible item's information once (vectorized; the GPCM
+            // items within a bound), then the same maximum, draws and scores,
+            // in the same order, as item-by-item evaluation: a value known
+            // only within its bound is evaluated exactly whenever the bound
+            // cannot settle the comparison.
+            let (infos, errs) = bank_information(ctx, true);
+            let exact = |i: usize| ctx.bank[i].information(ctx.theta, ctx.estimator.scaling);
+            let eligible = || (0..infos.len()).filter(|&i| ctx.is_eligible(i));
+            let floor = eligible()
+                .map(|i| infos[i] - errs[i])
+                .fold(f64::NEG_INFINITY, f64::max);
+            let max_info = eligible()
+                .filter_map(|i| {
+                    if errs[i] == 0.0 {
+                        Some(infos[i])
+                    } else if !(infos[i] + errs[i] < floor) {
+                        Some(exact(i))
+                    } else {
+                        // Below another item's value: not the maximum.
+                        None
+                    }
+                })
                 .fold(f64::NEG_INFINITY, f64::max);
             if max_info == f64::NEG_INFINITY {
                 return None;
             }
             let mut top = TopK::new(k);
-            for (i, item) in ctx.bank.iter().enumerate() {
-                if ctx.is_eligible(i) {
-                    let info = item.information(theta, scaling);
-                    // catR: runif(0, itemMaxInfo), drawn for every item.
-                    let noise = rng.random::<f64>() * max_info;
-                    top.offer(info * weight + noise * (1.0 - weight), i);
+            for i in eligible() {
+                // catR: runif(0, itemMaxInfo), drawn for every item.
+                let noise = rng.random::<f64>() * max_info;
+                let score = infos[i] * weight + noise * (1.0 - weight);
+                if errs[i] == 0.0 {
+                    top.offer(score, i);
+                } else {
+                    // The two products and the sum round within 4u.
+                    let reach = weight * errs[i] + 4.0 * f64::EPSILON * score.abs();
+                    if !(score + reach < top.threshold) {
+                        top.offer(exact(i) * weight + noise * (1.0 - weight), i);
+                    }
                 }
             }
             top.pick(rng)
@@ -307,6 +315,73 @@ pub fn select_item<R: Rng + ?Sized>(
                 .filter(|&i| ctx.is_eligible(i))
                 .nth(target)
         }
+    }
+}
+
+/// The exact `k` (clamped to `1..=`[`MAX_RANDOMESQUE`]) best eligible items
+/// of a deterministic rule (`MaxInfo`, `Urry`, `Kl`, `Klp`, `Mlwi`, `Mpwi`,
+/// `Mepv`), best first (ties by lowest index, NaN never), each with its
+/// [`criterion_values`] entry; `None` for the rules that draw (`Progressive`,
+/// `Proportional`, `Random`). [`select_item`] draws uniformly among these.
+///
+/// Uses the context's [`InformationIndex`] (`MaxInfo`) and
+/// [`SelectionTables`] (the integrating rules) when they fit; the answer is
+/// the same as without them.
+#[must_use]
+pub fn best_items(
+    rule: SelectionRule,
+    ctx: &SelectionContext<'_>,
+    k: usize,
+) -> Option<Vec<(usize, f64)>> {
+    let top = ranked(rule, ctx, k.clamp(1, MAX_RANDOMESQUE))?;
+    let sign = if rule.larger_is_better() { 1.0 } else { -1.0 };
+    Some(
+        top.index[..top.len]
+            .iter()
+            .zip(&top.value[..top.len])
+            .map(|(&i, &v)| (i, sign * v))
+            .collect(),
+    )
+}
+
+/// The top `k` of a deterministic rule, values signed so that larger is
+/// better; `None` for the rules that draw.
+fn ranked(rule: SelectionRule, ctx: &SelectionContext<'_>, k: usize) -> Option<TopK> {
+    let theta = ctx.theta;
+    match rule {
+        SelectionRule::MaxInfo => Some(most_informative(ctx, k).top),
+        SelectionRule::Urry => {
+            let mut top = TopK::new(k);
+            for (i, item) in ctx.bank.iter().enumerate() {
+                if ctx.is_eligible(i) {
+                    top.offer(-(item.location() - theta).abs(), i);
+                }
+            }
+            Some(top)
+        }
+        SelectionRule::Kl
+        | SelectionRule::Klp
+        | SelectionRule::Mlwi
+        | SelectionRule::Mpwi
+        | SelectionRule::Mepv => {
+            let posterior = grid::Posterior::new(ctx, rule);
+            if let Some(top) = ctx
+                .tables
+                .filter(|t| t.fits(ctx, rule))
+                .and_then(|t| t.top(ctx, rule, &posterior, k))
+            {
+                return Some(top);
+            }
+            let sign = if rule.larger_is_better() { 1.0 } else { -1.0 };
+            let mut top = TopK::new(k);
+            for (i, item) in ctx.bank.iter().enumerate() {
+                if ctx.is_eligible(i) {
+                    top.offer(sign * posterior.criterion(item, theta), i);
+                }
+            }
+            Some(top)
+        }
+        SelectionRule::Progressive | SelectionRule::Proportional | SelectionRule::Random => None,
     }
 }
 
@@ -435,13 +510,12 @@ fn proportional_draw<R: Rng + ?Sized>(
     exponent: f64,
     rng: &mut R,
 ) -> Option<usize> {
-    let scaling = ctx.estimator.scaling;
-    let infos: Vec<(usize, f64)> = ctx
-        .bank
+    let (all, _) = bank_information(ctx, false);
+    let infos: Vec<(usize, f64)> = all
         .iter()
         .enumerate()
         .filter(|&(i, _)| ctx.is_eligible(i))
-        .map(|(i, item)| (i, item.information(ctx.theta, scaling)))
+        .map(|(i, &info)| (i, info))
         .filter(|(_, info)| !info.is_nan())
         .collect();
     if infos.is_empty() {
@@ -451,23 +525,29 @@ fn proportional_draw<R: Rng + ?Sized>(
         .iter()
         .map(|(_, v)| *v)
         .fold(f64::NEG_INFINITY, f64::max);
+    // Below this the weight underflows to exactly 0 (its exponent is below
+    // −750 even after the rounding of both logarithms), so the two
+    // logarithms and the exponential are skipped.
+    let zero_below = max * (-750.0 / exponent).exp() * (1.0 - 1e-9);
     let weight = |info: f64| -> f64 {
         if exponent == 0.0 {
             1.0
-        } else if info <= 0.0 {
+        } else if info <= 0.0 || info < zero_below {
             0.0
         } else {
             (exponent * (info.ln() - max.ln())).exp()
         }
     };
-    let total: f64 = infos.iter().map(|(_, v)| weight(*v)).sum();
+    // Each weight once (the same values, summed in the same order, as
+    // recomputing them in the walk).
+    let weights: Vec<f64> = infos.iter().map(|(_, v)| weight(*v)).collect();
+    let total: f64 = weights.iter().sum();
     if !(total > 0.0 && total.is_finite()) {
         return Some(infos[rng.random_range(0..infos.len())].0);
     }
     let mut target = rng.random::<f64>() * total;
     let mut last = None;
-    for &(i, info) in &infos {
-        let w = weight(info);
+    for (&(i, _), &w) in infos.iter().zip(&weights) {
         if w > 0.0 {
             last = Some(i);
             if target < w {
@@ -478,6 +558,81 @@ fn proportional_draw<R: Rng + ?Sized>(
     }
     // Rounding left `target` just above the last weight.
     last
+}
+
+/// Fisher information at `ctx.theta` of every bank item, in bank order, and a
+/// bound on each value's difference to [`Item::information`]'s (0: the same
+/// value): the dichotomous items through the vectorized [`information`] (the
+/// same function), the polytomous ones through the index's blocks when it
+/// fits (exact, or when `bounded` within a bound for the GPCM items);
+/// ineligible polytomous items outside the blocks are not evaluated (NaN).
+fn bank_information(ctx: &SelectionContext<'_>, bounded: bool) -> (Vec<f64>, Vec<f64>) {
+    /// Stand-in for polytomous slots of the buffer (overwritten after the loop).
+    const FILLER: ItemParams = ItemParams::two_pl(1.0, 0.0);
+    let (theta, scaling) = (ctx.theta, ctx.estimator.scaling);
+    let index = ctx.usable_index();
+    let mut out = vec![f64::NAN; ctx.bank.len()];
+    let mut errs = vec![0.0; ctx.bank.len()];
+    let mut params = [FILLER; CHUNK];
+    let mut polytomous = false;
+    for (items, out) in ctx.bank.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
+        let mut dichotomous = false;
+        for (slot, item) in params.iter_mut().zip(items) {
+            *slot = match item {
+                Item::Dichotomous(p) => {
+                    dichotomous = true;
+                    *p
+                }
+                Item::Polytomous(_) => {
+                    polytomous = true;
+                    FILLER
+                }
+            };
+        }
+        if dichotomous {
+            let mut info = [0.0; CHUNK];
+            for (value, p) in info.iter_mut().zip(&params[..items.len()]) {
+                *value = information(p, theta, scaling);
+            }
+            for ((value, item), &info) in out.iter_mut().zip(items).zip(&info) {
+                if let Item::Dichotomous(_) = item {
+                    *value = info;
+                }
+            }
+        }
+    }
+    if polytomous {
+        let exact = |i: usize, item: &Item| {
+            if ctx.is_eligible(i) {
+                item.information(theta, scaling)
+            } else {
+                f64::NAN
+            }
+        };
+        match index {
+            Some(index) => {
+                index.polytomous_information(theta, bounded, |i, info, err| {
+                    out[i] = info;
+                    errs[i] = err;
+                });
+                // The polytomous items outside the blocks (invalid ones).
+                for &i in index.extras() {
+                    let i = i as usize;
+                    if let item @ Item::Polytomous(_) = &ctx.bank[i] {
+                        out[i] = exact(i, item);
+                    }
+                }
+            }
+            None => {
+                for (i, item) in ctx.bank.iter().enumerate() {
+                    if let Item::Polytomous(_) = item {
+                        out[i] = exact(i, item);
+                    }
+                }
+            }
+        }
+    }
+    (out, errs)
 }
 
 /// The exact `k` most informative eligible items at `ctx.theta`, through the

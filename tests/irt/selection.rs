@@ -153,6 +153,7 @@ fn context<'a>(
         estimator,
         max_items,
         index,
+        tables: None,
     }
 }
 
@@ -990,7 +991,7 @@ fn content_targets_are_met_within_one_item_per_area() {
         let balance = ContentBalance {
             targets: area_names
                 .iter()
-                .map(|a| a.to_string())
+                .map(std::string::ToString::to_string)
                 .zip(targets.iter().copied())
                 .collect(),
         };
@@ -1353,6 +1354,7 @@ fn simulate_fleet(control: Option<ExposureControl>) -> Fleet {
                     estimator: &settings,
                     max_items: length,
                     index: Some(&index),
+                    tables: None,
                 };
                 select_item(SelectionRule::MaxInfo, &ctx, 1, rng)
             };

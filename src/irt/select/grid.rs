@@ -122,6 +122,27 @@ impl Posterior {
         }
     }
 
+    /// The quadrature nodes `x_g`.
+    pub(super) fn nodes(&self) -> &[f64] {
+        &self.nodes
+    }
+
+    /// The normalized weights `w_g`.
+    pub(super) fn weights(&self) -> &[f64] {
+        &self.weights
+    }
+
+    /// The centre of the variances of `Mepv` (the weighted mean of the nodes).
+    pub(super) fn center(&self) -> f64 {
+        self.center
+    }
+
+    /// The answered items' test information per node, for `Mepv` under
+    /// Jeffreys' prior.
+    pub(super) fn jeffreys_information(&self) -> Option<&[f64]> {
+        self.jeffreys_information.as_deref()
+    }
+
     /// The rule's criterion for `item` (`theta` = current estimate `θ̂`).
     pub(super) fn criterion(&self, item: &Item, theta: f64) -> f64 {
         let scaling = self.scaling;
@@ -235,7 +256,12 @@ fn dichotomous_pq(p: &ItemParams, theta: f64, scaling: f64) -> (f64, f64) {
 
 /// Writes `P(K = k | θ)` for every category into `out`; returns the number of
 /// categories.
-fn probabilities(item: &Item, theta: f64, scaling: f64, out: &mut [f64; MAX_CATEGORIES]) -> usize {
+pub(super) fn probabilities(
+    item: &Item,
+    theta: f64,
+    scaling: f64,
+    out: &mut [f64; MAX_CATEGORIES],
+) -> usize {
     match item {
         Item::Dichotomous(p) => {
             let (pp, q) = dichotomous_pq(p, theta, scaling);

@@ -66,7 +66,8 @@
 //! [`ItemParams::validate`], and the few items whose discrimination is far
 //! above the bank's (top 0.2 % when more than 25 % above that quantile, so one
 //! outlier does not inflate `r` for all) — are evaluated exactly at every
-//! query instead. Every value compared is computed by the very function a
+//! query instead (the valid polytomous items in blocks across items,
+//! [`super::blocks`], with the same values). Every value compared is computed by the very function a
 //! full scan uses ([`information`] / [`Item::information`]), so the ranking,
 //! ties (lowest index first) included, is identical to the full scan; a
 //! guard (`v_k > 10⁻²⁵⁰`) keeps underflowed informations out of the proofs.
@@ -75,6 +76,7 @@ use rand::Rng;
 
 use super::super::item::Item;
 use super::super::model::{ItemParams, information};
+use super::blocks::PolytomousBlocks;
 use super::{MAX_RANDOMESQUE, TopK, scan_params};
 
 /// Relative slack on every bound, far above the rounding error of the
@@ -141,7 +143,7 @@ pub enum IndexPath {
 #[derive(Clone, Copy, Debug)]
 pub struct Ranking {
     /// The items and their information.
-    top: TopK,
+    pub(super) top: TopK,
     /// How they were found.
     path: IndexPath,
 }
@@ -235,8 +237,11 @@ pub struct InformationIndex {
     params: Vec<ItemParams>,
     /// Bank index of each item of `params`.
     ids: Vec<u32>,
-    /// Bank indices of the items evaluated at every query.
+    /// Bank indices of the items evaluated at every query, one by one.
     extras: Vec<u32>,
+    /// The valid polytomous items, also evaluated at every query, in blocks
+    /// (same values, faster).
+    polytomous: PolytomousBlocks,
     /// First node.
     theta_min: f64,
     /// Last node.
@@ -266,6 +271,7 @@ impl std::fmt::Debug for InformationIndex {
             .field("bank_len", &self.bank_len)
             .field("indexed", &self.params.len())
             .field("extras", &self.extras.len())
+            .field("polytomous", &self.polytomous.len())
             .field("nodes", &self.nodes)
             .field("theta_range", &(self.theta_min, self.theta_max))
             .field("step", &self.step)
@@ -354,6 +360,7 @@ impl InformationIndex {
                 None => extras.push(i as u32),
             }
         }
+        let (polytomous, extras) = PolytomousBlocks::new(bank, &extras);
         indexed.sort_by(|x, y| x.0.b.total_cmp(&y.0.b).then(x.1.cmp(&y.1)));
         let (params, ids): (Vec<ItemParams>, Vec<u32>) = indexed.into_iter().unzip();
         let n = params.len();
@@ -367,6 +374,7 @@ impl InformationIndex {
             params,
             ids,
             extras,
+            polytomous,
             theta_min,
             theta_max,
             step,
@@ -475,6 +483,7 @@ impl InformationIndex {
     pub fn memory_bytes(&self) -> usize {
         self.params.len() * std::mem::size_of::<ItemParams>()
             + (self.ids.len() + self.extras.len()) * 4
+            + self.polytomous.memory_bytes()
             + self.entries.len() * std::mem::size_of::<Entry>()
             + self.tail.len() * 8
             + self.buckets.len() * std::mem::size_of::<Bucket>()
@@ -583,9 +592,46 @@ impl InformationIndex {
         Ranking::from_top(fresh, IndexPath::Pruned { evaluated })
     }
 
-    /// Offers the eligible extras to `top`; returns how many were evaluated.
+    /// Bank indices of the items evaluated one by one at every query (not
+    /// indexed, and not in the polytomous blocks).
+    pub(super) fn extras(&self) -> &[u32] {
+        &self.extras
+    }
+
+    /// Calls `f(bank index, v, e)` for every polytomous item of the bank that
+    /// is valid, [`Item::information`]'s value being `v` (`e = 0`), or when
+    /// `bounded` within `e` of `v` (computed in blocks).
+    pub(super) fn polytomous_information(
+        &self,
+        theta: f64,
+        bounded: bool,
+        mut f: impl FnMut(usize, f64, f64),
+    ) {
+        if bounded {
+            self.polytomous.for_each_bounded(theta, self.scaling, f);
+        } else {
+            self.polytomous
+                .for_each(theta, self.scaling, |i, v| f(i, v, 0.0));
+        }
+    }
+
+    /// Offers the eligible extras (polytomous items included) to `top`;
+    /// returns how many were evaluated.
     fn offer_extras(&self, bank: &[Item], eligible: &[bool], theta: f64, top: &mut TopK) -> usize {
         let mut evaluated = 0;
+        // A GPCM item whose bound cannot reach the current k-th value cannot
+        // enter (nor tie): only the others are evaluated exactly.
+        self.polytomous
+            .for_each_bounded(theta, self.scaling, |i, value, err| {
+                if eligible.get(i).copied().unwrap_or(false) {
+                    evaluated += 1;
+                    if err == 0.0 {
+                        top.offer(value, i);
+                    } else if !(value + err < top.threshold) {
+                        top.offer(bank[i].information(theta, self.scaling), i);
+                    }
+                }
+            });
         for &i in &self.extras {
             let i = i as usize;
             if eligible.get(i).copied().unwrap_or(false) {
