@@ -230,6 +230,10 @@ impl Block {
     /// `γ_{m+3}·Var` plus `2·m·γ_{m+1}·√Var` (the mean's error, times
     /// `Σ P_k |k − E[K]| ≤ √Var`). `10⁻¹²·Var + 10⁻¹³·m·√Var + 10⁻²⁹⁰·m²`,
     /// times `(D·a)²`, covers it all with room for `m ≤ 31`.
+    #[expect(
+        clippy::needless_range_loop,
+        reason = "categories index several arrays alike"
+    )]
     fn gpcm<const FAST: bool>(
         &self,
         start: usize,

@@ -617,6 +617,10 @@ impl InformationIndex {
 
     /// Offers the eligible extras (polytomous items included) to `top`;
     /// returns how many were evaluated.
+    #[expect(
+        clippy::neg_cmp_op_on_partial_ord,
+        reason = "a NaN bound must count as not below the threshold"
+    )]
     fn offer_extras(&self, bank: &[Item], eligible: &[bool], theta: f64, top: &mut TopK) -> usize {
         let mut evaluated = 0;
         // A GPCM item whose bound cannot reach the current k-th value cannot

@@ -251,6 +251,10 @@ impl Group {
     /// Variance family: rearranges the item-major rows into node-major
     /// buckets of [`BUCKET_SIZE`] lanes (see [`Group::lanes`]), and keeps the
     /// dichotomous parameters.
+    #[expect(
+        clippy::wrong_self_convention,
+        reason = "fills the lanes in place; the name says what they become"
+    )]
     fn to_lanes(&mut self, bank: &[Item], q: usize) {
         let rows = self.stride / q;
         let mut lanes = vec![0.0; self.buckets.len() * rows * q * BUCKET_SIZE];
@@ -983,6 +987,10 @@ impl<'a> Step<'a> {
 
     /// Bounds `[lo, hi]` of the plain expected posterior variance of every
     /// lane of bucket `b` (module doc), computed across the lanes.
+    #[expect(
+        clippy::needless_range_loop,
+        reason = "the three moments are indexed alike in several arrays"
+    )]
     fn variance_bucket(
         &self,
         group: &Group,
