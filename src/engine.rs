@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::irt::{
     self, ContentBalance, Estimate, EstimatorSettings, ExposureControl, ExposureCounts,
-    ExposureMethod, InformationIndex, Item, ItemParams, Prior, SelectionContext, SelectionRule,
+    ExposureMethod, InformationIndex, Item, ItemParams, SelectionContext, SelectionRule,
     SelectionTables, StopInputs, StopReason, StoppingRule, TablesKey,
 };
 
@@ -65,14 +65,9 @@ pub struct ExamDesign {
 impl ExamDesign {
     /// The estimate before any answer: the initial theta, with the prior's spread as SE.
     pub fn initial_estimate(&self) -> Estimate {
-        let standard_error = match self.estimator.prior {
-            Prior::Normal { sd, .. } => sd,
-            Prior::Uniform { lower, upper } => (upper - lower) / 12f64.sqrt(),
-            Prior::Jeffreys => (self.estimator.theta_max - self.estimator.theta_min) / 12f64.sqrt(),
-        };
         Estimate {
             theta: self.initial_theta,
-            standard_error,
+            standard_error: self.estimator.prior_standard_deviation(),
         }
     }
 }

@@ -35,6 +35,7 @@ pub mod estimate;
 pub mod exposure;
 pub mod item;
 pub mod model;
+pub mod quadrature;
 pub mod select;
 pub mod stop;
 

@@ -169,11 +169,24 @@ pub fn information(item: &ItemParams, theta: f64, scaling: f64) -> f64 {
 /// without overflow or cancellation (`z` clamped to ±[`MAX_EXPONENT`]).
 #[inline]
 pub(crate) fn logistic_pair(z: f64) -> (f64, f64) {
+    let (l, m, _) = logistic_parts(z);
+    (l, m)
+}
+
+/// `(L, 1 − L, e)` with `e = exp(−|z|)`, for callers that also need
+/// `ln(1 + e)` (then `ln L = min(z, 0) − ln(1 + e)` is exact): the one stable
+/// logistic of the crate (`z` clamped to ±[`MAX_EXPONENT`]).
+#[inline]
+pub(crate) fn logistic_parts(z: f64) -> (f64, f64, f64) {
     let z = z.clamp(-MAX_EXPONENT, MAX_EXPONENT);
     let e = exp_neg(-z.abs());
     let big = 1.0 / (1.0 + e);
     let small = e * big;
-    if z >= 0.0 { (big, small) } else { (small, big) }
+    if z >= 0.0 {
+        (big, small, e)
+    } else {
+        (small, big, e)
+    }
 }
 
 /// `exp(x)` for `x ∈ [−MAX_EXPONENT, 0]`, branch-free so that loops over items
@@ -187,7 +200,8 @@ pub(crate) fn logistic_pair(z: f64) -> (f64, f64) {
 /// `f64::exp` (unit-tested). Out-of-domain input gives an unspecified finite
 /// value or NaN (NaN in, NaN out).
 #[inline(always)]
-pub(crate) fn exp_neg(x: f64) -> f64 {
+#[must_use]
+pub fn exp_neg(x: f64) -> f64 {
     const LOG2_E: f64 = std::f64::consts::LOG2_E;
     // ln 2 split so that k·LN2_HI is exact for |k| < 2^20 (fdlibm's `ln2HI`
     // 6.93147180369123816490e-01 and `ln2LO` 1.90821492927058770002e-10).

@@ -482,9 +482,11 @@ fn trapezoid_weights(nodes: &[f64]) -> Vec<f64> {
         .collect()
 }
 
+/// `(P, Q)` of a 4PL item; the exponential is the crate's (`exp_neg`, within a
+/// few ulp of `f64::exp`), so that criterion values compare to the bit.
 fn dichotomous_pq(p: &ItemParams, theta: f64, scaling: f64) -> (f64, f64) {
     let z = (scaling * p.a * (theta - p.b)).clamp(-700.0, 700.0);
-    let e = (-z.abs()).exp();
+    let e = adaptive_engine::irt::model::exp_neg(-z.abs());
     let big = 1.0 / (1.0 + e);
     let small = e * big;
     let (l, m) = if z >= 0.0 { (big, small) } else { (small, big) };

@@ -7,11 +7,10 @@
 //! internals. The log-likelihood is summed per node and the maximum subtracted
 //! before exponentiating, so long tests never underflow.
 
-use super::super::estimate::{
-    EstimatorSettings, MAX_QUADRATURE_POINTS, MIN_QUADRATURE_POINTS, Prior,
-};
+use super::super::estimate::EstimatorSettings;
 use super::super::item::{Item, MAX_CATEGORIES};
-use super::super::model::ItemParams;
+use super::super::model::{ItemParams, logistic_pair};
+use super::super::quadrature::{self, LogPrior, trapezoid_weights};
 use super::{SelectionContext, SelectionRule};
 
 /// Grid weights of one selection step.
@@ -61,38 +60,24 @@ impl Posterior {
             SelectionRule::Klp | SelectionRule::Mpwi | SelectionRule::Mepv
         );
         let mut jeffreys_information = None;
-        if posterior_rule {
-            match settings.prior {
-                Prior::Normal { mean, sd } => {
-                    for (lw, &theta) in log_weight.iter_mut().zip(&nodes) {
-                        let u = (theta - mean) / sd;
-                        *lw -= 0.5 * u * u;
-                    }
-                }
-                Prior::Uniform { lower, upper } => {
-                    for (lw, theta) in log_weight.iter_mut().zip(&nodes) {
-                        if !(lower..=upper).contains(theta) {
-                            *lw = f64::NEG_INFINITY;
-                        }
-                    }
-                }
-                Prior::Jeffreys => {
-                    let info: Vec<f64> = nodes
+        if posterior_rule
+            && quadrature::add_log_prior(settings.prior, &nodes, &mut log_weight)
+                == LogPrior::Jeffreys
+        {
+            let info: Vec<f64> = nodes
+                .iter()
+                .map(|&theta| {
+                    answered
                         .iter()
-                        .map(|&theta| {
-                            answered
-                                .iter()
-                                .map(|(item, _)| item.information(theta, scaling))
-                                .sum()
-                        })
-                        .collect();
-                    if rule == SelectionRule::Mepv {
-                        jeffreys_information = Some(info);
-                    } else if !answered.is_empty() {
-                        for (lw, i) in log_weight.iter_mut().zip(&info) {
-                            *lw += 0.5 * i.ln();
-                        }
-                    }
+                        .map(|(item, _)| item.information(theta, scaling))
+                        .sum()
+                })
+                .collect();
+            if rule == SelectionRule::Mepv {
+                jeffreys_information = Some(info);
+            } else if !answered.is_empty() {
+                for (lw, i) in log_weight.iter_mut().zip(&info) {
+                    *lw += 0.5 * i.ln();
                 }
             }
         }
@@ -210,46 +195,16 @@ impl Posterior {
     }
 }
 
-/// The estimator's quadrature nodes: `quadrature_points` (clamped to the
-/// estimator's limits) equally spaced values from `theta_min` to `theta_max`,
-/// the last exactly `theta_max` (R's `seq(length.out = )`).
+/// The estimator's quadrature nodes (see [`EstimatorSettings::quadrature_nodes`]).
 pub(super) fn quadrature_nodes(settings: &EstimatorSettings) -> Vec<f64> {
-    let n = settings
-        .quadrature_points
-        .clamp(MIN_QUADRATURE_POINTS, MAX_QUADRATURE_POINTS);
-    let (lo, hi) = (settings.theta_min, settings.theta_max);
-    let step = (hi - lo) / (n - 1) as f64;
-    (0..n)
-        .map(|k| if k + 1 == n { hi } else { lo + k as f64 * step })
-        .collect()
-}
-
-/// Trapezoid weights `t_g` such that `Σ_g t_g y_g` equals catR's
-/// `integrate.catR`: `Σ_k (x_{k+1} − x_k)(y_k + y_{k+1})/2`.
-pub(super) fn trapezoid_weights(nodes: &[f64]) -> Vec<f64> {
-    let n = nodes.len();
-    (0..n)
-        .map(|g| {
-            let left = if g > 0 { nodes[g] - nodes[g - 1] } else { 0.0 };
-            let right = if g + 1 < n {
-                nodes[g + 1] - nodes[g]
-            } else {
-                0.0
-            };
-            0.5 * (left + right)
-        })
-        .collect()
+    settings.quadrature_nodes().collect()
 }
 
 /// `(P, Q)` of a 4PL item, both computed without cancellation
 /// (`Q = (1 − d) + (d − c)(1 − L)`, never `1 − P`), `z` clamped to ±700 so
 /// both stay positive.
 fn dichotomous_pq(p: &ItemParams, theta: f64, scaling: f64) -> (f64, f64) {
-    let z = (scaling * p.a * (theta - p.b)).clamp(-700.0, 700.0);
-    let e = (-z.abs()).exp();
-    let big = 1.0 / (1.0 + e);
-    let small = e * big;
-    let (l, m) = if z >= 0.0 { (big, small) } else { (small, big) };
+    let (l, m) = logistic_pair(scaling * p.a * (theta - p.b));
     let g = p.d - p.c;
     (p.c + g * l, (1.0 - p.d) + g * m)
 }

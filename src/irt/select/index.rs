@@ -77,7 +77,8 @@ use rand::Rng;
 use super::super::item::Item;
 use super::super::model::{ItemParams, information};
 use super::blocks::PolytomousBlocks;
-use super::{MAX_RANDOMESQUE, TopK, scan_params};
+use super::information::scan_params;
+use super::{MAX_RANDOMESQUE, TopK};
 
 /// Relative slack on every bound, far above the rounding error of the
 /// information formula (a few ulp) and far below any useful gap.
