@@ -187,7 +187,7 @@ impl EngineBank {
 
     /// The grid tables `rule` needs under `estimator` (built once per grid and rule
     /// family, on first use); `None` for the rules that need none, or past
-    /// [`MAX_TABLE_SETS`] or [`TABLES_BUDGET`] (selection then scans the bank plainly,
+    /// `MAX_TABLE_SETS` sets or `TABLES_BUDGET` bytes (selection then scans the bank plainly,
     /// with the same result).
     pub fn selection_tables(
         &self,

@@ -33,6 +33,8 @@
 //! - [`auth`], [`config`], [`error`], [`bank_file`], [`ids`]: tokens, environment, error
 //!   policy, bank file parsing, typed ids.
 
+#![warn(missing_docs)]
+
 pub mod app;
 pub mod auth;
 pub mod bank_file;

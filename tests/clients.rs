@@ -7,16 +7,14 @@ mod common;
 
 use std::time::Duration;
 
+use common::ws::{self, send, subscribe};
 use common::{
     Options, RedisServer, Subscription, TestApp, TestDb, answer, bank_params, create_assessment,
     error_code, start_assessment,
 };
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn app_with(env: &[(&str, &str)]) -> TestApp {
     TestApp::spawn_with(Options {
@@ -27,63 +25,6 @@ async fn app_with(env: &[(&str, &str)]) -> TestApp {
         ..Options::default()
     })
     .await
-}
-
-/// A `graphql-transport-ws` socket authenticated with `token`.
-async fn ws(addr: std::net::SocketAddr, token: &str) -> Ws {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut request = format!("ws://{addr}/graphql/ws")
-        .into_client_request()
-        .expect("request");
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().expect("header"),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("connect");
-    send(
-        &mut socket,
-        json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {token}")}}),
-    )
-    .await;
-    let ack = next(&mut socket, Duration::from_secs(5)).await;
-    assert_eq!(ack["type"], "connection_ack", "{ack}");
-    socket
-}
-
-async fn send(socket: &mut Ws, message: Value) {
-    socket
-        .send(Message::Text(message.to_string().into()))
-        .await
-        .expect("send");
-}
-
-/// The next protocol message other than keep-alive pings (Null: closed or timed out).
-async fn next(socket: &mut Ws, timeout: Duration) -> Value {
-    loop {
-        match tokio::time::timeout(timeout, socket.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) => {
-                let message: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-                if message["type"] == "ping" {
-                    send(socket, json!({"type": "pong"})).await;
-                    continue;
-                }
-                return message;
-            }
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
-            _ => return Value::Null,
-        }
-    }
-}
-
-/// Sends a `subscribe` for operation `id`.
-async fn subscribe(socket: &mut Ws, id: &str, query: &str, variables: Value) {
-    send(
-        socket,
-        json!({"id": id, "type": "subscribe", "payload": {"query": query, "variables": variables}}),
-    )
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -359,9 +300,9 @@ async fn exam_activity_reaches_proctors_on_another_instance() {
     let assessment = create_assessment(&a, &bank, json!({"maxItems": 2}), json!({})).await;
     let other = create_assessment(&a, &bank, json!({"maxItems": 2}), json!({})).await;
     // A proctor on B watches the assessment; a student refused.
-    let mut watcher = ws(b.addr, &b.proctor("p-room")).await;
+    let mut watcher = ws::open(b.addr, Some(&b.proctor("p-room"))).await;
     subscribe(&mut watcher, "w", ACTIVITY, json!({"id": assessment})).await;
-    let mut student_socket = ws(b.addr, &b.student("s-nosy")).await;
+    let mut student_socket = ws::open(b.addr, Some(&b.student("s-nosy"))).await;
     subscribe(
         &mut student_socket,
         "x",
@@ -369,7 +310,7 @@ async fn exam_activity_reaches_proctors_on_another_instance() {
         json!({"id": assessment}),
     )
     .await;
-    let refused = next(&mut student_socket, Duration::from_secs(5)).await;
+    let refused = ws::next_answering_pings(&mut student_socket, Duration::from_secs(5)).await;
     assert_eq!(
         refused["payload"][0]["extensions"]["code"]
             .as_str()
@@ -406,7 +347,7 @@ async fn exam_activity_reaches_proctors_on_another_instance() {
     assert_eq!(last["completed"], true);
     let mut kinds = Vec::new();
     for _ in 0..4 {
-        let event = next(&mut watcher, Duration::from_secs(10)).await;
+        let event = ws::next_answering_pings(&mut watcher, Duration::from_secs(10)).await;
         let activity = &event["payload"]["data"]["examActivity"];
         assert_eq!(activity["examSessionId"], exam.as_str(), "{event}");
         assert_eq!(activity["studentId"], "s-act");
@@ -428,7 +369,7 @@ async fn exam_activity_reaches_proctors_on_another_instance() {
     );
     // Nothing else (the resume and the other assessment's start sent nothing here).
     assert!(
-        next(&mut watcher, Duration::from_millis(500))
+        ws::next_answering_pings(&mut watcher, Duration::from_millis(500))
             .await
             .is_null()
     );
@@ -451,7 +392,7 @@ async fn theta_updates_start_with_the_current_state_and_complete_with_the_exam()
         .to_owned();
     let first = answer(&app, &token, &exam, &item, true).await;
     // A reconnecting client asks for the current state first.
-    let mut socket = ws(app.addr, &token).await;
+    let mut socket = ws::open(app.addr, Some(&token)).await;
     subscribe(
         &mut socket,
         "u",
@@ -459,7 +400,7 @@ async fn theta_updates_start_with_the_current_state_and_complete_with_the_exam()
         json!({"id": exam, "current": true}),
     )
     .await;
-    let current = next(&mut socket, Duration::from_secs(5)).await;
+    let current = ws::next_answering_pings(&mut socket, Duration::from_secs(5)).await;
     let current = &current["payload"]["data"]["thetaUpdates"];
     assert_eq!(current["itemsCompleted"], 1, "{current}");
     assert_eq!(current["theta"], first["theta"]);
@@ -469,13 +410,13 @@ async fn theta_updates_start_with_the_current_state_and_complete_with_the_exam()
         .expect("item")
         .to_owned();
     let last = answer(&app, &token, &exam, &item, false).await;
-    let event = next(&mut socket, Duration::from_secs(5)).await;
+    let event = ws::next_answering_pings(&mut socket, Duration::from_secs(5)).await;
     assert_eq!(event["payload"]["data"]["thetaUpdates"]["completed"], true);
     assert_eq!(
         event["payload"]["data"]["thetaUpdates"]["theta"],
         last["theta"]
     );
-    let complete = next(&mut socket, Duration::from_secs(5)).await;
+    let complete = ws::next_answering_pings(&mut socket, Duration::from_secs(5)).await;
     assert_eq!(
         (&complete["id"], &complete["type"]),
         (&json!("u"), &json!("complete"))
@@ -483,12 +424,12 @@ async fn theta_updates_start_with_the_current_state_and_complete_with_the_exam()
     // Subscribing to the finished exam: its final state, then complete, even without
     // includeCurrent.
     subscribe(&mut socket, "f", UPDATES, json!({"id": exam})).await;
-    let final_state = next(&mut socket, Duration::from_secs(5)).await;
+    let final_state = ws::next_answering_pings(&mut socket, Duration::from_secs(5)).await;
     let final_state = &final_state["payload"]["data"]["thetaUpdates"];
     assert_eq!(final_state["completed"], true);
     assert_eq!(final_state["itemsCompleted"], 2);
     assert_eq!(final_state["theta"], last["theta"]);
-    let complete = next(&mut socket, Duration::from_secs(5)).await;
+    let complete = ws::next_answering_pings(&mut socket, Duration::from_secs(5)).await;
     assert_eq!(
         (&complete["id"], &complete["type"]),
         (&json!("f"), &json!("complete"))
@@ -506,9 +447,9 @@ async fn a_client_that_only_answers_pings_is_never_dropped_and_a_dead_one_is() {
     let assessment = create_assessment(&app, &bank, json!({}), json!({})).await;
     let token = app.student("s-quiet");
     let (exam, started) = start_assessment(&app, &token, &assessment).await;
-    let mut alive = ws(app.addr, &token).await;
+    let mut alive = ws::open(app.addr, Some(&token)).await;
     subscribe(&mut alive, "u", UPDATES, json!({"id": exam})).await;
-    let mut dead = ws(app.addr, &token).await;
+    let mut dead = ws::open(app.addr, Some(&token)).await;
     // For 12 s (three idle timeouts) the live client only answers the server's pings.
     let until = tokio::time::Instant::now() + Duration::from_secs(12);
     let mut pings = 0;
@@ -538,7 +479,7 @@ async fn a_client_that_only_answers_pings_is_never_dropped_and_a_dead_one_is() {
     // The live subscription still delivers.
     let item = started["nextItem"]["itemId"].as_str().expect("item");
     answer(&app, &token, &exam, item, true).await;
-    let event = next(&mut alive, Duration::from_secs(5)).await;
+    let event = ws::next_answering_pings(&mut alive, Duration::from_secs(5)).await;
     assert_eq!(
         event["payload"]["data"]["thetaUpdates"]["itemsCompleted"],
         1

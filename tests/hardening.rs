@@ -9,6 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::ws::{self, close_code, next_json, send};
 use common::{
     CREATE_ASSESSMENT, Options, START, SUBMIT, TestApp, TestDb, answer, bank_params,
     create_assessment, error_code, start_assessment,
@@ -19,8 +20,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
-
 async fn app_with(env: &[(&str, &str)]) -> TestApp {
     TestApp::spawn_with(Options {
         env: env
@@ -30,64 +29,6 @@ async fn app_with(env: &[(&str, &str)]) -> TestApp {
         ..Options::default()
     })
     .await
-}
-
-/// Opens a `graphql-transport-ws` socket; sends `connection_init` with `token` if given and
-/// waits for the ack.
-async fn ws(app: &TestApp, token: Option<&str>) -> Ws {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut request = format!("ws://{}/graphql/ws", app.addr)
-        .into_client_request()
-        .expect("request");
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().expect("header"),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("connect");
-    if let Some(token) = token {
-        send(
-            &mut socket,
-            json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {token}")}}),
-        )
-        .await;
-        let ack = next_json(&mut socket, Duration::from_secs(5)).await;
-        assert_eq!(ack["type"], "connection_ack", "{ack}");
-    }
-    socket
-}
-
-async fn send(socket: &mut Ws, message: Value) {
-    socket
-        .send(Message::Text(message.to_string().into()))
-        .await
-        .expect("send");
-}
-
-/// The next JSON message (Null when the socket closed or nothing came).
-async fn next_json(socket: &mut Ws, timeout: Duration) -> Value {
-    loop {
-        match tokio::time::timeout(timeout, socket.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) => {
-                return serde_json::from_str(&text).unwrap_or(Value::Null);
-            }
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
-            _ => return Value::Null,
-        }
-    }
-}
-
-/// Reads until the server closes; returns the close code (None: no close frame in time).
-async fn close_code(socket: &mut Ws, timeout: Duration) -> Option<u16> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        match tokio::time::timeout_at(deadline, socket.next()).await {
-            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
-            Ok(Some(Ok(_))) => {}
-            _ => return None,
-        }
-    }
 }
 
 fn subscribe(id: &str, exam: &str) -> Value {
@@ -228,7 +169,7 @@ async fn a_subscription_flood_on_one_socket_is_capped_and_harms_no_one_else() {
     let (exam, _) = an_exam(&app, &bank, "flooder").await;
     let (other_exam, other_item) = an_exam(&app, &bank, "bystander").await;
     let before = rss_bytes();
-    let mut socket = ws(&app, Some(&app.student("flooder"))).await;
+    let mut socket = ws::open(app.addr, Some(&app.student("flooder"))).await;
     for i in 0..2_000 {
         send(&mut socket, subscribe(&format!("s{i}"), &exam)).await;
     }
@@ -280,7 +221,7 @@ async fn websocket_limits_per_user_duplicate_ids_silence_and_oversized_messages(
     let (exam, _) = an_exam(&app, &bank, "s-ws").await;
     let token = app.student("s-ws");
     // Per user: 4 on the first socket, the fifth on a second one, the sixth refused.
-    let mut first = ws(&app, Some(&token)).await;
+    let mut first = ws::open(app.addr, Some(&token)).await;
     for i in 0..4 {
         send(&mut first, subscribe(&format!("a{i}"), &exam)).await;
     }
@@ -297,7 +238,7 @@ async fn websocket_limits_per_user_duplicate_ids_silence_and_oversized_messages(
         capped["payload"][0]["extensions"]["code"],
         "TOO_MANY_SUBSCRIPTIONS"
     );
-    let mut second = ws(&app, Some(&token)).await;
+    let mut second = ws::open(app.addr, Some(&token)).await;
     send(&mut second, subscribe("b0", &exam)).await;
     send(&mut second, subscribe("b1", &exam)).await;
     let refusal = next_json(&mut second, Duration::from_secs(5)).await;
@@ -331,7 +272,7 @@ async fn websocket_limits_per_user_duplicate_ids_silence_and_oversized_messages(
         Some(4409)
     );
     // A socket that never sends connection_init is closed with 4408.
-    let mut silent = ws(&app, None).await;
+    let mut silent = ws::open(app.addr, None).await;
     let started = Instant::now();
     assert_eq!(
         close_code(&mut silent, Duration::from_secs(5)).await,
@@ -339,7 +280,7 @@ async fn websocket_limits_per_user_duplicate_ids_silence_and_oversized_messages(
     );
     assert!(started.elapsed() < Duration::from_secs(3));
     // A message over the limit closes with 1009 (message too big), not "shutting down".
-    let mut big = ws(&app, Some(&token)).await;
+    let mut big = ws::open(app.addr, Some(&token)).await;
     let _ = big.send(Message::Text("x".repeat(200 * 1024).into())).await;
     assert_eq!(
         close_code(&mut big, Duration::from_secs(5)).await,
@@ -357,7 +298,7 @@ async fn a_token_expiring_on_an_open_socket_closes_it_even_while_it_pings() {
         adaptive_engine::auth::Role::Admin,
     ] {
         let token = app.keys.mint("s-expiring", role, 2);
-        let mut socket = ws(&app, Some(&token)).await;
+        let mut socket = ws::open(app.addr, Some(&token)).await;
         let started = Instant::now();
         // Before expiry the socket works.
         send(

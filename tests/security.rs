@@ -843,8 +843,7 @@ async fn secrets_never_appear_in_logs() {
 async fn a_fragment_bomb_is_refused_fast_and_health_stays_responsive() {
     use std::time::{Duration, Instant};
 
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    use common::ws;
 
     /// 1.2 KB that expands to 2^22 - 1 fields: each fragment spreads the next twice.
     fn bomb(operation: &str, root: &str) -> String {
@@ -907,46 +906,13 @@ async fn a_fragment_bomb_is_refused_fast_and_health_stays_responsive() {
     assert!(started.elapsed() < Duration::from_secs(1));
 
     // Over the WebSocket, a subscription bomb gets the same error instead of running.
-    let mut request = format!("ws://{}/graphql/ws", app.addr)
-        .into_client_request()
-        .expect("request");
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().expect("header"),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("connect");
     let token = app.student("s-bomb");
-    type Socket = tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >;
-    async fn next_message(socket: &mut Socket) -> Value {
-        loop {
-            match tokio::time::timeout(Duration::from_secs(1), socket.next()).await {
-                Ok(Some(Ok(Message::Text(text)))) => {
-                    return serde_json::from_str(&text).expect("json");
-                }
-                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
-                other => panic!("no message within 1 s: {other:?}"),
-            }
-        }
-    }
-    let init = json!({"type": "connection_init",
-                      "payload": {"authorization": format!("Bearer {token}")}});
-    socket
-        .send(Message::Text(init.to_string().into()))
-        .await
-        .expect("send init");
-    assert_eq!(next_message(&mut socket).await["type"], "connection_ack");
+    let mut socket = ws::open(app.addr, Some(&token)).await;
     let subscribe = json!({"id": "1", "type": "subscribe",
                            "payload": {"query": bomb("subscription", "Subscription")}});
     let started = Instant::now();
-    socket
-        .send(Message::Text(subscribe.to_string().into()))
-        .await
-        .expect("send subscribe");
-    let message = next_message(&mut socket).await;
+    ws::send(&mut socket, subscribe).await;
+    let message = ws::next_json(&mut socket, Duration::from_secs(1)).await;
     assert!(started.elapsed() < Duration::from_secs(1));
     // async-graphql sends a refused operation as `next` with `errors` (then `complete`);
     // the protocol's own `error` message carries the errors as its payload.

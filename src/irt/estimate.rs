@@ -31,7 +31,7 @@
 //!
 //! which reduce to the dichotomous expressions for two categories. Every
 //! estimator below is the same for any mix of items: only these sums (and
-//! `I'`, `I''`, `J'`, see [`InformationTerms`]) change. Per item they come
+//! `I'`, `I''`, `J'`, see [`super::InformationTerms`]) change. Per item they come
 //! from [`Item::category_terms`]: closed forms of `ln P_k` and its
 //! derivatives that stay finite in both tails, so the log-likelihood is
 //! summed in log space (never as a product of probabilities) and thousands

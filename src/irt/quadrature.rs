@@ -1,6 +1,6 @@
-//! The quadrature grid shared by estimation (EAP, [`super::estimate`]) and the
+//! The quadrature grid shared by estimation (EAP, [`mod@super::estimate`]) and the
 //! selection rules that integrate over ability (KL, KLP, MLWI, MPWI, MEPV,
-//! [`super::select`]): its nodes, catR's trapezoid rule, and the prior on it
+//! [`mod@super::select`]): its nodes, catR's trapezoid rule, and the prior on it
 //! (log density, centre, spread).
 //!
 //! Owns: where the nodes are and how a function on them is integrated, so that

@@ -4,13 +4,13 @@
 //! | --- | --- |
 //! | `POST /graphql` | GraphQL over HTTP (single operations; batches are refused) |
 //! | `GET /graphql`, `GET /monitor`, `GET /assets/…` | the browser pages ([`crate::web`]) |
-//! | `GET /graphql/ws` | subscriptions (`graphql-transport-ws` and `graphql-ws`; [`ws`]) |
+//! | `GET /graphql/ws` | subscriptions (`graphql-transport-ws` and `graphql-ws`; `server::ws`) |
 //! | `GET /health` | Postgres and Redis status; 503 when Postgres is down |
 //! | `GET /health/redis` | Redis status with a timestamp |
 //!
 //! What a client can hold of the server is bounded ([`HttpLimits`](crate::config::HttpLimits)):
 //! connections per instance, time to send headers (slowloris), body and whole-request
-//! time; the WebSocket limits are in [`ws`]. The accept loop is our own (hyper-util)
+//! time; the WebSocket limits are in `server::ws`. The accept loop is our own (hyper-util)
 //! because `axum::serve` installs no timer, which leaves hyper's header timeout inert.
 
 use std::future::Future;

@@ -5,158 +5,18 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use super::enums::{AssessmentStatus, ExamStatus, Feedback, ItemModel, StopCode};
+use super::enums::{AssessmentStatus, ExamStatus};
 use super::schema::{assessments, attempts, exam_sessions, item_banks, items};
+
+pub use super::rows::{
+    AssessmentRow, AttemptRow, ExamSessionRow, ItemBankRow, ItemRow, NewAssessment, NewAttempt, NewExamSession, NewItem, NewItemBank, SessionProgress,
+};
 
 /// The status an answer's conditional write requires (a `'static` bind parameter).
 const ACTIVE: ExamStatus = ExamStatus::Active;
 
 /// Rows inserted per statement: Postgres allows 65,535 bind parameters, an item has 13.
 const INSERT_CHUNK: usize = 4_000;
-
-/// An item bank as stored.
-#[derive(Clone, Debug, Queryable, Selectable)]
-#[diesel(table_name = item_banks)]
-pub struct ItemBankRow {
-    pub id: i64,
-    pub name: String,
-    pub scaling_constant: f64,
-    pub created_at: DateTime<Utc>,
-}
-
-/// A new item bank.
-#[derive(Debug, Insertable)]
-#[diesel(table_name = item_banks)]
-pub struct NewItemBank<'a> {
-    pub name: &'a str,
-    pub scaling_constant: f64,
-}
-
-/// An item as stored, answer key and parameters included (never sent to students).
-#[derive(Clone, Debug, Queryable, Selectable)]
-#[diesel(table_name = items)]
-pub struct ItemRow {
-    pub id: i64,
-    pub item_bank_id: i64,
-    pub external_id: String,
-    pub a: f64,
-    pub b: f64,
-    pub c: f64,
-    pub d: f64,
-    pub content_area: Option<String>,
-    pub content: serde_json::Value,
-    pub answer_key: String,
-    pub model: ItemModel,
-    pub thresholds: Option<Vec<f64>>,
-    pub scoring: Option<serde_json::Value>,
-    pub enemy_group: Option<String>,
-}
-
-/// A new item of a bank.
-#[derive(Clone, Debug, Insertable)]
-#[diesel(table_name = items)]
-pub struct NewItem {
-    pub item_bank_id: i64,
-    pub external_id: String,
-    pub a: f64,
-    pub b: f64,
-    pub c: f64,
-    pub d: f64,
-    pub content_area: Option<String>,
-    pub content: serde_json::Value,
-    pub answer_key: String,
-    pub model: ItemModel,
-    pub thresholds: Option<Vec<f64>>,
-    pub scoring: Option<serde_json::Value>,
-    pub enemy_group: Option<String>,
-}
-
-/// An exam session as stored.
-#[derive(Clone, Debug, Queryable, Selectable)]
-#[diesel(table_name = exam_sessions)]
-pub struct ExamSessionRow {
-    pub id: i64,
-    pub student_id: String,
-    pub item_bank_id: i64,
-    pub status: ExamStatus,
-    pub config: serde_json::Value,
-    pub theta: f64,
-    pub standard_error: f64,
-    pub items_completed: i32,
-    pub current_item_id: Option<i64>,
-    pub stop_reason: Option<StopCode>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub completed_at: Option<DateTime<Utc>>,
-    pub assessment_id: Option<i64>,
-    pub attempt_number: Option<i32>,
-    pub feedback: Feedback,
-}
-
-/// A new exam session, with its first item already chosen.
-#[derive(Debug, Insertable)]
-#[diesel(table_name = exam_sessions)]
-pub struct NewExamSession<'a> {
-    pub student_id: &'a str,
-    pub item_bank_id: i64,
-    pub status: ExamStatus,
-    pub config: serde_json::Value,
-    pub theta: f64,
-    pub standard_error: f64,
-    pub items_completed: i32,
-    pub current_item_id: Option<i64>,
-    pub stop_reason: Option<StopCode>,
-    pub completed_at: Option<DateTime<Utc>>,
-    pub assessment_id: i64,
-    pub attempt_number: i32,
-    pub feedback: Feedback,
-}
-
-/// The session columns an answer changes.
-#[derive(Debug)]
-pub struct SessionProgress {
-    pub status: ExamStatus,
-    pub theta: f64,
-    pub standard_error: f64,
-    pub items_completed: i32,
-    pub current_item_id: Option<i64>,
-    pub stop_reason: Option<StopCode>,
-    pub updated_at: DateTime<Utc>,
-    pub completed_at: Option<DateTime<Utc>>,
-}
-
-/// A recorded answer as stored.
-#[derive(Clone, Debug, Queryable, Selectable)]
-#[diesel(table_name = attempts)]
-pub struct AttemptRow {
-    pub id: i64,
-    pub exam_session_id: i64,
-    pub item_id: i64,
-    pub position: i32,
-    pub response: String,
-    pub correct: bool,
-    pub theta: f64,
-    pub standard_error: f64,
-    pub next_item_id: Option<i64>,
-    pub completed: bool,
-    pub created_at: DateTime<Utc>,
-    pub score: i32,
-}
-
-/// A new recorded answer.
-#[derive(Debug)]
-pub struct NewAttempt<'a> {
-    pub exam_session_id: i64,
-    pub item_id: i64,
-    pub position: i32,
-    pub response: &'a str,
-    pub correct: bool,
-    pub theta: f64,
-    pub standard_error: f64,
-    pub next_item_id: Option<i64>,
-    pub completed: bool,
-    pub score: i32,
-}
 
 /// Inserts a bank and its items (call inside a transaction).
 pub async fn insert_item_bank(
@@ -426,38 +286,6 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for RecordAttempt<'_> 
         out.push_sql(" FROM session RETURNING created_at");
         Ok(())
     }
-}
-
-/// An assessment as stored.
-#[derive(Clone, Debug, Queryable, Selectable)]
-#[diesel(table_name = assessments)]
-pub struct AssessmentRow {
-    pub id: i64,
-    pub name: String,
-    pub item_bank_id: i64,
-    pub design: serde_json::Value,
-    pub feedback: Feedback,
-    pub max_attempts_per_student: Option<i32>,
-    pub opens_at: Option<DateTime<Utc>>,
-    pub closes_at: Option<DateTime<Utc>>,
-    pub status: AssessmentStatus,
-    pub created_by: String,
-    pub created_at: DateTime<Utc>,
-    pub archived_at: Option<DateTime<Utc>>,
-}
-
-/// A new assessment.
-#[derive(Debug, Insertable)]
-#[diesel(table_name = assessments)]
-pub struct NewAssessment<'a> {
-    pub name: &'a str,
-    pub item_bank_id: i64,
-    pub design: serde_json::Value,
-    pub feedback: Feedback,
-    pub max_attempts_per_student: Option<i32>,
-    pub opens_at: Option<DateTime<Utc>>,
-    pub closes_at: Option<DateTime<Utc>>,
-    pub created_by: &'a str,
 }
 
 /// Inserts an assessment and returns it.

@@ -4,6 +4,8 @@
 //! graphql-transport-ws client.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod ws;
+
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

@@ -151,7 +151,7 @@ pub(super) fn scan_items(
 
 /// The largest Fisher information at `theta` among the eligible items (0 when
 /// none is eligible or all are NaN): the `max_information_left` input of the
-/// minimum-information stopping rule ([`super::stop::StopInputs`]). Uses the
+/// minimum-information stopping rule ([`crate::irt::StopInputs`]). Uses the
 /// index when it was built for a bank of this length and `scaling`.
 #[must_use]
 pub fn best_information(
@@ -182,7 +182,7 @@ pub fn best_information(
 /// at `theta` (see [`information`], scaling constant `D = scaling`).
 ///
 /// The original dichotomous entry point, kept for callers with a plain
-/// `&[ItemParams]` bank; [`select_item`] with [`SelectionRule::MaxInfo`] gives
+/// `&[ItemParams]` bank; [`super::select_item`] with [`super::SelectionRule::MaxInfo`] gives
 /// the same choice for the same bank.
 ///
 /// * `administered[i] == true` makes `bank[i]` ineligible; only the first

@@ -300,7 +300,7 @@ impl Group {
 }
 
 /// Per-bank tables of one quadrature grid for one family of rules (see the
-/// [module doc](self)): what makes `Kl`, `Klp`, `Mlwi`, `Mpwi` and `Mepv`
+/// module doc of `irt::select::tables`): what makes `Kl`, `Klp`, `Mlwi`, `Mpwi` and `Mepv`
 /// steps cost dot products over a few buckets instead of exponentials and
 /// logarithms over the whole bank.
 ///
