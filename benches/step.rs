@@ -13,7 +13,9 @@
 //! * `scan_5000`, `scan_50000`: the same step with a full scan (no index), for
 //!   comparison.
 //! * `rule_<name>_<n>`: the same step with every selection rule on the
-//!   dichotomous bank, `poly_<name>_<n>` on the polytomous bank.
+//!   dichotomous bank, `poly_<name>_<n>` on the polytomous bank;
+//!   `rule_plain_<name>_<n>`, `poly_plain_<name>_<n>`: the integrating rules
+//!   without their grid tables (the plain scan every step took before them).
 //! * `index_build_5000`, `index_build_50000`: building the index once;
 //!   `tables_<family>_<n>`: building the grid tables of the integrating rules
 //!   once (`information`: MLWI/MPWI, `divergence`: KL/KLP, `variance`: MEPV).
@@ -138,10 +140,22 @@ fn scenario(bank: Vec<Item>) -> Scenario {
     }
 }
 
-fn bench_step(c: &mut Criterion, name: &str, s: &Scenario, rule: SelectionRule, use_index: bool) {
+/// Which fast paths a measured step may use.
+#[derive(Clone, Copy)]
+struct Paths {
+    /// The maximum-information index.
+    index: bool,
+    /// The grid tables of the integrating rules.
+    tables: bool,
+}
+
+fn bench_step(c: &mut Criterion, name: &str, s: &Scenario, rule: SelectionRule, paths: Paths) {
     let settings = EstimatorSettings::default();
     // Built once per bank and grid, as the engine caches them.
-    let tables = SelectionTables::new(&s.bank, &settings, rule);
+    let tables = paths
+        .tables
+        .then(|| SelectionTables::new(&s.bank, &settings, rule))
+        .flatten();
     let mut rng = StdRng::seed_from_u64(7);
     // Flat sampling: the same iteration count in every sample, so the slowest
     // steps need 10 iterations rather than 55.
@@ -158,7 +172,7 @@ fn bench_step(c: &mut Criterion, name: &str, s: &Scenario, rule: SelectionRule, 
                 standard_error: s.standard_error,
                 estimator: &settings,
                 max_items: MAX_ITEMS,
-                index: use_index.then_some(&s.index),
+                index: paths.index.then_some(&s.index),
                 tables: tables.as_ref(),
             };
             let next = select_item(rule, &ctx, 1, &mut rng);
@@ -174,29 +188,58 @@ fn bench_step(c: &mut Criterion, name: &str, s: &Scenario, rule: SelectionRule, 
     group.finish();
 }
 
-/// Every rule on one bank: the index is passed as the engine passes it (to
-/// `MaxInfo`, `Progressive` and `Proportional`).
+/// Every rule on one bank: the index and the grid tables are passed as the
+/// engine passes them (the index to `MaxInfo`, `Progressive` and
+/// `Proportional`); then the grid rules once more without their tables
+/// (`<prefix>_plain_<name>_<n>`: the plain scan, the path every step took
+/// before the tables).
 fn bench_rules(c: &mut Criterion, prefix: &str, s: &Scenario) {
     let n = s.bank.len();
     for (rule, name) in RULES {
-        bench_step(
-            c,
-            &format!("{prefix}_{name}_{n}"),
-            s,
+        let index = matches!(
             rule,
-            matches!(
-                rule,
-                SelectionRule::MaxInfo | SelectionRule::Progressive | SelectionRule::Proportional
-            ),
+            SelectionRule::MaxInfo | SelectionRule::Progressive | SelectionRule::Proportional
         );
+        let paths = Paths {
+            index,
+            tables: true,
+        };
+        bench_step(c, &format!("{prefix}_{name}_{n}"), s, rule, paths);
+    }
+    for (rule, name) in RULES {
+        let grid_rule = matches!(
+            rule,
+            SelectionRule::Kl
+                | SelectionRule::Klp
+                | SelectionRule::Mlwi
+                | SelectionRule::Mpwi
+                | SelectionRule::Mepv
+        );
+        if grid_rule {
+            let paths = Paths {
+                index: false,
+                tables: false,
+            };
+            bench_step(c, &format!("{prefix}_plain_{name}_{n}"), s, rule, paths);
+        }
     }
 }
 
 fn steps(c: &mut Criterion) {
     for n in [5_000, 50_000] {
         let s = scenario(dichotomous_bank(n));
-        bench_step(c, &format!("step_{n}"), &s, SelectionRule::MaxInfo, true);
-        bench_step(c, &format!("scan_{n}"), &s, SelectionRule::MaxInfo, false);
+        let (indexed, scanned) = (
+            Paths {
+                index: true,
+                tables: false,
+            },
+            Paths {
+                index: false,
+                tables: false,
+            },
+        );
+        bench_step(c, &format!("step_{n}"), &s, SelectionRule::MaxInfo, indexed);
+        bench_step(c, &format!("scan_{n}"), &s, SelectionRule::MaxInfo, scanned);
         bench_rules(c, "rule", &s);
         let p = scenario(polytomous_bank(n));
         bench_rules(c, "poly", &p);

@@ -101,6 +101,9 @@ pub struct EngineBank {
     tables: Mutex<(TableCache, usize)>,
     /// Item id → index.
     positions: HashMap<i64, usize>,
+    /// `false`: [`EngineBank::selection_tables`] gives none, so the integrating rules scan
+    /// the bank plainly (`simulate --plain-selection`, for checking and benchmarking).
+    fast_selection: bool,
 }
 
 impl EngineBank {
@@ -136,6 +139,7 @@ impl EngineBank {
             index: OnceLock::new(),
             tables: Mutex::new((HashMap::new(), 0)),
             positions,
+            fast_selection: true,
         }
     }
 
@@ -179,6 +183,13 @@ impl EngineBank {
             .collect()
     }
 
+    /// Turns the grid tables of the integrating rules on (the default) or off: off, every
+    /// `KL`, `KLP`, `MLWI`, `MPWI` and `MEPV` step scans the bank plainly, with the same
+    /// choices (the tables are exact), only slower.
+    pub fn set_fast_selection(&mut self, on: bool) {
+        self.fast_selection = on;
+    }
+
     /// The fast maximum-information index (built once, on first use).
     pub fn information_index(&self) -> &InformationIndex {
         self.index
@@ -194,6 +205,9 @@ impl EngineBank {
         estimator: &EstimatorSettings,
         rule: SelectionRule,
     ) -> Option<Arc<SelectionTables>> {
+        if !self.fast_selection {
+            return None;
+        }
         let key = TablesKey::new(estimator, rule)?;
         let cell = {
             let mut guard = self.tables.lock().unwrap_or_else(PoisonError::into_inner);

@@ -23,13 +23,14 @@
 //!   response matrix for calibration tools (rows from `storage::export_rows`).
 //! - [`design`]: the one vocabulary of an exam design (`ExamDesignInput`), shared by the
 //!   API, the stored assessments and `simulate`, and its validation into the engine's.
-//! - [`storage`]: Postgres queries and the text-stored enums (`enums`), the in-memory bank
+//! - [`storage`]: Postgres rows (`rows`) and queries, the text-stored enums (`enums`), the in-memory bank
 //!   and session caches, every Redis key name (`keys`), the Redis state store, exposure
 //!   counts and event bus.
 //! - [`simulate`]: `adaptive-engine simulate`, design studies that run simulated examinees
 //!   through [`engine::decide`] in-process (bank file and design read as the API reads them).
 //! - [`engine`]: one exam's design and state, and the single step function.
-//! - [`irt`]: pure psychometrics: models, estimators, item selection, stopping rules.
+//! - [`irt`]: pure psychometrics: models, the quadrature grid shared by estimation and
+//!   selection, estimators, item selection, stopping rules.
 //! - [`auth`], [`config`], [`error`], [`bank_file`], [`ids`]: tokens, environment, error
 //!   policy, bank file parsing, typed ids.
 

@@ -104,6 +104,10 @@ pub struct Options {
     /// Print the summary as one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Run KL, KLP, MLWI, MPWI and MEPV by the plain scan over the bank instead of its
+    /// precomputed grid tables: the same results, slower (to check or time the fast path).
+    #[arg(long)]
+    pub plain_selection: bool,
     /// Also write summary.json, examinees.csv, items.csv, bank.json (the bank in import
     /// format, readable by --bank) and SVG plots (conditional.svg, exposure.svg,
     /// information.svg) into this directory.
@@ -129,6 +133,7 @@ impl Default for Options {
             seed: 1,
             threads: None,
             json: false,
+            plain_selection: false,
             out: None,
         }
     }
@@ -396,7 +401,8 @@ fn run_exam(
 /// # Errors
 /// Invalid options, bank, design or thetas, and files that cannot be read or written.
 pub fn run(options: &Options) -> anyhow::Result<Summary> {
-    let bank = options.sim_bank()?;
+    let mut bank = options.sim_bank()?;
+    bank.bank.engine.set_fast_selection(!options.plain_selection);
     let file = options.design_file()?;
     let design = file.to_design(&bank)?;
     let thetas = options.true_thetas()?;

@@ -341,6 +341,51 @@ fn run_is_reproducible_and_follows_the_options() {
     }
 }
 
+/// The grid tables change no choice: every integrating rule gives the very same exams
+/// (every examinee's items, estimates and stop) with and without them.
+#[test]
+fn the_grid_tables_change_no_exam_of_any_integrating_rule() {
+    use adaptive_engine::design::SelectionRule;
+    for rule in [
+        SelectionRule::Kl,
+        SelectionRule::Klp,
+        SelectionRule::Mlwi,
+        SelectionRule::Mpwi,
+        SelectionRule::Mepv,
+    ] {
+        let options = Options {
+            examinees: 40,
+            max_items: Some(12),
+            selection: Some(rule),
+            seed: 7,
+            threads: Some(2),
+            ..Options::default()
+        };
+        let dir = temp_dir(&format!("tables-{rule:?}"));
+        let fast_dir = dir.join("fast");
+        let plain_dir = dir.join("plain");
+        let fast = simulate::run(&Options {
+            out: Some(fast_dir.clone()),
+            ..options.clone()
+        })
+        .expect("run");
+        let plain = simulate::run(&Options {
+            out: Some(plain_dir.clone()),
+            plain_selection: true,
+            ..options
+        })
+        .expect("run");
+        assert_eq!(fast.mean_length, 12.0, "{rule:?}");
+        // Every examinee's administered items and final estimate, to the bit.
+        let examinees = |dir: &PathBuf| {
+            std::fs::read_to_string(dir.join("examinees.csv")).expect("examinees.csv")
+        };
+        assert_eq!(examinees(&fast_dir), examinees(&plain_dir), "{rule:?}");
+        assert_eq!(fast.rmse, plain.rmse, "{rule:?}");
+        assert_eq!(fast.overlap_rate, plain.overlap_rate, "{rule:?}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Statistics
 // ---------------------------------------------------------------------------------------

@@ -424,53 +424,34 @@ fn ranked(rule: SelectionRule, ctx: &SelectionContext<'_>, k: usize) -> Option<T
 pub fn criterion_values(rule: SelectionRule, ctx: &SelectionContext<'_>) -> Vec<f64> {
     let scaling = ctx.estimator.scaling;
     let theta = ctx.theta;
-    let eligible = |i: usize| ctx.is_eligible(i);
+    // The criterion of every eligible item, NaN for the others.
+    let per_item = |f: &dyn Fn(&Item) -> f64| -> Vec<f64> {
+        ctx.bank
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                if ctx.is_eligible(i) {
+                    f(item)
+                } else {
+                    f64::NAN
+                }
+            })
+            .collect()
+    };
     match rule {
-        SelectionRule::MaxInfo | SelectionRule::Progressive | SelectionRule::Proportional => ctx
-            .bank
-            .iter()
-            .enumerate()
-            .map(|(i, item)| {
-                if eligible(i) {
-                    item.information(theta, scaling)
-                } else {
-                    f64::NAN
-                }
-            })
-            .collect(),
-        SelectionRule::Urry => ctx
-            .bank
-            .iter()
-            .enumerate()
-            .map(|(i, item)| {
-                if eligible(i) {
-                    (item.location() - theta).abs()
-                } else {
-                    f64::NAN
-                }
-            })
-            .collect(),
+        SelectionRule::MaxInfo | SelectionRule::Progressive | SelectionRule::Proportional => {
+            per_item(&|item| item.information(theta, scaling))
+        }
+        SelectionRule::Urry => per_item(&|item| (item.location() - theta).abs()),
         SelectionRule::Kl
         | SelectionRule::Klp
         | SelectionRule::Mlwi
         | SelectionRule::Mpwi
         | SelectionRule::Mepv => {
             let posterior = grid::Posterior::new(ctx, rule);
-            ctx.bank
-                .iter()
-                .enumerate()
-                .map(|(i, item)| {
-                    if eligible(i) {
-                        posterior.criterion(item, theta)
-                    } else {
-                        f64::NAN
-                    }
-                })
-                .collect()
+            per_item(&|item| posterior.criterion(item, theta))
         }
-        SelectionRule::Random => (0..ctx.bank.len())
-            .map(|i| if eligible(i) { 0.0 } else { f64::NAN })
-            .collect(),
+        SelectionRule::Random => per_item(&|_| 0.0),
     }
 }
 
