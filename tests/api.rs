@@ -100,6 +100,133 @@ async fn a_twenty_item_exam_matches_catr_eap_and_always_presents_the_most_inform
     assert_eq!(stored, 20);
 }
 
+/// A 4PL bank `(a, b, c, d)` of `n` items with `d < 1` (an upper asymptote below one:
+/// careless errors), deterministic.
+fn four_pl_params(n: usize) -> Vec<(f64, f64, f64, f64)> {
+    (0..n)
+        .map(|i| {
+            let x = i as f64;
+            (
+                0.7 + 1.1 * (x * 0.41).sin().abs(),
+                -2.5 + 5.0 * ((x * 0.618 + 0.1).fract()),
+                0.05 + 0.15 * (x * 0.29).cos().abs(),
+                0.82 + 0.15 * (x * 0.83).sin().abs(),
+            )
+        })
+        .collect()
+}
+
+/// Promise: every estimator setting of an assessment's design, and the bank's scaling
+/// constant, is honoured ("every exam of the assessment runs on exactly that design";
+/// EAP equal to catR's). With a N(0.5, 1.3) prior, a 21-point grid on [-3, 3.5], D = 1.702,
+/// initialTheta 0.8 and 4PL items with d < 1: the start shows theta 0.8 and SE 1.3,
+/// every theta/SE equals the independent reference EAP of exactly those settings to 1e-9,
+/// and every presented item is the most informative 4PL item (D = 1.702) at the current
+/// estimate, the first one at the initial theta.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_default_prior_grid_scaling_constant_initial_theta_and_4pl_items_are_honoured() {
+    const D: f64 = 1.702;
+    const STEPS: usize = 12;
+    let (prior_mean, prior_sd, lo, hi, points) = (0.5, 1.3, -3.0, 3.5, 21);
+    let app = TestApp::spawn().await;
+    let params = four_pl_params(40);
+    let items: Vec<Value> = params
+        .iter()
+        .enumerate()
+        .map(|(i, &(a, b, c, d))| {
+            json!({"externalId": format!("q{i}"), "a": a, "b": b, "c": c, "d": d,
+                   "content": {"stem": format!("q{i}")}, "answerKey": "A"})
+        })
+        .collect();
+    let bank = app
+        .ok(
+            &app.admin(),
+            "mutation($input: CreateItemBankInput!) { createItemBank(input: $input) { id scalingConstant } }",
+            json!({"input": {"name": "4PL, D = 1.702", "scalingConstant": D, "items": items}}),
+        )
+        .await["createItemBank"]
+        .clone();
+    assert_eq!(bank["scalingConstant"], D);
+    let bank = bank["id"].as_str().expect("bank id").to_owned();
+    let ids = bank_item_ids(&app, &bank).await;
+    let token = app.student("s-settings");
+    let (exam, started) = start(
+        &app,
+        &token,
+        &bank,
+        json!({"maxItems": STEPS, "initialTheta": 0.8,
+               "estimator": {"method": "EAP", "priorMean": prior_mean, "priorSd": prior_sd,
+                             "quadraturePoints": points, "thetaMin": lo, "thetaMax": hi}}),
+    )
+    .await;
+    assert_eq!(started["examSession"]["theta"], 0.8, "the initial theta");
+    assert_eq!(
+        started["examSession"]["standardError"], prior_sd,
+        "the prior's SD before any answer"
+    );
+    let mut item = started["nextItem"].clone();
+    let mut theta = 0.8;
+    let mut seen: Vec<usize> = Vec::new();
+    let mut responses: Vec<bool> = Vec::new();
+    for step in 0..STEPS {
+        let index = item_index(&ids, item["itemId"].as_str().expect("item id"));
+        let information = |i: usize| {
+            let (a, b, c, d) = params[i];
+            common::reference_information_4pl(a, b, c, d, D, theta)
+        };
+        let best = (0..params.len())
+            .filter(|i| !seen.contains(i))
+            .map(information)
+            .fold(f64::NEG_INFINITY, f64::max);
+        assert!(
+            information(index) >= best * (1.0 - 1e-12),
+            "step {step}: item {index} has information {} at theta {theta}, the best {best}",
+            information(index)
+        );
+        let correct = (step * 5 + 1) % 3 != 0;
+        let result = answer(
+            &app,
+            &token,
+            &exam,
+            item["itemId"].as_str().expect("id"),
+            correct,
+        )
+        .await;
+        seen.push(index);
+        responses.push(correct);
+        let (expected_theta, expected_se) = common::reference_eap_of(
+            |t| {
+                seen.iter()
+                    .zip(&responses)
+                    .map(|(&i, &right)| {
+                        let (a, b, c, d) = params[i];
+                        let p = common::reference_p_4pl(a, b, c, d, D, t);
+                        if right { p } else { 1.0 - p }
+                    })
+                    .product()
+            },
+            prior_mean,
+            prior_sd,
+            lo,
+            hi,
+            points,
+        );
+        let got_theta = result["theta"].as_f64().expect("theta");
+        let got_se = result["standardError"].as_f64().expect("se");
+        assert!(
+            (got_theta - expected_theta).abs() < 1e-9,
+            "step {step}: theta {got_theta} vs reference {expected_theta}"
+        );
+        assert!(
+            (got_se - expected_se).abs() < 1e-9,
+            "step {step}: se {got_se} vs reference {expected_se}"
+        );
+        theta = got_theta;
+        assert_eq!(result["completed"], step + 1 == STEPS);
+        item = result["nextItem"].clone();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_redis_state_follows_the_contract_and_is_deleted_on_completion() {
     let app = TestApp::spawn().await;

@@ -565,6 +565,8 @@ struct Seen {
     replay: Option<Option<f64>>,
     session: Option<f64>,
     summary: Option<f64>,
+    transport_ws_current: Option<f64>,
+    legacy_ws_current: Option<f64>,
     transport_ws: Option<f64>,
     legacy_ws: Option<f64>,
     last_answer: Option<Option<f64>>,
@@ -591,12 +593,13 @@ async fn observe(app: &TestApp, feedback: &str, viewer: &str) -> Seen {
         _ => app.admin(),
     };
     let (exam, started) = start_assessment(app, &student, &assessment).await;
-    // Both WebSocket protocols, subscribed with the viewer's token.
-    let mut transport =
-        Subscription::theta_updates_over(app.addr, Some(&token), &exam, WsProtocol::TransportWs)
+    // Both WebSocket protocols, subscribed with the viewer's token; each is live once its
+    // first payload (includeCurrent: the exam before any answer) has arrived.
+    let (mut transport, transport_current) =
+        Subscription::theta_updates_live(app.addr, Some(&token), &exam, WsProtocol::TransportWs)
             .await
             .expect("subscribe");
-    let mut legacy = Subscription::theta_updates_over(
+    let (mut legacy, legacy_current) = Subscription::theta_updates_live(
         app.addr,
         Some(&token),
         &exam,
@@ -604,7 +607,12 @@ async fn observe(app: &TestApp, feedback: &str, viewer: &str) -> Seen {
     )
     .await
     .expect("subscribe");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    for current in [&transport_current, &legacy_current] {
+        assert_eq!(
+            current["data"]["thetaUpdates"]["itemsCompleted"], 0,
+            "{current}"
+        );
+    }
     let item = started["nextItem"]["itemId"]
         .as_str()
         .expect("item")
@@ -662,6 +670,8 @@ async fn observe(app: &TestApp, feedback: &str, viewer: &str) -> Seen {
         replay: own(replay),
         session: theta(&session["examSession"]["theta"]),
         summary: theta(&summary["engineSummary"]["theta"]),
+        transport_ws_current: event_theta(&transport_current),
+        legacy_ws_current: event_theta(&legacy_current),
         transport_ws: event_theta(&events[0]),
         legacy_ws: event_theta(&events[1]),
         last_answer: own(theta(&last["theta"])),
@@ -691,6 +701,11 @@ async fn the_feedback_policy_hides_estimates_from_students_on_every_path_and_nev
                 ("replayed submitAnswer", seen.replay),
                 ("examSession", Some(seen.session)),
                 ("engineSummary", Some(seen.summary)),
+                (
+                    "graphql-transport-ws includeCurrent",
+                    Some(seen.transport_ws_current),
+                ),
+                ("graphql-ws includeCurrent", Some(seen.legacy_ws_current)),
                 ("graphql-transport-ws", Some(seen.transport_ws)),
                 ("graphql-ws", Some(seen.legacy_ws)),
             ] {

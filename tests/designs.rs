@@ -7,17 +7,22 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{SUBMIT, TestApp, error_code, start};
+use common::{Options, SUBMIT, TestApp, error_code, start};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 
 /// A bank from explicit item inputs; returns its id.
 async fn bank_of(app: &TestApp, items: Vec<Value>) -> String {
+    bank_of_scaled(app, items, 1.0).await
+}
+
+/// A bank from explicit item inputs with the scaling constant D `scaling`; returns its id.
+async fn bank_of_scaled(app: &TestApp, items: Vec<Value>, scaling: f64) -> String {
     let data = app
         .ok(
             &app.admin(),
             "mutation($input: CreateItemBankInput!) { createItemBank(input: $input) { id itemCount } }",
-            json!({"input": {"name": "designs", "items": items}}),
+            json!({"input": {"name": "designs", "scalingConstant": scaling, "items": items}}),
         )
         .await;
     data["createItemBank"]["id"]
@@ -26,10 +31,70 @@ async fn bank_of(app: &TestApp, items: Vec<Value>) -> String {
         .to_owned()
 }
 
-fn dichotomous(i: usize, area: &str, enemy: Option<&str>) -> Value {
+/// The (a, b, c) of the dichotomous item `d{i}` of [`dichotomous`].
+fn dichotomous_params(i: usize) -> (f64, f64, f64) {
     let x = i as f64;
-    json!({"externalId": format!("d{i}"), "a": 0.8 + (x * 0.37).sin().abs(), "b": -2.0 + 4.0 * ((x * 0.618).fract()),
-           "c": 0.1, "contentArea": area, "enemyGroup": enemy, "content": {"stem": format!("d{i}")}, "answerKey": "A"})
+    (
+        0.8 + (x * 0.37).sin().abs(),
+        -2.0 + 4.0 * ((x * 0.618).fract()),
+        0.1,
+    )
+}
+
+fn dichotomous(i: usize, area: &str, enemy: Option<&str>) -> Value {
+    let (a, b, c) = dichotomous_params(i);
+    json!({"externalId": format!("d{i}"), "a": a, "b": b, "c": c, "contentArea": area,
+           "enemyGroup": enemy, "content": {"stem": format!("d{i}")}, "answerKey": "A"})
+}
+
+/// An item of the polytomous test, for the independent reference below.
+enum ReferenceItem {
+    /// 3PL `(a, b, c)`.
+    Dichotomous(f64, f64, f64),
+    /// Samejima's GRM: slope and ordered boundaries.
+    Grm(f64, Vec<f64>),
+    /// Muraki's GPCM: slope and step parameters.
+    Gpcm(f64, Vec<f64>),
+}
+
+impl ReferenceItem {
+    /// The probability of score `k` at `theta` with scaling constant `scaling` (catR's
+    /// parametrisation), written plainly:
+    /// * GRM: `P*_0 = 1`, `P*_j = 1/(1 + exp(−D·a·(θ − b_j)))`, `P*_{m+1} = 0`,
+    ///   `P_k = P*_k − P*_{k+1}`;
+    /// * GPCM: `P_k ∝ exp(Σ_{j≤k} D·a·(θ − δ_j))` (empty sum 0 for `k = 0`);
+    /// * 3PL: `P_1 = c + (1 − c)/(1 + exp(−D·a·(θ − b)))`, `P_0 = 1 − P_1`.
+    fn probability(&self, k: usize, theta: f64, scaling: f64) -> f64 {
+        match self {
+            Self::Dichotomous(a, b, c) => {
+                let p = c + (1.0 - c) / (1.0 + (-scaling * a * (theta - b)).exp());
+                if k == 1 { p } else { 1.0 - p }
+            }
+            Self::Grm(a, bounds) => {
+                let cumulative = |j: usize| {
+                    if j == 0 {
+                        1.0
+                    } else if j > bounds.len() {
+                        0.0
+                    } else {
+                        1.0 / (1.0 + (-scaling * a * (theta - bounds[j - 1])).exp())
+                    }
+                };
+                cumulative(k) - cumulative(k + 1)
+            }
+            Self::Gpcm(a, steps) => {
+                let numerator = |c: usize| {
+                    steps[..c]
+                        .iter()
+                        .map(|delta| scaling * a * (theta - delta))
+                        .sum::<f64>()
+                        .exp()
+                };
+                let total: f64 = (0..=steps.len()).map(numerator).sum();
+                numerator(k) / total
+            }
+        }
+    }
 }
 
 /// Submits `response` to the presented item; returns the payload or the whole error response.
@@ -73,9 +138,22 @@ async fn run_exam(
     panic!("exam did not complete");
 }
 
+/// Promise: GRM and GPCM items are scored through their scoring map (unknown options and
+/// out-of-range categories are `BAD_USER_INPUT` and record nothing), and every estimate of
+/// an exam mixing them with 3PL items equals an independent GRM/GPCM/3PL EAP (catR's
+/// trapezoid EAP, N(0, 1) prior, 33 points on [-4, 4]) to 1e-9, on a bank with D = 1 and
+/// on one with D = 1.702 (every model, GPCM included, scales its slope by D).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polytomous_items_are_scored_by_their_scoring_map_and_estimated() {
     let app = TestApp::spawn().await;
+    for scaling in [1.0, 1.702] {
+        polytomous_exam(&app, scaling).await;
+    }
+}
+
+/// One exam of [`polytomous_items_are_scored_by_their_scoring_map_and_estimated`] on a
+/// bank whose scaling constant is `scaling`.
+async fn polytomous_exam(app: &TestApp, scaling: f64) {
     let mut items = vec![
         json!({"externalId": "grm1", "b": 0, "model": "GRM", "a": 1.3, "thresholds": [-1.0, 0.0, 1.2],
                "scoring": {"none": 0, "some": 1, "most": 2, "all": 3}, "content": {"stem": "essay"}, "answerKey": "all"}),
@@ -83,10 +161,10 @@ async fn polytomous_items_are_scored_by_their_scoring_map_and_estimated() {
                "content": {"stem": "likert"}, "answerKey": "2"}),
     ];
     items.extend((0..6).map(|i| dichotomous(i, "x", None)));
-    let bank = bank_of(&app, items).await;
-    let token = app.student("s-poly");
+    let bank = bank_of_scaled(app, items, scaling).await;
+    let token = app.student(&format!("s-poly-{scaling}"));
     let (exam, started) = start(
-        &app,
+        app,
         &token,
         &bank,
         json!({"maxItems": 8, "startItemIds": []}),
@@ -96,6 +174,16 @@ async fn polytomous_items_are_scored_by_their_scoring_map_and_estimated() {
         .as_str()
         .expect("item")
         .to_owned();
+    let reference_item = |stem: &str| match stem {
+        "essay" => ReferenceItem::Grm(1.3, vec![-1.0, 0.0, 1.2]),
+        "likert" => ReferenceItem::Gpcm(0.9, vec![-0.5, 0.7]),
+        d => {
+            let (a, b, c) = dichotomous_params(d[1..].parse().expect("d<i>"));
+            ReferenceItem::Dichotomous(a, b, c)
+        }
+    };
+    // (item, score) of every answer so far, for the reference.
+    let mut answered: Vec<(ReferenceItem, usize)> = Vec::new();
     let mut last = Value::Null;
     for _ in 0..8 {
         let content = app
@@ -106,25 +194,53 @@ async fn polytomous_items_are_scored_by_their_scoring_map_and_estimated() {
             )
             .await["examSession"]["currentItem"]["content"]["stem"]
             .clone();
-        let response = match content.as_str() {
-            Some("essay") => {
-                let bad = submit(&app, &token, &exam, &item, "everything").await;
+        let stem = content.as_str().expect("stem");
+        let (response, score) = match stem {
+            "essay" => {
+                let bad = submit(app, &token, &exam, &item, "everything").await;
                 assert_eq!(error_code(&bad), "BAD_USER_INPUT", "unknown option refused");
-                "most"
+                ("most", 2)
             }
-            Some("likert") => {
-                let bad = submit(&app, &token, &exam, &item, "3").await;
+            "likert" => {
+                let bad = submit(app, &token, &exam, &item, "3").await;
                 assert_eq!(
                     error_code(&bad),
                     "BAD_USER_INPUT",
                     "category out of range refused"
                 );
-                "1"
+                ("1", 1)
             }
-            _ => "A",
+            // Even 3PL items right, odd ones wrong.
+            d if d[1..].parse::<usize>().expect("d<i>") % 2 == 0 => ("A", 1),
+            _ => ("C", 0),
         };
-        last = submit(&app, &token, &exam, &item, response).await;
+        last = submit(app, &token, &exam, &item, response).await;
         assert!(last.get("errors").is_none(), "{last}");
+        answered.push((reference_item(stem), score));
+        let (theta, se) = common::reference_eap_of(
+            |t| {
+                answered
+                    .iter()
+                    .map(|(item, k)| item.probability(*k, t, scaling))
+                    .product()
+            },
+            0.0,
+            1.0,
+            -4.0,
+            4.0,
+            33,
+        );
+        let n = answered.len();
+        let got_theta = last["theta"].as_f64().expect("theta");
+        let got_se = last["standardError"].as_f64().expect("se");
+        assert!(
+            (got_theta - theta).abs() < 1e-9,
+            "D = {scaling}, answer {n} ({stem}): theta {got_theta} vs reference {theta}"
+        );
+        assert!(
+            (got_se - se).abs() < 1e-9,
+            "D = {scaling}, answer {n} ({stem}): se {got_se} vs reference {se}"
+        );
         if last["completed"] == true {
             break;
         }
@@ -163,9 +279,7 @@ async fn polytomous_items_are_scored_by_their_scoring_map_and_estimated() {
     assert_eq!(by_id["grm1"], 2);
     assert_eq!(by_id["gpcm1"], 1);
     assert_eq!(by_id["d0"], 1);
-    // The estimate equals the library's estimator on the same items and scores.
-    let theta = last["theta"].as_f64().expect("theta");
-    assert!(theta.is_finite() && theta.abs() < 4.0);
+    assert_eq!(by_id["d1"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,11 +416,45 @@ async fn every_stopping_rule_says_why_the_exam_stopped() {
     );
 }
 
+/// Makes exam `twin` a twin of exam `original` before either is answered: the same
+/// stored design (seed included, so randomesque and RANDOM draw alike) and the same
+/// presented item. Both exams are of the same assessment, so the designs differ only by
+/// the seed until then.
+async fn make_twin(app: &TestApp, original: &str, twin: &str) {
+    use diesel_async::RunQueryDsl;
+    let mut conn = app.db.conn().await;
+    let updated = diesel::sql_query(format!(
+        "UPDATE exam_sessions SET config = o.config, current_item_id = o.current_item_id \
+         FROM exam_sessions o WHERE o.id = {original} AND exam_sessions.id = {twin} \
+         AND exam_sessions.items_completed = 0 AND o.items_completed = 0"
+    ))
+    .execute(&mut conn)
+    .await
+    .expect("copy the design");
+    assert_eq!(updated, 1, "twin made");
+}
+
+/// Promise: "A rebuild from Postgres reproduces every estimate and item choice exactly"
+/// (README, Architecture), for every selection rule and every estimator option. For each
+/// design, exam A runs on one instance with its engine state always cached (checked before
+/// every answer); its twin B (same stored design and seed) answers the same responses on
+/// a second instance with its Redis state deleted before every answer, so every step of B
+/// runs on an engine rebuilt from Postgres. Every payload of B must equal A's: theta and
+/// SE to 1e-9, the same next item, the same completion and stop reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_selection_rule_and_estimator_option_runs_and_survives_a_rebuild() {
     let app = TestApp::spawn().await;
+    // The twins are answered here: this instance reads their design from the row (the
+    // one that started them cached the design they were started with).
+    let rebuilding = TestApp::spawn_with(Options {
+        db: Some(app.db.clone()),
+        prefix: Some(app.prefix.clone()),
+        ..Options::default()
+    })
+    .await;
     let bank = bank_of(&app, (0..40).map(|i| dichotomous(i, "x", None)).collect()).await;
-    let token = app.student("s-rules");
+    let cached_token = app.student("s-cached");
+    let rebuilt_token = app.student("s-rebuilt");
     let mut conn = app.redis().await;
     for (n, rule) in [
         "MAX_INFO",
@@ -329,48 +477,61 @@ async fn every_selection_rule_and_estimator_option_runs_and_survives_a_rebuild()
             2 => json!({"method": "MLE", "constantPatternRule": "STEP"}),
             _ => json!({"method": "WLE", "standardErrorType": "SANDWICH"}),
         };
-        let (exam, started) = start(
+        let assessment = common::create_assessment(
             &app,
-            &token,
             &bank,
             json!({"maxItems": 6, "selectionRule": rule, "randomesque": 2, "estimator": estimator}),
+            json!({"maxAttemptsPerStudent": null}),
         )
         .await;
+        let (cached_exam, started) =
+            common::start_assessment(&app, &cached_token, &assessment).await;
+        let (rebuilt_exam, _) = common::start_assessment(&app, &rebuilt_token, &assessment).await;
+        make_twin(&app, &cached_exam, &rebuilt_exam).await;
         let mut item = started["nextItem"]["itemId"]
             .as_str()
             .expect("item")
             .to_owned();
         for step in 0..6 {
-            // Half the answers go through a rebuilt engine: the stored design must give
-            // the same estimates as the cached one would.
-            if step % 2 == 1 {
-                let _: i64 = conn.del(app.key(&exam)).await.expect("del");
+            let response = if step < 2 || step % 2 == 1 { "A" } else { "C" };
+            // A continues from its cached state.
+            let state: String = conn
+                .get(app.key(&cached_exam))
+                .await
+                .expect("A's state is cached");
+            let state: Value = serde_json::from_str(&state).expect("json");
+            assert_eq!(state["items_completed"], step, "{rule}");
+            let cached = submit(&app, &cached_token, &cached_exam, &item, response).await;
+            assert!(cached.get("errors").is_none(), "{rule}: {cached}");
+            // B's state is deleted: its engine is rebuilt from Postgres for this answer.
+            let deleted: i64 = conn.del(app.key(&rebuilt_exam)).await.expect("del");
+            assert_eq!(deleted, 1, "{rule}: B had a cached state to lose");
+            let rebuilt = submit(&rebuilding, &rebuilt_token, &rebuilt_exam, &item, response).await;
+            assert!(rebuilt.get("errors").is_none(), "{rule}: {rebuilt}");
+            let case = format!("{rule} ({estimator}), answer {}", step + 1);
+            for field in ["theta", "standardError"] {
+                let (a, b) = (
+                    cached[field].as_f64().expect("number"),
+                    rebuilt[field].as_f64().expect("number"),
+                );
+                assert!(
+                    (a - b).abs() < 1e-9,
+                    "{case}: {field} {b} after a rebuild, {a} from the cache"
+                );
             }
-            let result = submit(
-                &app,
-                &token,
-                &exam,
-                &item,
-                if step < 2 {
-                    "A"
-                } else if step % 2 == 0 {
-                    "C"
-                } else {
-                    "A"
-                },
-            )
-            .await;
-            assert!(result.get("errors").is_none(), "{rule}: {result}");
-            let theta = result["theta"].as_f64().expect("theta");
-            assert!(
-                theta.is_finite() && (-4.0..=4.0).contains(&theta),
-                "{rule}: theta {theta}"
+            for field in ["itemsCompleted", "completed", "stopReason"] {
+                assert_eq!(cached[field], rebuilt[field], "{case}: {field}");
+            }
+            assert_eq!(
+                cached["nextItem"]["itemId"], rebuilt["nextItem"]["itemId"],
+                "{case}: the next item"
             );
-            if result["completed"] == true {
-                assert_eq!(result["stopReason"], "MAX_ITEMS");
+            if cached["completed"] == true {
+                assert_eq!(cached["stopReason"], "MAX_ITEMS");
+                assert_eq!(step, 5, "{case}");
                 break;
             }
-            item = result["nextItem"]["itemId"]
+            item = cached["nextItem"]["itemId"]
                 .as_str()
                 .expect("next")
                 .to_owned();

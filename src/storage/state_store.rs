@@ -24,7 +24,13 @@ if redis.call('EXISTS', KEYS[2]) == 0 then
     -- A pattern match, not a JSON decode: this runs on every answer.
     local version = tonumber(string.match(current, '"items_completed":(%d+)'))
     if version and version > tonumber(ARGV[2]) then
-      newer = true
+      -- Only a readable state may hold a newer version: garbage that merely contains
+      -- the pattern must not block every save until it expires.
+      local ok, state = pcall(cjson.decode, current)
+      newer = ok and type(state) == 'table' and type(state.theta) == 'number'
+        and type(state.standard_error) == 'number' and type(state.item_ids) == 'table'
+        and type(state.responses) == 'table' and state.items_completed == version
+        and #state.item_ids == version and #state.responses == version
     end
   end
   if not newer then

@@ -570,6 +570,36 @@ impl Subscription {
         exam_id: &str,
         protocol: WsProtocol,
     ) -> Result<Self, String> {
+        Self::subscribe_theta_updates(addr, token, exam_id, protocol, false).await
+    }
+
+    /// Subscribes to `thetaUpdates(includeCurrent: true)` of `exam_id` and waits for the
+    /// first payload, the exam's state now. The server registers the subscription on its
+    /// event bus *before* it reads that state, so once this returns every later answer
+    /// of the exam is delivered: no sleep needs to stand in for "the subscription is
+    /// live". Returns the subscription and that first payload (or the error message).
+    pub async fn theta_updates_live(
+        addr: SocketAddr,
+        token: Option<&str>,
+        exam_id: &str,
+        protocol: WsProtocol,
+    ) -> Result<(Self, Value), String> {
+        let mut subscription =
+            Self::subscribe_theta_updates(addr, token, exam_id, protocol, true).await?;
+        let current = subscription
+            .next(Duration::from_secs(10))
+            .await
+            .ok_or("no first thetaUpdates payload (includeCurrent)")?;
+        Ok((subscription, current))
+    }
+
+    async fn subscribe_theta_updates(
+        addr: SocketAddr,
+        token: Option<&str>,
+        exam_id: &str,
+        protocol: WsProtocol,
+        include_current: bool,
+    ) -> Result<Self, String> {
         let (protocol_name, subscribe) = match protocol {
             WsProtocol::TransportWs => ("graphql-transport-ws", "subscribe"),
             WsProtocol::LegacyGraphqlWs => ("graphql-ws", "start"),
@@ -601,8 +631,8 @@ impl Subscription {
         send(
             &mut socket,
             json!({"id": "1", "type": subscribe, "payload": {
-                "query": "subscription($id: ID!) { thetaUpdates(examSessionId: $id) { examSessionId theta standardError itemsCompleted completed at } }",
-                "variables": {"id": exam_id}}}),
+                "query": "subscription($id: ID!, $current: Boolean!) { thetaUpdates(examSessionId: $id, includeCurrent: $current) { examSessionId theta standardError itemsCompleted completed at } }",
+                "variables": {"id": exam_id, "current": include_current}}}),
         )
         .await;
         Ok(Self { socket })
@@ -650,11 +680,55 @@ async fn next_json(
     }
 }
 
-/// An independent 4PL EAP (catR's eapEst/eapSem: trapezoid over `n` points on
-/// [lo, hi] with a N(mean, sd) prior), written plainly for the tests.
+/// An independent 3PL EAP (catR's eapEst/eapSem: trapezoid over `n` points on
+/// [lo, hi] with a N(mean, sd) prior, D = 1), written plainly for the tests.
 pub fn reference_eap(
     items: &[(f64, f64, f64)],
     responses: &[bool],
+    mean: f64,
+    sd: f64,
+    lo: f64,
+    hi: f64,
+    n: usize,
+) -> (f64, f64) {
+    reference_eap_of(
+        |t| {
+            items
+                .iter()
+                .zip(responses)
+                .map(|(&(a, b, c), &u)| {
+                    let p = c + (1.0 - c) / (1.0 + (-a * (t - b)).exp());
+                    if u { p } else { 1.0 - p }
+                })
+                .product()
+        },
+        mean,
+        sd,
+        lo,
+        hi,
+        n,
+    )
+}
+
+/// The 4PL probability of a right answer, `c + (d − c)/(1 + exp(−D·a·(θ − b)))`.
+pub fn reference_p_4pl(a: f64, b: f64, c: f64, d: f64, scaling: f64, theta: f64) -> f64 {
+    c + (d - c) / (1.0 + (-scaling * a * (theta - b)).exp())
+}
+
+/// 4PL Fisher information `P'²/(P·(1 − P))` with `P' = D·a·(P − c)·(d − P)/(d − c)`.
+pub fn reference_information_4pl(a: f64, b: f64, c: f64, d: f64, scaling: f64, theta: f64) -> f64 {
+    let p = reference_p_4pl(a, b, c, d, scaling, theta);
+    let slope = scaling * a * (p - c) * (d - p) / (d - c);
+    slope * slope / (p * (1.0 - p))
+}
+
+/// The EAP of any likelihood `likelihood(θ)` (the product over the answered items of
+/// the probability of each recorded score), as catR's eapEst/eapSem compute it: the
+/// grid is `n` equally spaced points on [lo, hi] (both ends included), the weights are
+/// N(mean, sd) density × likelihood, and every integral is the trapezoid rule
+/// `Σ (x_{k+1} − x_k)·(f_k + f_{k+1})/2`. Returns (posterior mean, posterior SD).
+pub fn reference_eap_of(
+    likelihood: impl Fn(f64) -> f64,
     mean: f64,
     sd: f64,
     lo: f64,
@@ -669,15 +743,7 @@ pub fn reference_eap(
         .map(|&t| {
             let prior = (-(t - mean).powi(2) / (2.0 * sd * sd)).exp()
                 / (sd * (2.0 * std::f64::consts::PI).sqrt());
-            let likelihood: f64 = items
-                .iter()
-                .zip(responses)
-                .map(|(&(a, b, c), &u)| {
-                    let p = c + (1.0 - c) / (1.0 + (-a * (t - b)).exp());
-                    if u { p } else { 1.0 - p }
-                })
-                .product();
-            prior * likelihood
+            prior * likelihood(t)
         })
         .collect();
     let trapezoid = |y: &[f64]| -> f64 {
@@ -779,7 +845,100 @@ pub async fn start(app: &TestApp, token: &str, bank: &str, design: Value) -> (St
     start_assessment(app, token, &assessment).await
 }
 
-/// Follows an exam and checks every estimate against the reference EAP.
+/// One answer exactly as the client saw it acknowledged (a `submitAnswer` payload), in
+/// the shape of its `attempts` row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AcknowledgedAnswer {
+    /// `attempts.exam_session_id`.
+    pub exam_session_id: i64,
+    /// `attempts.position` (the payload's `itemsCompleted`).
+    pub position: i32,
+    /// `attempts.item_id`: the item answered.
+    pub item_id: i64,
+    /// `attempts.response`: what the client sent.
+    pub response: String,
+    /// `attempts.score`.
+    pub score: i32,
+    /// `attempts.correct`.
+    pub correct: bool,
+    /// `attempts.theta`: the acknowledged estimate.
+    pub theta: f64,
+    /// `attempts.standard_error`.
+    pub standard_error: f64,
+    /// `attempts.next_item_id`: the item the payload presented next.
+    pub next_item_id: Option<i64>,
+    /// `attempts.completed`.
+    pub completed: bool,
+}
+
+/// Every row of `attempts` in `db` (all exams), ordered by exam and position.
+pub async fn recorded_answers(db: &TestDb) -> Vec<AcknowledgedAnswer> {
+    use adaptive_engine::storage::schema::attempts;
+    use diesel::{ExpressionMethods, QueryDsl};
+    type Row = (
+        i64,
+        i32,
+        i64,
+        String,
+        i32,
+        bool,
+        f64,
+        f64,
+        Option<i64>,
+        bool,
+    );
+    let mut conn = db.conn().await;
+    let rows: Vec<Row> = attempts::table
+        .order((attempts::exam_session_id.asc(), attempts::position.asc()))
+        .select((
+            attempts::exam_session_id,
+            attempts::position,
+            attempts::item_id,
+            attempts::response,
+            attempts::score,
+            attempts::correct,
+            attempts::theta,
+            attempts::standard_error,
+            attempts::next_item_id,
+            attempts::completed,
+        ))
+        .load(&mut conn)
+        .await
+        .expect("attempts");
+    rows.into_iter()
+        .map(
+            |(
+                exam_session_id,
+                position,
+                item_id,
+                response,
+                score,
+                correct,
+                theta,
+                se,
+                next,
+                completed,
+            )| {
+                AcknowledgedAnswer {
+                    exam_session_id,
+                    position,
+                    item_id,
+                    response,
+                    score,
+                    correct,
+                    theta,
+                    standard_error: se,
+                    next_item_id: next,
+                    completed,
+                }
+            },
+        )
+        .collect()
+}
+
+/// Follows an exam, checks every estimate against the reference EAP, and remembers every
+/// acknowledged answer so that [`ExamChecker::assert_recorded_exactly`] can compare them
+/// with Postgres row by row.
 pub struct ExamChecker {
     /// Bank parameters in item-id order.
     pub params: Vec<(f64, f64, f64)>,
@@ -789,10 +948,25 @@ pub struct ExamChecker {
     pub seen: Vec<usize>,
     /// Responses so far.
     pub responses: Vec<bool>,
+    /// The answers acknowledged so far, in order.
+    pub acknowledged: Vec<AcknowledgedAnswer>,
 }
 
 impl ExamChecker {
-    /// Records an answer and asserts the result equals the reference EAP to 1e-9.
+    /// A checker of exams on a bank of `params` whose item ids are `ids` (same order).
+    pub fn new(params: Vec<(f64, f64, f64)>, ids: Vec<String>) -> Self {
+        Self {
+            params,
+            ids,
+            seen: Vec::new(),
+            responses: Vec::new(),
+            acknowledged: Vec::new(),
+        }
+    }
+
+    /// Records an answer ("A", the key, when `correct`, else "C", as [`answer`] sends)
+    /// acknowledged with the `submitAnswer` payload `result` (selected with [`SUBMIT`]),
+    /// and asserts the result equals the reference EAP to 1e-9.
     pub fn check(&mut self, item: &str, correct: bool, result: &Value) {
         let index = self
             .ids
@@ -816,6 +990,40 @@ impl ExamChecker {
             "answer {n}: se {got_se} vs reference {se}"
         );
         assert_eq!(result["itemsCompleted"].as_u64(), Some(n as u64));
+        let id = |v: &Value| v.as_str().and_then(|s| s.parse::<i64>().ok());
+        self.acknowledged.push(AcknowledgedAnswer {
+            exam_session_id: id(&result["examSession"]["id"])
+                .expect("the payload names its exam (examSession { id })"),
+            position: i32::try_from(n).expect("position"),
+            item_id: item.parse().expect("item id"),
+            response: if correct { "A" } else { "C" }.to_owned(),
+            score: i32::from(correct),
+            correct,
+            theta: got_theta,
+            standard_error: got_se,
+            next_item_id: id(&result["nextItem"]["itemId"]),
+            completed: result["completed"].as_bool().expect("completed"),
+        });
+    }
+
+    /// Asserts that the `attempts` of `db` (every exam in it) are exactly the answers
+    /// acknowledged to the client, row by row: same exam, position, item, response, score,
+    /// estimate and next item; nothing more, nothing less, nothing doubled.
+    pub async fn assert_recorded_exactly(&self, db: &TestDb) {
+        let recorded = recorded_answers(db).await;
+        let mut acknowledged = self.acknowledged.clone();
+        acknowledged.sort_by_key(|a| (a.exam_session_id, a.position));
+        for (n, (row, acknowledged)) in recorded.iter().zip(&acknowledged).enumerate() {
+            assert_eq!(
+                row, acknowledged,
+                "attempt row {n} differs from the answer acknowledged"
+            );
+        }
+        assert_eq!(
+            recorded.len(),
+            acknowledged.len(),
+            "answers recorded = answers acknowledged; recorded {recorded:#?}"
+        );
     }
 }
 
