@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::ws::{self, send, subscribe};
 use common::{
-    Options, RedisServer, Subscription, TestApp, TestDb, answer, bank_params, create_assessment,
+    Options, RedisServer, Subscription, TestApp, answer, bank_params, create_assessment,
     error_code, start_assessment,
 };
 use futures_util::StreamExt;
@@ -282,20 +282,7 @@ const ACTIVITY: &str = "subscription($id: ID!) { examActivity(assessmentId: $id)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exam_activity_reaches_proctors_on_another_instance() {
-    let db = TestDb::new().await;
-    let prefix = common::unique("ae");
-    let a = TestApp::spawn_with(Options {
-        db: Some(db.clone()),
-        prefix: Some(prefix.clone()),
-        ..Options::default()
-    })
-    .await;
-    let b = TestApp::spawn_with(Options {
-        db: Some(db),
-        prefix: Some(prefix),
-        ..Options::default()
-    })
-    .await;
+    let (a, b) = TestApp::spawn_pair().await;
     let bank = a.create_bank(&bank_params(10)).await;
     let assessment = create_assessment(&a, &bank, json!({"maxItems": 2}), json!({})).await;
     let other = create_assessment(&a, &bank, json!({"maxItems": 2}), json!({})).await;

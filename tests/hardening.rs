@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::ws::{self, close_code, next_json, send};
 use common::{
-    CREATE_ASSESSMENT, Options, START, SUBMIT, TestApp, TestDb, answer, bank_params,
-    create_assessment, error_code, start_assessment,
+    CREATE_ASSESSMENT, Options, START, SUBMIT, TestApp, answer, bank_params, create_assessment,
+    error_code, start_assessment,
 };
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -671,20 +671,7 @@ async fn simulated_exam(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exposure_control_holds_its_limit_at_full_speed_on_two_instances() {
-    let db = TestDb::new().await;
-    let prefix = common::unique("ae");
-    let first = TestApp::spawn_with(Options {
-        db: Some(db.clone()),
-        prefix: Some(prefix.clone()),
-        ..Options::default()
-    })
-    .await;
-    let second = TestApp::spawn_with(Options {
-        db: Some(db),
-        prefix: Some(prefix),
-        ..Options::default()
-    })
-    .await;
+    let (first, second) = TestApp::spawn_pair().await;
     let (exams, max_rate, length) = (400usize, 0.25, 10);
     let mut report = Vec::new();
     for method in [None, Some("ITEM_ELIGIBILITY"), Some("SYMPSON_HETTER")] {

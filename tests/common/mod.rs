@@ -17,7 +17,7 @@ use adaptive_engine::config::Config;
 use adaptive_engine::server;
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -253,6 +253,18 @@ impl TestApp {
     /// An instance with its own database and prefix on the shared Redis.
     pub async fn spawn() -> Self {
         Self::spawn_with(Options::default()).await
+    }
+
+    /// Two instances of one fleet: the same database and Redis key prefix.
+    pub async fn spawn_pair() -> (Self, Self) {
+        let first = Self::spawn().await;
+        let second = Self::spawn_with(Options {
+            db: Some(first.db.clone()),
+            prefix: Some(first.prefix.clone()),
+            ..Options::default()
+        })
+        .await;
+        (first, second)
     }
 
     /// An instance configured by `options`.
@@ -547,9 +559,7 @@ pub enum WsProtocol {
 
 /// A graphql-transport-ws (or legacy graphql-ws) client subscribed to one operation.
 pub struct Subscription {
-    socket: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
+    socket: ws::Ws,
 }
 
 impl Subscription {
@@ -604,31 +614,12 @@ impl Subscription {
             WsProtocol::TransportWs => ("graphql-transport-ws", "subscribe"),
             WsProtocol::LegacyGraphqlWs => ("graphql-ws", "start"),
         };
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut request = format!("ws://{addr}/graphql/ws")
-            .into_client_request()
-            .expect("request");
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            protocol_name.parse().expect("header"),
-        );
-        let (mut socket, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        let payload = match token {
-            Some(t) => json!({"authorization": format!("Bearer {t}")}),
-            None => json!({}),
-        };
-        send(
-            &mut socket,
-            json!({"type": "connection_init", "payload": payload}),
-        )
-        .await;
-        match next_json(&mut socket, Duration::from_secs(5)).await {
-            Some(msg) if msg["type"] == "connection_ack" => {}
-            other => return Err(format!("no connection_ack: {other:?}")),
+        let mut socket = ws::connect(addr, protocol_name).await?;
+        match ws::init(&mut socket, token).await {
+            msg if msg["type"] == "connection_ack" => {}
+            other => return Err(format!("no connection_ack: {other}")),
         }
-        send(
+        ws::send(
             &mut socket,
             json!({"id": "1", "type": subscribe, "payload": {
                 "query": "subscription($id: ID!, $current: Boolean!) { thetaUpdates(examSessionId: $id, includeCurrent: $current) { examSessionId theta standardError itemsCompleted completed at } }",
@@ -641,41 +632,15 @@ impl Subscription {
     /// The next `thetaUpdates` payload (or error message), within `timeout`.
     pub async fn next(&mut self, timeout: Duration) -> Option<Value> {
         loop {
-            let msg = next_json(&mut self.socket, timeout).await?;
+            let msg = ws::next_json(&mut self.socket, timeout).await;
+            if msg.is_null() {
+                return None;
+            }
             match msg["type"].as_str() {
                 Some("next" | "data") => return Some(msg["payload"].clone()),
                 Some("error" | "complete") => return Some(msg),
                 _ => continue,
             }
-        }
-    }
-}
-
-async fn send(
-    socket: &mut tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-    msg: Value,
-) {
-    use tokio_tungstenite::tungstenite::Message;
-    socket
-        .send(Message::Text(msg.to_string().into()))
-        .await
-        .expect("ws send");
-}
-
-async fn next_json(
-    socket: &mut tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-    timeout: Duration,
-) -> Option<Value> {
-    use tokio_tungstenite::tungstenite::Message;
-    loop {
-        match tokio::time::timeout(timeout, socket.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) => return serde_json::from_str(&text).ok(),
-            Ok(Some(Ok(Message::Close(_)) | Err(_)) | None) | Err(_) => return None,
-            Ok(Some(Ok(_))) => continue,
         }
     }
 }
