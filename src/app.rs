@@ -1,12 +1,15 @@
 //! Start-up: turns a [`Config`] into a running [`App`], with context on every step so a
 //! failure says what could not be reached and how to fix it.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 
 use crate::auth::{JwtKeys, Role, random_secret};
 use crate::config::{Config, redact_url};
 use crate::exam::ExamService;
 use crate::graphql::{AppSchema, Limits, build_schema};
+use crate::metrics::Metrics;
 use crate::storage::db;
 use crate::storage::events::EventBus;
 use crate::storage::redis_pool::RedisPool;
@@ -29,6 +32,10 @@ pub struct App {
     pub ws_operations: crate::server::OperationCounts,
     /// Origins allowed by CORS (empty: same origin only).
     pub cors_allowed_origins: Vec<String>,
+    /// This instance's metrics (`GET /metrics`).
+    pub metrics: Arc<Metrics>,
+    /// Where `/metrics` is served instead of the main listener (`METRICS_ADDR`).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Installs the TLS crypto provider once; without it the first `rediss://` connection panics
@@ -79,6 +86,7 @@ fn redis_client(config: &Config) -> anyhow::Result<redis::Client> {
 pub async fn build(config: &Config) -> anyhow::Result<App> {
     install_crypto_provider();
     prepare_database(config).await?;
+    let metrics = Arc::new(Metrics::new());
     let pool = db::pool(&config.database_url, config.database_pool_size);
     anyhow::ensure!(
         db::ping(&pool).await,
@@ -86,8 +94,9 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
         redact_url(&config.database_url)
     );
     let client = redis_client(config)?;
-    let redis = RedisPool::new(&client, config.redis_pool_size)
+    let redis = RedisPool::new(&client, config.redis_pool_size, metrics.redis.clone())
         .with_context(|| format!("REDIS_URL {} is not usable", redact_url(&config.redis_url)))?;
+    metrics.attach_pools(pool.clone(), config.database_pool_size, redis.clone());
     if !redis.ping().await {
         tracing::warn!(
             redis = %redact_url(&config.redis_url),
@@ -98,9 +107,16 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
         redis,
         &config.redis_key_prefix,
         config.engine_state_ttl_seconds,
+        metrics.events.clone(),
     );
-    let events = EventBus::start(client, states.events_channel());
-    let service = ExamService::new(pool, states, events, config.session_cache_capacity);
+    let events = EventBus::start(client, states.events_channel(), metrics.events.clone());
+    let service = ExamService::new(
+        pool,
+        states,
+        events,
+        config.session_cache_capacity,
+        Arc::clone(&metrics),
+    );
     let keys = match &config.jwt_secret {
         Some(secret) => {
             JwtKeys::new(secret.as_bytes()).with_max_lifetime(config.token_max_lifetime_seconds)
@@ -135,5 +151,7 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
         http: config.http,
         ws_operations: crate::server::OperationCounts::default(),
         cors_allowed_origins: config.cors_allowed_origins.clone(),
+        metrics,
+        metrics_listen: config.metrics_listen,
     })
 }

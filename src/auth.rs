@@ -125,6 +125,20 @@ pub enum Auth {
 }
 
 impl Auth {
+    /// Who is calling, for logs: the role's name (as in tokens), `anonymous` without a
+    /// token, `invalid` with a token that failed verification.
+    pub fn role_name(&self) -> &'static str {
+        match self {
+            Self::Caller(caller) => match caller.role {
+                Role::Student => "student",
+                Role::Proctor => "proctor",
+                Role::Admin => "admin",
+            },
+            Self::Anonymous => "anonymous",
+            Self::Invalid(_) => "invalid",
+        }
+    }
+
     /// The caller, or `UNAUTHENTICATED`.
     pub fn caller(&self) -> Result<&Caller, AppError> {
         match self {

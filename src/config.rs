@@ -26,7 +26,15 @@
 //! | `WS_IDLE_TIMEOUT_SECONDS` | `60` | a WebSocket that sends nothing (not even a pong) for this long is closed (3008) |
 //! | `CORS_ALLOWED_ORIGINS` | unset | comma-separated origins allowed by CORS (unset: same origin only) |
 //! | `TOKEN_MAX_LIFETIME_SECONDS` | `86400` | tokens expiring later than this from now are refused |
+//! | `METRICS_ADDR` | unset | `IP:PORT` (or `localhost:PORT`) of a separate listener for `GET /metrics`, which then leaves the main one; unset: `/metrics` is on the main listener |
 //! | `RUST_LOG` | `info` | log filter (tracing-subscriber `EnvFilter` syntax) |
+//! | `LOG_FORMAT` | `pretty` | `json` (one object per line, with the request's span fields: `request_id`…) or `pretty`; no ANSI colours unless stderr is a terminal (read by `main`, before the configuration) |
+//!
+//! Test-only, not configuration: `ADAPTIVE_ENGINE_TEST_ABORT_AFTER_COMMIT`, when set, makes
+//! the process abort right after an answer's commit and before its reply, so
+//! `tests/faults.rs` can kill the server exactly there. It is read once, by
+//! `exam/answer.rs` itself (the one exception to "no `std::env` elsewhere"); never set it in
+//! production.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -81,6 +89,9 @@ pub struct Config {
     pub token_max_lifetime_seconds: u64,
     /// Origins allowed to call the API from a browser (CORS); empty: same origin only.
     pub cors_allowed_origins: Vec<String>,
+    /// A separate listener for `GET /metrics` (kept off the public one); `None`: `/metrics`
+    /// is served by the main listener.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Bounds on what a client can hold of the server: time per request phase, connections,
@@ -168,6 +179,9 @@ impl Config {
             })?,
         };
         let port = parse(&get, "PORT", 8000u16)?;
+        let metrics_listen = get("METRICS_ADDR")
+            .map(|raw| socket_address(&raw, "METRICS_ADDR"))
+            .transpose()?;
         let graphql_introspection = match get("GRAPHQL_INTROSPECTION").as_deref() {
             None => true,
             Some("1" | "true" | "TRUE" | "yes" | "on") => true,
@@ -212,6 +226,7 @@ impl Config {
                 ws_keepalive: seconds(&get, "WS_KEEPALIVE_SECONDS", 15)?,
                 ws_idle_timeout: seconds(&get, "WS_IDLE_TIMEOUT_SECONDS", 60)?,
             },
+            metrics_listen,
             cors_allowed_origins: get("CORS_ALLOWED_ORIGINS")
                 .map(|v| {
                     v.split(',')
@@ -228,6 +243,22 @@ impl Config {
             .max(1),
         })
     }
+}
+
+/// `IP:PORT` or `localhost:PORT`.
+fn socket_address(raw: &str, variable: &'static str) -> Result<SocketAddr, ConfigError> {
+    let raw = raw.trim();
+    let parsed = match raw.strip_prefix("localhost:") {
+        Some(port) => port
+            .parse::<u16>()
+            .ok()
+            .map(|port| SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port)),
+        None => raw.parse().ok(),
+    };
+    parsed.ok_or_else(|| ConfigError {
+        variable,
+        message: format!("{raw:?} is not IP:PORT"),
+    })
 }
 
 /// A duration in whole seconds (at least one).
@@ -345,6 +376,17 @@ mod tests {
         assert_eq!(err.variable, "PORT");
         let err = config(&[("ENGINE_STATE_TTL_SECONDS", "0")]).unwrap_err();
         assert_eq!(err.variable, "ENGINE_STATE_TTL_SECONDS");
+    }
+
+    #[test]
+    fn metrics_addr_is_a_socket_address() {
+        assert_eq!(config(&[]).unwrap().metrics_listen, None);
+        let c = config(&[("METRICS_ADDR", "0.0.0.0:9100")]).unwrap();
+        assert_eq!(c.metrics_listen, Some("0.0.0.0:9100".parse().unwrap()));
+        let c = config(&[("METRICS_ADDR", "localhost:9100")]).unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9100".parse().unwrap()));
+        let err = config(&[("METRICS_ADDR", "9100")]).unwrap_err();
+        assert_eq!(err.variable, "METRICS_ADDR");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::irt::{
 /// designs past it select by the plain scan.
 const MAX_TABLE_SETS: usize = 8;
 /// Most bytes of grid tables one bank keeps; a set that would exceed it is not built.
-const TABLES_BUDGET: usize = 1 << 30;
+pub const TABLES_BUDGET: usize = 1 << 30;
 
 /// One bank's grid tables, each built once on first use (outside the map's lock, so
 /// building one grid's tables does not hold up exams on another).
@@ -181,6 +181,14 @@ impl EngineBank {
             .iter()
             .map(|a| a.and_then(|a| label_to_target[a]))
             .collect()
+    }
+
+    /// Whether the grid tables `rule` needs under `estimator` fit in [`TABLES_BUDGET`] on
+    /// their own (they may still be refused when other grids of the bank took the budget).
+    pub fn selection_tables_fit(&self, estimator: &EstimatorSettings, rule: SelectionRule) -> bool {
+        self.fast_selection
+            && TablesKey::new(estimator, rule).is_some()
+            && SelectionTables::estimated_bytes(&self.items, estimator, rule) <= TABLES_BUDGET
     }
 
     /// Turns the grid tables of the integrating rules on (the default) or off: off, every

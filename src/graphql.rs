@@ -1,8 +1,10 @@
 //! The GraphQL API: schema assembly, and the boundary where [`AppError`]s become GraphQL
 //! errors with `extensions.code`. Resolvers are thin: they parse ids, ask the request's
-//! [`Auth`] for a caller, call [`ExamService`], and convert the result.
+//! [`Auth`] for a caller, call [`ExamService`], and convert the result. Every request is
+//! counted in the service's metrics ([`instrument`]).
 
 pub mod cost;
+pub mod instrument;
 mod mutation;
 mod query;
 mod results;
@@ -12,6 +14,8 @@ pub mod types;
 use async_graphql::extensions::apollo_persisted_queries::{
     ApolloPersistedQueries, LruCacheStorage,
 };
+use std::sync::Arc;
+
 use async_graphql::{Context, ErrorExtensions, ID, MergedObject, Schema};
 
 use crate::auth::{Auth, Caller};
@@ -63,7 +67,12 @@ impl Default for Limits {
 
 /// Builds the schema around the exam service.
 pub fn build_schema(service: Option<ExamService>, limits: Limits) -> AppSchema {
-    let mut builder = Schema::build(Query::default(), Mutation::default(), SubscriptionRoot)
+    let mut builder = Schema::build(Query::default(), Mutation::default(), SubscriptionRoot);
+    if let Some(service) = &service {
+        // First, so it sees every request whole, refusals by the extensions below included.
+        builder = builder.extension(instrument::Instrument::new(Arc::clone(service.metrics())));
+    }
+    builder = builder
         .limit_depth(limits.depth)
         .limit_complexity(limits.complexity)
         // Runs before validation on every path (HTTP, WebSocket, pre-parsed documents).
@@ -127,6 +136,17 @@ impl DocumentCache {
         if let Ok(document) = request.parsed_query().cloned() {
             self.documents.insert(request.query.clone(), document);
         }
+    }
+}
+
+/// The `extensions.code` the server gives an error that has none: parse and validation
+/// errors come from async-graphql without one (Apollo's persisted-query link looks for
+/// either spelling of the persisted-query miss).
+pub fn default_code(message: &str) -> &'static str {
+    if message == "PersistedQueryNotFound" {
+        "PERSISTED_QUERY_NOT_FOUND"
+    } else {
+        "GRAPHQL_VALIDATION_FAILED"
     }
 }
 

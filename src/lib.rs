@@ -10,7 +10,8 @@
 //! Dependencies point down the list; `irt` imports nothing of the crate.
 //! - [`main`](../adaptive_engine/index.html) (`src/main.rs`): the CLI; parses arguments and calls in here.
 //! - [`app`]: start-up: configuration → pools, migrations, schema.
-//! - [`server`]: routes and middleware (GraphQL over HTTP and WebSocket, GraphiQL, health).
+//! - [`server`]: routes and middleware (GraphQL over HTTP and WebSocket, GraphiQL, health,
+//!   metrics), request ids and the per-request span.
 //! - [`web`]: the browser pages the binary serves (GraphiQL, the `/monitor` live page) and
 //!   their embedded assets; no external URL.
 //! - [`graphql`]: the schema; thin resolvers over [`exam`]; error codes at the boundary.
@@ -31,8 +32,9 @@
 //! - [`engine`]: one exam's design and state, and the single step function.
 //! - [`irt`]: pure psychometrics: models, the quadrature grid shared by estimation and
 //!   selection, estimators, item selection, stopping rules.
-//! - [`auth`], [`config`], [`error`], [`bank_file`], [`ids`]: tokens, environment, error
-//!   policy, bank file parsing, typed ids.
+//! - [`auth`], [`config`], [`error`], [`bank_file`], [`ids`], [`metrics`]: tokens,
+//!   environment, error policy, bank file parsing, typed ids, and every metric name (one
+//!   Prometheus registry per instance).
 
 #![warn(missing_docs)]
 
@@ -48,6 +50,7 @@ pub mod export;
 pub mod graphql;
 pub mod ids;
 pub mod irt;
+pub mod metrics;
 pub mod server;
 pub mod simulate;
 pub mod storage;

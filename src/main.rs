@@ -22,8 +22,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///
 /// Configuration comes from the environment (and a `.env` file in the working directory,
 /// not its parents): DATABASE_URL, REDIS_URL (or REDIS_HOST/PORT/DB/PASSWORD),
-/// REDIS_KEY_PREFIX, ENGINE_STATE_TTL_SECONDS, JWT_SECRET, HOST, PORT, RUST_LOG, LOG_FORMAT
-/// (pretty or json). See the README for the full table.
+/// REDIS_KEY_PREFIX, ENGINE_STATE_TTL_SECONDS, JWT_SECRET, HOST, PORT, METRICS_ADDR,
+/// RUST_LOG, LOG_FORMAT (pretty or json). See the README for the full table.
 #[derive(Parser)]
 #[command(name = "adaptive-engine", version, about, long_about)]
 struct Cli {

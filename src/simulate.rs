@@ -402,7 +402,9 @@ fn run_exam(
 /// Invalid options, bank, design or thetas, and files that cannot be read or written.
 pub fn run(options: &Options) -> anyhow::Result<Summary> {
     let mut bank = options.sim_bank()?;
-    bank.bank.engine.set_fast_selection(!options.plain_selection);
+    bank.bank
+        .engine
+        .set_fast_selection(!options.plain_selection);
     let file = options.design_file()?;
     let design = file.to_design(&bank)?;
     let thetas = options.true_thetas()?;

@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    CREATE_ASSESSMENT, START, SUBMIT, SUMMARY, TestApp, TestDb, answer, bank_item_ids, bank_params,
-    error_code, reference_eap, reference_information, start,
+    CREATE_ASSESSMENT, Options, START, SUBMIT, SUMMARY, TestApp, TestDb, answer, bank_item_ids,
+    bank_params, error_code, reference_eap, reference_information, start,
 };
 use redis::AsyncCommands;
 use serde_json::{Value, json};
@@ -122,7 +122,9 @@ fn four_pl_params(n: usize) -> Vec<(f64, f64, f64, f64)> {
 /// initialTheta 0.8 and 4PL items with d < 1: the start shows theta 0.8 and SE 1.3,
 /// every theta/SE equals the independent reference EAP of exactly those settings to 1e-9,
 /// and every presented item is the most informative 4PL item (D = 1.702) at the current
-/// estimate, the first one at the initial theta.
+/// estimate, the first one at the initial theta. The Redis state lists every administered
+/// item with its own `a`, `b`, `c` and `d` (README "Looking at Redis": `d` appears when it
+/// is not 1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_default_prior_grid_scaling_constant_initial_theta_and_4pl_items_are_honoured() {
     const D: f64 = 1.702;
@@ -164,6 +166,7 @@ async fn a_non_default_prior_grid_scaling_constant_initial_theta_and_4pl_items_a
         started["examSession"]["standardError"], prior_sd,
         "the prior's SD before any answer"
     );
+    let mut redis = app.redis().await;
     let mut item = started["nextItem"].clone();
     let mut theta = 0.8;
     let mut seen: Vec<usize> = Vec::new();
@@ -223,6 +226,25 @@ async fn a_non_default_prior_grid_scaling_constant_initial_theta_and_4pl_items_a
         );
         theta = got_theta;
         assert_eq!(result["completed"], step + 1 == STEPS);
+        if step + 1 < STEPS {
+            let json: String = redis
+                .get(app.key(&exam))
+                .await
+                .expect("the state is cached");
+            let state: Value = serde_json::from_str(&json).expect("JSON");
+            let listed = state["item_params_list"]
+                .as_array()
+                .expect("item_params_list");
+            assert_eq!(listed.len(), seen.len(), "{state}");
+            for (entry, &i) in listed.iter().zip(&seen) {
+                let (a, b, c, d) = params[i];
+                assert_eq!(
+                    ["a", "b", "c", "d"].map(|p| entry[p].as_f64()),
+                    [Some(a), Some(b), Some(c), Some(d)],
+                    "step {step}: the state's parameters of item {i}: {entry}"
+                );
+            }
+        }
         item = result["nextItem"].clone();
     }
 }
@@ -287,6 +309,64 @@ async fn the_redis_state_follows_the_contract_and_is_deleted_on_completion() {
     // Only engine states live under the prefix.
     let keys: Vec<String> = redis.keys(format!("{}:*", app.prefix)).await.expect("keys");
     assert!(keys.is_empty(), "{keys:?}");
+}
+
+/// Promise: "`ENGINE_STATE_TTL_SECONDS` is the TTL of an exam's engine state, refreshed on
+/// every answer" (and of the completion marker). With 120 instead of the default 3600: the
+/// state's TTL is in (100, 120] after the start and after every answer, although it was
+/// lowered to 30 by hand before each (as if the exam had been idle), `engineSummary`
+/// reports it, and the completion marker lives 120 s too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_state_ttl_seconds_sets_the_state_ttl_and_every_answer_resets_it() {
+    const MAX_ITEMS: usize = 4;
+    let app = TestApp::spawn_with(Options {
+        env: vec![("ENGINE_STATE_TTL_SECONDS".into(), "120".into())],
+        ..Options::default()
+    })
+    .await;
+    let bank = app.create_bank(&bank_params(20)).await;
+    let token = app.student("s-ttl");
+    let (exam, started) = start(&app, &token, &bank, json!({"maxItems": MAX_ITEMS})).await;
+    let mut redis = app.redis().await;
+    let key = app.key(&exam);
+    let fresh = |ttl: i64| (101..=120).contains(&ttl);
+    let ttl: i64 = redis.ttl(&key).await.expect("ttl");
+    assert!(fresh(ttl), "the TTL after the start: {ttl}");
+    let mut item = started["nextItem"]["itemId"]
+        .as_str()
+        .expect("item")
+        .to_owned();
+    for step in 1..=MAX_ITEMS {
+        let lowered: i64 = redis::cmd("EXPIRE")
+            .arg(&key)
+            .arg(30)
+            .query_async(&mut redis)
+            .await
+            .expect("EXPIRE");
+        assert_eq!(lowered, 1, "the state is there before answer {step}");
+        let result = answer(&app, &token, &exam, &item, step % 2 == 1).await;
+        if step < MAX_ITEMS {
+            let ttl: i64 = redis.ttl(&key).await.expect("ttl");
+            assert!(fresh(ttl), "answer {step} set the TTL again: {ttl}");
+            let summary =
+                app.ok(&token, SUMMARY, json!({"id": exam})).await["engineSummary"].clone();
+            assert_eq!(summary["source"], "CACHE", "{summary}");
+            let reported = summary["ttlSeconds"].as_i64().expect("ttlSeconds");
+            assert!(fresh(reported), "engineSummary.ttlSeconds {reported}");
+            item = result["nextItem"]["itemId"]
+                .as_str()
+                .expect("next")
+                .to_owned();
+        } else {
+            assert_eq!(result["completed"], true, "{result}");
+            let exists: bool = redis.exists(&key).await.expect("exists");
+            assert!(!exists, "the completed exam's state is deleted");
+            let marker = adaptive_engine::storage::keys::Keys::new(&app.prefix)
+                .completed(exam.parse().expect("exam id"));
+            let ttl: i64 = redis.ttl(&marker).await.expect("ttl");
+            assert!(fresh(ttl), "the completion marker's TTL: {ttl}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -573,6 +653,9 @@ async fn operators_can_list_extend_summarize_and_clear_live_exams() {
 
 const ABANDON: &str = "mutation($id: ID!) { abandonExam(examSessionId: $id) { id status itemsCompleted currentItem { id itemId } } }";
 
+/// Promise: "`abandonExam` (admin only) ends an exam: it takes no answer after that
+/// (`EXAM_NOT_ACTIVE`, nothing recorded: the attempts stay exactly as they were), keeps its
+/// attempts and frees its state at once".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_can_abandon_an_active_exam_which_then_takes_no_answer() {
     let app = TestApp::spawn().await;
@@ -626,6 +709,13 @@ async fn an_admin_can_abandon_an_active_exam_which_then_takes_no_answer() {
         )
         .await;
     assert_eq!(error_code(&late), "EXAM_NOT_ACTIVE");
+    let attempts = app
+        .db
+        .count(&format!(
+            "SELECT count(*) AS n FROM attempts WHERE exam_session_id = {exam}"
+        ))
+        .await;
+    assert_eq!(attempts, 1, "the refused answer recorded nothing");
     let again = app.gql(Some(&admin), ABANDON, json!({"id": exam})).await;
     assert_eq!(error_code(&again), "EXAM_NOT_ACTIVE");
     let session = app
@@ -639,6 +729,9 @@ async fn an_admin_can_abandon_an_active_exam_which_then_takes_no_answer() {
     assert_eq!(session["examSession"]["itemsCompleted"], 1);
 }
 
+/// Promise: "an exam stops at the SE target after `minItems`; after completion the last
+/// answer sent again is replayed and any other answer is `EXAM_NOT_ACTIVE`, with nothing
+/// recorded (the attempts count stays exactly the answers given)".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exam_stops_at_the_se_target_after_min_items() {
     let app = TestApp::spawn().await;
@@ -697,6 +790,17 @@ async fn an_exam_stops_at_the_se_target_after_min_items() {
         )
         .await;
     assert_eq!(error_code(&after), "EXAM_NOT_ACTIVE");
+    let attempts = app
+        .db
+        .count(&format!(
+            "SELECT count(*) AS n FROM attempts WHERE exam_session_id = {exam}"
+        ))
+        .await;
+    assert_eq!(
+        attempts,
+        last["itemsCompleted"].as_i64().expect("n"),
+        "the replay and the refused answer recorded nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

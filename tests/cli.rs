@@ -1,7 +1,8 @@
 //! Tests of the `adaptive-engine` binary itself: `export` (CSV, JSON Lines and the response
 //! matrix, compared field by field with the attempts read from Postgres), which `.env` is
-//! read (the working directory's, never a parent's), and the log output (no ANSI codes in
-//! a pipe; `LOG_FORMAT=json` gives one JSON object per line).
+//! read (the working directory's, never a parent's), the log output (no ANSI codes in a
+//! pipe; `LOG_FORMAT=json` gives one JSON object per line), and `schema`, `token` and
+//! `migrate`.
 
 mod common;
 
@@ -403,6 +404,10 @@ async fn export_of_an_unknown_assessment_fails_with_one_line() {
 // .env
 // ---------------------------------------------------------------------------------------
 
+/// Promise: "configuration comes from the environment or a `.env` file in the working
+/// directory (not its parents; the environment wins over the file)": `token` finds
+/// `JWT_SECRET` in its working directory's `.env`, not in the parent's, and an exported
+/// variable beats the file.
 #[test]
 fn only_the_working_directorys_env_file_is_read() {
     let parent = temp_dir("dotenv");
@@ -625,5 +630,195 @@ async fn import_bank_reads_the_bank_json_that_simulate_writes() {
         "{stderr}"
     );
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------------------
+// schema, token, migrate
+// ---------------------------------------------------------------------------------------
+
+/// Promise: "`schema` prints the GraphQL SDL (the committed `schema.graphql`)": the
+/// binary's output is that file byte for byte, with no database or configuration.
+#[test]
+fn schema_prints_the_committed_schema_graphql() {
+    let dir = temp_dir("schema");
+    let out = binary(&dir).arg("schema").output().expect("run");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql"))
+        .expect("schema.graphql");
+    let printed = text(&out.stdout);
+    assert!(committed.contains("type Mutation"), "a schema is committed");
+    let first_difference = printed
+        .lines()
+        .zip(committed.lines())
+        .position(|(a, b)| a != b);
+    assert!(
+        printed == committed,
+        "`adaptive-engine schema` differs from schema.graphql (first differing line: \
+         {first_difference:?}; {} vs {} bytes): regenerate it with \
+         `cargo run -- schema > schema.graphql`",
+        printed.len(),
+        committed.len()
+    );
+}
+
+/// The header and claims of a JWT, decoded without checking the signature.
+fn jwt_parts(token: &str) -> (Value, Value) {
+    use base64::Engine as _;
+    let part = |n: usize| -> Value {
+        let encoded = token.split('.').nth(n).expect("a JWT has three parts");
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(encoded)
+            .expect("base64url");
+        serde_json::from_slice(&bytes).expect("JSON")
+    };
+    (part(0), part(1))
+}
+
+fn unix_now() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs(),
+    )
+    .expect("seconds")
+}
+
+/// Promise: "`token --role student|proctor|admin --sub ID [--ttl-seconds N]` mints an HS256
+/// JWT with `JWT_SECRET`": its claims are that role and subject and an `exp` N seconds
+/// (default 3600) from now, and the server takes it as exactly that caller (a student
+/// starts their own exam and is refused admin operations, a proctor reads live exams but
+/// may not clear the cache, an admin may).
+#[tokio::test]
+async fn token_mints_a_jwt_the_server_accepts_with_its_role_subject_and_lifetime() {
+    let app = common::TestApp::spawn().await;
+    let dir = temp_dir("token");
+    let mint = |args: &[&str]| {
+        let mut cmd = binary(&dir);
+        cmd.env("JWT_SECRET", common::JWT_SECRET)
+            .arg("token")
+            .args(args);
+        cmd
+    };
+    let mut tokens = Vec::new();
+    for (role, sub, ttl) in [
+        ("student", "alice", None),
+        ("proctor", "room-12", Some(600)),
+        ("admin", "ops-1", Some(7200)),
+    ] {
+        let mut args = vec!["--role", role, "--sub", sub];
+        let ttl_text = ttl.map(|t: i64| t.to_string());
+        if let Some(ttl) = &ttl_text {
+            args.extend(["--ttl-seconds", ttl]);
+        }
+        let before = unix_now();
+        let out = output(mint(&args)).await;
+        let after = unix_now();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let token = text(&out.stdout).trim().to_owned();
+        let (header, claims) = jwt_parts(&token);
+        assert_eq!(header["alg"], "HS256", "{header}");
+        assert_eq!(
+            (&claims["role"], &claims["sub"]),
+            (&json!(role), &json!(sub))
+        );
+        let lifetime = ttl.unwrap_or(3600);
+        let exp = claims["exp"].as_i64().expect("exp");
+        assert!(
+            (before + lifetime..=after + lifetime).contains(&exp),
+            "{role}: exp {exp} is not {lifetime} s after {before}..{after}"
+        );
+        let expected_role = match role {
+            "student" => Role::Student,
+            "proctor" => Role::Proctor,
+            _ => Role::Admin,
+        };
+        assert!(matches!(
+            JwtKeys::new(common::JWT_SECRET.as_bytes()).verify(&token),
+            Auth::Caller(ref c) if c.sub == sub && c.role == expected_role
+        ));
+        tokens.push(token);
+    }
+    let [student, proctor, admin] = <[String; 3]>::try_from(tokens).expect("three tokens");
+
+    // The server takes each as that caller.
+    let bank = app.create_bank(&common::bank_params(5)).await;
+    let assessment = common::create_assessment(&app, &bank, json!({}), json!({})).await;
+    let (exam, started) = common::start_assessment(&app, &student, &assessment).await;
+    assert_eq!(started["examSession"]["studentId"], "alice");
+    const CLEAR: &str = "mutation { clearEngineCache }";
+    for refused in [&student, &proctor] {
+        let response = app.gql(Some(refused), CLEAR, json!({})).await;
+        assert_eq!(common::error_code(&response), "FORBIDDEN", "{response}");
+    }
+    let live = app.ok(&proctor, "{ activeSessions }", json!({})).await;
+    assert_eq!(live["activeSessions"], json!([exam]));
+    let cleared = app.ok(&admin, CLEAR, json!({})).await;
+    assert_eq!(cleared["clearEngineCache"], 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Promise: "`migrate` creates the database if missing and applies pending migrations": on
+/// a database that does not exist it creates it and applies every migration of
+/// `migrations/` once (one row each in `__diesel_schema_migrations`, the service's tables
+/// there); run again, it applies nothing more.
+#[tokio::test]
+async fn migrate_creates_a_missing_database_and_applies_every_migration_once() {
+    #[derive(diesel::QueryableByName)]
+    struct Version {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        version: String,
+    }
+    let mut expected: Vec<String> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+            .expect("migrations/")
+            .map(|entry| entry.expect("entry").path())
+            .filter(|path| path.join("up.sql").is_file())
+            .map(|path| {
+                let name = path
+                    .file_name()
+                    .expect("name")
+                    .to_string_lossy()
+                    .into_owned();
+                let (version, _) = name.split_once('_').expect("<version>_<name>");
+                version.replace('-', "")
+            })
+            .collect();
+    expected.sort();
+    assert!(expected.len() >= 3, "{expected:?}");
+    let db = common::TestDb::unborn();
+    let dir = temp_dir("migrate");
+    for run in ["first", "second"] {
+        let mut cmd = binary(&dir);
+        cmd.env("DATABASE_URL", &db.url)
+            .env("RUST_LOG", "off")
+            .arg("migrate");
+        let out = output(cmd).await;
+        assert!(out.status.success(), "{run} run: {}", text(&out.stderr));
+        let mut conn = db.conn().await;
+        let applied: Vec<Version> =
+            diesel::sql_query("SELECT version FROM __diesel_schema_migrations ORDER BY version")
+                .load(&mut conn)
+                .await
+                .expect("__diesel_schema_migrations");
+        let applied: Vec<String> = applied.into_iter().map(|v| v.version).collect();
+        assert_eq!(applied, expected, "{run} run");
+    }
+    for table in [
+        "item_banks",
+        "items",
+        "assessments",
+        "exam_sessions",
+        "attempts",
+    ] {
+        assert_eq!(
+            db.count(&format!("SELECT count(*) AS n FROM {table}"))
+                .await,
+            0,
+            "{table} exists, empty"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

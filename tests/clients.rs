@@ -423,6 +423,80 @@ async fn theta_updates_start_with_the_current_state_and_complete_with_the_exam()
     );
 }
 
+/// Promise: "live updates over the legacy `graphql-ws` subprotocol
+/// (subscriptions-transport-ws clients) as over `graphql-transport-ws`": a `start` of
+/// `thetaUpdates` gets the current state, then one `data` message per answer, in order,
+/// with the acknowledged theta and SE, then `complete` once the exam completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_legacy_graphql_ws_protocol_delivers_every_theta_update_then_complete() {
+    const ITEMS: u64 = 3;
+    let app = TestApp::spawn().await;
+    let bank = app.create_bank(&bank_params(12)).await;
+    let assessment = create_assessment(&app, &bank, json!({"maxItems": ITEMS}), json!({})).await;
+    let token = app.student("s-legacy");
+    let (exam, started) = start_assessment(&app, &token, &assessment).await;
+    let mut socket = ws::connect(app.addr, "graphql-ws")
+        .await
+        .expect("the server speaks graphql-ws");
+    let ack = ws::init(&mut socket, Some(&token)).await;
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    send(
+        &mut socket,
+        json!({"id": "t", "type": "start",
+               "payload": {"query": UPDATES, "variables": {"id": exam, "current": true}}}),
+    )
+    .await;
+    // The next message that is not a legacy keep-alive (`ka`).
+    async fn next(socket: &mut ws::Ws) -> Value {
+        loop {
+            let message = ws::next_json(socket, Duration::from_secs(5)).await;
+            if message["type"] != "ka" {
+                return message;
+            }
+        }
+    }
+    let current = next(&mut socket).await;
+    assert_eq!(
+        (&current["id"], &current["type"]),
+        (&json!("t"), &json!("data")),
+        "{current}"
+    );
+    assert_eq!(
+        current["payload"]["data"]["thetaUpdates"]["itemsCompleted"], 0,
+        "{current}"
+    );
+    let mut item = started["nextItem"]["itemId"]
+        .as_str()
+        .expect("item")
+        .to_owned();
+    for n in 1..=ITEMS {
+        let result = answer(&app, &token, &exam, &item, n != 2).await;
+        let message = next(&mut socket).await;
+        assert_eq!(
+            (&message["id"], &message["type"]),
+            (&json!("t"), &json!("data")),
+            "{message}"
+        );
+        let update = &message["payload"]["data"]["thetaUpdates"];
+        assert_eq!(update["itemsCompleted"], n, "in order: {update}");
+        assert_eq!(update["theta"], result["theta"]);
+        assert_eq!(update["standardError"], result["standardError"]);
+        assert_eq!(update["completed"], n == ITEMS);
+        if n < ITEMS {
+            item = result["nextItem"]["itemId"]
+                .as_str()
+                .expect("next")
+                .to_owned();
+        }
+    }
+    let complete = next(&mut socket).await;
+    assert_eq!(
+        (&complete["id"], &complete["type"]),
+        (&json!("t"), &json!("complete")),
+        "{complete}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_only_answers_pings_is_never_dropped_and_a_dead_one_is() {
     let app = app_with(&[

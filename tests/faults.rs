@@ -1,6 +1,8 @@
-//! Recovery: Redis deleted, flushed, garbled, evicted, full or stopped mid-exam, two
-//! instances racing on one exam, the server SIGKILLed mid-exam, and theta updates crossing
-//! instances. Every test that answers ends by checking that the answers recorded in
+//! Recovery: Redis deleted, flushed, garbled, evicted, full or stopped mid-exam (and the
+//! Redis-only admin operations while it is down), two instances racing on one exam, a
+//! session cache too small for the live exams, the server SIGKILLed mid-exam or killed
+//! between an answer's commit and its reply, SIGTERM with a request in flight and with
+//! WebSockets open, and theta updates crossing instances. Every test that answers ends by checking that the answers recorded in
 //! Postgres are exactly the answers acknowledged, row by row
 //! ([`ExamChecker::assert_recorded_exactly`]).
 
@@ -271,6 +273,26 @@ async fn the_service_starts_while_redis_is_down() {
     check.assert_recorded_exactly(&app.db).await;
 }
 
+/// Starts the caller's exam of `assessment` on the server at `url`; returns the exam id and
+/// its first item.
+async fn start_on(url: &str, token: &str, assessment: &str) -> (String, String) {
+    let data = post_gql(
+        &reqwest::Client::new(),
+        url,
+        Some(token),
+        common::START,
+        json!({"input": {"assessmentId": assessment}}),
+    )
+    .await;
+    let field = |path: [&str; 2]| {
+        data["data"]["startExam"][path[0]][path[1]]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {path:?} in {data}"))
+            .to_owned()
+    };
+    (field(["examSession", "id"]), field(["nextItem", "itemId"]))
+}
+
 /// The real binary, as operators run it.
 struct Server {
     child: Child,
@@ -279,9 +301,17 @@ struct Server {
 
 impl Server {
     async fn start(db: &TestDb, prefix: &str) -> Self {
+        Self::start_with(db, prefix, &[]).await
+    }
+
+    /// [`Server::start`] with extra environment variables. Started through `sh` only to
+    /// switch core dumps off (`exec` keeps the pid), so an abort leaves no core file.
+    async fn start_with(db: &TestDb, prefix: &str, env: &[(&str, &str)]) -> Self {
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_adaptive-engine"))
-            .arg("serve")
+        let child = Command::new("sh")
+            .args(["-c", "ulimit -c 0; exec \"$0\" serve"])
+            .arg(env!("CARGO_BIN_EXE_adaptive-engine"))
+            .envs(env.iter().copied())
             .env("DATABASE_URL", &db.url)
             .env("REDIS_URL", common::redis_url())
             .env("REDIS_KEY_PREFIX", prefix)
@@ -313,6 +343,26 @@ impl Server {
         format!("http://127.0.0.1:{}/graphql", self.port)
     }
 
+    /// `127.0.0.1:{port}`.
+    fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Waits (at most `timeout`) for the process to exit on its own; its status, or None
+    /// when it is still running.
+    async fn exit_status(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn kill(&mut self) {
         // SIGKILL: no chance to clean up.
         let _ = self.child.kill();
@@ -340,22 +390,7 @@ async fn an_exam_survives_sigkill_of_the_server_with_no_attempt_lost_or_doubled(
 
     let assessment = common::create_assessment(&setup, &bank, json!({}), json!({})).await;
     let mut server = Server::start(&setup.db, &setup.prefix).await;
-    let data = post_gql(
-        &http,
-        &server.url(),
-        Some(&token),
-        common::START,
-        json!({"input": {"assessmentId": assessment}}),
-    )
-    .await;
-    let exam = data["data"]["startExam"]["examSession"]["id"]
-        .as_str()
-        .expect("exam")
-        .to_owned();
-    let mut item = data["data"]["startExam"]["nextItem"]["itemId"]
-        .as_str()
-        .expect("item")
-        .to_owned();
+    let (exam, mut item) = start_on(&server.url(), &token, &assessment).await;
     for step in 0..12 {
         let correct = step % 3 != 2;
         let input = json!({"input": {"examSessionId": exam, "itemId": item, "response": if correct { "A" } else { "C" }}});
@@ -634,7 +669,12 @@ async fn a_full_redis_that_refuses_writes_fails_nothing() {
 async fn a_stale_state_write_never_replaces_a_newer_one_nor_revives_a_completed_exam() {
     let app = TestApp::spawn().await;
     let store = app.app.service.states();
-    let state = |n: u32| json!({"items_completed": n, "theta": n}).to_string();
+    // Readable states (only a readable state's version is trusted by the save script).
+    let state = |n: u32| {
+        json!({"items_completed": n, "theta": n, "standard_error": 1.0,
+               "item_ids": (1..=n).collect::<Vec<u32>>(), "responses": vec![true; n as usize]})
+        .to_string()
+    };
     assert!(store.save(77, &state(5), 5, None).await.expect("save"));
     assert!(
         !store.save(77, &state(4), 4, None).await.expect("save"),
@@ -869,10 +909,10 @@ async fn the_theta_listener_reconnects_after_redis_restarts() {
     check.assert_recorded_exactly(&app.db).await;
 }
 
-/// Promise: "SIGTERM: stops accepting, drains requests, closes WebSockets with 1001,
-/// exits 0".
+/// Promise: "SIGTERM: closes WebSockets with 1001 (going away, so clients reconnect to
+/// another instance) after delivering what was recorded, exits 0".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_drains_requests_and_closes_websockets_cleanly() {
+async fn sigterm_closes_websockets_with_going_away_and_exits_0() {
     let setup = TestApp::spawn().await;
     let params = bank_params(20);
     let bank = setup.create_bank(&params).await;
@@ -881,22 +921,7 @@ async fn sigterm_drains_requests_and_closes_websockets_cleanly() {
     let assessment = common::create_assessment(&setup, &bank, json!({}), json!({})).await;
     let mut server = Server::start(&setup.db, &setup.prefix).await;
     let http = reqwest::Client::new();
-    let data = post_gql(
-        &http,
-        &server.url(),
-        Some(&token),
-        common::START,
-        json!({"input": {"assessmentId": assessment}}),
-    )
-    .await;
-    let exam = data["data"]["startExam"]["examSession"]["id"]
-        .as_str()
-        .expect("exam")
-        .to_owned();
-    let item = data["data"]["startExam"]["nextItem"]["itemId"]
-        .as_str()
-        .expect("item")
-        .to_owned();
+    let (exam, item) = start_on(&server.url(), &token, &assessment).await;
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", server.port).parse().expect("addr");
     let mut subscription = live_subscription(addr, &token, &exam, 0).await;
     let answered = post_gql(
@@ -935,4 +960,463 @@ async fn sigterm_drains_requests_and_closes_websockets_cleanly() {
         status.0
     );
     check.assert_recorded_exactly(&setup.db).await;
+}
+
+/// Reads one HTTP/1.1 response head (status line and headers, up to the blank line).
+async fn read_head(tcp: &mut tokio::net::TcpStream, timeout: Duration) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    tokio::time::timeout(timeout, async {
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = tcp.read(&mut byte).await.expect("read");
+            assert_eq!(
+                n,
+                1,
+                "the connection closed in a response head: {:?}",
+                String::from_utf8_lossy(&head)
+            );
+            head.push(byte[0]);
+        }
+    })
+    .await
+    .expect("a response head in time");
+    String::from_utf8(head).expect("an ASCII head")
+}
+
+/// Reads the body of the response whose head is `head` (`Content-Length` or chunked; the
+/// request asked for `Connection: close`).
+async fn read_body(tcp: &mut tokio::net::TcpStream, head: &str) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let header = |name: &str| {
+        head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_owned())
+        })
+    };
+    if let Some(length) = header("content-length") {
+        let mut body = vec![0; length.parse().expect("a length")];
+        tcp.read_exact(&mut body).await.expect("the body");
+        return body;
+    }
+    assert!(
+        header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")),
+        "{head}"
+    );
+    let mut raw = Vec::new();
+    tcp.read_to_end(&mut raw).await.expect("the body");
+    let (mut body, mut at) = (Vec::new(), 0);
+    loop {
+        let line_end = at
+            + raw[at..]
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .expect("a chunk size line");
+        let size_text = String::from_utf8_lossy(&raw[at..line_end]).into_owned();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .expect("a chunk size");
+        at = line_end + 2;
+        if size == 0 {
+            return body;
+        }
+        body.extend_from_slice(&raw[at..at + size]);
+        at += size + 2;
+    }
+}
+
+/// Promise: "SIGTERM with a request in flight: that request is answered, new connections
+/// are refused, the process exits 0 within the drain timeout (30 s)". The `submitAnswer`
+/// is in flight for certain: its headers ask for `100-continue`, so the server's
+/// `100 Continue` shows its handler is reading the body; half the body is sent, then
+/// SIGTERM. While the rest is withheld the port refuses new connections and a new request
+/// gets no answer; once the rest arrives the answer is recorded and acknowledged (the
+/// reference estimate), and the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_the_request_in_flight_refuses_new_connections_and_exits_0() {
+    use tokio::io::AsyncWriteExt;
+    let setup = TestApp::spawn().await;
+    let params = bank_params(20);
+    let bank = setup.create_bank(&params).await;
+    let mut check = checker(&setup, &bank, params).await;
+    let token = setup.student("s-drain");
+    let assessment = common::create_assessment(&setup, &bank, json!({}), json!({})).await;
+    let mut server = Server::start(&setup.db, &setup.prefix).await;
+    let (exam, item) = start_on(&server.url(), &token, &assessment).await;
+    let body = json!({"query": common::SUBMIT,
+        "variables": {"input": {"examSessionId": exam, "itemId": item, "response": "A"}}})
+    .to_string();
+    let (first_half, second_half) = body.as_bytes().split_at(body.len() / 2);
+    let mut tcp = tokio::net::TcpStream::connect(server.addr())
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Authorization: Bearer {token}\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\
+         Connection: close\r\n\r\n",
+        server.addr(),
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.expect("send the head");
+    let interim = read_head(&mut tcp, Duration::from_secs(10)).await;
+    assert!(
+        interim.starts_with("HTTP/1.1 100"),
+        "the handler reads the body: {interim}"
+    );
+    tcp.write_all(first_half).await.expect("half the body");
+    let terminated = tokio::time::Instant::now();
+    common::terminate(server.child.id());
+
+    // The listener closes while the request is still in flight.
+    let mut refused = None;
+    while terminated.elapsed() < Duration::from_secs(10) {
+        match tokio::net::TcpStream::connect(server.addr()).await {
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+            Ok(probe) => drop(probe),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = refused.expect("new connections are refused after SIGTERM");
+    assert_eq!(
+        refused.kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "{refused}"
+    );
+    eprintln!(
+        "new connections refused {:?} after SIGTERM",
+        terminated.elapsed()
+    );
+    let late = reqwest::Client::new()
+        .get(format!("http://{}/health", server.addr()))
+        .send()
+        .await;
+    assert!(
+        late.is_err(),
+        "a request after SIGTERM got an answer: {late:?}"
+    );
+    assert!(
+        server.child.try_wait().expect("try_wait").is_none(),
+        "the process waits for the request in flight"
+    );
+
+    // The rest of the body: the request in flight is answered and recorded.
+    tcp.write_all(second_half)
+        .await
+        .expect("the rest of the body");
+    let response_head = read_head(&mut tcp, Duration::from_secs(10)).await;
+    assert!(response_head.starts_with("HTTP/1.1 200"), "{response_head}");
+    let answered: Value =
+        serde_json::from_slice(&read_body(&mut tcp, &response_head).await).expect("JSON");
+    assert!(answered.get("errors").is_none(), "{answered}");
+    check.check(&item, true, &answered["data"]["submitAnswer"]);
+    let status = server
+        .exit_status(Duration::from_secs(30).saturating_sub(terminated.elapsed()))
+        .await
+        .expect("the process exits within the drain timeout (30 s) of SIGTERM");
+    assert!(status.success(), "exit 0 after SIGTERM: {status:?}");
+    eprintln!("exited {:?} after SIGTERM", terminated.elapsed());
+    check.assert_recorded_exactly(&setup.db).await;
+}
+
+/// Promise: "the server killed between an answer's commit and its reply: the answer is in
+/// Postgres; the client's retry of the same answer (same item, same response) gets the
+/// recorded result replayed, records nothing more, and the exam goes on". The test-only
+/// hook `ADAPTIVE_ENGINE_TEST_ABORT_AFTER_COMMIT` (`src/exam/answer.rs`) makes the real
+/// binary abort right after the commit, so the kill lands exactly there on every run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_between_commit_and_reply_replays_the_recorded_answer_to_the_retry() {
+    const MAX_ITEMS: usize = 8;
+    // Answers given before the one that kills the server.
+    const BEFORE: usize = 3;
+    let setup = TestApp::spawn().await;
+    let params = bank_params(40);
+    let bank = setup.create_bank(&params).await;
+    let mut check = checker(&setup, &bank, params).await;
+    let token = setup.student("s-abort");
+    let assessment =
+        common::create_assessment(&setup, &bank, json!({"maxItems": MAX_ITEMS}), json!({})).await;
+    // The exam starts and goes on through an in-process instance of the same deployment.
+    let (exam, started) = common::start_assessment(&setup, &token, &assessment).await;
+    let mut item = started["nextItem"]["itemId"]
+        .as_str()
+        .expect("item")
+        .to_owned();
+    for step in 0..BEFORE {
+        let correct = step % 2 == 0;
+        let result = answer(&setup, &token, &exam, &item, correct).await;
+        check.check(&item, correct, &result);
+        item = result["nextItem"]["itemId"]
+            .as_str()
+            .expect("next")
+            .to_owned();
+    }
+
+    let mut hooked = Server::start_with(
+        &setup.db,
+        &setup.prefix,
+        &[("ADAPTIVE_ENGINE_TEST_ABORT_AFTER_COMMIT", "1")],
+    )
+    .await;
+    let input = json!({"input": {"examSessionId": exam, "itemId": item, "response": "C"}});
+    let cut = reqwest::Client::new()
+        .post(hooked.url())
+        .bearer_auth(&token)
+        .json(&json!({"query": common::SUBMIT, "variables": input}))
+        .send()
+        .await;
+    assert!(cut.is_err(), "no reply may come: {cut:?}");
+    let status = hooked
+        .exit_status(Duration::from_secs(10))
+        .await
+        .expect("the server is gone");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(6),
+        "aborted (SIGABRT) by the hook after the commit: {status:?}"
+    );
+    drop(hooked);
+
+    // The answer was committed before the kill.
+    let recorded = common::recorded_answers(&setup.db).await;
+    assert_eq!(recorded.len(), BEFORE + 1, "{recorded:#?}");
+    let committed = recorded.last().expect("the committed answer").clone();
+    assert_eq!(
+        (
+            committed.position,
+            committed.item_id,
+            committed.response.as_str()
+        ),
+        (
+            i32::try_from(BEFORE + 1).expect("position"),
+            item.parse().expect("item id"),
+            "C"
+        )
+    );
+
+    // Restarted without the hook, the client's retry gets that recorded answer.
+    let server = Server::start(&setup.db, &setup.prefix).await;
+    let http = reqwest::Client::new();
+    let retried = post_gql(&http, &server.url(), Some(&token), common::SUBMIT, input).await;
+    assert!(retried.get("errors").is_none(), "{retried}");
+    let result = retried["data"]["submitAnswer"].clone();
+    assert_eq!(result["theta"].as_f64(), Some(committed.theta), "{result}");
+    assert_eq!(
+        result["standardError"].as_f64(),
+        Some(committed.standard_error)
+    );
+    assert_eq!(result["itemsCompleted"], BEFORE + 1);
+    assert_eq!(
+        result["nextItem"]["itemId"].as_str(),
+        committed.next_item_id.map(|id| id.to_string()).as_deref()
+    );
+    assert_eq!(
+        common::recorded_answers(&setup.db).await.len(),
+        BEFORE + 1,
+        "the retry recorded nothing more"
+    );
+    check.check(&item, false, &result);
+
+    // The exam goes on to its end.
+    let mut last = result;
+    for step in BEFORE + 1..MAX_ITEMS {
+        item = last["nextItem"]["itemId"]
+            .as_str()
+            .expect("next")
+            .to_owned();
+        let correct = step % 2 == 0;
+        let input = json!({"input": {"examSessionId": exam, "itemId": item,
+                                     "response": if correct { "A" } else { "C" }}});
+        let response = post_gql(&http, &server.url(), Some(&token), common::SUBMIT, input).await;
+        assert!(response.get("errors").is_none(), "{response}");
+        last = response["data"]["submitAnswer"].clone();
+        check.check(&item, correct, &last);
+    }
+    assert_eq!(last["completed"], true, "{last}");
+    check.assert_recorded_exactly(&setup.db).await;
+}
+
+/// A digest of every row of `table` (to show that nothing in it changed).
+async fn table_digest(db: &TestDb, table: &str) -> String {
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Digest {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        digest: String,
+    }
+    let mut conn = db.conn().await;
+    let row: Digest = diesel::sql_query(format!(
+        "SELECT coalesce(md5(string_agg(t::text, '|' ORDER BY t.id)), '') AS digest FROM {table} t"
+    ))
+    .get_result(&mut conn)
+    .await
+    .expect("digest");
+    row.digest
+}
+
+/// Promise: "Redis down: the Redis-only admin operations (`activeSessions`,
+/// `extendExamTtl`, `clearEngineCache`) answer `UNAVAILABLE` (retry), with no value and no
+/// internals, and change nothing; once Redis is back they work again and the exam goes
+/// on".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_only_admin_operations_are_unavailable_while_redis_is_down_and_change_nothing() {
+    const EXTEND: &str =
+        "mutation($id: ID!) { extendExamTtl(examSessionId: $id, additionalSeconds: 600) }";
+    let mut redis = RedisServer::start().await;
+    let app = app_on(&redis).await;
+    let params = bank_params(30);
+    let bank = app.create_bank(&params).await;
+    let mut check = checker(&app, &bank, params).await;
+    let token = app.student("s-ops-down");
+    let (exam, started) = start(&app, &token, &bank, json!({"maxItems": 5})).await;
+    let item = started["nextItem"]["itemId"]
+        .as_str()
+        .expect("item")
+        .to_owned();
+    let result = answer(&app, &token, &exam, &item, true).await;
+    check.check(&item, true, &result);
+    let (admin, proctor) = (app.admin(), app.proctor("p-ops-down"));
+    let active = app.ok(&admin, "{ activeSessions }", json!({})).await;
+    assert_eq!(active["activeSessions"], json!([exam]));
+    let sessions = table_digest(&app.db, "exam_sessions").await;
+
+    redis.stop();
+    for (caller, document, variables) in [
+        (&admin, "{ activeSessions }", json!({})),
+        (&proctor, "{ activeSessions }", json!({})),
+        (&admin, EXTEND, json!({"id": exam})),
+        (&admin, "mutation { clearEngineCache }", json!({})),
+    ] {
+        let response = app.gql(Some(caller), document, variables).await;
+        assert_eq!(
+            common::error_code(&response),
+            "UNAVAILABLE",
+            "{document}: {response}"
+        );
+        assert!(
+            response["data"]
+                .as_object()
+                .is_none_or(|data| data.values().all(Value::is_null)),
+            "{document}: no value: {response}"
+        );
+        let message = response["errors"][0]["message"].as_str().unwrap_or("");
+        assert!(
+            !message.contains("os error") && !message.contains("refused"),
+            "{document}: no internals: {message}"
+        );
+    }
+    assert_eq!(
+        table_digest(&app.db, "exam_sessions").await,
+        sessions,
+        "no exam changed"
+    );
+    check.assert_recorded_exactly(&app.db).await;
+
+    // Redis is back (empty: it keeps nothing on disk): every operation works again.
+    redis.restart().await;
+    // The circuit breaker skips Redis for at most 2 s after the last failure.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let extended = app.ok(&admin, EXTEND, json!({"id": exam})).await["extendExamTtl"]
+        .as_i64()
+        .expect("ttl");
+    assert!((4190..=4200).contains(&extended), "ttl {extended}");
+    let active = app.ok(&proctor, "{ activeSessions }", json!({})).await;
+    assert_eq!(active["activeSessions"], json!([exam]));
+    let cleared = app
+        .ok(&admin, "mutation { clearEngineCache }", json!({}))
+        .await;
+    assert_eq!(cleared["clearEngineCache"], 1);
+    let next = result["nextItem"]["itemId"].as_str().expect("next");
+    let result = answer(&app, &token, &exam, next, false).await;
+    check.check(next, false, &result);
+    check.assert_recorded_exactly(&app.db).await;
+}
+
+/// `adaptive_engine_answers_recorded_total{path}` of the instance, from `/metrics`.
+async fn answers_recorded(app: &TestApp, path: &str) -> f64 {
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("body");
+    let label = format!("path=\"{path}\"");
+    text.lines()
+        .find(|line| {
+            line.starts_with("adaptive_engine_answers_recorded_total{") && line.contains(&label)
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no answers_recorded_total{{{label}}} in /metrics:\n{text}"))
+}
+
+/// Promise: "an instance keeps the fixed facts of at most `SESSION_CACHE_CAPACITY` exams
+/// (least recently used out first); an exam whose facts were evicted is answered from its
+/// row, with no estimate changed". With a capacity of 2 and six exams answered in turn,
+/// the facts are evicted between answers (the answers take the locked path instead of the
+/// one-statement one, as `/metrics` counts), every estimate equals the reference EAP, and
+/// Postgres holds exactly the acknowledged answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiny_session_cache_evicting_exams_answered_in_turn_changes_no_estimate() {
+    const EXAMS: usize = 6;
+    const ROUNDS: usize = 6;
+    let app = TestApp::spawn_with(Options {
+        env: vec![("SESSION_CACHE_CAPACITY".into(), "2".into())],
+        ..Options::default()
+    })
+    .await;
+    let params = bank_params(40);
+    let bank = app.create_bank(&params).await;
+    let ids = bank_item_ids(&app, &bank).await;
+    let assessment =
+        common::create_assessment(&app, &bank, json!({"maxItems": ROUNDS + 1}), json!({})).await;
+    let mut exams = Vec::new();
+    for n in 0..EXAMS {
+        let token = app.student(&format!("s-evict-{n}"));
+        let (exam, started) = common::start_assessment(&app, &token, &assessment).await;
+        let item = started["nextItem"]["itemId"]
+            .as_str()
+            .expect("item")
+            .to_owned();
+        exams.push((
+            token,
+            exam,
+            item,
+            ExamChecker::new(params.clone(), ids.clone()),
+        ));
+    }
+    let (fast_before, locked_before) = (
+        answers_recorded(&app, "fast").await,
+        answers_recorded(&app, "locked").await,
+    );
+    for round in 0..ROUNDS {
+        for (n, (token, exam, item, check)) in exams.iter_mut().enumerate() {
+            let correct = (round + n) % 3 != 1;
+            let result = answer(&app, token, exam, item, correct).await;
+            check.check(item, correct, &result);
+            *item = result["nextItem"]["itemId"]
+                .as_str()
+                .expect("next")
+                .to_owned();
+        }
+    }
+    let fast = answers_recorded(&app, "fast").await - fast_before;
+    let locked = answers_recorded(&app, "locked").await - locked_before;
+    eprintln!("answers on the fast path {fast}, on the locked path {locked}");
+    assert_eq!(fast + locked, (EXAMS * ROUNDS) as f64);
+    assert!(
+        locked >= (EXAMS * ROUNDS / 2) as f64,
+        "the facts were evicted between an exam's answers (locked path): {locked}"
+    );
+    let mut all = ExamChecker::new(params, ids);
+    for (_, _, _, check) in exams {
+        all.acknowledged.extend(check.acknowledged);
+    }
+    all.assert_recorded_exactly(&app.db).await;
 }

@@ -927,3 +927,61 @@ async fn a_fragment_bomb_is_refused_fast_and_health_stays_responsive() {
     );
     assert!(message["payload"]["data"].is_null(), "{message}");
 }
+
+/// What the fuzz target `fuzz/fuzz_targets/bank_file.rs` runs on its input: the bank file
+/// parser, then the bank validation the server applies. Ok: the number of items of a valid
+/// bank; Err: the parser's or the validation's message.
+fn as_the_bank_file_fuzz_target(data: &[u8]) -> Result<usize, String> {
+    use adaptive_engine::{bank_file, exam};
+    let items = bank_file::parse(data).map_err(|e| e.to_string())?;
+    let bank = exam::NewBank {
+        name: "fuzz".into(),
+        scaling_constant: 1.0,
+        items,
+    };
+    exam::validate_bank(&bank)
+        .map(|items| items.len())
+        .map_err(|e| e.to_string())
+}
+
+/// Promise: "hostile bank files: the parser returns items or an error, never panics",
+/// checked on every run, not only under `cargo fuzz`: every file of the fuzz target's
+/// corpus (`fuzz/corpus/bank_file/`, the seeds and whatever fuzzing added) goes through what
+/// the target runs without a panic; the seeds named `valid-*` are banks that parse and
+/// validate, the ones named `invalid-*` (truncated, not UTF-8, NaN, 1e400, NUL, 4,000
+/// nested brackets, duplicate ids, c above d...) get an error.
+#[test]
+fn every_file_of_the_bank_file_fuzz_corpus_gives_items_or_an_error_never_a_panic() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/bank_file");
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.is_file())
+        .collect();
+    files.sort();
+    let (mut valid, mut invalid) = (0, 0);
+    for path in &files {
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let data = std::fs::read(path).expect("read a corpus file");
+        let outcome = std::panic::catch_unwind(|| as_the_bank_file_fuzz_target(&data))
+            .unwrap_or_else(|_| panic!("{name}: the bank file parser panicked"));
+        eprintln!("{name}: {outcome:?}");
+        if name.starts_with("valid-") {
+            let items = outcome.unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(items > 0, "{name}: no items");
+            valid += 1;
+        } else if name.starts_with("invalid-") {
+            assert!(outcome.is_err(), "{name}: accepted: {outcome:?}");
+            invalid += 1;
+        }
+    }
+    eprintln!(
+        "{} corpus files: {valid} valid seeds, {invalid} invalid seeds",
+        files.len()
+    );
+    assert!(valid >= 4 && invalid >= 10, "the seed corpus is there");
+}

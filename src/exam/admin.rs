@@ -89,6 +89,7 @@ impl ExamService {
         let bank = self.bank(&mut conn, row.item_bank_id).await?;
         drop(conn);
         tracing::info!(exam.id = exam_session_id, "exam abandoned");
+        self.metrics.exams_abandoned.inc();
         let event = ThetaEvent {
             kind: EventKind::Abandoned,
             exam_session_id,

@@ -15,6 +15,7 @@ use crate::auth::Caller;
 use crate::engine::EngineState;
 use crate::error::{AppError, AppResult};
 use crate::ids::{ExamId, ItemId};
+use crate::metrics::AnswerPath;
 use crate::storage::bank_cache::Bank;
 use crate::storage::events::{EventKind, ThetaEvent};
 use crate::storage::queries::{self, AttemptRow, ExamSessionRow};
@@ -46,6 +47,7 @@ impl ExamService {
         // fails before anything is committed (or, if the commit itself was cut, the retry
         // finds the attempt and replays it), so one retry on a fresh connection is safe.
         let mut retried = false;
+        let mut path = AnswerPath::Fast;
         let outcome = loop {
             let mut conn = self.db.get().await?;
             let fast = self
@@ -61,6 +63,7 @@ impl ExamService {
             let result = match fast {
                 Ok(Some(new)) => Ok(Recorded::New(Box::new(new))),
                 Ok(None) => {
+                    path = AnswerPath::Locked;
                     conn.transaction(async |conn| {
                         self.record_answer(
                             conn,
@@ -83,12 +86,18 @@ impl ExamService {
         };
         match outcome {
             Recorded::New(new) => {
+                abort_after_commit_for_tests();
                 let NewAnswer {
                     answered,
                     state,
                     event,
                     exposure,
                 } = *new;
+                self.metrics.answer_recorded(path);
+                if answered.completed {
+                    self.metrics
+                        .exam_completed(answered.stop_reason.map(|r| StopCode::from(r).as_str()));
+                }
                 if let Some((bank_id, selected)) = exposure {
                     self.exposure.record_selections(bank_id, &selected).await;
                 }
@@ -104,7 +113,10 @@ impl ExamService {
                 }
                 Ok(answered)
             }
-            Recorded::Replay(answered) => Ok(*answered),
+            Recorded::Replay(answered) => {
+                self.metrics.answers_replayed.inc();
+                Ok(*answered)
+            }
         }
     }
 
@@ -202,6 +214,8 @@ impl ExamService {
         {
             Some(history) => history,
             None => {
+                // The cache could not serve the history (missing, stale or unreadable).
+                self.metrics.cache.rebuilds.inc();
                 let attempts = queries::list_attempts(conn, exam_session_id).await?;
                 history_from_attempts(&attempts, &bank)?
             }
@@ -422,5 +436,19 @@ pub(crate) fn ensure_finite(estimate: &crate::irt::Estimate) -> AppResult<()> {
             "the engine produced a non-finite estimate; nothing was stored",
             format!("{estimate:?}"),
         ))
+    }
+}
+
+/// Test-only fault injection, off unless the process was started with
+/// `ADAPTIVE_ENGINE_TEST_ABORT_AFTER_COMMIT` set (see `config.rs`; never set it in
+/// production): the process then aborts right after an answer's commit, before Redis, the
+/// events and the reply, so a test can kill the server exactly between the commit and the
+/// reply (`tests/faults.rs`). The variable is read once.
+fn abort_after_commit_for_tests() {
+    static ABORT: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+        std::env::var_os("ADAPTIVE_ENGINE_TEST_ABORT_AFTER_COMMIT").is_some()
+    });
+    if *ABORT {
+        std::process::abort();
     }
 }

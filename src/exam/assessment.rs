@@ -294,6 +294,7 @@ impl ExamService {
             assessment.id = assessment_id,
             "exam started"
         );
+        self.metrics.exams_started.inc();
         self.sessions
             .insert(row.id, Arc::new(SessionFacts::new(&row, design.clone())));
         let exam = self.view(row, design, &bank)?;

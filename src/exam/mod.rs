@@ -28,6 +28,7 @@ use diesel_async::AsyncPgConnection;
 
 use crate::auth::Caller;
 use crate::error::{AppError, AppResult};
+use crate::metrics::Metrics;
 use crate::storage::bank_cache::BankCache;
 use crate::storage::db::DbPool;
 use crate::storage::events::EventBus;
@@ -70,16 +71,20 @@ pub struct ExamService {
     exposure: ExposureTracker,
     /// Engine steps running on blocking threads (heavy designs), at most one per core.
     heavy_steps: Arc<tokio::sync::Semaphore>,
+    /// What the flow counts (answers, exams, steps, cache, exposure).
+    metrics: Arc<Metrics>,
 }
 
 impl ExamService {
     /// Assembles the service.
-    /// `session_cache_capacity`: exams whose fixed facts are kept in memory.
+    /// `session_cache_capacity`: exams whose fixed facts are kept in memory; `metrics`:
+    /// this instance's metrics.
     pub fn new(
         db: DbPool,
         states: StateStore,
         events: EventBus,
         session_cache_capacity: usize,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let exposure = ExposureTracker::new(states.redis().clone(), states.prefix());
         Self {
@@ -92,7 +97,13 @@ impl ExamService {
             heavy_steps: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             )),
+            metrics,
         }
+    }
+
+    /// This instance's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The Postgres pool.

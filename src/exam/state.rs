@@ -12,6 +12,7 @@ use serde::Deserialize;
 use super::*;
 use crate::engine::{EngineState, ExamDesign};
 use crate::error::{AppError, AppResult};
+use crate::metrics::Lookup;
 use crate::storage::bank_cache::Bank;
 use crate::storage::queries::{self, AttemptRow, ExamSessionRow};
 use crate::storage::session_cache::SessionFacts;
@@ -35,6 +36,7 @@ impl ExamService {
         row: &ExamSessionRow,
         design: ExamDesign,
     ) -> AppResult<EngineState> {
+        self.metrics.cache.rebuilds.inc();
         let bank = self.bank(conn, row.item_bank_id).await?;
         let attempts = queries::list_attempts(conn, row.id).await?;
         let (administered, scores) = history_from_attempts(&attempts, &bank)?;
@@ -42,15 +44,22 @@ impl ExamService {
         Ok(state_of(&exam, &bank, &administered, &scores))
     }
 
+    /// The cached engine state of an exam, if Redis has a readable one (counted as a
+    /// cache hit, miss or error).
     pub(super) async fn cached_state(&self, exam_session_id: i64) -> Option<EngineState> {
-        match self.states.load(exam_session_id).await {
-            Ok(Some(json)) => parse_state(exam_session_id, &json),
+        let loaded = self.states.load(exam_session_id).await;
+        let state = match loaded {
+            Ok(Some(ref json)) => parse_state(exam_session_id, json),
             Ok(None) => None,
-            Err(e) => {
+            Err(ref e) => {
                 tracing::debug!(exam.id = exam_session_id, error = %e, "engine state unavailable");
                 None
             }
-        }
+        };
+        self.metrics
+            .cache
+            .lookup(lookup_result(&loaded, state.is_some()));
+        state
     }
 
     pub(super) async fn save_state(
@@ -74,6 +83,16 @@ impl ExamService {
         {
             tracing::warn!(exam.id = exam_session_id, error = %e, "engine state not cached");
         }
+    }
+}
+
+/// How a read of a state ended: `loaded` is what Redis answered, `readable` whether the
+/// state it held parsed.
+pub(super) fn lookup_result<T, E>(loaded: &Result<Option<T>, E>, readable: bool) -> Lookup {
+    match loaded {
+        Ok(Some(_)) if readable => Lookup::Hit,
+        Ok(None) => Lookup::Miss,
+        Ok(Some(_)) | Err(_) => Lookup::Error,
     }
 }
 

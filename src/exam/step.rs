@@ -13,6 +13,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::Instant;
 
 use diesel_async::AsyncPgConnection;
 
@@ -21,6 +22,7 @@ use crate::design::design_cost;
 use crate::engine::{self, Decision, ExamDesign, History};
 use crate::error::{AppError, AppResult};
 use crate::irt::ExposureCounts;
+use crate::metrics::StepMode;
 use crate::storage::bank_cache::Bank;
 use crate::storage::exposure::{Reservation, presentation_cap};
 
@@ -88,11 +90,18 @@ impl ExamService {
                 return Ok(decision);
             };
             let item_id = bank.items[next].id;
-            match self
+            let reservation = self
                 .exposure
                 .reserve(bank.id, item_id, control.max_rate)
-                .await
-            {
+                .await;
+            let counter = match reservation {
+                Reservation::Granted => &self.metrics.exposure.granted,
+                Reservation::Refused => &self.metrics.exposure.refused,
+                Reservation::Missing => &self.metrics.exposure.missing,
+                Reservation::Unavailable => &self.metrics.exposure.unavailable,
+            };
+            counter.inc();
+            match reservation {
                 Reservation::Granted | Reservation::Unavailable => return Ok(decision),
                 Reservation::Missing if !refilled => {
                     self.exposure.refill(conn, bank.id, &bank.engine).await?;
@@ -121,7 +130,7 @@ impl ExamService {
     }
 
     /// [`engine::decide`], inline for cheap designs, else on a blocking thread (at most
-    /// as many at once as there are cores).
+    /// as many at once as there are cores); timed either way.
     async fn decide(
         &self,
         design: &ExamDesign,
@@ -129,7 +138,30 @@ impl ExamService {
         history: &StepHistory<'_>,
         counts: Option<Arc<ExposureCounts>>,
     ) -> AppResult<Decision> {
-        if design_cost(design, bank.items.len()) <= INLINE_COST {
+        let started = Instant::now();
+        let inline = design_cost(design, &bank.engine) <= INLINE_COST;
+        let decision = self
+            .decide_untimed(inline, design, bank, history, counts)
+            .await;
+        let mode = if inline {
+            StepMode::Inline
+        } else {
+            StepMode::Blocking
+        };
+        self.metrics.engine_step(mode, started.elapsed());
+        decision
+    }
+
+    /// [`Self::decide`] without the clock.
+    async fn decide_untimed(
+        &self,
+        inline: bool,
+        design: &ExamDesign,
+        bank: &Arc<Bank>,
+        history: &StepHistory<'_>,
+        counts: Option<Arc<ExposureCounts>>,
+    ) -> AppResult<Decision> {
+        if inline {
             let inline = History {
                 administered: history.administered,
                 scores: history.scores,

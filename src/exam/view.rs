@@ -187,9 +187,17 @@ impl ExamService {
     ) -> AppResult<Summary> {
         let exam_session_id = exam_session_id.0;
         let cached = async {
-            let (json, ttl) = self.states.load_with_ttl(exam_session_id).await.ok()??;
-            let state = parse_state(exam_session_id, &json)?;
-            Some((state, ttl))
+            let loaded = self.states.load_with_ttl(exam_session_id).await;
+            let state = match &loaded {
+                Ok(Some((json, ttl))) => {
+                    parse_state(exam_session_id, json).map(|state| (state, *ttl))
+                }
+                _ => None,
+            };
+            self.metrics
+                .cache
+                .lookup(lookup_result(&loaded, state.is_some()));
+            state
         };
         let mut conn = self.db.get().await?;
         let (cached, row) = tokio::join!(

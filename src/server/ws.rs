@@ -3,7 +3,9 @@
 //! of the server: the init timeout (4408), the token's expiry (4401), unique operation ids
 //! (4409), operations per connection and per token subject (`TOO_MANY_SUBSCRIPTIONS`),
 //! oversized messages (1009), keep-alive pings and the idle timeout (3008), and a close
-//! frame that says why.
+//! frame that says why. Each connection runs in its own `websocket` span (its upgrade
+//! request's id, then the caller's role) and is counted in the metrics' WebSocket gauges
+//! (connections, operations running).
 //!
 //! Owns the WebSocket session; must not know what an operation does.
 
@@ -22,10 +24,12 @@ use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument as _;
 
 use super::Shutdown;
 use crate::app::App;
 use crate::config::HttpLimits;
+use crate::metrics::{Gauge, Metrics};
 
 /// Read and write buffer of one WebSocket.
 const WS_BUFFER_BYTES: usize = 4 * 1024;
@@ -48,6 +52,18 @@ pub(super) async fn graphql_ws(
             .split(',')
             .map(str::trim)
             .any(|p| p == "graphql-transport-ws");
+    // The connection outlives its upgrade request: it gets a span of its own, with the
+    // request's id (set by the middleware), so its log lines name it.
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|id| id.to_str().ok())
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        parent: None,
+        "websocket",
+        request_id,
+        role = tracing::field::Empty
+    );
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         // tungstenite's defaults (128 KiB read buffer per socket, 64 MiB messages) would cost
@@ -58,7 +74,9 @@ pub(super) async fn graphql_ws(
         .max_frame_size(WS_MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| {
             let sessions = shutdown.sessions.clone();
+            let connection_span = span.clone();
             sessions.track_future(async move {
+            let _open = OpenConnection::new(app.metrics.websocket_connections.clone());
             let keys = app.keys.clone();
             let (mut socket_tx, socket_rx) = socket.split();
             // The GraphQL session writes through a channel, so that once it ends (the client
@@ -70,6 +88,7 @@ pub(super) async fn graphql_ws(
                 app.ws_operations.clone(),
                 out_tx.downgrade(),
                 legacy,
+                Arc::clone(&app.metrics),
             ));
             let writer = tokio::spawn({
                 let session = Arc::clone(&session);
@@ -123,6 +142,7 @@ pub(super) async fn graphql_ws(
                     // Browsers cannot set headers on WebSockets: the token comes in the
                     // connection_init payload. No valid token, no connection.
                     let auth = keys.verify_header(authorization_param(&payload));
+                    connection_span.record("role", auth.role_name());
                     let caller = auth
                         .caller()
                         .map_err(|e| async_graphql::Error::new(e.to_string()))?;
@@ -136,8 +156,24 @@ pub(super) async fn graphql_ws(
                 .await;
             pinger.abort();
             let _ = writer.await;
-            })
+            }.instrument(span))
         })
+}
+
+/// Counts one open WebSocket for as long as it lives.
+struct OpenConnection(Gauge);
+
+impl OpenConnection {
+    fn new(gauge: Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Sends a protocol keep-alive (`ping`, or `ka` for legacy `graphql-ws`) every `interval`
@@ -278,6 +314,8 @@ struct WsSession {
     out: mpsc::WeakUnboundedSender<Message>,
     /// The legacy `graphql-ws` protocol (its `start`/`stop`/`error` shapes differ).
     legacy: bool,
+    /// Where the operations running and the refused ones are counted.
+    metrics: Arc<Metrics>,
     state: Mutex<WsState>,
 }
 
@@ -305,12 +343,14 @@ impl WsSession {
         users: OperationCounts,
         out: mpsc::WeakUnboundedSender<Message>,
         legacy: bool,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             limits,
             users,
             out,
             legacy,
+            metrics,
             state: Mutex::default(),
         }
     }
@@ -366,6 +406,7 @@ impl WsSession {
                     return Verdict::Refused;
                 }
                 state.active.insert(id);
+                self.metrics.websocket_subscriptions.inc();
                 Verdict::Pass
             }
             "complete" | "stop" => {
@@ -391,15 +432,18 @@ impl WsSession {
 
     fn finished(&self, id: &str) {
         let mut state = self.state();
-        if state.active.remove(id)
-            && let Some(user) = state.user.clone()
-        {
+        if !state.active.remove(id) {
+            return;
+        }
+        self.metrics.websocket_subscriptions.dec();
+        if let Some(user) = state.user.clone() {
             self.users.remove(&user, 1);
         }
     }
 
-    /// Answers a refused operation with the protocol's error message.
+    /// Answers a refused operation with the protocol's error message (and counts it).
     fn refuse(&self, id: &str, message: &str) {
+        self.metrics.graphql_rejected("TOO_MANY_SUBSCRIPTIONS");
         let error = json!({"message": message, "extensions": {"code": "TOO_MANY_SUBSCRIPTIONS"}});
         let payload = if self.legacy { error } else { json!([error]) };
         let reply = json!({"id": id, "type": "error", "payload": payload});
@@ -412,6 +456,9 @@ impl WsSession {
 impl Drop for WsSession {
     fn drop(&mut self) {
         let state = self.state();
+        self.metrics
+            .websocket_subscriptions
+            .dec_by(state.active.len() as i64);
         if let Some(user) = &state.user {
             self.users.remove(user, state.active.len());
         }

@@ -215,6 +215,63 @@ pub async fn run_migrations(database_url: &str) -> anyhow::Result<Vec<String>> {
     .context("migration task panicked")?
 }
 
+/// Whether the database has every embedded migration (readiness).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MigrationStatus {
+    /// Postgres did not answer within a second.
+    Unreachable,
+    /// These embedded migrations (versions) are not applied.
+    Pending(Vec<String>),
+    /// Every embedded migration is applied.
+    Applied,
+}
+
+/// Compares the versions recorded in `__diesel_schema_migrations` with the embedded
+/// migrations, within a second.
+pub async fn migration_status(pool: &DbPool) -> MigrationStatus {
+    #[derive(diesel::QueryableByName)]
+    struct Applied {
+        #[diesel(sql_type = Text)]
+        version: String,
+    }
+    let check = async {
+        let mut conn = pool.get().await.ok()?;
+        match diesel::sql_query("SELECT version FROM __diesel_schema_migrations")
+            .load::<Applied>(&mut *conn)
+            .await
+        {
+            Ok(rows) => Some(rows.into_iter().map(|r| r.version).collect::<Vec<_>>()),
+            // A database never migrated has no table: everything is pending.
+            Err(diesel::result::Error::DatabaseError(_, info))
+                if info.message().contains("does not exist") =>
+            {
+                Some(Vec::new())
+            }
+            Err(_) => None,
+        }
+    };
+    let Ok(Some(applied)) = tokio::time::timeout(Duration::from_secs(1), check).await else {
+        return MigrationStatus::Unreachable;
+    };
+    let embedded = diesel::migration::MigrationSource::<diesel::pg::Pg>::migrations(&MIGRATIONS)
+        .map(|migrations| {
+            migrations
+                .iter()
+                .map(|m| m.name().version().to_string())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let pending: Vec<String> = embedded
+        .into_iter()
+        .filter(|version| !applied.contains(version))
+        .collect();
+    if pending.is_empty() {
+        MigrationStatus::Applied
+    } else {
+        MigrationStatus::Pending(pending)
+    }
+}
+
 /// Whether Postgres answers a trivial query within a second.
 pub async fn ping(pool: &DbPool) -> bool {
     let check = async {

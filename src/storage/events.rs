@@ -10,6 +10,8 @@
 //! Delivery to other instances is at-most-once: events published while Redis is down, or
 //! while an instance's listener reconnects, are lost there. Events carry `items_completed`
 //! so a client can see a gap and re-read the summary.
+//!
+//! Counts what it receives, delivers and loses ([`EventMetrics`]).
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -23,6 +25,8 @@ use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast};
 use tokio_stream::wrappers::BroadcastStream;
+
+use crate::metrics::EventMetrics;
 
 /// Events buffered per exam for a slow subscriber before it starts skipping.
 const PER_EXAM_BUFFER: usize = 64;
@@ -97,6 +101,8 @@ struct Inner {
     subscribed: Notify,
     /// The listener task, stopped with the bus.
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// What is received, delivered and lost.
+    metrics: EventMetrics,
 }
 
 impl Drop for Inner {
@@ -109,7 +115,7 @@ impl Drop for Inner {
 
 impl EventBus {
     /// Starts the listener on `channel`; it connects (and reconnects) by itself.
-    pub fn start(client: redis::Client, channel: String) -> Self {
+    pub fn start(client: redis::Client, channel: String, metrics: EventMetrics) -> Self {
         let inner = Arc::new(Inner {
             senders: Mutex::new(HashMap::new()),
             assessments: Mutex::new(HashMap::new()),
@@ -117,6 +123,7 @@ impl EventBus {
             listening: AtomicBool::new(false),
             subscribed: Notify::new(),
             task: Mutex::new(None),
+            metrics,
         });
         let task = tokio::spawn(listen(client, channel, Arc::downgrade(&inner)));
         if let Ok(mut slot) = inner.task.lock() {
@@ -178,6 +185,7 @@ impl EventBus {
             channel,
             id,
             bus: Arc::downgrade(&self.inner),
+            lagged: self.inner.metrics.lagged.clone(),
         }
     }
 
@@ -249,6 +257,7 @@ fn dispatch(inner: &Inner, payload: &[u8]) {
     let event: ThetaEvent = match serde_json::from_slice(payload) {
         Ok(event) => event,
         Err(e) => {
+            inner.metrics.malformed.inc();
             tracing::warn!(error = %e, "ignoring a malformed theta update");
             return;
         }
@@ -256,17 +265,22 @@ fn dispatch(inner: &Inner, payload: &[u8]) {
     if event.origin == inner.origin {
         return; // delivered locally when it was recorded
     }
+    inner.metrics.received.inc();
     deliver(inner, &event);
 }
 
 fn deliver(inner: &Inner, event: &ThetaEvent) {
+    let mut delivered = 0;
     if let Some(sender) = lock(&inner.senders).get(&event.exam_session_id) {
-        let _ = sender.send(event.clone());
+        delivered += sender.send(event.clone()).unwrap_or(0);
     }
     if let Some(assessment) = event.assessment_id
         && let Some(sender) = lock(&inner.assessments).get(&assessment)
     {
-        let _ = sender.send(event.clone());
+        delivered += sender.send(event.clone()).unwrap_or(0);
+    }
+    if delivered > 0 {
+        inner.metrics.delivered.inc_by(delivered as u64);
     }
 }
 
@@ -294,6 +308,8 @@ pub struct ExamEvents {
     channel: Channel,
     id: i64,
     bus: std::sync::Weak<Inner>,
+    /// Counts the events this subscriber skipped.
+    lagged: crate::metrics::Counter,
 }
 
 impl Stream for ExamEvents {
@@ -305,7 +321,10 @@ impl Stream for ExamEvents {
                 Poll::Ready(Some(Ok(event))) => return Poll::Ready(Some(event)),
                 Poll::Ready(Some(Err(lagged))) => {
                     // A slow client missed events; it sees the gap in items_completed.
-                    tracing::debug!(id = self.id, %lagged, "subscriber lagged");
+                    let tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(skipped) =
+                        lagged;
+                    self.lagged.inc_by(skipped);
+                    tracing::debug!(id = self.id, skipped, "subscriber lagged");
                 }
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,

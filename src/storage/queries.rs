@@ -9,7 +9,8 @@ use super::enums::{AssessmentStatus, ExamStatus};
 use super::schema::{assessments, attempts, exam_sessions, item_banks, items};
 
 pub use super::rows::{
-    AssessmentRow, AttemptRow, ExamSessionRow, ItemBankRow, ItemRow, NewAssessment, NewAttempt, NewExamSession, NewItem, NewItemBank, SessionProgress,
+    AssessmentRow, AttemptRow, ExamSessionRow, ItemBankRow, ItemRow, NewAssessment, NewAttempt,
+    NewExamSession, NewItem, NewItemBank, SessionProgress,
 };
 
 /// The status an answer's conditional write requires (a `'static` bind parameter).

@@ -5,6 +5,9 @@
 //! command has its own timeout, and a circuit breaker skips Redis entirely for a while after
 //! a failure, so a dead Redis is not paid for on every request. Callers treat every error
 //! as a cache miss: Postgres is the source of truth.
+//!
+//! Counts every operation that did not happen ([`RedisMetrics`]) and reports its pool's
+//! numbers and the breaker's state when `/metrics` is scraped.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -12,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use bb8_redis::RedisConnectionManager;
 use redis::aio::MultiplexedConnection;
+
+use crate::metrics::{PoolStats, RedisMetrics};
 
 /// How long a request waits for a pooled connection.
 const CONNECTION_TIMEOUT: Duration = Duration::from_millis(250);
@@ -90,6 +95,10 @@ pub struct RedisPool {
     manager: RedisConnectionManager,
     max_size: u32,
     breaker: Arc<Breaker>,
+    /// Check-out counts of the pools replaced by [`RedisPool::reset`], so the reported
+    /// counters never go back.
+    retired: Arc<std::sync::Mutex<PoolStats>>,
+    metrics: RedisMetrics,
 }
 
 /// Shared breaker state: when it is open, and how many failures in a row.
@@ -139,8 +148,13 @@ impl Breaker {
 }
 
 impl RedisPool {
-    /// Builds the pool without connecting, so the service starts while Redis is down.
-    pub fn new(client: &redis::Client, max_size: u32) -> Result<Self, redis::RedisError> {
+    /// Builds the pool without connecting, so the service starts while Redis is down;
+    /// counts the operations that do not happen in `metrics`.
+    pub fn new(
+        client: &redis::Client,
+        max_size: u32,
+        metrics: RedisMetrics,
+    ) -> Result<Self, redis::RedisError> {
         // The connection info carries the client's TLS settings (custom CA included).
         let manager = RedisConnectionManager::new(client.get_connection_info().clone())?;
         Ok(Self {
@@ -148,7 +162,25 @@ impl RedisPool {
             manager,
             max_size,
             breaker: Arc::default(),
+            retired: Arc::default(),
+            metrics,
         })
+    }
+
+    /// Whether the breaker skips Redis now.
+    pub fn breaker_open(&self) -> bool {
+        self.breaker.is_open()
+    }
+
+    /// The pool's connections now and its check-out counts since start (pools replaced
+    /// after a Redis restart included).
+    pub fn stats(&self) -> PoolStats {
+        let current = PoolStats::of(&self.current().state(), self.max_size);
+        let retired = *self
+            .retired
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        current.plus_counts(&retired)
     }
 
     fn current(&self) -> bb8::Pool<RedisConnectionManager> {
@@ -162,10 +194,19 @@ impl RedisPool {
     /// socket is gone (Redis restarted), and bb8-redis cannot tell, so the pool starts over.
     fn reset(&self) {
         let fresh = build(self.manager.clone(), self.max_size);
-        *self
-            .pool
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+        let old = std::mem::replace(
+            &mut *self
+                .pool
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            fresh,
+        );
+        let old = PoolStats::of(&old.state(), self.max_size);
+        let mut retired = self
+            .retired
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *retired = retired.plus_counts(&old);
     }
 
     /// Runs one operation on a pooled connection, unless the breaker is open; any failure
@@ -175,6 +216,7 @@ impl RedisPool {
         F: AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T> + Clone,
     {
         if self.breaker.is_open() {
+            self.metrics.breaker_open.inc();
             return Err(RedisUnavailable::BreakerOpen);
         }
         self.run_unguarded(op).await
@@ -185,12 +227,19 @@ impl RedisPool {
     where
         F: AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T> + Clone,
     {
-        match self.attempt(op.clone()).await {
+        let result = match self.attempt(op.clone()).await {
             // A pooled connection that died with a Redis restart fails at once; the pool
             // was reset, so one retry on a fresh connection tells whether Redis is back.
             Err(Attempt::Dropped(_)) => self.attempt(op).await.map_err(Attempt::into_error),
             other => other.map_err(Attempt::into_error),
-        }
+        };
+        match &result {
+            Err(RedisUnavailable::Connect(_)) => self.metrics.connect.inc(),
+            Err(RedisUnavailable::Command(_)) => self.metrics.command.inc(),
+            Err(RedisUnavailable::BreakerOpen) => self.metrics.breaker_open.inc(),
+            Ok(_) => 0,
+        };
+        result
     }
 
     async fn attempt<T, F>(&self, op: F) -> Result<T, Attempt>

@@ -6,12 +6,13 @@
 //! so a slow instance can never overwrite a newer state with an older one, and a completed
 //! exam leaves a short-lived marker (`{prefix}-completed:{id}`, outside the state prefix)
 //! so a late write cannot bring its state back. Each write also publishes the answer's
-//! event in the same round trip.
+//! event in the same round trip (counted as published, or as dropped when Redis is down).
 
 use redis::{AsyncCommands, Script};
 
 use super::keys::Keys;
 use super::redis_pool::{RedisPool, RedisUnavailable};
+use crate::metrics::EventMetrics;
 
 /// Saves a state unless a newer one (or the completion marker) is there, then publishes.
 /// KEYS: state key, completion marker. ARGV: json, items_completed, ttl, channel, event.
@@ -73,11 +74,13 @@ pub struct StateStore {
     save_script: Script,
     complete_script: Script,
     extend_script: Script,
+    events: EventMetrics,
 }
 
 impl StateStore {
-    /// A store writing under `prefix` with the given TTL.
-    pub fn new(redis: RedisPool, prefix: &str, ttl_seconds: u64) -> Self {
+    /// A store writing under `prefix` with the given TTL; the events it publishes are
+    /// counted in `events`.
+    pub fn new(redis: RedisPool, prefix: &str, ttl_seconds: u64, events: EventMetrics) -> Self {
         Self {
             redis,
             keys: Keys::new(prefix),
@@ -85,6 +88,17 @@ impl StateStore {
             save_script: Script::new(SAVE_SCRIPT),
             complete_script: Script::new(COMPLETE_SCRIPT),
             extend_script: Script::new(EXTEND_SCRIPT),
+            events,
+        }
+    }
+
+    /// Counts the publication of `event` (when there is one) by a write that ended so.
+    fn count_publication<T>(&self, event: Option<&str>, result: &Result<T, RedisUnavailable>) {
+        if event.is_some_and(|e| !e.is_empty()) {
+            match result {
+                Ok(_) => self.events.published.inc(),
+                Err(_) => self.events.publish_failed.inc(),
+            };
         }
     }
 
@@ -165,7 +179,8 @@ impl StateStore {
         );
         let script = &self.save_script;
         let ttl = self.ttl_seconds;
-        self.redis
+        let result = self
+            .redis
             .run(async |conn| {
                 script
                     .key(&key)
@@ -178,8 +193,9 @@ impl StateStore {
                     .invoke_async::<i64>(conn)
                     .await
             })
-            .await
-            .map(|saved| saved == 1)
+            .await;
+        self.count_publication(event, &result);
+        result.map(|saved| saved == 1)
     }
 
     /// Removes a completed exam's state for good and publishes `event`.
@@ -195,7 +211,8 @@ impl StateStore {
         );
         let script = &self.complete_script;
         let ttl = self.ttl_seconds;
-        self.redis
+        let result = self
+            .redis
             .run(async |conn| {
                 script
                     .key(&key)
@@ -206,8 +223,9 @@ impl StateStore {
                     .invoke_async::<i64>(conn)
                     .await
             })
-            .await
-            .map(drop)
+            .await;
+        self.count_publication(event, &result);
+        result.map(drop)
     }
 
     /// Deletes one exam's state (it will be rebuilt from Postgres when next needed).

@@ -1,0 +1,975 @@
+//! Operations (issue 14): `GET /metrics` parses as Prometheus text and its counters move by
+//! exactly what a scripted exam did, per instance; `METRICS_ADDR` moves it to a listener of
+//! its own; every response carries `x-request-id` (the client's usable one, else a new one)
+//! and every log line of a request names it (the real binary with `LOG_FORMAT=json`);
+//! `/health/live` and `/health/ready` follow the process, Postgres and the migrations.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::Command;
+use std::time::Duration;
+
+use adaptive_engine::auth::{JwtKeys, Role};
+use common::{
+    JWT_SECRET, Options, PgServer, Subscription, TestApp, TestDb, WsProtocol, bank_params,
+    create_assessment, error_code, free_port, start_assessment,
+};
+use diesel::sql_types::Text;
+use diesel_async::RunQueryDsl;
+use redis::AsyncCommands;
+use serde_json::{Value, json};
+
+// ---------------------------------------------------------------------------------------
+// A strict reader of the Prometheus text format (version 0.0.4)
+// ---------------------------------------------------------------------------------------
+
+/// A series: metric name and its labels, sorted.
+type Series = (String, BTreeMap<String, String>);
+
+/// One scrape of `/metrics`, read strictly: every line must be a `# HELP`, a `# TYPE` or a
+/// sample of a family declared before it, with a valid name, well-formed and properly
+/// escaped labels and a number; no series twice; histogram buckets cumulative, ending in
+/// `+Inf` equal to `_count`.
+#[derive(Debug)]
+struct Scrape {
+    samples: HashMap<Series, f64>,
+    types: HashMap<String, String>,
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// Reads `{k="v",…}` from the start of `text`; returns the labels and the rest.
+fn read_labels(text: &str, line: usize) -> (BTreeMap<String, String>, &str) {
+    let mut labels = BTreeMap::new();
+    let mut rest = text.strip_prefix('{').expect("labels open with {");
+    loop {
+        if let Some(after) = rest.strip_prefix('}') {
+            return (labels, after);
+        }
+        let eq = rest
+            .find('=')
+            .unwrap_or_else(|| panic!("line {line}: label without '='"));
+        let key = &rest[..eq];
+        assert!(valid_name(key), "line {line}: bad label name {key:?}");
+        rest = rest[eq + 1..]
+            .strip_prefix('"')
+            .unwrap_or_else(|| panic!("line {line}: label value not quoted"));
+        let mut value = String::new();
+        let mut chars = rest.char_indices();
+        let end = loop {
+            match chars.next() {
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, '\\')) => value.push('\\'),
+                    Some((_, '"')) => value.push('"'),
+                    Some((_, 'n')) => value.push('\n'),
+                    other => panic!("line {line}: bad escape {other:?}"),
+                },
+                Some((i, '"')) => break i,
+                Some((_, '\n')) | None => panic!("line {line}: unterminated label value"),
+                Some((_, c)) => value.push(c),
+            }
+        };
+        assert!(
+            labels.insert(key.to_owned(), value).is_none(),
+            "line {line}: label {key} twice"
+        );
+        rest = &rest[end + 1..];
+        rest = rest.strip_prefix(',').unwrap_or(rest);
+    }
+}
+
+fn read_value(text: &str, line: usize) -> f64 {
+    match text {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        "NaN" => f64::NAN,
+        _ => text
+            .parse()
+            .unwrap_or_else(|_| panic!("line {line}: {text:?} is not a number")),
+    }
+}
+
+impl Scrape {
+    fn parse(text: &str) -> Self {
+        let mut samples = HashMap::new();
+        let mut types: HashMap<String, String> = HashMap::new();
+        let mut helped = std::collections::HashSet::new();
+        for (n, raw) in text.lines().enumerate() {
+            let line = n + 1;
+            if raw.is_empty() {
+                continue;
+            }
+            if let Some(help) = raw.strip_prefix("# HELP ") {
+                let name = help.split(' ').next().unwrap_or_default();
+                assert!(valid_name(name), "line {line}: bad name in {raw:?}");
+                assert!(helped.insert(name.to_owned()), "line {line}: HELP twice");
+                continue;
+            }
+            if let Some(declared) = raw.strip_prefix("# TYPE ") {
+                let mut parts = declared.split(' ');
+                let (name, kind) = (parts.next().unwrap_or_default(), parts.next());
+                assert!(valid_name(name), "line {line}: bad name in {raw:?}");
+                let kind = kind.unwrap_or_else(|| panic!("line {line}: TYPE without a type"));
+                assert!(
+                    ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                    "line {line}: unknown type {kind}"
+                );
+                assert!(parts.next().is_none(), "line {line}: {raw:?}");
+                assert!(
+                    types.insert(name.to_owned(), kind.to_owned()).is_none(),
+                    "line {line}: TYPE twice for {name}"
+                );
+                continue;
+            }
+            assert!(
+                !raw.starts_with('#'),
+                "line {line}: unknown comment {raw:?}"
+            );
+            let name_end = raw.find(['{', ' ']).unwrap_or(raw.len());
+            let name = &raw[..name_end];
+            assert!(valid_name(name), "line {line}: bad metric name {name:?}");
+            let (labels, rest) = if raw[name_end..].starts_with('{') {
+                read_labels(&raw[name_end..], line)
+            } else {
+                (BTreeMap::new(), &raw[name_end..])
+            };
+            let mut fields = rest
+                .strip_prefix(' ')
+                .unwrap_or_else(|| panic!("line {line}: no space before the value"))
+                .split(' ');
+            let value = read_value(fields.next().unwrap_or_default(), line);
+            if let Some(timestamp) = fields.next() {
+                timestamp
+                    .parse::<i64>()
+                    .unwrap_or_else(|_| panic!("line {line}: bad timestamp"));
+            }
+            assert!(fields.next().is_none(), "line {line}: trailing fields");
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| {
+                    name.strip_suffix(suffix)
+                        .filter(|f| types.get(*f).is_some_and(|t| t == "histogram"))
+                })
+                .unwrap_or(name);
+            let kind = types
+                .get(family)
+                .unwrap_or_else(|| panic!("line {line}: {name} has no TYPE before it"));
+            if kind == "counter" {
+                assert!(value >= 0.0, "line {line}: negative counter");
+            }
+            if name.ends_with("_bucket") {
+                assert!(labels.contains_key("le"), "line {line}: bucket without le");
+            }
+            assert!(
+                samples.insert((name.to_owned(), labels), value).is_none(),
+                "line {line}: series twice"
+            );
+        }
+        let scrape = Self { samples, types };
+        scrape.check_histograms();
+        scrape
+    }
+
+    /// Every histogram series: buckets non-decreasing in `le`, the last `+Inf` and equal
+    /// to `_count`.
+    fn check_histograms(&self) {
+        for (family, _) in self.types.iter().filter(|(_, t)| *t == "histogram") {
+            let bucket = format!("{family}_bucket");
+            let mut series: HashMap<BTreeMap<String, String>, Vec<(f64, f64)>> = HashMap::new();
+            for ((name, labels), value) in &self.samples {
+                if *name == bucket {
+                    let mut rest = labels.clone();
+                    let le = read_value(&rest.remove("le").expect("le"), 0);
+                    series.entry(rest).or_default().push((le, *value));
+                }
+            }
+            for (labels, mut buckets) in series {
+                buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+                assert!(
+                    buckets.windows(2).all(|w| w[0].1 <= w[1].1),
+                    "{family}{labels:?}: buckets not cumulative"
+                );
+                let last = buckets.last().expect("a bucket");
+                assert!(last.0.is_infinite(), "{family}{labels:?}: no +Inf bucket");
+                let count = self.samples[&(format!("{family}_count"), labels.clone())];
+                assert_eq!(last.1, count, "{family}{labels:?}: +Inf bucket != count");
+            }
+        }
+    }
+
+    /// The value of one series, if present.
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self.samples.get(&(name.to_owned(), labels)).copied()
+    }
+
+    /// The value of one series, which must be present.
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.get(name, labels)
+            .unwrap_or_else(|| panic!("no series {name}{labels:?} in the scrape"))
+    }
+
+    /// The sum of every series of `name` (0 when there is none).
+    fn sum(&self, name: &str) -> f64 {
+        self.samples
+            .iter()
+            .filter(|((n, _), _)| n == name)
+            .map(|(_, v)| v)
+            .sum()
+    }
+}
+
+/// How much one series moved between two scrapes (absent = 0).
+fn delta(before: &Scrape, after: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    after.get(name, labels).unwrap_or(0.0) - before.get(name, labels).unwrap_or(0.0)
+}
+
+/// Scrapes `url` and reads it strictly.
+async fn scrape_url(url: &str) -> Scrape {
+    let response = reqwest::get(url).await.expect("GET /metrics");
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .expect("content type")
+        .to_owned();
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+    Scrape::parse(&response.text().await.expect("body"))
+}
+
+async fn scrape(app: &TestApp) -> Scrape {
+    scrape_url(&app.url("/metrics")).await
+}
+
+const REQUESTS: &str = "adaptive_engine_graphql_requests_total";
+
+/// The reader is strict enough to catch a malformed exposition.
+#[test]
+fn the_reader_refuses_what_prometheus_would() {
+    let ok = "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"1\\\"\\n\"} 3\n";
+    assert_eq!(Scrape::parse(ok).value("a_total", &[("x", "1\"\n")]), 3.0);
+    for bad in [
+        "a_total 1\n",                    // no TYPE
+        "# TYPE a counter\na{x=\"1} 1\n", // unterminated
+        "# TYPE a counter\na{x=1} 1\n",   // unquoted
+        "# TYPE a counter\na 1\na 2\n",   // twice
+        "# TYPE a gauge\na one\n",        // not a number
+        // Buckets that are not cumulative.
+        "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_count 1\n",
+    ] {
+        assert!(
+            std::panic::catch_unwind(|| Scrape::parse(bad)).is_err(),
+            "accepted {bad:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Metrics
+// ---------------------------------------------------------------------------------------
+
+/// Promise: one exam moves every counter by exactly what happened, on the instance it
+/// happened on: N answers (one through the locked path after its Redis state was
+/// deleted), the start, the completion by MAX_ITEMS, a bad input, the cache hits, the
+/// miss and the rebuild, the events published, the engine steps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_a_scripted_exam_exactly() {
+    const N: usize = 5;
+    let app = TestApp::spawn().await;
+    let other = TestApp::spawn().await;
+    let bank = app.create_bank(&bank_params(30)).await;
+    let assessment = create_assessment(&app, &bank, json!({"maxItems": N}), json!({})).await;
+    let token = app.student("s-metrics");
+    let before = scrape(&app).await;
+    let other_before = scrape(&other).await;
+
+    let (exam, started) = start_assessment(&app, &token, &assessment).await;
+    let mut item = started["nextItem"]["itemId"]
+        .as_str()
+        .expect("item")
+        .to_owned();
+    let mut redis = app.redis().await;
+    for k in 0..N {
+        if k == 2 {
+            // The next answer finds no state: a miss, then the locked path rebuilds.
+            let deleted: i64 = redis.del(app.key(&exam)).await.expect("DEL");
+            assert_eq!(deleted, 1, "the state was cached");
+        }
+        let result = common::answer(&app, &token, &exam, &item, k % 2 == 0).await;
+        assert_eq!(result["itemsCompleted"], k + 1);
+        if k + 1 < N {
+            item = result["nextItem"]["itemId"]
+                .as_str()
+                .expect("next")
+                .to_owned();
+        } else {
+            assert_eq!(result["completed"], true);
+            assert_eq!(result["stopReason"], "MAX_ITEMS");
+        }
+    }
+    let bad = app
+        .gql(
+            Some(&token),
+            common::SUBMIT,
+            json!({"input": {"examSessionId": "not-a-number", "itemId": item, "response": "A"}}),
+        )
+        .await;
+    assert_eq!(error_code(&bad), "BAD_USER_INPUT");
+    let after = scrape(&app).await;
+
+    let moved = |name: &str, labels: &[(&str, &str)]| delta(&before, &after, name, labels);
+    let n = N as f64;
+    let submit_ok = [("operation", "submitAnswer"), ("outcome", "ok")];
+    let submit_bad = [("operation", "submitAnswer"), ("outcome", "BAD_USER_INPUT")];
+    assert_eq!(moved(REQUESTS, &submit_ok), n);
+    assert_eq!(moved(REQUESTS, &submit_bad), 1.0);
+    assert_eq!(
+        moved(REQUESTS, &[("operation", "startExam"), ("outcome", "ok")]),
+        1.0
+    );
+    assert_eq!(
+        moved(
+            "adaptive_engine_graphql_request_duration_seconds_count",
+            &[("operation", "submitAnswer")]
+        ),
+        n + 1.0,
+        "every submitAnswer is timed, failed ones too"
+    );
+    let answers = "adaptive_engine_answers_recorded_total";
+    assert_eq!(moved(answers, &[("path", "fast")]), n - 1.0);
+    assert_eq!(moved(answers, &[("path", "locked")]), 1.0);
+    assert_eq!(moved("adaptive_engine_exams_started_total", &[]), 1.0);
+    let completed = "adaptive_engine_exams_completed_total";
+    assert_eq!(moved(completed, &[("reason", "MAX_ITEMS")]), 1.0);
+    assert_eq!(after.sum(completed) - before.sum(completed), 1.0);
+    let lookups = "adaptive_engine_state_cache_lookups_total";
+    assert_eq!(moved(lookups, &[("result", "hit")]), n - 1.0);
+    assert_eq!(moved(lookups, &[("result", "miss")]), 1.0);
+    assert_eq!(moved(lookups, &[("result", "error")]), 0.0);
+    assert_eq!(moved("adaptive_engine_state_rebuilds_total", &[]), 1.0);
+    // The start and every answer publish one event (the last one with the completion).
+    assert_eq!(
+        moved("adaptive_engine_events_published_total", &[]),
+        n + 1.0
+    );
+    assert_eq!(
+        moved(
+            "adaptive_engine_engine_step_seconds_count",
+            &[("mode", "inline")]
+        ),
+        n + 1.0,
+        "one step to start, one per answer"
+    );
+    let reservations = "adaptive_engine_exposure_reservations_total";
+    assert_eq!(after.sum(reservations) - before.sum(reservations), 0.0);
+    assert_eq!(after.value("adaptive_engine_redis_breaker_open", &[]), 0.0);
+    assert_eq!(
+        after.value(
+            "adaptive_engine_pool_max_connections",
+            &[("pool", "postgres")]
+        ),
+        4.0,
+        "DATABASE_POOL_SIZE of the tests"
+    );
+    let postgres_gets = |scrape: &Scrape| {
+        ["direct", "waited"]
+            .map(|result| {
+                scrape.value(
+                    "adaptive_engine_pool_gets_total",
+                    &[("pool", "postgres"), ("result", result)],
+                )
+            })
+            .iter()
+            .sum::<f64>()
+    };
+    assert!(
+        postgres_gets(&after) >= postgres_gets(&before) + n,
+        "at least one check-out per answer"
+    );
+
+    // The other instance, in the same process, counted none of it.
+    let other_after = scrape(&other).await;
+    for (name, labels) in [
+        (REQUESTS, &submit_ok[..]),
+        ("adaptive_engine_exams_started_total", &[][..]),
+        (
+            "adaptive_engine_answers_recorded_total",
+            &[("path", "fast")][..],
+        ),
+    ] {
+        assert_eq!(
+            delta(&other_before, &other_after, name, labels),
+            0.0,
+            "{name}"
+        );
+    }
+}
+
+/// Promise: a request refused before any field ran is counted under `operation="none"`
+/// with its code, and never under an operation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_requests_count_under_none() {
+    let app = TestApp::spawn().await;
+    let token = app.admin();
+    let before = scrape(&app).await;
+    let syntax = app.gql(Some(&token), "{ assessments(", json!({})).await;
+    assert_eq!(error_code(&syntax), "GRAPHQL_VALIDATION_FAILED");
+    let unknown = app.gql(Some(&token), "{ noSuchField }", json!({})).await;
+    assert_eq!(error_code(&unknown), "GRAPHQL_VALIDATION_FAILED");
+    let forbidden = app
+        .gql(
+            Some(&app.student("s-x")),
+            "{ assessments { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_code(&forbidden), "FORBIDDEN");
+    let after = scrape(&app).await;
+    let none = [
+        ("operation", "none"),
+        ("outcome", "GRAPHQL_VALIDATION_FAILED"),
+    ];
+    assert_eq!(delta(&before, &after, REQUESTS, &none), 2.0);
+    assert_eq!(
+        delta(
+            &before,
+            &after,
+            REQUESTS,
+            &[("operation", "assessments"), ("outcome", "FORBIDDEN")]
+        ),
+        1.0
+    );
+    assert_eq!(after.sum(REQUESTS) - before.sum(REQUESTS), 3.0);
+}
+
+/// Promise: WebSocket gauges follow the sockets and their subscriptions; a subscription
+/// counts once as a request (its outcome: its first message); its events count as
+/// delivered; exposure reservations are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_subscriptions_events_and_exposure_are_counted() {
+    let app = TestApp::spawn().await;
+    let bank = app.create_bank(&bank_params(30)).await;
+    let design = json!({"maxItems": 3, "exposure": {"maxRate": 1.0}});
+    let assessment = create_assessment(&app, &bank, design, json!({})).await;
+    let token = app.student("s-ws");
+    let before = scrape(&app).await;
+    let (exam, started) = start_assessment(&app, &token, &assessment).await;
+
+    let (mut subscription, _current) =
+        Subscription::theta_updates_live(app.addr, Some(&token), &exam, WsProtocol::TransportWs)
+            .await
+            .expect("subscribed");
+    let open = scrape(&app).await;
+    assert_eq!(
+        open.value("adaptive_engine_websocket_connections", &[]),
+        1.0
+    );
+    assert_eq!(
+        open.value("adaptive_engine_websocket_subscriptions", &[]),
+        1.0
+    );
+    assert_eq!(
+        delta(
+            &before,
+            &open,
+            REQUESTS,
+            &[("operation", "thetaUpdates"), ("outcome", "ok")]
+        ),
+        1.0
+    );
+    // Another student's exam: refused, with the code the client sees.
+    let refused = Subscription::theta_updates_live(
+        app.addr,
+        Some(&app.student("s-other")),
+        &exam,
+        WsProtocol::TransportWs,
+    )
+    .await;
+    assert!(refused.is_ok(), "the error is the first message");
+
+    let mut item = started["nextItem"]["itemId"]
+        .as_str()
+        .expect("item")
+        .to_owned();
+    for k in 0..3 {
+        let result = common::answer(&app, &token, &exam, &item, true).await;
+        let event = subscription
+            .next(Duration::from_secs(5))
+            .await
+            .expect("an event per answer");
+        assert_eq!(event["data"]["thetaUpdates"]["itemsCompleted"], k + 1);
+        if let Some(next) = result["nextItem"]["itemId"].as_str() {
+            item = next.to_owned();
+        }
+    }
+    drop(subscription);
+    drop(refused);
+    let mut closed = scrape(&app).await;
+    for _ in 0..100 {
+        if closed.value("adaptive_engine_websocket_connections", &[]) == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        closed = scrape(&app).await;
+    }
+    assert_eq!(
+        closed.value("adaptive_engine_websocket_connections", &[]),
+        0.0
+    );
+    assert_eq!(
+        closed.value("adaptive_engine_websocket_subscriptions", &[]),
+        0.0
+    );
+    assert_eq!(
+        delta(
+            &before,
+            &closed,
+            REQUESTS,
+            &[("operation", "thetaUpdates"), ("outcome", "NOT_FOUND")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        delta(
+            &before,
+            &closed,
+            "adaptive_engine_events_delivered_total",
+            &[]
+        ),
+        3.0,
+        "one subscriber, three answers"
+    );
+    // Exposure control: the start and the two answers that presented an item reserved
+    // it (the completing answer presents none).
+    let granted = [("result", "granted")];
+    assert_eq!(
+        delta(
+            &before,
+            &closed,
+            "adaptive_engine_exposure_reservations_total",
+            &granted
+        ),
+        3.0
+    );
+}
+
+/// Promise: with `METRICS_ADDR`, `/metrics` is served there and not on the public
+/// listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_addr_moves_metrics_off_the_public_listener() {
+    let port = free_port();
+    let app = TestApp::spawn_with(Options {
+        env: vec![("METRICS_ADDR".into(), format!("127.0.0.1:{port}"))],
+        ..Options::default()
+    })
+    .await;
+    let public = app.http.get(app.url("/metrics")).send().await.expect("get");
+    assert_eq!(public.status(), 404);
+    let scrape = scrape_url(&format!("http://127.0.0.1:{port}/metrics")).await;
+    assert_eq!(
+        scrape.value(
+            "adaptive_engine_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Request ids
+// ---------------------------------------------------------------------------------------
+
+fn request_id(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("x-request-id")
+        .unwrap_or_else(|| panic!("no x-request-id on {}", response.url()))
+        .to_str()
+        .expect("ascii")
+        .to_owned()
+}
+
+/// Whether `id` has the form of the ids the server makes (32 lowercase hex digits).
+fn is_generated(id: &str) -> bool {
+    id.len() == 32 && id.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'))
+}
+
+/// Promise: every response carries `x-request-id`: the client's own when short and
+/// printable, else a fresh one; 404s and GraphQL responses too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_response_carries_a_request_id() {
+    let app = TestApp::spawn().await;
+    let get = |path: &str, id: Option<&str>| {
+        let mut request = app.http.get(app.url(path));
+        if let Some(id) = id {
+            request = request.header("x-request-id", id);
+        }
+        request.send()
+    };
+    let echoed = get("/health/live", Some("client-id-42"))
+        .await
+        .expect("get");
+    assert_eq!(request_id(&echoed), "client-id-42");
+    let (a, b) = (
+        get("/health/live", None).await.expect("get"),
+        get("/health/live", None).await.expect("get"),
+    );
+    let (a, b) = (request_id(&a), request_id(&b));
+    assert!(is_generated(&a) && is_generated(&b) && a != b, "{a} {b}");
+    for unusable in ["x".repeat(129), "with space".into(), String::new()] {
+        let response = get("/health/live", Some(&unusable)).await.expect("get");
+        let id = request_id(&response);
+        assert!(is_generated(&id), "{unusable:?} was replaced by {id}");
+    }
+    let longest = "y".repeat(128);
+    let kept = get("/health/live", Some(&longest)).await.expect("get");
+    assert_eq!(request_id(&kept), longest);
+    let missing = get("/no/such/page", Some("nf-1")).await.expect("get");
+    assert_eq!(missing.status(), 404);
+    assert_eq!(request_id(&missing), "nf-1");
+    let graphql = app
+        .http
+        .post(app.url("/graphql"))
+        .header("x-request-id", "gql-1")
+        .json(&json!({"query": "{ __typename }"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(request_id(&graphql), "gql-1");
+}
+
+/// The real binary with JSON logs, its stderr in a file.
+struct LoggingServer {
+    child: std::process::Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl LoggingServer {
+    async fn start(db: &TestDb) -> Self {
+        let port = free_port();
+        let log = std::env::temp_dir().join(common::unique("ops_log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_adaptive-engine"))
+            .arg("serve")
+            .env("DATABASE_URL", &db.url)
+            .env("REDIS_URL", common::redis_url())
+            .env("REDIS_KEY_PREFIX", common::unique("ae_ops"))
+            .env("JWT_SECRET", JWT_SECRET)
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("LOG_FORMAT", "json")
+            // tower_http's debug lines close every request, inside its span.
+            .env("RUST_LOG", "info,tower_http=debug")
+            .env_remove("METRICS_ADDR")
+            .stdout(file.try_clone().expect("clone"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn adaptive-engine");
+        let server = Self { child, port, log };
+        let http = reqwest::Client::new();
+        for _ in 0..300 {
+            if let Ok(r) = http.get(server.url("/health/live")).send().await
+                && r.status().is_success()
+            {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("adaptive-engine did not start");
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Stops it (SIGTERM) and returns every line it wrote.
+    fn stop(mut self) -> Vec<String> {
+        common::terminate(self.child.id());
+        let _ = self.child.wait();
+        std::fs::read_to_string(&self.log)
+            .expect("log")
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for LoggingServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// A `graphql-transport-ws` socket to the server on `port`, upgraded by a request that
+/// carries `x-request-id: id`.
+async fn ws_with_request_id(port: u16, id: &str) -> common::ws::Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://127.0.0.1:{port}/graphql/ws")
+        .into_client_request()
+        .expect("request");
+    let headers = request.headers_mut();
+    headers.insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().expect("header"),
+    );
+    headers.insert("x-request-id", id.parse().expect("header"));
+    let (socket, response) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("connect");
+    assert_eq!(
+        response.headers()["x-request-id"],
+        id,
+        "the upgrade echoes it"
+    );
+    socket
+}
+
+/// The request id of a JSON log line, from its current span.
+fn line_request_id(line: &Value) -> Option<&str> {
+    line["span"]["request_id"].as_str()
+}
+
+/// Promise: with `LOG_FORMAT=json` every line is one JSON object, and every line logged
+/// while serving a request carries that request's id (the client's, or the one the
+/// response names) with the GraphQL operation's fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_log_line_of_a_request_names_its_id() {
+    let setup = TestApp::spawn().await;
+    let bank = setup.create_bank(&bank_params(20)).await;
+    let server = LoggingServer::start(&setup.db).await;
+    let keys = JwtKeys::new(JWT_SECRET.as_bytes());
+    let admin = keys.mint("admin-1", Role::Admin, 3600);
+    let student = keys.mint("s-logs", Role::Student, 3600);
+    let http = reqwest::Client::new();
+    let post = |token: &str, id: Option<&str>, query: &str, variables: Value| {
+        let mut request = http
+            .post(server.url("/graphql"))
+            .bearer_auth(token)
+            .json(&json!({"query": query, "variables": variables}));
+        if let Some(id) = id {
+            request = request.header("x-request-id", id);
+        }
+        request.send()
+    };
+
+    let sent_id = common::unique("ops-req");
+    let created = post(
+        &admin,
+        Some(&sent_id),
+        common::CREATE_ASSESSMENT,
+        json!({"input": {"name": "logged", "itemBankId": bank, "design": {"maxItems": 3}}}),
+    )
+    .await
+    .expect("create");
+    assert_eq!(request_id(&created), sent_id);
+    let created: Value = created.json().await.expect("json");
+    let assessment = created["data"]["createAssessment"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_owned();
+    let started = post(
+        &student,
+        None,
+        common::START,
+        json!({"input": {"assessmentId": assessment}}),
+    )
+    .await
+    .expect("start");
+    let generated_id = request_id(&started);
+    assert!(is_generated(&generated_id), "{generated_id}");
+    let started: Value = started.json().await.expect("json");
+    let exam = started["data"]["startExam"]["examSession"]["id"]
+        .as_str()
+        .expect("exam")
+        .to_owned();
+    let item = started["data"]["startExam"]["nextItem"]["itemId"]
+        .as_str()
+        .expect("item")
+        .to_owned();
+    let answer_id = common::unique("ops-answer");
+    let answered = post(
+        &student,
+        Some(&answer_id),
+        common::SUBMIT,
+        json!({"input": {"examSessionId": exam, "itemId": item, "response": "A"}}),
+    )
+    .await
+    .expect("answer");
+    assert_eq!(request_id(&answered), answer_id);
+
+    // A WebSocket: its lines name its upgrade request's id, here a mutation's.
+    let ws_id = common::unique("ops-ws");
+    let mut socket = ws_with_request_id(server.port, &ws_id).await;
+    let ack = common::ws::init(&mut socket, Some(&keys.mint("s-ws", Role::Student, 3600))).await;
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    common::ws::subscribe(
+        &mut socket,
+        "1",
+        common::START,
+        json!({"input": {"assessmentId": assessment}}),
+    )
+    .await;
+    let over_ws = common::ws::next_json(&mut socket, Duration::from_secs(5)).await;
+    assert!(
+        over_ws["payload"]["data"]["startExam"]["examSession"]["id"].is_string(),
+        "{over_ws}"
+    );
+    drop(socket);
+
+    let lines = server.stop();
+    let parsed: Vec<Value> = lines
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    assert!(parsed.iter().all(Value::is_object));
+    let of = |id: &str| -> Vec<&Value> {
+        parsed
+            .iter()
+            .filter(|line| line_request_id(line) == Some(id))
+            .collect()
+    };
+    // The service's own line, inside the request, and the request's closing line.
+    let creation = of(&sent_id);
+    assert!(
+        creation
+            .iter()
+            .any(|line| line["message"] == "assessment created"),
+        "{creation:#?}"
+    );
+    let start = of(&generated_id);
+    let exam_started = start
+        .iter()
+        .find(|line| line["message"] == "exam started")
+        .unwrap_or_else(|| panic!("no 'exam started' line in {start:#?}"));
+    assert_eq!(exam_started["span"]["field"], "startExam");
+    assert_eq!(exam_started["span"]["role"], "student");
+    assert_eq!(exam_started["span"]["path"], "/graphql");
+    assert_eq!(exam_started["span"]["method"], "POST");
+    // The request's closing line carries what the handler learnt: exam, field, role.
+    let answer = of(&answer_id);
+    let finished = answer
+        .iter()
+        .find(|line| line["message"] == "finished processing request")
+        .unwrap_or_else(|| panic!("no closing line in {answer:#?}"));
+    assert_eq!(finished["span"]["exam_id"], exam.as_str());
+    assert_eq!(finished["span"]["field"], "submitAnswer");
+    assert_eq!(finished["span"]["role"], "student");
+    assert_eq!(finished["status"], 200);
+    // Every line logged while serving a request is inside its span: the middleware's
+    // and the service's alike.
+    for line in &parsed {
+        let target = line["target"].as_str().unwrap_or_default();
+        if target.starts_with("tower_http::trace")
+            || line["message"] == "exam started"
+            || line["message"] == "assessment created"
+        {
+            assert!(line_request_id(line).is_some(), "{line}");
+        }
+    }
+    let ws_started = of(&ws_id)
+        .into_iter()
+        .find(|line| line["message"] == "exam started")
+        .expect("the mutation over the WebSocket logged in its span");
+    assert_eq!(ws_started["span"]["name"], "websocket");
+    assert_eq!(ws_started["span"]["role"], "student");
+    for id in [&sent_id, &generated_id, &answer_id] {
+        assert_eq!(
+            of(id)
+                .iter()
+                .filter(|line| line["message"] == "finished processing request")
+                .count(),
+            1,
+            "one request, one closing line, with its id"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Health
+// ---------------------------------------------------------------------------------------
+
+async fn health(app: &TestApp, path: &str) -> (u16, Value) {
+    let response = app.http.get(app.url(path)).send().await.expect("get");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("json"))
+}
+
+/// Promise: live is 200 while the process serves; ready is 200 only while Postgres
+/// answers and every migration is applied, 503 otherwise, and comes back by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_postgres_and_the_migrations() {
+    let pg = PgServer::start();
+    let db = std::sync::Arc::new(TestDb {
+        name: common::unique("ae_own"),
+        url: pg.url("adaptive_engine"),
+    });
+    let app = TestApp::spawn_with(Options {
+        db: Some(db.clone()),
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(
+        health(&app, "/health/live").await,
+        (200, json!({"status": "live"}))
+    );
+    let (status, ready) = health(&app, "/health/ready").await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["migrations"], "applied");
+    assert_eq!(ready["redis"], "up");
+
+    // A migration that is not applied: not ready, and it says which.
+    #[derive(diesel::QueryableByName)]
+    struct Version {
+        #[diesel(sql_type = Text)]
+        version: String,
+    }
+    let mut conn = db.conn().await;
+    let removed: Version = diesel::sql_query(
+        "DELETE FROM __diesel_schema_migrations WHERE version = \
+         (SELECT max(version) FROM __diesel_schema_migrations) RETURNING version",
+    )
+    .get_result(&mut conn)
+    .await
+    .expect("remove the latest migration's row");
+    let (status, ready) = health(&app, "/health/ready").await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["migrations"], "pending");
+    assert_eq!(ready["pendingMigrations"], json!([removed.version]));
+    diesel::sql_query("INSERT INTO __diesel_schema_migrations (version) VALUES ($1)")
+        .bind::<Text, _>(&removed.version)
+        .execute(&mut conn)
+        .await
+        .expect("restore it");
+    drop(conn);
+    assert_eq!(health(&app, "/health/ready").await.0, 200);
+
+    pg.stop();
+    let (status, ready) = health(&app, "/health/ready").await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["postgres"], "down");
+    assert_eq!(health(&app, "/health/live").await.0, 200, "still live");
+
+    pg.resume();
+    let mut status = 0;
+    for _ in 0..100 {
+        status = health(&app, "/health/ready").await.0;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "ready again once Postgres is back");
+}
