@@ -172,30 +172,10 @@ impl StateStore {
         items_completed: i64,
         event: Option<&str>,
     ) -> Result<bool, RedisUnavailable> {
-        let (key, marker, channel) = (
-            self.key(exam_session_id),
-            self.completed_marker(exam_session_id),
-            self.events_channel(),
-        );
-        let script = &self.save_script;
-        let ttl = self.ttl_seconds;
-        let result = self
-            .redis
-            .run(async |conn| {
-                script
-                    .key(&key)
-                    .key(&marker)
-                    .arg(json)
-                    .arg(items_completed)
-                    .arg(ttl)
-                    .arg(&channel)
-                    .arg(event.unwrap_or_default())
-                    .invoke_async::<i64>(conn)
-                    .await
-            })
-            .await;
-        self.count_publication(event, &result);
-        result.map(|saved| saved == 1)
+        let version = items_completed.to_string();
+        self.run_on_exam(&self.save_script, exam_session_id, &[json, &version], event)
+            .await
+            .map(|saved| saved == 1)
     }
 
     /// Removes a completed exam's state for good and publishes `event`.
@@ -204,19 +184,36 @@ impl StateStore {
         exam_session_id: i64,
         event: Option<&str>,
     ) -> Result<(), RedisUnavailable> {
+        self.run_on_exam(&self.complete_script, exam_session_id, &[], event)
+            .await
+            .map(drop)
+    }
+
+    /// Runs `script` (the save or the completion) on an exam's state key and completion
+    /// marker with ARGV `args`, then the TTL, the events channel and `event` (empty: none),
+    /// and counts the publication.
+    async fn run_on_exam(
+        &self,
+        script: &Script,
+        exam_session_id: i64,
+        args: &[&str],
+        event: Option<&str>,
+    ) -> Result<i64, RedisUnavailable> {
         let (key, marker, channel) = (
             self.key(exam_session_id),
             self.completed_marker(exam_session_id),
             self.events_channel(),
         );
-        let script = &self.complete_script;
         let ttl = self.ttl_seconds;
         let result = self
             .redis
             .run(async |conn| {
-                script
-                    .key(&key)
-                    .key(&marker)
+                let mut invocation = script.key(&key);
+                invocation.key(&marker);
+                for arg in args {
+                    invocation.arg(*arg);
+                }
+                invocation
                     .arg(ttl)
                     .arg(&channel)
                     .arg(event.unwrap_or_default())
@@ -225,7 +222,7 @@ impl StateStore {
             })
             .await;
         self.count_publication(event, &result);
-        result.map(drop)
+        result
     }
 
     /// Deletes one exam's state (it will be rebuilt from Postgres when next needed).
