@@ -35,7 +35,11 @@ async fn no_design_field_reaches_start_exam_so_a_student_cannot_choose_their_sco
     let params = bank_params(40);
     let bank = app.create_bank(&params).await;
     let ids = bank_item_ids(&app, &bank).await;
-    let assessment = create_assessment(&app, &bank, json!({}), json!({})).await;
+    // A design of the assessment's own (not the defaults), so an exam that ignored it and
+    // used the default design would be seen.
+    let design = json!({"maxItems": 12,
+                        "estimator": {"priorMean": -0.5, "priorSd": 1.5, "quadraturePoints": 41}});
+    let assessment = create_assessment(&app, &bank, design, json!({})).await;
     let token = app.student("attacker");
     // The first version's prior attack and key harvest, sent as they were then.
     for attack in [
@@ -58,9 +62,9 @@ async fn no_design_field_reaches_start_exam_so_a_student_cannot_choose_their_sco
             .await,
         0
     );
-    // Twenty wrong answers give the assessment's estimate (the default EAP), not 3.5.
+    // Twelve wrong answers give the assessment's estimate (its own EAP), not 3.5.
     let (exam, started) = start_assessment(&app, &token, &assessment).await;
-    let last = answer_wrong(&app, &token, &exam, &started["nextItem"], 20).await;
+    let last = answer_wrong(&app, &token, &exam, &started["nextItem"], 12).await;
     let attempts: Vec<String> = {
         use adaptive_engine::storage::schema::attempts;
         use diesel::{ExpressionMethods, QueryDsl};
@@ -81,11 +85,12 @@ async fn no_design_field_reaches_start_exam_so_a_student_cannot_choose_their_sco
         .iter()
         .map(|id| params[ids.iter().position(|i| i == id).expect("in bank")])
         .collect();
-    let (theta, se) = reference_eap(&administered, &[false; 20], 0.0, 1.0, -4.0, 4.0, 33);
+    assert_eq!(administered.len(), 12, "the assessment's maxItems");
+    let (theta, se) = reference_eap(&administered, &[false; 12], -0.5, 1.5, -4.0, 4.0, 41);
     assert!(last["completed"].as_bool().expect("completed"));
     assert!((last["theta"].as_f64().expect("theta") - theta).abs() < 1e-9);
     assert!((last["standardError"].as_f64().expect("se") - se).abs() < 1e-9);
-    assert!(theta < -2.0, "twenty wrong answers: {theta}");
+    assert!(theta < -1.5, "twelve wrong answers: {theta}");
     // And the harvest cannot repeat: one attempt by default.
     let again = app
         .gql(
@@ -624,7 +629,15 @@ async fn observe(app: &TestApp, feedback: &str, viewer: &str) -> Seen {
     };
     let answers = viewer != "proctor";
     let first = answer(app, answerer, &exam, &item, true).await;
-    let theta = |v: &Value| v.as_f64();
+    // Theta when shown; the standard error must be shown exactly when theta is.
+    let shown = |v: &Value| {
+        assert_eq!(
+            v["theta"].is_null(),
+            v["standardError"].is_null(),
+            "theta and standardError are shown or hidden together: {v}"
+        );
+        v["theta"].as_f64()
+    };
     let events: Vec<Value> = vec![
         transport
             .next(Duration::from_secs(10))
@@ -632,7 +645,7 @@ async fn observe(app: &TestApp, feedback: &str, viewer: &str) -> Seen {
             .expect("event"),
         legacy.next(Duration::from_secs(10)).await.expect("event"),
     ];
-    let event_theta = |e: &Value| e["data"]["thetaUpdates"]["theta"].as_f64();
+    let event_theta = |e: &Value| shown(&e["data"]["thetaUpdates"]);
     assert_eq!(
         events[0]["data"]["thetaUpdates"]["itemsCompleted"], 1,
         "{events:?}"
@@ -648,8 +661,8 @@ async fn observe(app: &TestApp, feedback: &str, viewer: &str) -> Seen {
             SUBMIT,
             json!({"input": {"examSessionId": exam, "itemId": item, "response": "A"}}),
         )
-        .await["submitAnswer"]["theta"]
-        .as_f64();
+        .await;
+    let replay = shown(&replay["submitAnswer"]);
     let session = app.ok(&token, EXAM, json!({"id": exam})).await;
     let summary = app.ok(&token, SUMMARY, json!({"id": exam})).await;
     let next = first["nextItem"]["itemId"]
@@ -665,17 +678,17 @@ async fn observe(app: &TestApp, feedback: &str, viewer: &str) -> Seen {
     let final_session = app.ok(&token, EXAM, json!({"id": exam})).await;
     let own = |v: Option<f64>| answers.then_some(v);
     Seen {
-        start: theta(&started["examSession"]["theta"]),
-        answer: own(theta(&first["theta"])),
+        start: shown(&started["examSession"]),
+        answer: own(shown(&first)),
         replay: own(replay),
-        session: theta(&session["examSession"]["theta"]),
-        summary: theta(&summary["engineSummary"]["theta"]),
+        session: shown(&session["examSession"]),
+        summary: shown(&summary["engineSummary"]),
         transport_ws_current: event_theta(&transport_current),
         legacy_ws_current: event_theta(&legacy_current),
         transport_ws: event_theta(&events[0]),
         legacy_ws: event_theta(&events[1]),
-        last_answer: own(theta(&last["theta"])),
-        final_session: theta(&final_session["examSession"]["theta"]),
+        last_answer: own(shown(&last)),
+        final_session: shown(&final_session["examSession"]),
         last_event: event_theta(&last_event),
     }
 }

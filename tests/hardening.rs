@@ -83,19 +83,21 @@ async fn slowloris_sockets_are_closed_by_the_header_timeout_while_health_stays_f
         worst < 500.0,
         "/health took {worst:.0} ms among 300 slowloris sockets"
     );
+    // Closed by the configured 2 s, not hyper's 30 s default: all within 12 s (the 2 s
+    // plus ample slack for a loaded machine; 30 s would mean the setting was ignored).
+    let deadline = Duration::from_secs(12);
     for (n, socket) in sockets.iter_mut().enumerate() {
         let mut buf = [0u8; 512];
-        let left = Duration::from_secs(30).saturating_sub(opened.elapsed());
+        let left = deadline.saturating_sub(opened.elapsed());
         // The server answers 408 or just closes: either way the socket reaches EOF.
         loop {
             match tokio::time::timeout(left, socket.read(&mut buf)).await {
                 Ok(Ok(0) | Err(_)) => break,
                 Ok(Ok(_)) => {}
-                Err(_) => panic!("socket {n} still open after 30 s"),
+                Err(_) => panic!("socket {n} still open after {deadline:?}"),
             }
         }
     }
-    assert!(opened.elapsed() < Duration::from_secs(30));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -402,7 +404,7 @@ async fn heavy_designs_are_bounded_at_validation_and_run_off_the_async_workers()
         &bank,
         // MLWI: its grid tables build in a second even unoptimized (KLP's take ~20 times
         // longer, past the request timeout of a debug build under a loaded CI machine).
-        json!({"maxItems": 3, "selectionRule": "MLWI", "estimator": {"quadraturePoints": 301}}),
+        json!({"maxItems": 8, "selectionRule": "MLWI", "estimator": {"quadraturePoints": 301}}),
         json!({"maxAttemptsPerStudent": null}),
     )
     .await;
@@ -447,7 +449,8 @@ async fn heavy_designs_are_bounded_at_validation_and_run_off_the_async_workers()
     let mut latencies = Vec::new();
     while runs.iter().any(|r| !r.is_finished()) {
         latencies.push(health_ms(&app).await);
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        // Densely: with the grid tables even a heavy design's exam is short.
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     for run in runs {
         run.await.expect("heavy exam");

@@ -368,7 +368,8 @@ async fn hostile_graphql_is_refused_deep_wide_batched_long_or_huge() {
             .expect("connect");
         let head = format!(
             "POST /graphql HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            adaptive_engine::server::MAX_BODY_BYTES + 1
+            // The promised limit (README), not the constant: raising it must fail here.
+            16 * 1024 * 1024 + 1
         );
         stream.write_all(head.as_bytes()).await.expect("write");
         let mut buf = vec![0u8; 256];
@@ -380,13 +381,17 @@ async fn hostile_graphql_is_refused_deep_wide_batched_long_or_huge() {
             .to_owned()
     };
     assert!(status_line.contains(" 413 "), "{status_line}");
-    // Query text over the length limit is refused before parsing.
-    let long = format!(
-        "{{ activeSessions }} # {}",
-        "y".repeat(adaptive_engine::server::MAX_QUERY_BYTES)
-    );
-    let response = app.gql(Some(&token), &long, json!({})).await;
-    assert_eq!(error_code(&response), "BAD_USER_INPUT", "{response}");
+    // Query text over the promised 32 KiB is refused before parsing; just under, it runs.
+    for (padding, refused) in [(32 * 1024, true), (31 * 1024, false)] {
+        let long = format!("{{ activeSessions }} # {}", "y".repeat(padding));
+        let response = app.gql(Some(&token), &long, json!({})).await;
+        let code = response["errors"][0]["extensions"]["code"].as_str();
+        assert_eq!(
+            code == Some("BAD_USER_INPUT"),
+            refused,
+            "{padding} bytes: {response}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
