@@ -750,6 +750,16 @@ async fn exposure_control_holds_its_limit_at_full_speed_on_two_instances() {
                 ));
             }
         }
+        if method.is_some() {
+            // The hard cap: every presentation is reserved in Redis against
+            // ceil(maxRate × exams started so far), so no item exceeds ceil(maxRate × N).
+            let cap = (max_rate * exams as f64).ceil() as usize;
+            let most = counts.values().copied().max().unwrap_or(0);
+            assert!(
+                most <= cap,
+                "{method:?}: an item was presented {most} > {cap} times"
+            );
+        }
         let rmse = (squared_error / exams as f64).sqrt();
         let max = counts.values().copied().max().unwrap_or(0) as f64 / exams as f64;
         report.push(format!("{method:?}: RMSE {rmse:.3}, max exposure {max:.3}"));
