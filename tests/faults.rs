@@ -208,6 +208,15 @@ async fn stopping_redis_mid_exam_fails_nothing_and_health_says_down() {
             redis.stop();
         }
         if step == 10 {
+            // A long outage with the exam being read all along, so that Redis is tried
+            // whenever the breaker allows and its pause grows to its cap (failures at 0,
+            // 0.25, 0.75, 1.75, 3.75, 5.75, 7.75 s, …).
+            let until = tokio::time::Instant::now() + Duration::from_secs(10);
+            while tokio::time::Instant::now() < until {
+                let summary = app.ok(&token, common::SUMMARY, json!({"id": exam})).await;
+                assert_eq!(summary["engineSummary"]["source"], "DATABASE");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             redis.restart().await;
             // The circuit breaker skips Redis for at most 2 s after the last failure.
             tokio::time::sleep(Duration::from_millis(2_100)).await;
@@ -219,6 +228,13 @@ async fn stopping_redis_mid_exam_fails_nothing_and_health_says_down() {
             .as_str()
             .expect("next")
             .to_owned();
+        if step == 10 {
+            // The first answer after the restart is cached at once: the pause was capped.
+            let mut conn = app.redis().await;
+            let json: Option<String> = conn.get(app.key(&exam)).await.expect("redis");
+            let state: Value = serde_json::from_str(&json.expect("cached at once")).expect("json");
+            assert_eq!(state["items_completed"], 11);
+        }
         if step == 7 {
             let health: Value = app.get_json("/health/redis").await;
             assert_eq!(health["redis"], "down");
