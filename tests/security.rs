@@ -503,6 +503,83 @@ fn hostile_document() -> impl Strategy<Value = String> {
     prop::collection::vec(fragments, 0..40).prop_map(|parts| parts.join(" "))
 }
 
+/// Syntactically valid documents (most random token soups do not parse, so they never reach
+/// validation, the cost checks or execution): nested selections with arguments, aliases,
+/// directives, inline fragments, and spreads of fragments that are defined, undefined or
+/// recursive.
+fn structured_document() -> impl Strategy<Value = String> {
+    let name = || {
+        prop::sample::select(vec![
+            "theta",
+            "standardError",
+            "engineSummary",
+            "examSession",
+            "myExams",
+            "assessments",
+            "itemBanks",
+            "activeSessions",
+            "__typename",
+            "__schema",
+            "types",
+            "unknownField",
+        ])
+    };
+    let argument = || {
+        prop::sample::select(vec![
+            "",
+            "",
+            "(examSessionId: $id)",
+            "(id: $id)",
+            "(examSessionId: \"1\")",
+            "(id: \"abc\")",
+            "(first: $x)",
+            "(first: -1)",
+            "(bogus: 1)",
+        ])
+    };
+    let leaf = (name(), argument()).prop_map(|(n, a)| format!("{n}{a}"));
+    let selection = leaf.prop_recursive(4, 48, 4, move |inner| {
+        prop_oneof![
+            (
+                name(),
+                argument(),
+                prop::collection::vec(inner.clone(), 1..4)
+            )
+                .prop_map(|(n, a, sub)| format!("{n}{a} {{ {} }}", sub.join(" "))),
+            (prop::sample::select(vec!["a", "b", "theta"]), inner.clone())
+                .prop_map(|(alias, s)| format!("{alias}: {s}")),
+            prop::sample::select(vec!["...F", "...G", "...Missing"]).prop_map(str::to_owned),
+            prop::collection::vec(inner.clone(), 1..3)
+                .prop_map(|v| format!("... on Query {{ {} }}", v.join(" "))),
+            (
+                inner,
+                prop::sample::select(vec!["@skip(if: true)", "@include(if: $x)", "@bogus"])
+            )
+                .prop_map(|(s, d)| format!("{s} {d}")),
+        ]
+    });
+    let fragment = prop::sample::select(vec![
+        "",
+        "fragment F on Query { __typename }",
+        "fragment F on Query { ...G } fragment G on Query { ...F }",
+        "fragment G on Mutation { clearEngineCache }",
+        "fragment F on Nothing { x }",
+    ]);
+    (
+        prop::sample::select(vec![
+            "",
+            "query",
+            "query Q($id: ID, $x: Int)",
+            "subscription",
+        ]),
+        prop::collection::vec(selection, 1..4),
+        fragment,
+    )
+        .prop_map(|(operation, selections, fragment)| {
+            format!("{operation} {{ {} }} {fragment}", selections.join(" "))
+        })
+}
+
 #[test]
 fn thousands_of_random_and_mutated_requests_never_break_the_service() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -541,7 +618,7 @@ fn thousands_of_random_and_mutated_requests_never_break_the_service() {
     ];
     let result = runner.run(
         &(
-            hostile_document(),
+            prop_oneof![hostile_document(), structured_document()],
             0..tokens.len(),
             any::<Option<i64>>(),
             prop::bool::ANY,
