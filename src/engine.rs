@@ -185,10 +185,19 @@ impl EngineBank {
 
     /// Whether the grid tables `rule` needs under `estimator` fit in [`TABLES_BUDGET`] on
     /// their own (they may still be refused when other grids of the bank took the budget).
+    /// Cheap once the tables are reserved (every engine step asks, through
+    /// `design::design_cost`): a map lookup instead of a pass over the bank.
     pub fn selection_tables_fit(&self, estimator: &EstimatorSettings, rule: SelectionRule) -> bool {
-        self.fast_selection
-            && TablesKey::new(estimator, rule).is_some()
-            && SelectionTables::estimated_bytes(&self.items, estimator, rule) <= TABLES_BUDGET
+        let Some(key) = TablesKey::new(estimator, rule).filter(|_| self.fast_selection) else {
+            return false;
+        };
+        let reserved = self
+            .tables
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+            .contains_key(&key);
+        reserved || SelectionTables::estimated_bytes(&self.items, estimator, rule) <= TABLES_BUDGET
     }
 
     /// Turns the grid tables of the integrating rules on (the default) or off: off, every

@@ -7,7 +7,6 @@
 //! internals. The log-likelihood is summed per node and the maximum subtracted
 //! before exponentiating, so long tests never underflow.
 
-use super::super::estimate::EstimatorSettings;
 use super::super::item::{Item, MAX_CATEGORIES};
 use super::super::model::{ItemParams, logistic_pair};
 use super::super::quadrature::{self, LogPrior, trapezoid_weights};
@@ -37,7 +36,7 @@ impl Posterior {
     pub(super) fn new(ctx: &SelectionContext<'_>, rule: SelectionRule) -> Self {
         let settings = ctx.estimator;
         let scaling = settings.scaling;
-        let nodes = quadrature_nodes(settings);
+        let nodes: Vec<f64> = settings.quadrature_nodes().collect();
         let n = nodes.len();
         let answered: Vec<(&Item, u32)> = ctx
             .administered
@@ -193,11 +192,6 @@ impl Posterior {
             })
             .sum()
     }
-}
-
-/// The estimator's quadrature nodes (see [`EstimatorSettings::quadrature_nodes`]).
-pub(super) fn quadrature_nodes(settings: &EstimatorSettings) -> Vec<f64> {
-    settings.quadrature_nodes().collect()
 }
 
 /// `(P, Q)` of a 4PL item, both computed without cancellation

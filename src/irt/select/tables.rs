@@ -365,7 +365,7 @@ impl SelectionTables {
         );
         let family = key.family;
         let scaling = settings.scaling;
-        let nodes = grid::quadrature_nodes(settings);
+        let nodes: Vec<f64> = settings.quadrature_nodes().collect();
         let q = nodes.len();
         let blocks = node_blocks(q);
         let pivots = if family == Family::Divergence {
