@@ -46,15 +46,20 @@ pub fn install_crypto_provider() {
 
 /// Creates the database when missing and applies pending migrations.
 pub async fn prepare_database(config: &Config) -> anyhow::Result<()> {
-    db::create_database_if_missing(&config.database_url)
-        .await
-        .with_context(|| {
-            format!(
-                "Postgres is not reachable at {} (is it running? is DATABASE_URL right?)",
-                redact_url(&config.database_url)
-            )
-        })?;
-    let applied = db::run_migrations(&config.database_url).await?;
+    // Behind PgBouncer (DATABASE_PREPARED_STATEMENTS=false) the maintenance database may
+    // not be reachable: the database must exist already.
+    if config.database_prepared_statements {
+        db::create_database_if_missing(&config.database_url)
+            .await
+            .with_context(|| {
+                format!(
+                    "Postgres is not reachable at {} (is it running? is DATABASE_URL right?)",
+                    redact_url(&config.database_url)
+                )
+            })?;
+    }
+    let applied =
+        db::run_migrations(&config.database_url, config.database_prepared_statements).await?;
     if !applied.is_empty() {
         tracing::info!(migrations = ?applied, "database migrated");
     }
@@ -85,9 +90,22 @@ fn redis_client(config: &Config) -> anyhow::Result<redis::Client> {
 /// Builds the application: pools, Redis store, event listener, schema. Redis may be down.
 pub async fn build(config: &Config) -> anyhow::Result<App> {
     install_crypto_provider();
-    prepare_database(config).await?;
+    if config.database_prepared_statements {
+        prepare_database(config).await?;
+    } else {
+        // Behind PgBouncer in transaction mode the migration lock (a session advisory lock)
+        // would not hold: `adaptive-engine migrate` runs against Postgres itself, and
+        // /health/ready stays unready until it has.
+        tracing::info!(
+            "DATABASE_PREPARED_STATEMENTS=false: one transaction per unit of work; not creating or migrating the database"
+        );
+    }
     let metrics = Arc::new(Metrics::new());
-    let pool = db::pool(&config.database_url, config.database_pool_size);
+    let pool = db::Db::new(
+        &config.database_url,
+        config.database_pool_size,
+        config.database_prepared_statements,
+    );
     anyhow::ensure!(
         db::ping(&pool).await,
         "Postgres is not reachable at {}",
@@ -96,7 +114,11 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
     let client = redis_client(config)?;
     let redis = RedisPool::new(&client, config.redis_pool_size, metrics.redis.clone())
         .with_context(|| format!("REDIS_URL {} is not usable", redact_url(&config.redis_url)))?;
-    metrics.attach_pools(pool.clone(), config.database_pool_size, redis.clone());
+    metrics.attach_pools(
+        pool.pool().clone(),
+        config.database_pool_size,
+        redis.clone(),
+    );
     if !redis.ping().await {
         tracing::warn!(
             redis = %redact_url(&config.redis_url),

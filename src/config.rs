@@ -12,6 +12,7 @@
 //! | `JWT_SECRET` | none | HS256 secret; when unset `serve` makes a random one |
 //! | `HOST`, `PORT` | `127.0.0.1`, `8000` | listen address |
 //! | `DATABASE_POOL_SIZE` | `16` | Postgres connections per instance |
+//! | `DATABASE_PREPARED_STATEMENTS` | `true` | `false` for PgBouncer in transaction mode: every unit of work runs in one transaction and closes its statements before it ends; `serve` then neither creates the database nor migrates (run `migrate` against Postgres itself) |
 //! | `REDIS_POOL_SIZE` | `16` | Redis connections per instance |
 //! | `SESSION_CACHE_CAPACITY` | `100000` | exams whose fixed facts an instance keeps in memory |
 //! | `GRAPHQL_INTROSPECTION` | `true` | whether the schema can be introspected (GraphiQL needs it) |
@@ -77,6 +78,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Postgres pool size: one connection serves one answer transaction at a time.
     pub database_pool_size: u32,
+    /// `DATABASE_PREPARED_STATEMENTS`: `false` behind PgBouncer in transaction mode (no
+    /// statement outlives its transaction, `serve` neither creates nor migrates).
+    pub database_prepared_statements: bool,
     /// Redis pool size for state reads and writes (pub/sub has its own connection).
     pub redis_pool_size: u32,
     /// Exams whose fixed facts (student, bank, design, start) one instance keeps in memory.
@@ -182,17 +186,8 @@ impl Config {
         let metrics_listen = get("METRICS_ADDR")
             .map(|raw| socket_address(&raw, "METRICS_ADDR"))
             .transpose()?;
-        let graphql_introspection = match get("GRAPHQL_INTROSPECTION").as_deref() {
-            None => true,
-            Some("1" | "true" | "TRUE" | "yes" | "on") => true,
-            Some("0" | "false" | "FALSE" | "no" | "off") => false,
-            Some(other) => {
-                return Err(ConfigError {
-                    variable: "GRAPHQL_INTROSPECTION",
-                    message: format!("{other:?} is not a boolean"),
-                });
-            }
-        };
+        let graphql_introspection = boolean(&get, "GRAPHQL_INTROSPECTION", true)?;
+        let database_prepared_statements = boolean(&get, "DATABASE_PREPARED_STATEMENTS", true)?;
         Ok(Self {
             database_url,
             redis_url,
@@ -202,6 +197,7 @@ impl Config {
             jwt_secret: get("JWT_SECRET"),
             listen: SocketAddr::new(host, port),
             database_pool_size: parse(&get, "DATABASE_POOL_SIZE", 16u32)?.max(1),
+            database_prepared_statements,
             redis_pool_size: parse(&get, "REDIS_POOL_SIZE", 16u32)?.max(1),
             session_cache_capacity: parse(&get, "SESSION_CACHE_CAPACITY", 100_000usize)?,
             graphql_introspection,
@@ -270,6 +266,25 @@ fn seconds(
     Ok(std::time::Duration::from_secs(
         parse(get, variable, default)?.max(1),
     ))
+}
+
+/// A boolean: `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off` (any case).
+fn boolean(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    let Some(raw) = get(variable) else {
+        return Ok(default);
+    };
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError {
+            variable,
+            message: format!("{raw:?} is not a boolean"),
+        }),
+    }
 }
 
 fn parse<T: std::str::FromStr>(
@@ -387,6 +402,20 @@ mod tests {
         assert_eq!(c.metrics_listen, Some("127.0.0.1:9100".parse().unwrap()));
         let err = config(&[("METRICS_ADDR", "9100")]).unwrap_err();
         assert_eq!(err.variable, "METRICS_ADDR");
+    }
+
+    #[test]
+    fn booleans_accept_the_usual_spellings_and_name_their_variable() {
+        let c = config(&[]).unwrap();
+        assert!(c.database_prepared_statements && c.graphql_introspection);
+        for off in ["false", "0", "NO", " off "] {
+            let c = config(&[("DATABASE_PREPARED_STATEMENTS", off)]).unwrap();
+            assert!(!c.database_prepared_statements, "{off}");
+        }
+        let c = config(&[("GRAPHQL_INTROSPECTION", "Yes")]).unwrap();
+        assert!(c.graphql_introspection);
+        let err = config(&[("DATABASE_PREPARED_STATEMENTS", "nope")]).unwrap_err();
+        assert_eq!(err.variable, "DATABASE_PREPARED_STATEMENTS");
     }
 
     #[test]

@@ -33,10 +33,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the service (the default): creates and migrates the database if needed, then
-    /// serves GraphQL on http://HOST:PORT/graphql (GraphiQL in a browser).
+    /// Run the service (the default): creates and migrates the database if needed (not with
+    /// DATABASE_PREPARED_STATEMENTS=false), then serves GraphQL on
+    /// http://HOST:PORT/graphql (GraphiQL in a browser).
     Serve,
-    /// Create the database if missing and apply pending migrations, then exit.
+    /// Create the database if missing and apply pending migrations in one transaction, then
+    /// exit (with DATABASE_PREPARED_STATEMENTS=false the database must exist; pointing
+    /// DATABASE_URL at Postgres itself rather than a pooler is the usual way).
     Migrate,
     /// Print the GraphQL schema (SDL), as committed in schema.graphql.
     Schema,
@@ -246,8 +249,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 file.file_stem()
                     .map_or_else(|| "bank".into(), |s| s.to_string_lossy().into_owned())
             });
-            app::prepare_database(&config).await?;
-            let pool = storage::db::pool(&config.database_url, 2);
+            if config.database_prepared_statements {
+                app::prepare_database(&config).await?;
+            }
+            let pool =
+                storage::db::Db::new(&config.database_url, 2, config.database_prepared_statements);
             let bank = exam::create_item_bank(
                 &pool,
                 exam::NewBank {
@@ -278,6 +284,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         redact_url(&config.database_url)
                     )
                 })?;
+            if !config.database_prepared_statements {
+                // Behind PgBouncer no statement may outlive the export's transaction.
+                diesel_async::AsyncConnection::set_prepared_statement_cache_size(
+                    &mut conn,
+                    diesel::connection::CacheSize::Disabled,
+                );
+            }
             let summary = match &out {
                 Some(path) => export::export_to_file(&mut conn, assessment, format, path).await?,
                 None => {

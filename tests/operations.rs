@@ -2,9 +2,12 @@
 //! exactly what a scripted exam did, per instance; `METRICS_ADDR` moves it to a listener of
 //! its own; every response carries `x-request-id` (the client's usable one, else a new one)
 //! and every log line of a request names it (the real binary with `LOG_FORMAT=json`);
-//! `/health/live` and `/health/ready` follow the process, Postgres and the migrations.
+//! `/health/live` and `/health/ready` follow the process, Postgres and the migrations; exams
+//! run exactly behind PgBouncer in transaction mode (`pgbouncer.rs`).
 
 mod common;
+#[path = "operations/pgbouncer.rs"]
+mod pgbouncer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::Command;

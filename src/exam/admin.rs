@@ -33,8 +33,9 @@ impl ExamService {
                 "additionalSeconds must be between 1 and 604800 (one week)",
             ));
         }
-        let mut conn = self.db.get().await?;
-        let row = queries::find_exam_session(&mut conn, exam_session_id)
+        let row = self
+            .db
+            .run(async |conn| Ok(queries::find_exam_session(conn, exam_session_id).await?))
             .await?
             .ok_or_else(|| exam_not_found(exam_session_id))?;
         let status = row.status;
@@ -51,10 +52,11 @@ impl ExamService {
             return Ok(ttl);
         }
         // No state in Redis: rebuild it, then extend.
+        let design = design_of(&row)?;
         let state = self
-            .rebuild_state(&mut conn, &row, design_of(&row)?)
+            .db
+            .run(async |conn| self.rebuild_state(conn, &row, design).await)
             .await?;
-        drop(conn);
         let json = state_json(&state)?;
         self.states
             .save(
@@ -77,17 +79,21 @@ impl ExamService {
     /// `EXAM_NOT_ACTIVE` (both take the row lock).
     pub async fn abandon_exam(&self, exam_session_id: ExamId) -> AppResult<ExamView> {
         let exam_session_id = exam_session_id.0;
-        let mut conn = self.db.get().await?;
-        let Some(row) =
-            queries::abandon_exam_session(&mut conn, exam_session_id, Utc::now()).await?
-        else {
-            let row = queries::find_exam_session(&mut conn, exam_session_id)
-                .await?
-                .ok_or_else(|| exam_not_found(exam_session_id))?;
-            return Err(AppError::ExamNotActive(row.status));
-        };
-        let bank = self.bank(&mut conn, row.item_bank_id).await?;
-        drop(conn);
+        let (row, bank) = self
+            .db
+            .run(async |conn| {
+                let Some(row) =
+                    queries::abandon_exam_session(conn, exam_session_id, Utc::now()).await?
+                else {
+                    let row = queries::find_exam_session(conn, exam_session_id)
+                        .await?
+                        .ok_or_else(|| exam_not_found(exam_session_id))?;
+                    return Err(AppError::ExamNotActive(row.status));
+                };
+                let bank = self.bank(conn, row.item_bank_id).await?;
+                Ok((row, bank))
+            })
+            .await?;
         tracing::info!(exam.id = exam_session_id, "exam abandoned");
         self.metrics.exams_abandoned.inc();
         let event = ThetaEvent {

@@ -47,25 +47,13 @@ impl ExamService {
         // fails before anything is committed (or, if the commit itself was cut, the retry
         // finds the attempt and replays it), so one retry on a fresh connection is safe.
         let mut retried = false;
-        let mut path = AnswerPath::Fast;
         let outcome = loop {
             let mut conn = self.db.get().await?;
-            let fast = self
-                .answer_from_cache(
-                    &mut conn,
-                    caller,
-                    exam_session_id,
-                    item_id,
-                    response,
-                    cached.as_ref(),
-                )
-                .await;
-            let result = match fast {
-                Ok(Some(new)) => Ok(Recorded::New(Box::new(new))),
-                Ok(None) => {
-                    path = AnswerPath::Locked;
-                    conn.transaction(async |conn| {
-                        self.record_answer(
+            let result = self
+                .db
+                .run_on(&mut conn, async |conn| {
+                    let fast = self
+                        .answer_from_cache(
                             conn,
                             caller,
                             exam_session_id,
@@ -73,17 +61,32 @@ impl ExamService {
                             response,
                             cached.as_ref(),
                         )
-                        .await
-                    })
-                    .await
-                }
-                Err(e) => Err(e),
-            };
+                        .await?;
+                    if let Some(new) = fast {
+                        return Ok((Recorded::New(Box::new(new)), AnswerPath::Fast));
+                    }
+                    let recorded = conn
+                        .transaction(async |conn| {
+                            self.record_answer(
+                                conn,
+                                caller,
+                                exam_session_id,
+                                item_id,
+                                response,
+                                cached.as_ref(),
+                            )
+                            .await
+                        })
+                        .await?;
+                    Ok((recorded, AnswerPath::Locked))
+                })
+                .await;
             match result {
                 Err(AppError::Unavailable(_)) if !retried => retried = true,
                 other => break other?,
             }
         };
+        let (outcome, path) = outcome;
         match outcome {
             Recorded::New(new) => {
                 abort_after_commit_for_tests();

@@ -163,9 +163,9 @@ impl ExamService {
         {
             return Err(AppError::bad_input("opensAt must be before closesAt"));
         }
-        let mut conn = self.db.get().await?;
         let bank = self
-            .bank(&mut conn, new.item_bank_id)
+            .db
+            .run(async |conn| self.bank(conn, new.item_bank_id).await)
             .await
             .map_err(|e| match e {
                 AppError::NotFound(m) => AppError::bad_input(format!("itemBankId: {m}")),
@@ -180,20 +180,20 @@ impl ExamService {
             })?;
         let json = serde_json::to_value(&design)
             .map_err(|e| AppError::internal("cannot serialize a design", e))?;
-        let row = queries::insert_assessment(
-            &mut conn,
-            &queries::NewAssessment {
-                name,
-                item_bank_id: bank.id,
-                design: json,
-                feedback: new.feedback,
-                max_attempts_per_student: new.max_attempts_per_student,
-                opens_at: new.opens_at,
-                closes_at: new.closes_at,
-                created_by: &caller.sub,
-            },
-        )
-        .await?;
+        let new_row = queries::NewAssessment {
+            name,
+            item_bank_id: bank.id,
+            design: json,
+            feedback: new.feedback,
+            max_attempts_per_student: new.max_attempts_per_student,
+            opens_at: new.opens_at,
+            closes_at: new.closes_at,
+            created_by: &caller.sub,
+        };
+        let row = self
+            .db
+            .run(async |conn| Ok(queries::insert_assessment(conn, &new_row).await?))
+            .await?;
         tracing::info!(
             assessment.id = row.id,
             bank.id = bank.id,
@@ -209,24 +209,29 @@ impl ExamService {
         assessment_id: AssessmentId,
     ) -> AppResult<AssessmentView> {
         let assessment_id = assessment_id.0;
-        let mut conn = self.db.get().await?;
-        let row = match queries::archive_assessment(&mut conn, assessment_id, Utc::now()).await? {
-            Some(row) => {
-                tracing::info!(assessment.id = assessment_id, "assessment archived");
-                row
-            }
-            None => queries::find_assessment(&mut conn, assessment_id)
-                .await?
-                .ok_or_else(|| assessment_not_found(assessment_id))?,
-        };
+        let row = self
+            .db
+            .run(async |conn| {
+                match queries::archive_assessment(conn, assessment_id, Utc::now()).await? {
+                    Some(row) => {
+                        tracing::info!(assessment.id = assessment_id, "assessment archived");
+                        Ok(row)
+                    }
+                    None => queries::find_assessment(conn, assessment_id)
+                        .await?
+                        .ok_or_else(|| assessment_not_found(assessment_id)),
+                }
+            })
+            .await?;
         AssessmentView::from_row(row)
     }
 
     /// One assessment.
     pub async fn assessment(&self, assessment_id: AssessmentId) -> AppResult<AssessmentView> {
         let assessment_id = assessment_id.0;
-        let mut conn = self.db.get().await?;
-        let row = queries::find_assessment(&mut conn, assessment_id)
+        let row = self
+            .db
+            .run(async |conn| Ok(queries::find_assessment(conn, assessment_id).await?))
             .await?
             .ok_or_else(|| assessment_not_found(assessment_id))?;
         AssessmentView::from_row(row)
@@ -234,8 +239,8 @@ impl ExamService {
 
     /// Every assessment, newest first.
     pub async fn assessments(&self) -> AppResult<Vec<AssessmentView>> {
-        let mut conn = self.db.get().await?;
-        queries::list_assessments(&mut conn)
+        self.db
+            .run(async |conn| Ok(queries::list_assessments(conn).await?))
             .await?
             .into_iter()
             .map(AssessmentView::from_row)
@@ -254,16 +259,22 @@ impl ExamService {
         if student_id.is_empty() || student_id.len() > 256 {
             return Err(AppError::bad_input("the student id must be 1 to 256 bytes"));
         }
-        let mut conn = self.db.get().await?;
-        let assessment = queries::find_assessment(&mut conn, assessment_id)
-            .await?
-            .ok_or_else(|| assessment_not_found(assessment_id))?;
-        let assessment = AssessmentView::from_row(assessment)?;
-        let bank = self.bank(&mut conn, assessment.item_bank_id).await?;
-        let begun = conn
-            .transaction(async |conn| self.begin_exam(conn, &assessment, &bank, student_id).await)
+        let (bank, begun) = self
+            .db
+            .run(async |conn| {
+                let assessment = queries::find_assessment(conn, assessment_id)
+                    .await?
+                    .ok_or_else(|| assessment_not_found(assessment_id))?;
+                let assessment = AssessmentView::from_row(assessment)?;
+                let bank = self.bank(conn, assessment.item_bank_id).await?;
+                let begun = conn
+                    .transaction(async |conn| {
+                        self.begin_exam(conn, &assessment, &bank, student_id).await
+                    })
+                    .await?;
+                Ok((bank, begun))
+            })
             .await?;
-        drop(conn);
         let (row, design) = match begun {
             Begun::Resumed(row) => {
                 tracing::info!(exam.id = row.id, student.id = student_id, "exam resumed");

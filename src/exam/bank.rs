@@ -96,16 +96,22 @@ impl ExamService {
     /// A bank's public description.
     pub async fn item_bank(&self, bank_id: BankId) -> AppResult<BankInfo> {
         let bank_id = bank_id.0;
-        let mut conn = self.db.get().await?;
-        let bank = self.bank(&mut conn, bank_id).await?;
+        let bank = self
+            .db
+            .run(async |conn| self.bank(conn, bank_id).await)
+            .await?;
         Ok(bank_info(&bank))
     }
 
     /// Every bank's public description.
     pub async fn item_banks(&self) -> AppResult<Vec<BankInfo>> {
-        let mut conn = self.db.get().await?;
-        let rows = queries::list_item_banks(&mut conn).await?;
-        let counts = queries::count_items_by_bank(&mut conn).await?;
+        let (rows, counts) = self
+            .db
+            .run(async |conn| {
+                let rows = queries::list_item_banks(conn).await?;
+                Ok((rows, queries::count_items_by_bank(conn).await?))
+            })
+            .await?;
         Ok(rows
             .into_iter()
             .map(|row| BankInfo {
@@ -130,15 +136,20 @@ impl ExamService {
 }
 
 /// Validates and stores a new bank with all its items, atomically.
-pub async fn create_item_bank(db: &DbPool, bank: NewBank) -> AppResult<BankInfo> {
+pub async fn create_item_bank(db: &Db, bank: NewBank) -> AppResult<BankInfo> {
     let new_items = validate_bank(&bank)?;
-    let mut conn = db.get().await?;
     let new_bank = queries::NewItemBank {
         name: bank.name.trim(),
         scaling_constant: bank.scaling_constant,
     };
-    let (row, count) = conn
-        .transaction(async |conn| queries::insert_item_bank(conn, &new_bank, new_items).await)
+    let (row, count) = db
+        .run(async |conn| {
+            Ok(conn
+                .transaction(async |conn| {
+                    queries::insert_item_bank(conn, &new_bank, new_items).await
+                })
+                .await?)
+        })
         .await?;
     tracing::info!(bank.id = row.id, items = count, "item bank created");
     Ok(BankInfo {

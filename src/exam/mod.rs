@@ -30,7 +30,7 @@ use crate::auth::Caller;
 use crate::error::{AppError, AppResult};
 use crate::metrics::Metrics;
 use crate::storage::bank_cache::BankCache;
-use crate::storage::db::DbPool;
+use crate::storage::db::Db;
 use crate::storage::events::EventBus;
 use crate::storage::exposure::ExposureTracker;
 use crate::storage::queries::{self, ExamSessionRow};
@@ -63,7 +63,7 @@ pub enum StateSource {
 /// The exam flow, with everything it needs.
 #[derive(Clone)]
 pub struct ExamService {
-    db: DbPool,
+    db: Db,
     states: StateStore,
     events: EventBus,
     banks: BankCache,
@@ -80,7 +80,7 @@ impl ExamService {
     /// `session_cache_capacity`: exams whose fixed facts are kept in memory; `metrics`:
     /// this instance's metrics.
     pub fn new(
-        db: DbPool,
+        db: Db,
         states: StateStore,
         events: EventBus,
         session_cache_capacity: usize,
@@ -107,7 +107,7 @@ impl ExamService {
     }
 
     /// The Postgres pool.
-    pub fn db(&self) -> &DbPool {
+    pub fn db(&self) -> &Db {
         &self.db
     }
 

@@ -73,9 +73,12 @@ impl ExamService {
             student_id: Some(caller.sub.clone()),
             ..ExamFilter::default()
         };
-        let mut conn = self.db.get().await?;
-        let rows = queries::list_exams(&mut conn, &filter, None, MAX_MY_EXAMS).await?;
-        self.views(&mut conn, rows).await
+        self.db
+            .run(async |conn| {
+                let rows = queries::list_exams(conn, &filter, None, MAX_MY_EXAMS).await?;
+                self.views(conn, rows).await
+            })
+            .await
     }
 
     /// A page of exams matching `filter`, newest first, older than the exam `after`
@@ -93,17 +96,21 @@ impl ExamService {
                 "first must be between 1 and {MAX_PAGE}"
             )));
         }
-        let mut conn = self.db.get().await?;
-        let mut rows = queries::list_exams(&mut conn, filter, after, i64::from(first) + 1).await?;
-        let has_next = rows.len() > first as usize;
-        rows.truncate(first as usize);
-        let total = queries::count_exams(&mut conn, filter).await?;
-        let exams = self.views(&mut conn, rows).await?;
-        Ok(ExamPage {
-            exams,
-            has_next,
-            total,
-        })
+        self.db
+            .run(async |conn| {
+                let mut rows =
+                    queries::list_exams(conn, filter, after, i64::from(first) + 1).await?;
+                let has_next = rows.len() > first as usize;
+                rows.truncate(first as usize);
+                let total = queries::count_exams(conn, filter).await?;
+                let exams = self.views(conn, rows).await?;
+                Ok(ExamPage {
+                    exams,
+                    has_next,
+                    total,
+                })
+            })
+            .await
     }
 
     /// The attempts of an exam the caller may read, in position order.
@@ -113,10 +120,15 @@ impl ExamService {
         exam_session_id: ExamId,
     ) -> AppResult<ExamAttempts> {
         let exam_session_id = exam_session_id.0;
-        let mut conn = self.db.get().await?;
-        let row = readable_row(&mut conn, caller, exam_session_id).await?;
-        let bank = self.bank(&mut conn, row.item_bank_id).await?;
-        let rows = queries::list_attempts(&mut conn, exam_session_id).await?;
+        let (row, bank, rows) = self
+            .db
+            .run(async |conn| {
+                let row = readable_row(conn, caller, exam_session_id).await?;
+                let bank = self.bank(conn, row.item_bank_id).await?;
+                let rows = queries::list_attempts(conn, exam_session_id).await?;
+                Ok((row, bank, rows))
+            })
+            .await?;
         let mut previous = row.created_at;
         let attempts = rows
             .into_iter()

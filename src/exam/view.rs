@@ -127,9 +127,14 @@ impl ExamService {
         exam_session_id: ExamId,
     ) -> AppResult<ExamView> {
         let exam_session_id = exam_session_id.0;
-        let mut conn = self.db.get().await?;
-        let row = readable_row(&mut conn, caller, exam_session_id).await?;
-        let bank = self.bank(&mut conn, row.item_bank_id).await?;
+        let (row, bank) = self
+            .db
+            .run(async |conn| {
+                let row = readable_row(conn, caller, exam_session_id).await?;
+                let bank = self.bank(conn, row.item_bank_id).await?;
+                Ok((row, bank))
+            })
+            .await?;
         let design = design_of(&row)?;
         self.view(row, design, &bank)
     }
@@ -144,8 +149,10 @@ impl ExamService {
     ) -> AppResult<(Watched, crate::storage::events::ExamEvents)> {
         let exam_session_id = exam_session_id.0;
         let events = self.events.subscribe(exam_session_id);
-        let mut conn = self.db.get().await?;
-        let row = readable_row(&mut conn, caller, exam_session_id).await?;
+        let row = self
+            .db
+            .run(async |conn| readable_row(conn, caller, exam_session_id).await)
+            .await?;
         let watched = Watched {
             feedback: row.feedback,
             status: row.status,
@@ -199,10 +206,10 @@ impl ExamService {
                 .lookup(lookup_result(&loaded, state.is_some()));
             state
         };
-        let mut conn = self.db.get().await?;
         let (cached, row) = tokio::join!(
             cached,
-            queries::find_exam_session(&mut conn, exam_session_id)
+            self.db
+                .run(async |conn| Ok(queries::find_exam_session(conn, exam_session_id).await?))
         );
         let row = row?.ok_or_else(|| exam_not_found(exam_session_id))?;
         may_read(caller, &row.student_id, row.id)?;
@@ -226,8 +233,10 @@ impl ExamService {
         }
         if status == ExamStatus::Active {
             // Refill the cache so the next answer does not read the attempts again.
-            let state = self.rebuild_state(&mut conn, &row, design.clone()).await?;
-            drop(conn);
+            let state = self
+                .db
+                .run(async |conn| self.rebuild_state(conn, &row, design.clone()).await)
+                .await?;
             self.save_state(exam_session_id, &state, None).await;
         }
         Ok(Summary {

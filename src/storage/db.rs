@@ -1,13 +1,25 @@
-//! Postgres connection pool, database creation and embedded migrations.
+//! Postgres connection pool, units of work, database creation and embedded migrations.
 //!
 //! Several instances may start at once against one database: creation tolerates a
 //! concurrent `CREATE DATABASE`, and migrations run under a Postgres advisory lock.
+//!
+//! Every request reaches Postgres through [`Db::run`], one unit of work on one connection.
+//! With prepared statements on (the default) a connection keeps its statements prepared
+//! (the answer's statement is parsed once per connection) and a unit runs in autocommit
+//! unless it opens a transaction itself. With `DATABASE_PREPARED_STATEMENTS=false`, for
+//! PgBouncer in transaction mode, which hands each transaction to whichever server
+//! connection is free: diesel-async (through tokio-postgres) still names each statement
+//! (`s{N}`) and sends Parse, Bind and Close as separate protocol exchanges, so a statement
+//! parsed on one server could be bound on another. There the statement cache is off (each
+//! statement is closed right after it ran) and every unit of work is one transaction, so
+//! BEGIN pins one server until COMMIT and no statement outlives its transaction.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use diesel::ConnectionResult;
+use diesel::connection::CacheSize;
 use diesel::result::ConnectionError;
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
@@ -16,6 +28,8 @@ use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfi
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::FutureExt;
+
+use crate::error::AppResult;
 
 /// The migrations of `migrations/`, compiled into the binary.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
@@ -29,10 +43,20 @@ pub type DbPool = Pool<AsyncPgConnection>;
 pub type DbConn<'a> = PooledConnection<'a, AsyncPgConnection>;
 
 /// Builds the pool without connecting; `connection_timeout` bounds how long a request waits
-/// for a connection when Postgres is slow or down.
-pub fn pool(database_url: &str, max_size: u32) -> DbPool {
+/// for a connection when Postgres is slow or down. Without `prepared_statements`, each
+/// connection closes every statement right after running it (see the module docs).
+pub fn pool(database_url: &str, max_size: u32, prepared_statements: bool) -> DbPool {
     let mut config = ManagerConfig::<AsyncPgConnection>::default();
-    config.custom_setup = Box::new(|url| establish(url).boxed());
+    config.custom_setup = Box::new(move |url| {
+        async move {
+            let mut conn = establish(url).await?;
+            if !prepared_statements {
+                conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+            }
+            Ok(conn)
+        }
+        .boxed()
+    });
     let manager =
         AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(database_url, config);
     Pool::builder()
@@ -42,6 +66,81 @@ pub fn pool(database_url: &str, max_size: u32) -> DbPool {
         .connection_timeout(Duration::from_millis(1500))
         .test_on_check_out(false)
         .build_unchecked(manager)
+}
+
+/// The Postgres pool and how a unit of work uses it (see the module docs).
+#[derive(Clone)]
+pub struct Db {
+    pool: DbPool,
+    /// Whether every unit of work runs in one transaction (PgBouncer transaction mode).
+    transaction_per_unit: bool,
+}
+
+/// An async closure over a connection whose future is `Send` (the bound diesel-async puts on
+/// `transaction`, which cannot be written with `AsyncFnOnce` alone).
+pub trait Work<T, R>: AsyncFnOnce(T) -> R + FnOnce(T) -> <Self as Work<T, R>>::Fut {
+    /// The closure's future.
+    type Fut: Future<Output = R>;
+}
+
+impl<F, T, Fut, R> Work<T, R> for F
+where
+    F: AsyncFnOnce(T) -> R + FnOnce(T) -> Fut,
+    Fut: Future<Output = R>,
+{
+    type Fut = Fut;
+}
+
+impl Db {
+    /// The pool of `database_url` (see [`pool`]); without `prepared_statements` each unit
+    /// of work is one transaction.
+    pub fn new(database_url: &str, max_size: u32, prepared_statements: bool) -> Self {
+        Self {
+            pool: pool(database_url, max_size, prepared_statements),
+            transaction_per_unit: !prepared_statements,
+        }
+    }
+
+    /// The connection pool (for its statistics).
+    pub fn pool(&self) -> &DbPool {
+        &self.pool
+    }
+
+    /// Runs one unit of work on one pooled connection: as it is, or inside a transaction
+    /// when each unit must be one (a unit that opens its own transaction then runs it as a
+    /// savepoint). An error rolls back only in the latter case: a unit must not rely on
+    /// either.
+    pub async fn run<R, F>(&self, work: F) -> AppResult<R>
+    where
+        for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> AppResult<R>
+            + Work<&'r mut AsyncPgConnection, AppResult<R>, Fut: Send>
+            + Send,
+        R: Send,
+    {
+        let mut conn = self.pool.get().await?;
+        self.run_on(&mut conn, work).await
+    }
+
+    /// [`Db::run`] on a connection the caller checked out (to tell a failed checkout from
+    /// a failed unit).
+    pub async fn run_on<R, F>(&self, conn: &mut AsyncPgConnection, work: F) -> AppResult<R>
+    where
+        for<'r> F: AsyncFnOnce(&'r mut AsyncPgConnection) -> AppResult<R>
+            + Work<&'r mut AsyncPgConnection, AppResult<R>, Fut: Send>
+            + Send,
+        R: Send,
+    {
+        if self.transaction_per_unit {
+            conn.transaction(work).await
+        } else {
+            work(conn).await
+        }
+    }
+
+    /// Checks a connection out of the pool (`UNAVAILABLE` when none comes in time).
+    pub async fn get(&self) -> AppResult<DbConn<'_>> {
+        Ok(self.pool.get().await?)
+    }
 }
 
 /// Opens one connection. With `sslmode=require` in the URL the connection is encrypted with
@@ -172,12 +271,14 @@ pub async fn create_database_if_missing(database_url: &str) -> anyhow::Result<()
     }
 }
 
+/// One count.
+#[derive(diesel::QueryableByName)]
+struct Found {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
 async fn database_exists(conn: &mut AsyncPgConnection, name: &str) -> anyhow::Result<bool> {
-    #[derive(diesel::QueryableByName)]
-    struct Found {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
     let found: Found =
         diesel::sql_query("SELECT count(*) AS n FROM pg_database WHERE datname = $1")
             .bind::<Text, _>(name)
@@ -187,29 +288,35 @@ async fn database_exists(conn: &mut AsyncPgConnection, name: &str) -> anyhow::Re
     Ok(found.n > 0)
 }
 
-/// Runs the pending embedded migrations while holding an advisory lock, so instances that
-/// start together migrate once. Returns the versions applied.
-pub async fn run_migrations(database_url: &str) -> anyhow::Result<Vec<String>> {
+/// Runs the pending embedded migrations in one transaction that holds an advisory lock, so
+/// instances that start together migrate once, a failed run changes nothing, and the lock
+/// (transaction-scoped) is safe behind PgBouncer in transaction mode too. Without
+/// `prepared_statements` the connection keeps no statement past its use. Returns the
+/// versions applied.
+pub async fn run_migrations(
+    database_url: &str,
+    prepared_statements: bool,
+) -> anyhow::Result<Vec<String>> {
     let url = database_url.to_owned();
     // The sync harness drives the async connection with `block_on`: it must not run on a
     // runtime worker, hence `spawn_blocking`.
     tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
         type SyncConn = AsyncConnectionWrapper<AsyncPgConnection>;
-        let conn = tokio::runtime::Handle::current()
+        let mut conn = tokio::runtime::Handle::current()
             .block_on(establish(&url))
             .context("cannot connect to Postgres to migrate")?;
+        if !prepared_statements {
+            conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+        }
         let mut conn = SyncConn::from(conn);
-        let lock =
-            diesel::sql_query("SELECT pg_advisory_lock($1)").bind::<BigInt, _>(MIGRATION_LOCK_KEY);
-        diesel::RunQueryDsl::execute(lock, &mut conn).context("cannot take the migration lock")?;
-        let applied = conn
-            .run_pending_migrations(MIGRATIONS)
-            .map(|versions| versions.iter().map(ToString::to_string).collect())
-            .map_err(|e| anyhow::anyhow!("migration failed: {e}"));
-        let unlock = diesel::sql_query("SELECT pg_advisory_unlock($1)")
-            .bind::<BigInt, _>(MIGRATION_LOCK_KEY);
-        let _ = diesel::RunQueryDsl::execute(unlock, &mut conn);
-        applied
+        diesel::Connection::transaction(&mut conn, |conn| {
+            let lock = diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
+                .bind::<BigInt, _>(MIGRATION_LOCK_KEY);
+            diesel::RunQueryDsl::execute(lock, conn).context("cannot take the migration lock")?;
+            conn.run_pending_migrations(MIGRATIONS)
+                .map(|versions| versions.iter().map(ToString::to_string).collect())
+                .map_err(|e| anyhow::anyhow!("migration failed: {e}"))
+        })
     })
     .await
     .context("migration task panicked")?
@@ -228,29 +335,28 @@ pub enum MigrationStatus {
 
 /// Compares the versions recorded in `__diesel_schema_migrations` with the embedded
 /// migrations, within a second.
-pub async fn migration_status(pool: &DbPool) -> MigrationStatus {
+pub async fn migration_status(db: &Db) -> MigrationStatus {
     #[derive(diesel::QueryableByName)]
     struct Applied {
         #[diesel(sql_type = Text)]
         version: String,
     }
-    let check = async {
-        let mut conn = pool.get().await.ok()?;
-        match diesel::sql_query("SELECT version FROM __diesel_schema_migrations")
-            .load::<Applied>(&mut *conn)
-            .await
-        {
-            Ok(rows) => Some(rows.into_iter().map(|r| r.version).collect::<Vec<_>>()),
-            // A database never migrated has no table: everything is pending.
-            Err(diesel::result::Error::DatabaseError(_, info))
-                if info.message().contains("does not exist") =>
-            {
-                Some(Vec::new())
-            }
-            Err(_) => None,
+    let check = db.run(async |conn| {
+        // A database never migrated has no table: everything is pending.
+        let exists: Found = diesel::sql_query(
+            "SELECT count(*) AS n FROM pg_class WHERE oid = to_regclass('__diesel_schema_migrations')",
+        )
+        .get_result(conn)
+        .await?;
+        if exists.n == 0 {
+            return Ok(Vec::new());
         }
-    };
-    let Ok(Some(applied)) = tokio::time::timeout(Duration::from_secs(1), check).await else {
+        let rows = diesel::sql_query("SELECT version FROM __diesel_schema_migrations")
+            .load::<Applied>(conn)
+            .await?;
+        Ok(rows.into_iter().map(|r| r.version).collect::<Vec<_>>())
+    });
+    let Ok(Ok(applied)) = tokio::time::timeout(Duration::from_secs(1), check).await else {
         return MigrationStatus::Unreachable;
     };
     let embedded = diesel::migration::MigrationSource::<diesel::pg::Pg>::migrations(&MIGRATIONS)
@@ -273,13 +379,13 @@ pub async fn migration_status(pool: &DbPool) -> MigrationStatus {
 }
 
 /// Whether Postgres answers a trivial query within a second.
-pub async fn ping(pool: &DbPool) -> bool {
-    let check = async {
-        let mut conn = pool.get().await.ok()?;
-        diesel::sql_query("SELECT 1").execute(&mut *conn).await.ok()
-    };
+pub async fn ping(db: &Db) -> bool {
+    let check = db.run(async |conn| {
+        diesel::sql_query("SELECT 1").execute(conn).await?;
+        Ok(())
+    });
     matches!(
         tokio::time::timeout(Duration::from_secs(1), check).await,
-        Ok(Some(_))
+        Ok(Ok(()))
     )
 }

@@ -4,6 +4,7 @@
 //! graphql-transport-ws client.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod pgbouncer;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -113,7 +114,7 @@ async fn ensure_template() -> String {
             .execute(&mut conn)
             .await
             .expect("create template");
-        adaptive_engine::storage::db::run_migrations(&format!("{}/{building}", server_url()))
+        adaptive_engine::storage::db::run_migrations(&format!("{}/{building}", server_url()), true)
             .await
             .expect("migrate template");
         diesel::sql_query(format!("ALTER DATABASE {building} RENAME TO {name}"))
@@ -172,6 +173,16 @@ impl TestDb {
             url: format!("{}/{name}", server_url()),
             name,
         })
+    }
+
+    /// A database that exists but was never migrated; dropped on drop.
+    pub async fn empty() -> Arc<Self> {
+        let db = Self::unborn();
+        diesel::sql_query(format!("CREATE DATABASE {}", db.name))
+            .execute(&mut admin_conn().await)
+            .await
+            .expect("create an empty database");
+        db
     }
 
     /// A direct connection, for assertions against Postgres.
@@ -291,7 +302,7 @@ impl TestApp {
         ];
         vars.extend(options.env);
         let config =
-            Config::from_lookup(|k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+            Config::from_lookup(|k| vars.iter().rfind(|(n, _)| n == k).map(|(_, v)| v.clone()))
                 .expect("test config");
         let app = app::build(&config).await.expect("build app");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -1111,7 +1122,7 @@ impl Drop for PgServer {
     }
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
