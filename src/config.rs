@@ -28,6 +28,7 @@
 //! | `CORS_ALLOWED_ORIGINS` | unset | comma-separated origins allowed by CORS (unset: same origin only) |
 //! | `TOKEN_MAX_LIFETIME_SECONDS` | `86400` | tokens expiring later than this from now are refused |
 //! | `METRICS_ADDR` | unset | `IP:PORT` (or `localhost:PORT`) of a separate listener for `GET /metrics`, which then leaves the main one; unset: `/metrics` is on the main listener |
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT` and the other `OTEL_*` variables | unset | OpenTelemetry export of the spans (binary built with the `otlp` feature; read by the exporter itself, see `telemetry` in the binary) |
 //! | `RUST_LOG` | `info` | log filter (tracing-subscriber `EnvFilter` syntax) |
 //! | `LOG_FORMAT` | `pretty` | `json` (one object per line, with the request's span fields: `request_id`…) or `pretty`; no ANSI colours unless stderr is a terminal (read by `main`, before the configuration) |
 //!

@@ -13,6 +13,8 @@ use adaptive_engine::auth::{JwtKeys, Role};
 use adaptive_engine::config::{Config, redact_url};
 use adaptive_engine::{app, bank_file, exam, export, graphql, server, simulate, storage};
 
+mod telemetry;
+
 /// mimalloc instead of the system allocator: glibc malloc/free were ~13 % of the server's
 /// CPU under load (README "Performance"), and simulation allocates per examinee too.
 #[global_allocator]
@@ -127,23 +129,28 @@ fn load_dotenv() {
 }
 
 /// Logs to stderr, filtered by `RUST_LOG`, in `format`; ANSI colours only when stderr is a
-/// terminal (never in files or pipes).
-fn init_logging(format: LogFormat) {
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,tower_http=warn".into()),
-        )
+/// terminal (never in files or pipes). With the `otlp` feature and an OTLP endpoint, spans
+/// are also exported (see `telemetry`); the returned guard flushes them.
+fn init_logging(format: LogFormat) -> anyhow::Result<telemetry::Telemetry> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,tower_http=warn".into());
+    let lines = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Pretty => logs.init(),
-        LogFormat::Json => logs.json().flatten_event(true).init(),
-    }
+    let lines = match format {
+        LogFormat::Pretty => lines.boxed(),
+        LogFormat::Json => lines.json().flatten_event(true).boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(lines);
+    let (export, telemetry) = telemetry::layer()?;
+    registry.with(export).init();
+    Ok(telemetry)
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     load_dotenv();
     let log_format = match LogFormat::from_env() {
         Ok(format) => format,
@@ -152,7 +159,27 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    init_logging(log_format);
+    // Before the runtime: the OTLP exporter's HTTP client must not be made (or dropped)
+    // inside it.
+    let telemetry = match init_logging(log_format) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("adaptive-engine: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let code = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(cli_main()),
+        Err(e) => {
+            eprintln!("adaptive-engine: cannot start the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    };
+    drop(telemetry);
+    code
+}
+
+async fn cli_main() -> std::process::ExitCode {
     let matches = Cli::command().get_matches();
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // `simulate --bank FILE` without --scaling-constant takes the file's, when it states one.

@@ -659,6 +659,11 @@ struct LoggingServer {
 
 impl LoggingServer {
     async fn start(db: &TestDb) -> Self {
+        Self::start_with(db, &[]).await
+    }
+
+    /// [`LoggingServer::start`] with more environment variables.
+    async fn start_with(db: &TestDb, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let log = std::env::temp_dir().join(common::unique("ops_log"));
         let file = std::fs::File::create(&log).expect("log file");
@@ -674,6 +679,7 @@ impl LoggingServer {
             // tower_http's debug lines close every request, inside its span.
             .env("RUST_LOG", "info,tower_http=debug")
             .env_remove("METRICS_ADDR")
+            .envs(env.iter().copied())
             .stdout(file.try_clone().expect("clone"))
             .stderr(file)
             .spawn()
@@ -896,6 +902,97 @@ async fn every_log_line_of_a_request_names_its_id() {
             1,
             "one request, one closing line, with its id"
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// OpenTelemetry export (cargo feature `otlp`)
+// ---------------------------------------------------------------------------------------
+
+/// The `stringValue` of attribute `key` in an OTLP/JSON attribute list.
+#[cfg(feature = "otlp")]
+fn otlp_attribute<'a>(attributes: &'a Value, key: &str) -> Option<&'a str> {
+    attributes.as_array()?.iter().find(|a| a["key"] == key)?["value"]["stringValue"].as_str()
+}
+
+/// Promise: built with `otlp` and given an endpoint, the real binary exports each
+/// request's span (name `request`, its request id, root field and role as attributes,
+/// `service.name` adaptive-engine) to an OTLP/HTTP collector, and flushes spans still
+/// batched when it stops (the batch delay here is a minute, so only the flush can send it).
+#[cfg(feature = "otlp")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_spans_reach_an_otlp_collector_and_are_flushed_on_exit() {
+    let (tx, mut exported) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let collector = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                axum::Json(json!({}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the collector");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, collector).await });
+
+    let db = TestDb::new().await;
+    let server = LoggingServer::start_with(
+        &db,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "60000"),
+        ],
+    )
+    .await;
+    let sent_id = common::unique("otlp-req");
+    let admin = JwtKeys::new(JWT_SECRET.as_bytes()).mint("admin-otlp", Role::Admin, 3600);
+    let response = reqwest::Client::new()
+        .post(server.url("/graphql"))
+        .bearer_auth(&admin)
+        .header("x-request-id", &sent_id)
+        .json(&json!({"query": "{ itemBanks { id } }"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(request_id(&response), sent_id);
+    server.stop();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let batch = tokio::time::timeout_at(deadline, exported.recv())
+            .await
+            .expect("the request's span was exported within 20 s of the stop")
+            .expect("collector running");
+        for resource in batch["resourceSpans"].as_array().into_iter().flatten() {
+            let service = otlp_attribute(&resource["resource"]["attributes"], "service.name");
+            for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+                for span in scope["spans"].as_array().into_iter().flatten() {
+                    let attributes = &span["attributes"];
+                    if span["name"] == "request"
+                        && otlp_attribute(attributes, "request_id") == Some(sent_id.as_str())
+                    {
+                        assert_eq!(service, Some("adaptive-engine"), "{resource}");
+                        assert_eq!(
+                            otlp_attribute(attributes, "field"),
+                            Some("itemBanks"),
+                            "{span}"
+                        );
+                        assert_eq!(otlp_attribute(attributes, "role"), Some("admin"), "{span}");
+                        assert_eq!(
+                            otlp_attribute(attributes, "path"),
+                            Some("/graphql"),
+                            "{span}"
+                        );
+                        return;
+                    }
+                }
+            }
+        }
     }
 }
 
