@@ -976,6 +976,9 @@ async fn a_fragment_bomb_is_refused_fast_and_health_stays_responsive() {
         assert!(response["data"].is_null(), "{response}");
         assert!(elapsed < Duration::from_secs(1), "answered in {elapsed:?}");
     }
+    eprintln!(
+        "two fragment bombs answered in {first:?} and {second:?}; /health meanwhile {health:?}"
+    );
     assert!(status.is_success(), "/health answered {status}");
     assert!(
         health < Duration::from_millis(200),
