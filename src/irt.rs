@@ -14,6 +14,8 @@
 //! * [`select`]: next-item selection by maximum Fisher information with
 //!   randomesque exposure control.
 //! * [`stop`]: the stopping rule of a test (length, precision, bank exhausted).
+//! * [`calibrate`]: online calibration of pretest items (FIXED_THETA, OEM, MEM) on the
+//!   operational scale.
 //!
 //! References used throughout:
 //! * Magis, D. & Raîche, G. (2012). Random generation of response patterns
@@ -30,6 +32,7 @@
 //! * Magis, D. (2016). Efficient standard error formulas of ability
 //!   estimators with dichotomous item response models. *Psychometrika*, 81(1).
 
+pub mod calibrate;
 pub mod content;
 pub mod estimate;
 pub mod exposure;
@@ -39,6 +42,10 @@ pub mod quadrature;
 pub mod select;
 pub mod stop;
 
+pub use calibrate::{
+    Calibration, CalibrationMethod, CalibrationModel, CalibrationSettings, Examinee,
+    ItemCalibration, StandardErrors, calibrate,
+};
 pub use content::{
     ContentBalance, exclude_enemies, exclude_enemies_indexed, group_indices,
     restrict_to_content_area, restrict_to_content_area_indexed,

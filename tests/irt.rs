@@ -1,6 +1,8 @@
 //! Tests of the psychometric core (`adaptive_engine::irt`), one binary with a module per
 //! topic.
 
+#[path = "irt/calibration.rs"]
+mod calibration;
 #[path = "irt/estimation.rs"]
 mod estimation;
 #[path = "irt/fast_selection.rs"]
