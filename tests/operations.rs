@@ -1097,9 +1097,10 @@ async fn state_key_forms(
 /// them all). Then the master holding a running exam's state slot, which is also where both
 /// instances' event listeners are subscribed, is SIGKILLed mid-exam: answers given while the
 /// cluster fails over still succeed exactly (Redis errors are cache misses), its replica
-/// is promoted, the listeners resubscribe by themselves, and the exams finish with every
-/// estimate exact, no answer lost or doubled, and every later update delivered on both
-/// instances.
+/// is promoted, the listeners resubscribe by themselves, `clearEngineCache` deletes the
+/// states on every master, and the exams finish with every estimate exact, no answer lost
+/// or doubled, every later update delivered on both instances, and the completion markers
+/// set beside the deleted states.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exams_on_a_redis_cluster_survive_the_failover_of_a_master_mid_exam() {
     let mut cluster = RedisCluster::start().await;
@@ -1250,6 +1251,29 @@ async fn exams_on_a_redis_cluster_survive_the_failover_of_a_master_mid_exam() {
         assert_eq!(app.get_json("/health").await["redis"], "up");
     }
 
+    // clearEngineCache finds and deletes the states on every master (the running exams'
+    // live on two); the exams go on from Postgres.
+    let admin = a.admin();
+    let active = b.ok(&admin, "{ activeSessions }", json!({})).await;
+    let active: Vec<String> =
+        serde_json::from_value(active["activeSessions"].clone()).expect("ids");
+    for exam in &exams {
+        assert!(active.contains(&exam.id), "{} in {active:?}", exam.id);
+    }
+    let cleared = b
+        .ok(&admin, "mutation { clearEngineCache }", json!({}))
+        .await;
+    assert_eq!(cleared["clearEngineCache"], json!(active.len()));
+    let active = a.ok(&admin, "{ activeSessions }", json!({})).await;
+    assert_eq!(active["activeSessions"], json!([]));
+    let mut conn = cluster.client().await;
+    for exam in &exams {
+        assert_eq!(
+            state_key_forms(&mut conn, &prefix, &exam.id).await,
+            (false, false)
+        );
+    }
+
     // The rest of each exam, alternating again; every update reaches both instances.
     for exam in &mut exams {
         while exam.item.is_some() {
@@ -1258,7 +1282,6 @@ async fn exams_on_a_redis_cluster_survive_the_failover_of_a_master_mid_exam() {
         }
         assert_eq!(exam.check.acknowledged.len(), CLUSTER_EXAM_ITEMS);
     }
-    let mut conn = cluster.client().await;
     let mut everything = ExamChecker::new(params.clone(), ids.clone());
     for exam in &exams {
         // Completed: the state is gone and the marker is set, in the same slot.

@@ -25,7 +25,7 @@ use bb8_redis::RedisConnectionManager;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::NodeAddress;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, RedisFuture, Value};
 
 use super::keys::KeyForm;
@@ -147,26 +147,47 @@ impl RedisConnection<'_> {
         match self {
             Self::Standalone(conn) => Ok(vec![(None, cmd.query_async(&mut **conn).await?)]),
             Self::Cluster(conn) => {
-                // No response policy: redis-rs answers with a map of node address → reply.
-                let replies = conn
-                    .route_command(
-                        cmd.clone(),
-                        RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None)),
-                    )
-                    .await?;
-                let Value::Map(replies) = replies else {
-                    return Err(unexpected("a map of replies per master", &replies));
-                };
-                replies
+                let masters = masters(conn).await?;
+                let replies = masters.iter().map(|node| {
+                    let mut conn = conn.clone();
+                    async move { conn.route_command(cmd.clone(), by_address(node)).await }
+                });
+                let replies = futures_util::future::try_join_all(replies).await?;
+                masters
                     .into_iter()
-                    .map(|(node, reply)| {
-                        let node: String = redis::from_redis_value(node)?;
-                        Ok((
-                            Some(NodeAddress::try_from(node.as_str())?),
-                            reply.extract_error()?,
-                        ))
-                    })
+                    .zip(replies)
+                    .map(|(node, reply)| Ok((Some(node), reply.extract_error()?)))
                     .collect()
+            }
+        }
+    }
+
+    /// Deletes `keys` in the background of Redis (`UNLINK`); returns how many existed. One
+    /// command on a server; on a cluster one command per key, sent together on the
+    /// multiplexed connection: a multi-key command is split by redis-rs's cached slot map,
+    /// which right after a failover still names the dead master and loses that part.
+    pub async fn unlink(&mut self, keys: &[String]) -> redis::RedisResult<i64> {
+        match self {
+            Self::Standalone(conn) => {
+                redis::cmd("UNLINK")
+                    .arg(keys)
+                    .query_async(&mut **conn)
+                    .await
+            }
+            Self::Cluster(conn) => {
+                let unlinked = keys.iter().map(|key| {
+                    let mut conn = conn.clone();
+                    async move {
+                        redis::cmd("UNLINK")
+                            .arg(key)
+                            .query_async::<i64>(&mut conn)
+                            .await
+                    }
+                });
+                Ok(futures_util::future::try_join_all(unlinked)
+                    .await?
+                    .iter()
+                    .sum())
             }
         }
     }
@@ -178,18 +199,53 @@ impl RedisConnection<'_> {
         cmd: &Cmd,
     ) -> redis::RedisResult<Value> {
         match (self, node) {
-            (Self::Cluster(conn), Some(node)) => {
-                let route = SingleNodeRoutingInfo::ByAddress {
-                    host: node.host().to_owned(),
-                    port: node.port(),
-                };
-                conn.route_command(cmd.clone(), RoutingInfo::SingleNode(route))
-                    .await?
-                    .extract_error()
-            }
+            (Self::Cluster(conn), Some(node)) => conn
+                .route_command(cmd.clone(), by_address(node))
+                .await?
+                .extract_error(),
             (conn, _) => cmd.query_async(conn).await,
         }
     }
+}
+
+/// The address of every master, from a node's `CLUSTER SLOTS`. Not redis-rs's
+/// `AllMasters` routing: it follows the slot map the connection routes by, which redis-rs
+/// refreshes only after a keyed command was redirected, so right after a failover it would
+/// skip the promoted master without an error and a `SCAN` would miss its keys.
+async fn masters(conn: &mut ClusterConnection) -> redis::RedisResult<Vec<NodeAddress>> {
+    let ranges: Vec<Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(conn).await?;
+    let mut masters = Vec::new();
+    for range in ranges {
+        // [first slot, last slot, [host, port, id, …] of the master, replicas…]
+        let master = match &range {
+            Value::Array(fields) => fields.get(2),
+            _ => None,
+        };
+        let Some(Value::Array(master)) = master else {
+            return Err(unexpected("a CLUSTER SLOTS range", &range));
+        };
+        let (Some(host), Some(port)) = (master.first(), master.get(1)) else {
+            return Err(unexpected("a master's host and port", &range));
+        };
+        let host: String = redis::from_redis_value_ref(host)?;
+        if host.is_empty() || host == "?" {
+            // The node does not know that master's address: the list would be incomplete.
+            return Err(unexpected("a master's address", &range));
+        }
+        let node = NodeAddress::new(host, redis::from_redis_value_ref(port)?);
+        if !masters.contains(&node) {
+            masters.push(node);
+        }
+    }
+    Ok(masters)
+}
+
+/// The route to one node of the cluster.
+fn by_address(node: &NodeAddress) -> RoutingInfo {
+    RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+        host: node.host().to_owned(),
+        port: node.port(),
+    })
 }
 
 /// Whether a cluster error says the cluster cannot serve now (a slot without a master, or

@@ -286,20 +286,15 @@ impl StateStore {
         Ok(ids)
     }
 
-    /// Deletes every engine state under the prefix (on every master of a cluster: `UNLINK`
-    /// is split by slot); returns how many were deleted.
+    /// Deletes every engine state under the prefix (on every master of a cluster); returns
+    /// how many were deleted.
     pub async fn clear(&self) -> Result<i64, RedisUnavailable> {
         let keys = self.redis.scan_match(&self.keys.state_pattern()).await?;
         let mut deleted = 0;
         for batch in keys.chunks(CLEAR_BATCH) {
             deleted += self
                 .redis
-                .run(async |conn| {
-                    redis::cmd("UNLINK")
-                        .arg(batch)
-                        .query_async::<i64>(conn)
-                        .await
-                })
+                .run(async |conn| conn.unlink(batch).await)
                 .await?;
         }
         Ok(deleted)
