@@ -13,9 +13,14 @@
 //! [`RedisConnection`], a pooled multiplexed connection in standalone mode or the
 //! instance's one cluster connection (itself multiplexed: it routes each command to its
 //! slot's master, follows `MOVED` and failovers, and reconnects by itself, so it is shared
-//! rather than pooled and never reset). The breaker, the timeouts and the metrics are the
-//! same in both modes. Commands that must reach every master (`SCAN`) go through
-//! [`RedisPool::scan_match`].
+//! rather than pooled and never reset). The breaker, the command timeout and the metrics
+//! are the same in both modes (a cluster has no check-out step: its failures to reach a
+//! node count as command errors, and `/metrics` shows it as one idle connection).
+//!
+//! `SCAN` on every master ([`RedisPool::scan_match`]) and multi-key `UNLINK`
+//! ([`RedisConnection::unlink`]) do not trust redis-rs's cached slot map, which it refreshes
+//! only after a keyed command was redirected: right after a failover it still names the
+//! dead master, and a multi-node command would skip or fail its part.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
