@@ -124,7 +124,14 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
     );
     let (target, described) = redis_target(config)?;
     let redis = RedisPool::new(&target, config.redis_pool_size, metrics.redis.clone())
-        .with_context(|| format!("Redis {described} is not usable"))?;
+        .with_context(|| {
+            let variable = if config.redis_cluster_urls.is_empty() {
+                "REDIS_URL"
+            } else {
+                "REDIS_CLUSTER_URLS"
+            };
+            format!("{variable} {described} is not usable")
+        })?;
     metrics.attach_pools(pool.clone(), config.database_pool_size, redis.clone());
     if !redis.ping().await {
         tracing::warn!(

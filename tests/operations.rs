@@ -1300,3 +1300,43 @@ async fn exams_on_a_redis_cluster_survive_the_failover_of_a_master_mid_exam() {
     }
     everything.assert_recorded_exactly(&a.db).await;
 }
+
+/// Promise: in cluster mode the service starts and serves exams while no node of the
+/// cluster answers (Redis errors are cache misses there too): exact estimates, every
+/// answer recorded once, states read from Postgres, and the health checks say Redis is
+/// down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_mode_serves_exams_while_no_cluster_node_answers() {
+    let app = TestApp::spawn_with(Options {
+        env: vec![(
+            "REDIS_CLUSTER_URLS".to_owned(),
+            format!("redis://127.0.0.1:{}", free_port()),
+        )],
+        ..Options::default()
+    })
+    .await;
+    let health = app.get_json("/health").await;
+    assert_eq!(
+        (&health["status"], &health["redis"]),
+        (&json!("ok"), &json!("down"))
+    );
+    assert_eq!(app.get_json("/health/redis").await["redis"], "down");
+    let params = bank_params(30);
+    let bank = app.create_bank(&params).await;
+    let mut check = ExamChecker::new(params, bank_item_ids(&app, &bank).await);
+    let token = app.student("s-no-cluster");
+    let (exam, started) = common::start(&app, &token, &bank, json!({"maxItems": 4})).await;
+    let mut item = started["nextItem"]["itemId"].as_str().map(str::to_owned);
+    while let Some(presented) = item {
+        let correct = check.responses.len() % 2 == 0;
+        let result = answer(&app, &token, &exam, &presented, correct).await;
+        check.check(&presented, correct, &result);
+        if result["completed"] == false {
+            let summary = app.ok(&token, common::SUMMARY, json!({"id": exam})).await;
+            assert_eq!(summary["engineSummary"]["source"], "DATABASE", "{summary}");
+        }
+        item = result["nextItem"]["itemId"].as_str().map(str::to_owned);
+    }
+    assert_eq!(check.acknowledged.len(), 4);
+    check.assert_recorded_exactly(&app.db).await;
+}
