@@ -13,6 +13,7 @@ use crate::metrics::Metrics;
 use crate::storage::db;
 use crate::storage::events::EventBus;
 use crate::storage::redis_pool::RedisPool;
+use crate::storage::redis_target::{ClusterSeeds, RedisTarget};
 use crate::storage::state_store::StateStore;
 
 /// Everything a request handler needs; cheap to clone (all shared handles).
@@ -87,6 +88,34 @@ fn redis_client(config: &Config) -> anyhow::Result<redis::Client> {
     }
 }
 
+/// The Redis of the configuration: the cluster of `REDIS_CLUSTER_URLS` when set, else the
+/// server of `REDIS_URL`; with a description for the logs (passwords redacted).
+fn redis_target(config: &Config) -> anyhow::Result<(RedisTarget, String)> {
+    if config.redis_cluster_urls.is_empty() {
+        let described = redact_url(&config.redis_url);
+        return Ok((RedisTarget::Standalone(redis_client(config)?), described));
+    }
+    let described = format!(
+        "cluster {}",
+        config
+            .redis_cluster_urls
+            .iter()
+            .map(|url| redact_url(url))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let root_cert = match &config.redis_tls_ca_file {
+        None => None,
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("cannot read REDIS_TLS_CA_FILE {}", path.display()))?,
+        ),
+    };
+    let seeds = ClusterSeeds::new(&config.redis_cluster_urls, root_cert)
+        .with_context(|| format!("REDIS_CLUSTER_URLS {described} is not usable"))?;
+    Ok((RedisTarget::Cluster(seeds), described))
+}
+
 /// Builds the application: pools, Redis store, event listener, schema. Redis may be down.
 pub async fn build(config: &Config) -> anyhow::Result<App> {
     install_crypto_provider();
@@ -111,9 +140,16 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
         "Postgres is not reachable at {}",
         redact_url(&config.database_url)
     );
-    let client = redis_client(config)?;
-    let redis = RedisPool::new(&client, config.redis_pool_size, metrics.redis.clone())
-        .with_context(|| format!("REDIS_URL {} is not usable", redact_url(&config.redis_url)))?;
+    let (target, described) = redis_target(config)?;
+    let redis = RedisPool::new(&target, config.redis_pool_size, metrics.redis.clone())
+        .with_context(|| {
+            let variable = if config.redis_cluster_urls.is_empty() {
+                "REDIS_URL"
+            } else {
+                "REDIS_CLUSTER_URLS"
+            };
+            format!("{variable} {described} is not usable")
+        })?;
     metrics.attach_pools(
         pool.pool().clone(),
         config.database_pool_size,
@@ -121,7 +157,7 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
     );
     if !redis.ping().await {
         tracing::warn!(
-            redis = %redact_url(&config.redis_url),
+            redis = %described,
             "Redis is not reachable: serving from Postgres until it is"
         );
     }
@@ -131,7 +167,7 @@ pub async fn build(config: &Config) -> anyhow::Result<App> {
         config.engine_state_ttl_seconds,
         metrics.events.clone(),
     );
-    let events = EventBus::start(client, states.events_channel(), metrics.events.clone());
+    let events = EventBus::start(target, states.events_channel(), metrics.events.clone());
     let service = ExamService::new(
         pool,
         states,

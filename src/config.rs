@@ -7,6 +7,7 @@
 //! | `REDIS_URL` | `redis://127.0.0.1:6379/0` | engine-state cache; `rediss://` and `redis://:password@host:port/db` work |
 //! | `REDIS_HOST`, `REDIS_PORT`, `REDIS_DB`, `REDIS_PASSWORD` | — | used only when `REDIS_URL` is unset |
 //! | `REDIS_TLS_CA_FILE` | none | PEM CA certificate to trust for `rediss://` (besides the public roots) |
+//! | `REDIS_CLUSTER_URLS` | unset | comma-separated `redis://`/`rediss://` seed nodes of a Redis Cluster; when set, cluster mode (hash-tagged keys) and `REDIS_URL` is ignored |
 //! | `REDIS_KEY_PREFIX` | `adaptive_engine` | key prefix of engine states |
 //! | `ENGINE_STATE_TTL_SECONDS` | `3600` | TTL of one exam's engine state, refreshed on every answer |
 //! | `JWT_SECRET` | none | HS256 secret; when unset `serve` makes a random one |
@@ -69,6 +70,8 @@ pub struct Config {
     pub redis_url: String,
     /// A PEM CA to trust for `rediss://` (managed Redis often uses a private CA).
     pub redis_tls_ca_file: Option<std::path::PathBuf>,
+    /// Seed nodes of a Redis Cluster; empty: standalone Redis at `redis_url`.
+    pub redis_cluster_urls: Vec<String>,
     /// Prefix of the engine-state keys; tests use their own so they never collide.
     pub redis_key_prefix: String,
     /// TTL of an engine state, reset on every save, so abandoned exams free their memory.
@@ -168,6 +171,17 @@ impl Config {
                 message: "must not contain glob characters or spaces".into(),
             });
         }
+        let redis_cluster_urls = get("REDIS_CLUSTER_URLS")
+            .map(|urls| redis_cluster_urls(&urls))
+            .transpose()?
+            .unwrap_or_default();
+        if !redis_cluster_urls.is_empty() && redis_key_prefix.contains(['{', '}']) {
+            // A brace in the prefix would become the hash tag of every key.
+            return Err(ConfigError {
+                variable: "REDIS_KEY_PREFIX",
+                message: "must not contain braces with REDIS_CLUSTER_URLS".into(),
+            });
+        }
         let engine_state_ttl_seconds = parse(&get, "ENGINE_STATE_TTL_SECONDS", 3600u64)?;
         if engine_state_ttl_seconds == 0 {
             return Err(ConfigError {
@@ -193,6 +207,7 @@ impl Config {
             database_url,
             redis_url,
             redis_tls_ca_file: get("REDIS_TLS_CA_FILE").map(Into::into),
+            redis_cluster_urls,
             redis_key_prefix,
             engine_state_ttl_seconds,
             jwt_secret: get("JWT_SECRET"),
@@ -240,6 +255,35 @@ impl Config {
             .max(1),
         })
     }
+}
+
+/// The comma-separated seed URLs of `REDIS_CLUSTER_URLS`: each `redis://` or `rediss://`
+/// with a host.
+fn redis_cluster_urls(raw: &str) -> Result<Vec<String>, ConfigError> {
+    let error = |message: String| ConfigError {
+        variable: "REDIS_CLUSTER_URLS",
+        message,
+    };
+    let urls: Vec<String> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if urls.is_empty() {
+        return Err(error("lists no URL".into()));
+    }
+    for raw in &urls {
+        let url = url::Url::parse(raw)
+            .map_err(|e| error(format!("{} is not a URL: {e}", redact_url(raw))))?;
+        if !matches!(url.scheme(), "redis" | "rediss") || url.host_str().is_none_or(str::is_empty) {
+            return Err(error(format!(
+                "{} is not a redis:// or rediss:// URL with a host",
+                redact_url(raw)
+            )));
+        }
+    }
+    Ok(urls)
 }
 
 /// `IP:PORT` or `localhost:PORT`.
@@ -417,6 +461,39 @@ mod tests {
         assert!(c.graphql_introspection);
         let err = config(&[("DATABASE_PREPARED_STATEMENTS", "nope")]).unwrap_err();
         assert_eq!(err.variable, "DATABASE_PREPARED_STATEMENTS");
+    }
+
+    #[test]
+    fn redis_cluster_urls_are_redis_urls_and_unset_means_standalone() {
+        assert!(config(&[]).unwrap().redis_cluster_urls.is_empty());
+        let c = config(&[(
+            "REDIS_CLUSTER_URLS",
+            " redis://10.0.0.1:7000, rediss://:pw@10.0.0.2:7001 ,",
+        )])
+        .unwrap();
+        assert_eq!(
+            c.redis_cluster_urls,
+            ["redis://10.0.0.1:7000", "rediss://:pw@10.0.0.2:7001"]
+        );
+        for bad in [
+            "10.0.0.1:7000",
+            "redis://10.0.0.1:7000,http://10.0.0.2:7001",
+            "redis://",
+            " , ",
+        ] {
+            let err = config(&[("REDIS_CLUSTER_URLS", bad)]).unwrap_err();
+            assert_eq!(err.variable, "REDIS_CLUSTER_URLS", "{bad}");
+        }
+        // The password of a bad URL is not echoed.
+        let err = config(&[("REDIS_CLUSTER_URLS", "http://:s3cret@h:1")]).unwrap_err();
+        assert!(!err.message.contains("s3cret"), "{}", err.message);
+        let err = config(&[
+            ("REDIS_CLUSTER_URLS", "redis://h:7000"),
+            ("REDIS_KEY_PREFIX", "a{b}"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.variable, "REDIS_KEY_PREFIX");
+        assert!(config(&[("REDIS_KEY_PREFIX", "a{b}")]).is_ok());
     }
 
     #[test]

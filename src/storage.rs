@@ -13,6 +13,7 @@ pub mod exposure;
 pub mod keys;
 pub mod queries;
 pub mod redis_pool;
+pub mod redis_target;
 pub mod rows;
 #[allow(
     missing_docs,

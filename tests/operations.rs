@@ -3,7 +3,10 @@
 //! its own; every response carries `x-request-id` (the client's usable one, else a new one)
 //! and every log line of a request names it (the real binary with `LOG_FORMAT=json`);
 //! `/health/live` and `/health/ready` follow the process, Postgres and the migrations; exams
-//! run exactly behind PgBouncer in transaction mode (`pgbouncer.rs`).
+//! run exactly behind PgBouncer in transaction mode (`pgbouncer.rs`); on a Redis Cluster
+//! (`REDIS_CLUSTER_URLS`) exams keep exact estimates, every answer and their subscribers'
+//! updates through the failover of a master under a running exam; spans reach an
+//! OpenTelemetry collector (feature `otlp`).
 
 mod common;
 #[path = "operations/pgbouncer.rs"]
@@ -15,8 +18,9 @@ use std::time::Duration;
 
 use adaptive_engine::auth::{JwtKeys, Role};
 use common::{
-    JWT_SECRET, Options, PgServer, Subscription, TestApp, TestDb, WsProtocol, bank_params,
-    create_assessment, error_code, free_port, start_assessment,
+    ExamChecker, JWT_SECRET, Options, PgServer, RedisCluster, Subscription, TestApp, TestDb,
+    WsProtocol, answer, bank_item_ids, bank_params, create_assessment, error_code, free_port, poll,
+    start_assessment,
 };
 use diesel::sql_types::Text;
 use diesel_async::RunQueryDsl;
@@ -1072,4 +1076,368 @@ async fn readiness_follows_postgres_and_the_migrations() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(status, 200, "ready again once Postgres is back");
+}
+
+// ---------------------------------------------------------------------------------------
+// Redis Cluster
+// ---------------------------------------------------------------------------------------
+
+/// Answers per exam in the cluster test.
+const CLUSTER_EXAM_ITEMS: usize = 8;
+
+/// One exam of the cluster test: its answers so far, and a subscriber on each instance.
+struct ClusterExam {
+    id: String,
+    token: String,
+    /// The item to answer next (`None` once completed).
+    item: Option<String>,
+    check: ExamChecker,
+    /// `thetaUpdates` subscribers: `watchers[i]` on instance `i`.
+    watchers: Vec<Subscription>,
+    /// Updates a watcher may miss: (instance, itemsCompleted) of answers recorded while the
+    /// cluster was failing over, which only the recording instance is sure to deliver.
+    may_miss: Vec<(usize, u64)>,
+}
+
+impl ClusterExam {
+    /// Answers the presented item on instance `on` of `apps` (right or wrong by a fixed
+    /// pattern), checks the estimate against the reference, then waits until every watcher
+    /// delivered the update (in order, nothing twice). While the cluster `fails_over`, only
+    /// the recording instance's watcher must deliver it.
+    async fn answer_on(&mut self, apps: &[&TestApp], on: usize, fails_over: bool) {
+        let item = self.item.clone().expect("the exam is still running");
+        let correct = (self.check.responses.len() * 7 + self.id.len()) % 3 != 0;
+        let result = answer(apps[on], &self.token, &self.id, &item, correct).await;
+        self.check.check(&item, correct, &result);
+        self.item = result["nextItem"]["itemId"].as_str().map(str::to_owned);
+        let n = self.check.acknowledged.len() as u64;
+        for watcher in 0..self.watchers.len() {
+            if fails_over && watcher != on {
+                self.may_miss.push((watcher, n));
+            } else {
+                self.expect_update(watcher, n).await;
+            }
+        }
+        if self.item.is_none() {
+            for watcher in &mut self.watchers {
+                let end = watcher.next(Duration::from_secs(10)).await;
+                assert_eq!(
+                    end.as_ref().map(|m| m["type"].clone()),
+                    Some(json!("complete")),
+                    "exam {}: after its last update, the subscription completes",
+                    self.id
+                );
+            }
+        }
+    }
+
+    /// Reads `watcher`'s next update, which must be the `n`th (after the one it may have
+    /// missed), and checks it against the acknowledged answer.
+    async fn expect_update(&mut self, watcher: usize, n: u64) {
+        loop {
+            let message = self.watchers[watcher]
+                .next(Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|| {
+                    panic!(
+                        "exam {}: no update {n} on instance {watcher}'s subscriber",
+                        self.id
+                    )
+                });
+            let update = &message["data"]["thetaUpdates"];
+            let got = update["itemsCompleted"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("not an update: {message}"));
+            let acknowledged = &self.check.acknowledged[got as usize - 1];
+            assert_eq!(
+                update["theta"].as_f64(),
+                Some(acknowledged.theta),
+                "{message}"
+            );
+            assert_eq!(
+                update["standardError"].as_f64(),
+                Some(acknowledged.standard_error)
+            );
+            assert_eq!(update["completed"].as_bool(), Some(acknowledged.completed));
+            if got == n {
+                return;
+            }
+            assert!(
+                got < n && self.may_miss.contains(&(watcher, got)),
+                "exam {}: instance {watcher}'s subscriber got update {got}, expected {n}",
+                self.id
+            );
+            // The update of the failover came through after all; it counts only once.
+            self.may_miss.retain(|m| *m != (watcher, got));
+        }
+    }
+}
+
+/// Keys of one test prefix in the cluster: `(exists, exists)` for the state key in the
+/// hash-tagged form and in the standalone form.
+async fn state_key_forms(
+    conn: &mut redis::cluster_async::ClusterConnection,
+    prefix: &str,
+    exam: &str,
+) -> (bool, bool) {
+    let tagged: bool = conn
+        .exists(format!("{prefix}:{{{exam}}}"))
+        .await
+        .expect("EXISTS");
+    let plain: bool = conn
+        .exists(format!("{prefix}:{exam}"))
+        .await
+        .expect("EXISTS");
+    (tagged, plain)
+}
+
+/// Promise (issue 14): with `REDIS_CLUSTER_URLS` two instances run exams on a six-node
+/// Redis Cluster with answers alternating between them: every estimate exact, a
+/// subscriber on each instance receives every update, the engine states are the
+/// hash-tagged keys `{prefix}:{<exam>}` spread over the masters (`activeSessions` scans
+/// them all). Then the master holding a running exam's state slot, which is also where both
+/// instances' event listeners are subscribed, is SIGKILLed mid-exam: answers given while the
+/// cluster fails over still succeed exactly (Redis errors are cache misses), its replica
+/// is promoted, the listeners resubscribe by themselves, `clearEngineCache` deletes the
+/// states on every master, and the exams finish with every estimate exact, no answer lost
+/// or doubled, every later update delivered on both instances, and the completion markers
+/// set beside the deleted states.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exams_on_a_redis_cluster_survive_the_failover_of_a_master_mid_exam() {
+    let mut cluster = RedisCluster::start().await;
+    let env = vec![("REDIS_CLUSTER_URLS".to_owned(), cluster.urls())];
+    let a = TestApp::spawn_with(Options {
+        env: env.clone(),
+        ..Options::default()
+    })
+    .await;
+    let b = TestApp::spawn_with(Options {
+        db: Some(a.db.clone()),
+        prefix: Some(a.prefix.clone()),
+        env,
+        ..Options::default()
+    })
+    .await;
+    let apps = [&a, &b];
+    let prefix = a.prefix.clone();
+
+    // The listeners subscribe through the master of the channel name's slot: the victim.
+    let channel = a.app.service.states().events_channel();
+    let victim = cluster.master_of(&channel).await;
+    poll(
+        "both listeners subscribed on the channel's master",
+        Duration::from_secs(10),
+        async || (cluster.subscribers_on(victim, &channel).await == 2).then_some(()),
+    )
+    .await;
+
+    let params = bank_params(40);
+    let bank = a.create_bank(&params).await;
+    let ids = bank_item_ids(&a, &bank).await;
+    let assessment = create_assessment(
+        &a,
+        &bank,
+        json!({"maxItems": CLUSTER_EXAM_ITEMS}),
+        json!({}),
+    )
+    .await;
+    // Start exams (on both instances) until one's state lives on the victim and another's
+    // on a different master.
+    let proctor = a.proctor("p-cluster");
+    let mut started = Vec::new();
+    let (mut on_victim, mut elsewhere) = (None, None);
+    for n in 0..30 {
+        let token = a.student(&format!("s-cluster-{n}"));
+        let (exam, payload) = start_assessment(apps[n % 2], &token, &assessment).await;
+        started.push(exam.clone());
+        let master = cluster.master_of(&format!("{prefix}:{{{exam}}}")).await;
+        let slot = if master == victim {
+            &mut on_victim
+        } else {
+            &mut elsewhere
+        };
+        if slot.is_none() {
+            *slot = Some(ClusterExam {
+                id: exam,
+                token,
+                item: payload["nextItem"]["itemId"].as_str().map(str::to_owned),
+                check: ExamChecker::new(params.clone(), ids.clone()),
+                watchers: Vec::new(),
+                may_miss: Vec::new(),
+            });
+        }
+        if on_victim.is_some() && elsewhere.is_some() {
+            break;
+        }
+    }
+    let mut exams = [
+        on_victim.expect("an exam on the victim master"),
+        elsewhere.expect("an exam on another master"),
+    ];
+    for exam in &mut exams {
+        for app in apps {
+            let (watcher, current) = Subscription::theta_updates_live(
+                app.addr,
+                Some(&proctor),
+                &exam.id,
+                WsProtocol::TransportWs,
+            )
+            .await
+            .expect("subscribed");
+            assert_eq!(current["data"]["thetaUpdates"]["itemsCompleted"], 0);
+            exam.watchers.push(watcher);
+        }
+    }
+
+    // Half of each exam, answers alternating between the instances.
+    for k in 0..CLUSTER_EXAM_ITEMS / 2 {
+        for exam in &mut exams {
+            exam.answer_on(&apps, k % 2, false).await;
+        }
+    }
+    // The states are cached, under hash-tagged keys only, on two different masters.
+    let mut conn = cluster.client().await;
+    for exam in &exams {
+        assert_eq!(
+            state_key_forms(&mut conn, &prefix, &exam.id).await,
+            (true, false),
+            "exam {}: the state key is {prefix}:{{{}}}, not {prefix}:{}",
+            exam.id,
+            exam.id,
+            exam.id
+        );
+        let summary = b
+            .ok(&proctor, common::SUMMARY, json!({"id": exam.id}))
+            .await;
+        assert_eq!(summary["engineSummary"]["source"], "CACHE", "{summary}");
+    }
+    let active = a.ok(&a.admin(), "{ activeSessions }", json!({})).await;
+    let mut active: Vec<String> =
+        serde_json::from_value(active["activeSessions"].clone()).expect("ids");
+    active.sort();
+    started.sort();
+    assert_eq!(active, started, "activeSessions scans every master");
+
+    // SIGKILL the victim mid-exam; answer both exams while the cluster fails over.
+    cluster.kill(victim);
+    for exam in &mut exams {
+        let k = exam.check.acknowledged.len();
+        exam.answer_on(&apps, k % 2, true).await;
+    }
+    // The replica takes over, the listeners resubscribe, the instances see the cluster.
+    cluster.wait_ok().await;
+    assert_ne!(
+        cluster.master_of(&channel).await,
+        victim,
+        "a replica was promoted"
+    );
+    poll(
+        "both listeners subscribed again",
+        Duration::from_secs(20),
+        async || {
+            let mut subscribers = 0;
+            for port in cluster.live_ports() {
+                subscribers += cluster.subscribers_on(port, &channel).await;
+            }
+            (subscribers == 2).then_some(())
+        },
+    )
+    .await;
+    for app in apps {
+        poll("/health/redis up", Duration::from_secs(20), async || {
+            let health = app.get_json("/health/redis").await;
+            (health["redis"] == "up").then_some(())
+        })
+        .await;
+        assert_eq!(app.get_json("/health").await["redis"], "up");
+    }
+
+    // clearEngineCache finds and deletes the states on every master (the running exams'
+    // live on two); the exams go on from Postgres.
+    let admin = a.admin();
+    let active = b.ok(&admin, "{ activeSessions }", json!({})).await;
+    let active: Vec<String> =
+        serde_json::from_value(active["activeSessions"].clone()).expect("ids");
+    for exam in &exams {
+        assert!(active.contains(&exam.id), "{} in {active:?}", exam.id);
+    }
+    let cleared = b
+        .ok(&admin, "mutation { clearEngineCache }", json!({}))
+        .await;
+    assert_eq!(cleared["clearEngineCache"], json!(active.len()));
+    let active = a.ok(&admin, "{ activeSessions }", json!({})).await;
+    assert_eq!(active["activeSessions"], json!([]));
+    let mut conn = cluster.client().await;
+    for exam in &exams {
+        assert_eq!(
+            state_key_forms(&mut conn, &prefix, &exam.id).await,
+            (false, false)
+        );
+    }
+
+    // The rest of each exam, alternating again; every update reaches both instances.
+    for exam in &mut exams {
+        while exam.item.is_some() {
+            let k = exam.check.acknowledged.len();
+            exam.answer_on(&apps, k % 2, false).await;
+        }
+        assert_eq!(exam.check.acknowledged.len(), CLUSTER_EXAM_ITEMS);
+    }
+    let mut everything = ExamChecker::new(params.clone(), ids.clone());
+    for exam in &exams {
+        // Completed: the state is gone and the marker is set, in the same slot.
+        assert_eq!(
+            state_key_forms(&mut conn, &prefix, &exam.id).await,
+            (false, false)
+        );
+        let marker: bool = conn
+            .exists(format!("{prefix}-completed:{{{}}}", exam.id))
+            .await
+            .expect("EXISTS");
+        assert!(marker, "exam {}: completion marker", exam.id);
+        everything
+            .acknowledged
+            .extend(exam.check.acknowledged.iter().cloned());
+    }
+    everything.assert_recorded_exactly(&a.db).await;
+}
+
+/// Promise: in cluster mode the service starts and serves exams while no node of the
+/// cluster answers (Redis errors are cache misses there too): exact estimates, every
+/// answer recorded once, states read from Postgres, and the health checks say Redis is
+/// down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_mode_serves_exams_while_no_cluster_node_answers() {
+    let app = TestApp::spawn_with(Options {
+        env: vec![(
+            "REDIS_CLUSTER_URLS".to_owned(),
+            format!("redis://127.0.0.1:{}", free_port()),
+        )],
+        ..Options::default()
+    })
+    .await;
+    let health = app.get_json("/health").await;
+    assert_eq!(
+        (&health["status"], &health["redis"]),
+        (&json!("ok"), &json!("down"))
+    );
+    assert_eq!(app.get_json("/health/redis").await["redis"], "down");
+    let params = bank_params(30);
+    let bank = app.create_bank(&params).await;
+    let mut check = ExamChecker::new(params, bank_item_ids(&app, &bank).await);
+    let token = app.student("s-no-cluster");
+    let (exam, started) = common::start(&app, &token, &bank, json!({"maxItems": 4})).await;
+    let mut item = started["nextItem"]["itemId"].as_str().map(str::to_owned);
+    while let Some(presented) = item {
+        let correct = check.responses.len() % 2 == 0;
+        let result = answer(&app, &token, &exam, &presented, correct).await;
+        check.check(&presented, correct, &result);
+        if result["completed"] == false {
+            let summary = app.ok(&token, common::SUMMARY, json!({"id": exam})).await;
+            assert_eq!(summary["engineSummary"]["source"], "DATABASE", "{summary}");
+        }
+        item = result["nextItem"]["itemId"].as_str().map(str::to_owned);
+    }
+    assert_eq!(check.acknowledged.len(), 4);
+    check.assert_recorded_exactly(&app.db).await;
 }

@@ -11,6 +11,14 @@
 //! while an instance's listener reconnects, are lost there. Events carry `items_completed`
 //! so a client can see a gap and re-read the summary.
 //!
+//! On a Redis Cluster the channel is a classic one (the state scripts `PUBLISH` it; the
+//! cluster forwards every message to every node). The listener holds its own cluster
+//! connection (RESP3, its pushes on a channel of ours) and `SUBSCRIBE`s through it, which
+//! redis-rs routes to the master of the channel name's slot, or to any node while that one
+//! is unreachable. When any of its nodes goes away (a master killed before a failover) the
+//! listener starts over, as it does when a standalone Redis restarts: reconnect with
+//! backoff, re-read the topology, subscribe again.
+//!
 //! Counts what it receives, delivers and loses ([`EventMetrics`]).
 
 use std::collections::HashMap;
@@ -26,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast};
 use tokio_stream::wrappers::BroadcastStream;
 
+use super::redis_target::{ClusterSeeds, RedisTarget};
 use crate::metrics::EventMetrics;
 
 /// Events buffered per exam for a slow subscriber before it starts skipping.
@@ -114,8 +123,8 @@ impl Drop for Inner {
 }
 
 impl EventBus {
-    /// Starts the listener on `channel`; it connects (and reconnects) by itself.
-    pub fn start(client: redis::Client, channel: String, metrics: EventMetrics) -> Self {
+    /// Starts the listener on `channel` of `target`; it connects (and reconnects) by itself.
+    pub fn start(target: RedisTarget, channel: String, metrics: EventMetrics) -> Self {
         let inner = Arc::new(Inner {
             senders: Mutex::new(HashMap::new()),
             assessments: Mutex::new(HashMap::new()),
@@ -125,7 +134,7 @@ impl EventBus {
             task: Mutex::new(None),
             metrics,
         });
-        let task = tokio::spawn(listen(client, channel, Arc::downgrade(&inner)));
+        let task = tokio::spawn(listen(target, channel, Arc::downgrade(&inner)));
         if let Ok(mut slot) = inner.task.lock() {
             *slot = Some(task);
         }
@@ -202,21 +211,26 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The listener: subscribe, fan out until the connection ends, back off, repeat.
-async fn listen(client: redis::Client, channel: String, bus: std::sync::Weak<Inner>) {
+async fn listen(target: RedisTarget, channel: String, bus: std::sync::Weak<Inner>) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match subscribe(&client, &channel).await {
-            Ok(pubsub) => {
+        let subscription = match &target {
+            RedisTarget::Standalone(client) => subscribe(client, &channel)
+                .await
+                .map(|pubsub| Subscription::Standalone(Box::pin(pubsub.into_on_message()))),
+            RedisTarget::Cluster(seeds) => subscribe_cluster(seeds, &channel).await,
+        };
+        match subscription {
+            Ok(mut subscription) => {
                 backoff = Duration::from_millis(100);
                 let Some(inner) = bus.upgrade() else { return };
                 inner.listening.store(true, Ordering::Release);
                 inner.subscribed.notify_waiters();
                 drop(inner);
                 tracing::info!(channel = %channel, "listening for theta updates");
-                let mut messages = pubsub.into_on_message();
-                while let Some(message) = messages.next().await {
+                while let Some(message) = subscription.next_message().await {
                     let Some(inner) = bus.upgrade() else { return };
-                    dispatch(&inner, message.get_payload_bytes());
+                    dispatch(&inner, message.payload());
                 }
                 let Some(inner) = bus.upgrade() else { return };
                 inner.listening.store(false, Ordering::Release);
@@ -234,6 +248,62 @@ async fn listen(client: redis::Client, channel: String, bus: std::sync::Weak<Inn
     }
 }
 
+/// A live subscription to the event channel.
+enum Subscription {
+    /// The messages of a standalone pub/sub connection.
+    Standalone(Pin<Box<dyn Stream<Item = redis::Msg> + Send>>),
+    /// A cluster connection and the pushes its nodes send.
+    Cluster {
+        /// Kept open: dropping it closes every node connection.
+        _connection: redis::cluster_async::ClusterConnection,
+        /// The pushes of every node of the connection (messages, disconnections).
+        pushes: tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
+    },
+}
+
+/// One message received on the event channel.
+enum Message {
+    /// From a standalone pub/sub connection.
+    Standalone(redis::Msg),
+    /// The payload of a cluster node's push.
+    Cluster(Vec<u8>),
+}
+
+impl Message {
+    fn payload(&self) -> &[u8] {
+        match self {
+            Self::Standalone(message) => message.get_payload_bytes(),
+            Self::Cluster(payload) => payload,
+        }
+    }
+}
+
+impl Subscription {
+    /// The next message; `None` once the subscription is lost.
+    async fn next_message(&mut self) -> Option<Message> {
+        match self {
+            Self::Standalone(messages) => messages.next().await.map(Message::Standalone),
+            Self::Cluster { pushes, .. } => loop {
+                let push = pushes.recv().await?;
+                match push.kind {
+                    redis::PushKind::Message => {
+                        // [channel, payload]
+                        if let Some(redis::Value::BulkString(payload)) =
+                            push.data.into_iter().nth(1)
+                        {
+                            return Some(Message::Cluster(payload));
+                        }
+                    }
+                    // A node is gone (killed, or failing over): start over rather than rely
+                    // on the connection's own recovery, which only runs when a command fails.
+                    redis::PushKind::Disconnection => return None,
+                    _ => {}
+                }
+            },
+        }
+    }
+}
+
 async fn subscribe(
     client: &redis::Client,
     channel: &str,
@@ -243,6 +313,37 @@ async fn subscribe(
         pubsub.subscribe(channel).await?;
         Ok(pubsub)
     };
+    within_subscribe_timeout(connect).await
+}
+
+/// Connects to the cluster with a connection of the listener's own (RESP3, which carries
+/// pub/sub messages as pushes) and subscribes to `channel`.
+async fn subscribe_cluster(
+    seeds: &ClusterSeeds,
+    channel: &str,
+) -> redis::RedisResult<Subscription> {
+    let connect = async {
+        let (sender, pushes) = tokio::sync::mpsc::unbounded_channel();
+        let client = seeds
+            .builder()
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(sender)
+            .connection_timeout(Duration::from_millis(500))
+            .response_timeout(Duration::from_secs(1))
+            .build()?;
+        let mut connection = client.get_async_connection().await?;
+        connection.subscribe(channel).await?;
+        Ok(Subscription::Cluster {
+            _connection: connection,
+            pushes,
+        })
+    };
+    within_subscribe_timeout(connect).await
+}
+
+async fn within_subscribe_timeout<T>(
+    connect: impl Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
     tokio::time::timeout(Duration::from_secs(2), connect)
         .await
         .unwrap_or_else(|_| {

@@ -2,7 +2,8 @@
 //! Redis and rebuilt from Postgres when Redis loses them.
 //!
 //! One hash per bank, `{prefix}-exposure:{bank_id}` (outside the engine-state prefix, so
-//! `KEYS {prefix}:*` still lists only live exams), with the fields `n` (exams started),
+//! `KEYS {prefix}:*` still lists only live exams; hash-tagged on a cluster, see
+//! [`super::keys`]: every script and pipeline here touches that one key), with the fields `n` (exams started),
 //! `a:{item}` (times presented), `s:{item}` (times chosen by the selection rule before
 //! Sympson–Hetter's lottery) and `i:{item}` (exams for which the item was ineligible).
 //! Instances read the hash at most once a second per bank (the rates Sympson–Hetter and
@@ -91,11 +92,11 @@ pub struct ExposureTracker {
 }
 
 impl ExposureTracker {
-    /// A tracker writing under `{prefix}-exposure:`.
+    /// A tracker writing under `{prefix}-exposure:` (in the key form of `redis`'s deployment).
     pub fn new(redis: RedisPool, prefix: &str) -> Self {
         Self {
+            keys: Keys::with_form(prefix, redis.key_form()),
             redis,
-            keys: Keys::new(prefix),
             cache: Arc::default(),
             fill: redis::Script::new(FILL_SCRIPT),
             count_exam: redis::Script::new(COUNT_EXAM_SCRIPT),

@@ -1,5 +1,6 @@
 //! The Redis engine-state store: one JSON string per live exam under
-//! `{prefix}:{exam_session_id}`, with a TTL reset on every save, deleted on completion.
+//! `{prefix}:{exam_session_id}` (`adaptive_engine:{123}`, hash-tagged, on a cluster, see
+//! [`super::keys`]), with a TTL reset on every save, deleted on completion.
 //!
 //! It stores what it is given and never decides anything: the exam flow checks a loaded
 //! state against Postgres before trusting it. Writes are versioned by `items_completed`
@@ -7,6 +8,12 @@
 //! exam leaves a short-lived marker (`{prefix}-completed:{id}`, outside the state prefix)
 //! so a late write cannot bring its state back. Each write also publishes the answer's
 //! event in the same round trip (counted as published, or as dropped when Redis is down).
+//!
+//! On a cluster every script touches one slot only: an exam's state and marker share their
+//! hash tag, and the event goes out with a classic `PUBLISH` (a channel is no key, and a
+//! cluster forwards classic messages to every node). `SPUBLISH` could not ride in the
+//! script: a shard channel must hash to the script's slot, which one fleet-wide channel
+//! cannot.
 
 use redis::{AsyncCommands, Script};
 
@@ -78,12 +85,12 @@ pub struct StateStore {
 }
 
 impl StateStore {
-    /// A store writing under `prefix` with the given TTL; the events it publishes are
-    /// counted in `events`.
+    /// A store writing under `prefix` (in the key form of `redis`'s deployment) with the
+    /// given TTL; the events it publishes are counted in `events`.
     pub fn new(redis: RedisPool, prefix: &str, ttl_seconds: u64, events: EventMetrics) -> Self {
         Self {
+            keys: Keys::with_form(prefix, redis.key_form()),
             redis,
-            keys: Keys::new(prefix),
             ttl_seconds,
             save_script: Script::new(SAVE_SCRIPT),
             complete_script: Script::new(COMPLETE_SCRIPT),
@@ -122,7 +129,7 @@ impl StateStore {
         self.ttl_seconds
     }
 
-    /// `{prefix}:{id}`: the key of one exam's state.
+    /// `{prefix}:{id}` (cluster: `{prefix}:{` id `}`): the key of one exam's state.
     pub fn key(&self, exam_session_id: i64) -> String {
         self.keys.state(exam_session_id)
     }
@@ -266,9 +273,10 @@ impl StateStore {
     }
 
     /// Ids of the exams that have a state, found with `SCAN` (never `KEYS`, which blocks
-    /// Redis on large databases). Keys whose suffix is not an id are ignored.
+    /// Redis on large databases; on every master of a cluster). Keys whose suffix is not an
+    /// id are ignored.
     pub async fn active_sessions(&self) -> Result<Vec<i64>, RedisUnavailable> {
-        let keys = self.scan_keys().await?;
+        let keys = self.redis.scan_match(&self.keys.state_pattern()).await?;
         let mut ids: Vec<i64> = keys
             .iter()
             .filter_map(|key| self.keys.exam_of_state(key))
@@ -278,47 +286,17 @@ impl StateStore {
         Ok(ids)
     }
 
-    /// Deletes every engine state under the prefix; returns how many were deleted.
+    /// Deletes every engine state under the prefix (on every master of a cluster); returns
+    /// how many were deleted.
     pub async fn clear(&self) -> Result<i64, RedisUnavailable> {
-        let keys = self.scan_keys().await?;
+        let keys = self.redis.scan_match(&self.keys.state_pattern()).await?;
         let mut deleted = 0;
         for batch in keys.chunks(CLEAR_BATCH) {
             deleted += self
                 .redis
-                .run(async |conn| {
-                    redis::cmd("UNLINK")
-                        .arg(batch)
-                        .query_async::<i64>(conn)
-                        .await
-                })
+                .run(async |conn| conn.unlink(batch).await)
                 .await?;
         }
         Ok(deleted)
-    }
-
-    async fn scan_keys(&self) -> Result<Vec<String>, RedisUnavailable> {
-        let pattern = self.keys.state_pattern();
-        let mut keys = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<String>) = self
-                .redis
-                .run(async |conn| {
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async::<(u64, Vec<String>)>(conn)
-                        .await
-                })
-                .await?;
-            keys.extend(batch);
-            if next == 0 {
-                return Ok(keys);
-            }
-            cursor = next;
-        }
     }
 }

@@ -1,7 +1,7 @@
 //! Shared helpers of the integration tests: a fresh database per test (copied from a
 //! migrated template), a random Redis key prefix per test, the service on an ephemeral
-//! port, a GraphQL client, a test-owned `redis-server` for fault tests, and a small
-//! graphql-transport-ws client.
+//! port, a GraphQL client, a test-owned `redis-server` (or a six-node Redis Cluster) for
+//! fault tests, and a small graphql-transport-ws client.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
 pub mod pgbouncer;
@@ -548,6 +548,283 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A Redis Cluster owned by one test: six `redis-server` processes on free loopback ports
+/// (three masters, each with one replica, `cluster-node-timeout` 1000 ms so a killed
+/// master's replica takes over within a few seconds), all killed on drop.
+pub struct RedisCluster {
+    /// Every node's port, in the order given to `redis-cli --cluster create` (the first
+    /// three are the initial masters).
+    pub ports: Vec<u16>,
+    /// The running processes by port (a killed node is removed).
+    children: std::collections::HashMap<u16, Child>,
+    /// Holds the nodes' `nodes-N.conf`.
+    dir: std::path::PathBuf,
+}
+
+/// One node's view of who serves a slot: (first slot, last slot, master port).
+type SlotRange = (u16, u16, u16);
+
+impl RedisCluster {
+    /// Starts six nodes, creates the cluster and waits until every node says
+    /// `cluster_state:ok` and every replica is in sync with its master.
+    pub async fn start() -> Self {
+        let dir = std::env::temp_dir().join(unique("redis-cluster"));
+        std::fs::create_dir_all(&dir).expect("cluster dir");
+        let mut cluster = Self {
+            ports: Vec::new(),
+            children: std::collections::HashMap::new(),
+            dir,
+        };
+        for _ in 0..6 {
+            let port = free_port();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--cluster-enabled", "yes", "--cluster-config-file"])
+                .arg(cluster.dir.join(format!("nodes-{port}.conf")))
+                .args(["--cluster-node-timeout", "1000"])
+                // Replicas sync at once (by default a master waits 5 s for more of them).
+                .args(["--repl-diskless-sync-delay", "0"])
+                .args(["--appendonly", "no", "--save", ""])
+                .arg("--dir")
+                .arg(&cluster.dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed");
+            cluster.ports.push(port);
+            cluster.children.insert(port, child);
+        }
+        for &port in &cluster.ports {
+            poll(
+                "the node answering PING",
+                Duration::from_secs(10),
+                async || {
+                    let mut conn = node(port).await?;
+                    redis::cmd("PING")
+                        .query_async::<String>(&mut conn)
+                        .await
+                        .ok()
+                },
+            )
+            .await;
+        }
+        let nodes: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        let created = tokio::task::spawn_blocking(move || {
+            Command::new("redis-cli")
+                .arg("--cluster")
+                .arg("create")
+                .args(&nodes)
+                .args(["--cluster-replicas", "1", "--cluster-yes"])
+                .output()
+                .expect("redis-cli must be installed")
+        })
+        .await
+        .expect("join");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        cluster.wait_ok().await;
+        // A replica that has not synced yet would refuse to take over from its master.
+        for &port in &cluster.ports {
+            poll("the replica in sync", Duration::from_secs(30), async || {
+                let mut conn = node(port).await?;
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut conn)
+                    .await
+                    .ok()?;
+                let replica = info.lines().any(|l| l.trim() == "role:slave");
+                let synced = info.lines().any(|l| l.trim() == "master_link_status:up");
+                (!replica || synced).then_some(())
+            })
+            .await;
+        }
+        cluster
+    }
+
+    /// `REDIS_CLUSTER_URLS` naming every node.
+    pub fn urls(&self) -> String {
+        self.ports
+            .iter()
+            .map(|port| format!("redis://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The ports of the nodes still running.
+    pub fn live_ports(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self.children.keys().copied().collect();
+        ports.sort_unstable();
+        ports
+    }
+
+    /// Waits until every running node says `cluster_state:ok` and serves every slot
+    /// through a running master.
+    pub async fn wait_ok(&self) {
+        let live = self.live_ports();
+        for &port in &live {
+            poll("cluster_state:ok", Duration::from_secs(30), async || {
+                let mut conn = node(port).await?;
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query_async(&mut conn)
+                    .await
+                    .ok()?;
+                info.lines()
+                    .any(|l| l.trim() == "cluster_state:ok")
+                    .then_some(())
+            })
+            .await;
+            poll(
+                "every slot served by a live master",
+                Duration::from_secs(30),
+                async || {
+                    let slots = slot_ranges(port).await?;
+                    let covered: u32 = slots.iter().map(|(a, b, _)| u32::from(b - a) + 1).sum();
+                    (covered == 16384 && slots.iter().all(|(_, _, m)| live.contains(m)))
+                        .then_some(())
+                },
+            )
+            .await;
+        }
+    }
+
+    /// The slot of `key`, as the cluster computes it (`CLUSTER KEYSLOT`).
+    pub async fn slot_of(&self, key: &str) -> u16 {
+        let mut conn = node(self.live_ports()[0]).await.expect("a live node");
+        redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .expect("CLUSTER KEYSLOT")
+    }
+
+    /// The port of the master serving `slot`, as a running node sees it (`CLUSTER SLOTS`).
+    pub async fn master_of_slot(&self, slot: u16) -> u16 {
+        let ranges = slot_ranges(self.live_ports()[0])
+            .await
+            .expect("CLUSTER SLOTS");
+        ranges
+            .iter()
+            .find(|(first, last, _)| (*first..=*last).contains(&slot))
+            .map(|(_, _, master)| *master)
+            .unwrap_or_else(|| panic!("slot {slot} is not served: {ranges:?}"))
+    }
+
+    /// The port of the master serving `key`.
+    pub async fn master_of(&self, key: &str) -> u16 {
+        self.master_of_slot(self.slot_of(key).await).await
+    }
+
+    /// Clients subscribed to the classic channel `channel` on the node at `port`
+    /// (`PUBSUB NUMSUB` counts that node's own subscribers only).
+    pub async fn subscribers_on(&self, port: u16, channel: &str) -> i64 {
+        let mut conn = node(port).await.expect("a live node");
+        let (_, count): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query_async(&mut conn)
+            .await
+            .expect("PUBSUB NUMSUB");
+        count
+    }
+
+    /// Kills the node at `port` with SIGKILL (no shutdown, no failover handshake).
+    pub fn kill(&mut self, port: u16) {
+        if let Some(mut child) = self.children.remove(&port) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A connection to the cluster (it routes by key, as the service's does).
+    pub async fn client(&self) -> redis::cluster_async::ClusterConnection {
+        let urls: Vec<String> = self
+            .live_ports()
+            .iter()
+            .map(|port| format!("redis://127.0.0.1:{port}"))
+            .collect();
+        redis::cluster::ClusterClient::new(urls)
+            .expect("cluster client")
+            .get_async_connection()
+            .await
+            .expect("cluster connection")
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for port in self.live_ports() {
+            self.kill(port);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A direct connection to one node (`None` when it does not answer).
+async fn node(port: u16) -> Option<redis::aio::MultiplexedConnection> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+    tokio::time::timeout(
+        Duration::from_secs(1),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .ok()?
+    .ok()
+}
+
+/// The slot ranges and their masters' ports as the node at `port` sees them.
+async fn slot_ranges(port: u16) -> Option<Vec<SlotRange>> {
+    let mut conn = node(port).await?;
+    let slots: Vec<redis::Value> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(&mut conn)
+        .await
+        .ok()?;
+    slots
+        .into_iter()
+        .map(|range| {
+            // [first, last, [host, port, id, …], replicas…]
+            let redis::Value::Array(fields) = range else {
+                return None;
+            };
+            let first: u16 = redis::from_redis_value(<[_]>::first(&fields)?.clone()).ok()?;
+            let last: u16 = redis::from_redis_value(fields.get(1)?.clone()).ok()?;
+            let redis::Value::Array(master) = fields.get(2)? else {
+                return None;
+            };
+            let port: u16 = redis::from_redis_value(master.get(1)?.clone()).ok()?;
+            Some((first, last, port))
+        })
+        .collect()
+}
+
+/// Polls `check` every 50 ms until it gives a value, or panics after `timeout` naming `what`.
+pub async fn poll<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
