@@ -9,7 +9,7 @@
 
 use serde::Deserialize;
 
-use crate::exam::{ItemModel, NewBankItem};
+use crate::exam::{ItemModel, ItemStatus, NewBankItem};
 
 /// Why a bank file could not be read.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -106,11 +106,12 @@ fn parse_csv(text: &str) -> Result<Vec<NewBankItem>, BankFileError> {
         required("answerKey")?,
     );
     let (a, c, d, content_area) = (column("a"), column("c"), column("d"), column("contentArea"));
-    let (model, thresholds, scoring, enemy_group) = (
+    let (model, thresholds, scoring, enemy_group, status) = (
         column("model"),
         column("thresholds"),
         column("scoring"),
         column("enemyGroup"),
+        column("status"),
     );
     let mut items = Vec::new();
     for (n, record) in reader.records().enumerate() {
@@ -168,6 +169,15 @@ fn parse_csv(text: &str) -> Result<Vec<NewBankItem>, BankFileError> {
                 })
                 .transpose()?,
             enemy_group: cell(enemy_group).map(str::to_owned),
+            status: match cell(status).map(str::to_ascii_uppercase).as_deref() {
+                None | Some("OPERATIONAL") => ItemStatus::Operational,
+                Some("PRETEST") => ItemStatus::Pretest,
+                Some(other) => {
+                    return Err(BankFileError::Csv(format!(
+                        "line {line}: status {other:?} is not OPERATIONAL or PRETEST"
+                    )));
+                }
+            },
         });
     }
     Ok(items)

@@ -457,6 +457,14 @@ fn mutations(bank: &str, assessment: &str, exam: &str, item: &str) -> Vec<(&'sta
             json!({"v": exam}),
         ),
         ("mutation { clearEngineCache }", json!({})),
+        (
+            "mutation($b: ID!, $v: [ItemInput!]!) { addItems(itemBankId: $b, items: $v) { id } }",
+            json!({"b": bank, "v": [{"externalId": "added", "b": 0, "content": {}, "answerKey": "A"}]}),
+        ),
+        (
+            "mutation($v: ID!) { retireItem(itemId: $v) }",
+            json!({"v": item}),
+        ),
     ]
 }
 
@@ -507,6 +515,13 @@ async fn a_proctor_reads_everything_and_is_forbidden_every_mutation() {
     assert_eq!(
         app.db.count("SELECT count(*) AS n FROM assessments").await,
         1
+    );
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) AS n FROM items WHERE retired_at IS NULL")
+            .await,
+        10,
+        "no item added or retired"
     );
     let session = app.ok(&proctor, EXAM, json!({"id": exam})).await;
     assert_eq!(session["examSession"]["status"], "ACTIVE");

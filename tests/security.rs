@@ -162,10 +162,25 @@ async fn students_cannot_touch_other_exams_or_admin_operations() {
             "mutation { createItemBank(input: {name: \"x\", items: [{externalId: \"x\", b: 0, content: {}, answerKey: \"A\"}]}) { id } }",
             json!({}),
         ),
+        (
+            "mutation($b: ID!) { addItems(itemBankId: $b, items: [{externalId: \"x\", b: 0, content: {}, answerKey: \"A\"}]) { id } }",
+            json!({"b": bank}),
+        ),
+        (
+            "mutation($i: ID!) { retireItem(itemId: $i) }",
+            json!({"i": item}),
+        ),
     ] {
         let response = app.gql(Some(&alice), query, variables).await;
         assert_eq!(error_code(&response), "FORBIDDEN", "{query}: {response}");
     }
+    assert_eq!(app.db.count("SELECT count(*) AS n FROM items").await, 10);
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) AS n FROM items WHERE retired_at IS NOT NULL")
+            .await,
+        0
+    );
     let mut subscription = Subscription::theta_updates(app.addr, Some(&mallory), &exam)
         .await
         .expect("connected");

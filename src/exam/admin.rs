@@ -90,7 +90,7 @@ impl ExamService {
                         .ok_or_else(|| exam_not_found(exam_session_id))?;
                     return Err(AppError::ExamNotActive(row.status));
                 };
-                let bank = self.bank(conn, row.item_bank_id).await?;
+                let bank = self.bank(conn, row.item_bank_id, row.bank_revision).await?;
                 Ok((row, bank))
             })
             .await?;

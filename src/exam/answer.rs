@@ -145,7 +145,9 @@ impl ExamService {
         if state.item_ids.contains(&item_id) {
             return Ok(None);
         }
-        let bank = self.bank(conn, facts.item_bank_id).await?;
+        let bank = self
+            .bank(conn, facts.item_bank_id, facts.bank_revision)
+            .await?;
         let Some(index) = bank.index_of(item_id) else {
             return Ok(None);
         };
@@ -184,7 +186,7 @@ impl ExamService {
             .await?
             .ok_or_else(|| exam_not_found(exam_session_id))?;
         may_act(caller, &row.student_id, exam_session_id)?;
-        let bank = self.bank(conn, row.item_bank_id).await?;
+        let bank = self.bank(conn, row.item_bank_id, row.bank_revision).await?;
         let status = row.status;
         // The presented item of an active exam has no answer yet by construction: only any
         // other item can be a repeat, so only then is it worth a look for the attempt.
@@ -270,6 +272,7 @@ impl ExamService {
             scores: &scores,
             previous_theta,
             elapsed_seconds: (now - facts.created_at).num_milliseconds().max(0) as f64 / 1000.0,
+            bank_revision: facts.bank_revision,
         };
         let decision = self.step(conn, design, bank, &history, counts).await?;
         ensure_finite(&decision.estimate)?;
@@ -327,6 +330,7 @@ impl ExamService {
             assessment_id: facts.assessment_id,
             attempt_number: facts.attempt_number,
             feedback: facts.feedback,
+            bank_revision: facts.bank_revision,
         };
         let exposure = design.exposure.is_some().then(|| {
             (

@@ -165,7 +165,7 @@ impl ExamService {
         }
         let bank = self
             .db
-            .run(async |conn| self.bank(conn, new.item_bank_id).await)
+            .run(async |conn| self.bank(conn, new.item_bank_id, 0).await)
             .await
             .map_err(|e| match e {
                 AppError::NotFound(m) => AppError::bad_input(format!("itemBankId: {m}")),
@@ -266,7 +266,11 @@ impl ExamService {
                     .await?
                     .ok_or_else(|| assessment_not_found(assessment_id))?;
                 let assessment = AssessmentView::from_row(assessment)?;
-                let bank = self.bank(conn, assessment.item_bank_id).await?;
+                // The newest revision: a new exam sees every item added or retired so far.
+                let revision = queries::bank_revision(conn, assessment.item_bank_id)
+                    .await?
+                    .unwrap_or(0);
+                let bank = self.bank(conn, assessment.item_bank_id, revision).await?;
                 let begun = conn
                     .transaction(async |conn| {
                         self.begin_exam(conn, &assessment, &bank, student_id).await
@@ -376,11 +380,15 @@ impl ExamService {
         if let Some(counts) = &counts {
             design.ineligible_item_ids = engine::draw_ineligible(&design, &bank.engine, counts);
         }
+        // Pretest and retired items never reach a new exam; items retired later still may
+        // (running exams are unaffected), items added later never (see `bank_cache`).
+        design.ineligible_item_ids.extend(bank.unselectable());
         let history = StepHistory {
             administered: &[],
             scores: &[],
             previous_theta: design.initial_theta,
             elapsed_seconds: 0.0,
+            bank_revision: bank.revision,
         };
         let decision = self.step(conn, &design, bank, &history, counts).await;
         let decision = match decision {
@@ -423,6 +431,7 @@ impl ExamService {
                 assessment_id: assessment.id,
                 attempt_number: i32::try_from(started + 1).unwrap_or(i32::MAX),
                 feedback: assessment.feedback,
+                bank_revision: bank.revision,
             },
         )
         .await?;

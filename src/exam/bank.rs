@@ -30,7 +30,8 @@ pub struct NewBankItem {
     /// Discrimination.
     #[serde(default = "one")]
     pub a: f64,
-    /// Difficulty.
+    /// Difficulty (a pretest item may omit it: NaN, stored as 0 until calibrated).
+    #[serde(default = "not_given")]
     pub b: f64,
     /// Lower asymptote (guessing).
     #[serde(default)]
@@ -57,10 +58,18 @@ pub struct NewBankItem {
     /// Enemy group.
     #[serde(default)]
     pub enemy_group: Option<String>,
+    /// Operational (selected and scored) or pretest (seeded, unscored, calibrated later).
+    #[serde(default)]
+    pub status: ItemStatus,
 }
 
 pub(super) fn one() -> f64 {
     1.0
+}
+
+/// A parameter the author left out.
+fn not_given() -> f64 {
+    f64::NAN
 }
 
 /// A new bank, before validation.
@@ -93,12 +102,68 @@ impl ExamService {
         create_item_bank(&self.db, bank).await
     }
 
+    /// Adds items to an existing bank (admin), validated as a new bank's are; an
+    /// `externalId` already in the bank is `BAD_USER_INPUT`. Exams started before keep
+    /// their items; new ones may be presented the new operational items.
+    pub async fn add_items(&self, bank_id: BankId, items: Vec<NewBankItem>) -> AppResult<BankInfo> {
+        let bank_id = bank_id.0;
+        let new_items = validate_items(&items)?;
+        let added = self
+            .db
+            .run(async |conn| {
+                conn.transaction(async |conn| {
+                    queries::add_bank_items(conn, bank_id, new_items).await
+                })
+                .await
+                .map_err(|e| match e {
+                    diesel::result::Error::DatabaseError(
+                        diesel::result::DatabaseErrorKind::UniqueViolation,
+                        _,
+                    ) => AppError::bad_input(
+                        "an item with one of these externalIds is already in the bank",
+                    ),
+                    other => other.into(),
+                })
+            })
+            .await?;
+        let Some((_, count)) = added else {
+            return Err(AppError::NotFound(format!(
+                "item bank {bank_id} does not exist"
+            )));
+        };
+        self.banks.forget(bank_id);
+        tracing::info!(bank.id = bank_id, items = count, "items added");
+        self.item_bank(BankId(bank_id)).await
+    }
+
+    /// Retires an item (admin): exams started from now on never present it; running exams
+    /// are unaffected. `false` when it was retired already.
+    pub async fn retire_item(&self, item_id: crate::ids::ItemId) -> AppResult<bool> {
+        let item_id = item_id.0;
+        let now = chrono::Utc::now();
+        let (bank_id, retired) = self
+            .db
+            .run(async |conn| {
+                let retired = conn
+                    .transaction(async |conn| queries::retire_item(conn, item_id, now).await)
+                    .await?;
+                Ok(retired)
+            })
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("item {item_id} does not exist")))?;
+        self.banks.forget(bank_id);
+        if retired {
+            tracing::info!(item.id = item_id, bank.id = bank_id, "item retired");
+        }
+        Ok(retired)
+    }
+
     /// A bank's public description.
     pub async fn item_bank(&self, bank_id: BankId) -> AppResult<BankInfo> {
         let bank_id = bank_id.0;
         let bank = self
             .db
-            .run(async |conn| self.bank(conn, bank_id).await)
+            .run(async |conn| self.bank(conn, bank_id, 0).await)
             .await?;
         Ok(bank_info(&bank))
     }
@@ -123,13 +188,16 @@ impl ExamService {
             .collect())
     }
 
+    /// The bank at revision `min_revision` or later (an exam's `bank_revision`; 0 when any
+    /// copy will do).
     pub(super) async fn bank(
         &self,
         conn: &mut AsyncPgConnection,
         bank_id: i64,
+        min_revision: i64,
     ) -> AppResult<Arc<Bank>> {
         self.banks
-            .get(conn, bank_id)
+            .get(conn, bank_id, min_revision)
             .await?
             .ok_or_else(|| AppError::NotFound(format!("item bank {bank_id} does not exist")))
     }
@@ -205,13 +273,19 @@ pub fn validate_bank(bank: &NewBank) -> AppResult<Vec<queries::NewItem>> {
     {
         return Err(AppError::bad_input("scalingConstant must be in (0, 10]"));
     }
-    if bank.items.is_empty() || bank.items.len() > MAX_BANK_ITEMS {
+    validate_items(&bank.items)
+}
+
+/// Checks the items of a new bank, or of items added to one, and returns their rows (bank
+/// id filled in on insert).
+pub fn validate_items(items: &[NewBankItem]) -> AppResult<Vec<queries::NewItem>> {
+    if items.is_empty() || items.len() > MAX_BANK_ITEMS {
         return Err(AppError::bad_input(format!(
             "a bank holds 1 to {MAX_BANK_ITEMS} items"
         )));
     }
-    let mut seen = std::collections::HashSet::with_capacity(bank.items.len());
-    bank.items
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
+    items
         .iter()
         .enumerate()
         .map(|(n, item)| {
@@ -236,7 +310,16 @@ pub fn validate_bank(bank: &NewBank) -> AppResult<Vec<queries::NewItem>> {
             {
                 return Err(at("text must not contain NUL characters"));
             }
-            check_item(item).map_err(|m| at(&m))?;
+            // A pretest item's difficulty may be unknown until it is calibrated.
+            let b = if item.b.is_nan() && item.status == ItemStatus::Pretest {
+                0.0
+            } else {
+                item.b
+            };
+            if b.is_nan() {
+                return Err(at("b is required (only pretest items may omit it)"));
+            }
+            check_item(&NewBankItem { b, ..item.clone() }).map_err(|m| at(&m))?;
             if item.answer_key.is_empty() || item.answer_key.len() > MAX_TEXT_LEN {
                 return Err(at("answerKey must be 1 to 10000 bytes"));
             }
@@ -257,7 +340,7 @@ pub fn validate_bank(bank: &NewBank) -> AppResult<Vec<queries::NewItem>> {
                 item_bank_id: 0,
                 external_id: item.external_id.clone(),
                 a: item.a,
-                b: item.b,
+                b,
                 c: item.c,
                 d: item.d,
                 content_area: item.content_area.clone(),
@@ -267,6 +350,8 @@ pub fn validate_bank(bank: &NewBank) -> AppResult<Vec<queries::NewItem>> {
                 thresholds: item.thresholds.clone(),
                 scoring: item.scoring.clone(),
                 enemy_group: item.enemy_group.clone(),
+                status: item.status,
+                added_revision: 0,
             })
         })
         .collect()

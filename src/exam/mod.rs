@@ -38,7 +38,9 @@ use crate::storage::session_cache::SessionCache;
 use crate::storage::state_store::StateStore;
 
 pub use crate::design::MAX_EXAM_ITEMS;
-pub use crate::storage::enums::{AssessmentStatus, ExamStatus, Feedback, ItemModel, StopCode};
+pub use crate::storage::enums::{
+    AssessmentStatus, ExamStatus, Feedback, ItemModel, ItemStatus, StopCode,
+};
 pub use assessment::{AssessmentView, NewAssessment};
 pub use bank::{
     BankInfo, MAX_BANK_ITEMS, MAX_TEXT_LEN, NewBank, NewBankItem, create_item_bank, validate_bank,

@@ -124,7 +124,7 @@ impl ExamService {
             .db
             .run(async |conn| {
                 let row = readable_row(conn, caller, exam_session_id).await?;
-                let bank = self.bank(conn, row.item_bank_id).await?;
+                let bank = self.bank(conn, row.item_bank_id, row.bank_revision).await?;
                 let rows = queries::list_attempts(conn, exam_session_id).await?;
                 Ok((row, bank, rows))
             })
@@ -165,7 +165,7 @@ impl ExamService {
     ) -> AppResult<Vec<ExamView>> {
         let mut views = Vec::with_capacity(rows.len());
         for row in rows {
-            let bank = self.bank(conn, row.item_bank_id).await?;
+            let bank = self.bank(conn, row.item_bank_id, row.bank_revision).await?;
             let design = design_of(&row)?;
             views.push(self.view(row, design, &bank)?);
         }

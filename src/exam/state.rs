@@ -37,7 +37,7 @@ impl ExamService {
         design: ExamDesign,
     ) -> AppResult<EngineState> {
         self.metrics.cache.rebuilds.inc();
-        let bank = self.bank(conn, row.item_bank_id).await?;
+        let bank = self.bank(conn, row.item_bank_id, row.bank_revision).await?;
         let attempts = queries::list_attempts(conn, row.id).await?;
         let (administered, scores) = history_from_attempts(&attempts, &bank)?;
         let exam = self.view(row.clone(), design, &bank)?;

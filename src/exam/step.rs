@@ -46,6 +46,8 @@ pub(super) struct StepHistory<'a> {
     pub previous_theta: f64,
     /// Seconds since the exam started.
     pub elapsed_seconds: f64,
+    /// The bank revision the exam started at (items added later are never selected).
+    pub bank_revision: i64,
 }
 
 impl ExamService {
@@ -73,10 +75,14 @@ impl ExamService {
         history: &StepHistory<'_>,
         counts: Option<Arc<ExposureCounts>>,
     ) -> AppResult<Decision> {
-        let (Some(control), Some(snapshot)) = (design.exposure, counts.as_ref()) else {
-            return self.decide(design, bank, history, None).await;
-        };
         let mut design = Cow::Borrowed(design);
+        let late: Vec<i64> = bank.added_after(history.bank_revision).collect();
+        if !late.is_empty() {
+            design.to_mut().ineligible_item_ids.extend(late);
+        }
+        let (Some(control), Some(snapshot)) = (design.exposure, counts.as_ref()) else {
+            return self.decide(&design, bank, history, None).await;
+        };
         let capped = capped_items(control.max_rate, snapshot, bank, history.administered);
         if !capped.is_empty() {
             design.to_mut().ineligible_item_ids.extend(capped);

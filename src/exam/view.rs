@@ -131,7 +131,7 @@ impl ExamService {
             .db
             .run(async |conn| {
                 let row = readable_row(conn, caller, exam_session_id).await?;
-                let bank = self.bank(conn, row.item_bank_id).await?;
+                let bank = self.bank(conn, row.item_bank_id, row.bank_revision).await?;
                 Ok((row, bank))
             })
             .await?;

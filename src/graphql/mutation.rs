@@ -40,6 +40,41 @@ impl MutationRoot {
         Ok(info.into())
     }
 
+    /// Adds items to an existing bank (admin), validated as `createItemBank` validates
+    /// them; an `externalId` already in the bank is `BAD_USER_INPUT`. Exams already running
+    /// never select the new items; new exams may. Returns the bank.
+    async fn add_items(
+        &self,
+        ctx: &Context<'_>,
+        item_bank_id: ID,
+        items: Vec<super::types::ItemInput>,
+    ) -> Result<ItemBank> {
+        caller(ctx)
+            .and_then(super::super::auth::Caller::require_admin)
+            .map_err(gql)?;
+        let bank_id = parse_id(&item_bank_id, "itemBankId").map_err(gql)?;
+        let info = service(ctx)
+            .map_err(gql)?
+            .add_items(bank_id, items.into_iter().map(Into::into).collect())
+            .await
+            .map_err(gql)?;
+        Ok(info.into())
+    }
+
+    /// Retires an item (admin): exams started from now on never present it; running exams
+    /// are unaffected and its recorded answers stay. `false` when it was retired already.
+    async fn retire_item(&self, ctx: &Context<'_>, item_id: ID) -> Result<bool> {
+        caller(ctx)
+            .and_then(super::super::auth::Caller::require_admin)
+            .map_err(gql)?;
+        let id = parse_id(&item_id, "itemId").map_err(gql)?;
+        service(ctx)
+            .map_err(gql)?
+            .retire_item(id)
+            .await
+            .map_err(gql)
+    }
+
     /// Stores a new assessment: a bank, the design its exams run on, the feedback policy,
     /// the window and the attempt limit; the design is validated now (admin).
     async fn create_assessment(

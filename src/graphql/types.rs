@@ -56,8 +56,8 @@ pub struct ItemInput {
     /// Discrimination.
     #[graphql(default = 1.0)]
     pub a: Option<f64>,
-    /// Difficulty.
-    pub b: f64,
+    /// Difficulty; required, except for pretest items (stored as 0 until calibrated).
+    pub b: Option<f64>,
     /// Lower asymptote (guessing).
     #[graphql(default = 0.0)]
     pub c: Option<f64>,
@@ -82,6 +82,20 @@ pub struct ItemInput {
     pub scoring: Option<Json<serde_json::Value>>,
     /// Enemy group: an exam never presents two items of one group.
     pub enemy_group: Option<String>,
+    /// OPERATIONAL (selected and scored) or PRETEST (seeded into exams unscored, then
+    /// calibrated and promoted).
+    #[graphql(default_with = "Some(ItemStatus::Operational)")]
+    pub status: Option<ItemStatus>,
+}
+
+/// Whether an item counts.
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Debug)]
+#[graphql(remote = "exam::ItemStatus")]
+pub enum ItemStatus {
+    /// Selected by the engine and scored.
+    Operational,
+    /// Never selected nor scored: seeded into exams as pretest, calibrated, then promoted.
+    Pretest,
 }
 
 impl From<ItemInput> for exam::NewBankItem {
@@ -89,7 +103,7 @@ impl From<ItemInput> for exam::NewBankItem {
         Self {
             external_id: item.external_id,
             a: item.a.unwrap_or(1.0),
-            b: item.b,
+            b: item.b.unwrap_or(f64::NAN),
             c: item.c.unwrap_or(0.0),
             d: item.d.unwrap_or(1.0),
             content_area: item.content_area,
@@ -99,6 +113,7 @@ impl From<ItemInput> for exam::NewBankItem {
             thresholds: item.thresholds,
             scoring: item.scoring.map(|s| s.0),
             enemy_group: item.enemy_group,
+            status: item.status.unwrap_or(ItemStatus::Operational).into(),
         }
     }
 }

@@ -78,6 +78,9 @@ impl SimBank {
                 thresholds: r.thresholds,
                 scoring: r.scoring,
                 enemy_group: r.enemy_group,
+                status: r.status,
+                retired_at: None,
+                added_revision: 0,
             })
             .collect();
         let header = ItemBankRow {
@@ -85,6 +88,7 @@ impl SimBank {
             name: name.to_owned(),
             scaling_constant,
             created_at: DateTime::UNIX_EPOCH,
+            revision: 0,
         };
         let bank = Bank::from_rows(&header, rows.clone());
         let by_external_id = bank
@@ -259,6 +263,7 @@ fn dichotomous(external_id: String, p: &ItemParams, area: Option<&str>) -> NewBa
         thresholds: None,
         scoring: None,
         enemy_group: None,
+        status: crate::exam::ItemStatus::Operational,
     }
 }
 

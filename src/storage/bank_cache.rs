@@ -1,13 +1,17 @@
-//! Item banks held in memory per instance. Banks are immutable once created (an exam's
-//! estimates must stay reproducible from its attempts), so a loaded bank never goes stale
-//! and needs no invalidation; only the first request for a bank reads Postgres.
+//! Item banks held in memory per instance. An item's parameters never change once it is
+//! operational (an exam's estimates must stay reproducible from its attempts), but a bank
+//! grows (`addItems`), retires items and promotes pretest items: each such change
+//! increments the bank's revision. Every exam records the revision it started at and only
+//! ever selects items of that revision, so a cached bank serves an exam whenever its
+//! revision is at least the exam's ([`BankCache::get`] reloads it otherwise); a start
+//! always uses the newest revision.
 
 use std::sync::Arc;
 
 use diesel::QueryResult;
 use diesel_async::AsyncPgConnection;
 
-use super::enums::ItemModel;
+use super::enums::{ItemModel, ItemStatus};
 use super::queries;
 use crate::engine::EngineBank;
 use crate::irt::{Item, ItemParams, PolytomousItem, PolytomousModel};
@@ -34,6 +38,12 @@ pub struct BankItem {
     /// Whether the item is polytomous (GRM, GPCM): scored by category, even with only two
     /// categories, never against `answer_key`.
     pub polytomous: bool,
+    /// Operational, or pretest (never selected by the engine, never scored).
+    pub status: ItemStatus,
+    /// Whether `retireItem` took it out of new exams.
+    pub retired: bool,
+    /// The bank revision that added it.
+    pub added_revision: i64,
 }
 
 /// Why a response cannot be scored.
@@ -103,6 +113,8 @@ pub struct Bank {
     pub items: Vec<BankItem>,
     /// Models, ids, areas and enemy groups for the engine.
     pub engine: EngineBank,
+    /// The bank revision this copy holds.
+    pub revision: i64,
 }
 
 impl Bank {
@@ -132,6 +144,9 @@ impl Bank {
                 enemy_group: r.enemy_group,
                 categories: model.categories() as u32,
                 polytomous: matches!(model, Item::Polytomous(_)),
+                status: r.status,
+                retired: r.retired_at.is_some(),
+                added_revision: r.added_revision,
             })
             .collect();
         Self {
@@ -140,7 +155,24 @@ impl Bank {
             scaling_constant: bank.scaling_constant,
             items,
             engine,
+            revision: bank.revision,
         }
+    }
+
+    /// Items a new exam must never select: pretest and retired ones.
+    pub fn unselectable(&self) -> impl Iterator<Item = i64> + '_ {
+        self.items
+            .iter()
+            .filter(|i| i.status == ItemStatus::Pretest || i.retired)
+            .map(|i| i.id)
+    }
+
+    /// Items an exam started at bank revision `revision` never selects: those added later.
+    pub fn added_after(&self, revision: i64) -> impl Iterator<Item = i64> + '_ {
+        self.items
+            .iter()
+            .filter(move |i| i.added_revision > revision)
+            .map(|i| i.id)
     }
 
     /// The index of an item id in this bank.
@@ -191,29 +223,48 @@ impl Default for BankCache {
 }
 
 impl BankCache {
-    /// The bank, from memory or else from Postgres; `None` when it does not exist.
+    /// The bank at revision `min_revision` or later, from memory when the cached copy is
+    /// recent enough, else from Postgres; `None` when it does not exist.
     pub async fn get(
         &self,
         conn: &mut AsyncPgConnection,
         bank_id: i64,
+        min_revision: i64,
     ) -> QueryResult<Option<Arc<Bank>>> {
-        let loaded = self
-            .banks
-            .get_or_insert_async(&bank_id, async {
-                let row = queries::find_item_bank(conn, bank_id)
-                    .await
-                    .map_err(LoadError::Query)?
-                    .ok_or(LoadError::Missing)?;
-                let items = queries::load_bank_items(conn, bank_id)
-                    .await
-                    .map_err(LoadError::Query)?;
-                Ok(Arc::new(Bank::from_rows(&row, items)))
-            })
-            .await;
-        match loaded {
-            Ok(bank) => Ok(Some(bank)),
-            Err(LoadError::Missing) => Ok(None),
-            Err(LoadError::Query(e)) => Err(e),
+        // Twice at most: a load that was already under way may predate the revision asked for.
+        for _ in 0..2 {
+            if let Some(bank) = self.banks.get(&bank_id) {
+                if bank.revision >= min_revision {
+                    return Ok(Some(bank));
+                }
+                // Older than the exam (or start) asking: another instance changed the bank.
+                self.banks.remove(&bank_id);
+            }
+            let loaded = self
+                .banks
+                .get_or_insert_async(&bank_id, async {
+                    let row = queries::find_item_bank(conn, bank_id)
+                        .await
+                        .map_err(LoadError::Query)?
+                        .ok_or(LoadError::Missing)?;
+                    let items = queries::load_bank_items(conn, bank_id)
+                        .await
+                        .map_err(LoadError::Query)?;
+                    Ok(Arc::new(Bank::from_rows(&row, items)))
+                })
+                .await;
+            match loaded {
+                Ok(bank) if bank.revision >= min_revision => return Ok(Some(bank)),
+                Ok(_) => {}
+                Err(LoadError::Missing) => return Ok(None),
+                Err(LoadError::Query(e)) => return Err(e),
+            }
         }
+        Err(diesel::result::Error::NotFound)
+    }
+
+    /// Forgets a bank (this instance changed it).
+    pub fn forget(&self, bank_id: i64) {
+        self.banks.remove(&bank_id);
     }
 }

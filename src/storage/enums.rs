@@ -92,6 +92,19 @@ text_enum! {
 }
 
 text_enum! {
+    /// Whether an item counts: operational items are selected and scored; pretest items
+    /// are only seeded into exams, unscored, until they are calibrated and promoted.
+    #[derive(Default)]
+    ItemStatus {
+        /// Selected by the engine and scored.
+        #[default]
+        Operational = "OPERATIONAL",
+        /// Never selected by the engine nor scored.
+        Pretest = "PRETEST",
+    }
+}
+
+text_enum! {
     /// What a student sees of their own estimates (staff always see them).
     #[derive(Default)]
     Feedback {
@@ -190,10 +203,12 @@ mod tests {
             AssessmentStatus::parse,
         );
         check(StopCode::ALL, StopCode::as_str, StopCode::parse);
+        check(ItemStatus::ALL, ItemStatus::as_str, ItemStatus::parse);
         let migrations = concat!(
             include_str!("../../migrations/2026-11-26-000001_initial/up.sql"),
             include_str!("../../migrations/2026-11-26-000002_engine_options/up.sql"),
             include_str!("../../migrations/2026-12-05-000001_assessments/up.sql"),
+            include_str!("../../migrations/2026-12-05-000002_bank_maintenance/up.sql"),
         );
         for spelling in ExamStatus::ALL
             .iter()
@@ -201,6 +216,7 @@ mod tests {
             .chain(ItemModel::ALL.iter().map(|m| m.as_str()))
             .chain(Feedback::ALL.iter().map(|f| f.as_str()))
             .chain(AssessmentStatus::ALL.iter().map(|s| s.as_str()))
+            .chain(ItemStatus::ALL.iter().map(|s| s.as_str()))
         {
             assert!(
                 migrations.contains(&format!("'{spelling}'")),

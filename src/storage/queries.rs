@@ -47,6 +47,81 @@ pub async fn insert_item_bank(
     Ok((row, inserted))
 }
 
+/// Adds items to a bank as its next revision (call inside a transaction): the bank row is
+/// locked by the revision's increment, so concurrent changes of one bank queue. `None`
+/// when the bank does not exist.
+pub async fn add_bank_items(
+    conn: &mut AsyncPgConnection,
+    bank_id: i64,
+    new_items: Vec<NewItem>,
+) -> QueryResult<Option<(ItemBankRow, usize)>> {
+    let Some(row) = bump_bank_revision(conn, bank_id).await? else {
+        return Ok(None);
+    };
+    let rows: Vec<NewItem> = new_items
+        .into_iter()
+        .map(|item| NewItem {
+            item_bank_id: row.id,
+            added_revision: row.revision,
+            ..item
+        })
+        .collect();
+    let mut inserted = 0;
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        inserted += diesel::insert_into(items::table)
+            .values(chunk)
+            .execute(conn)
+            .await?;
+    }
+    Ok(Some((row, inserted)))
+}
+
+/// Increments a bank's revision, returning the bank as it is now.
+async fn bump_bank_revision(
+    conn: &mut AsyncPgConnection,
+    bank_id: i64,
+) -> QueryResult<Option<ItemBankRow>> {
+    diesel::update(item_banks::table.find(bank_id))
+        .set(item_banks::revision.eq(item_banks::revision + 1))
+        .returning(ItemBankRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()
+}
+
+/// Retires an item (call inside a transaction): new exams no longer present it, and its
+/// bank's revision moves on. Returns the item's bank and whether it was retired now (a
+/// retired item stays as it was), or `None` when there is no such item.
+pub async fn retire_item(
+    conn: &mut AsyncPgConnection,
+    item_id: i64,
+    now: DateTime<Utc>,
+) -> QueryResult<Option<(i64, bool)>> {
+    let retired: Option<i64> = diesel::update(
+        items::table
+            .find(item_id)
+            .filter(items::retired_at.is_null()),
+    )
+    .set(items::retired_at.eq(now))
+    .returning(items::item_bank_id)
+    .get_result(conn)
+    .await
+    .optional()?;
+    match retired {
+        Some(bank_id) => {
+            bump_bank_revision(conn, bank_id).await?;
+            Ok(Some((bank_id, true)))
+        }
+        None => Ok(items::table
+            .find(item_id)
+            .select(items::item_bank_id)
+            .first(conn)
+            .await
+            .optional()?
+            .map(|bank_id| (bank_id, false))),
+    }
+}
+
 /// One bank by id.
 pub async fn find_item_bank(
     conn: &mut AsyncPgConnection,
@@ -55,6 +130,16 @@ pub async fn find_item_bank(
     item_banks::table
         .find(bank_id)
         .select(ItemBankRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// A bank's current revision (`None`: no such bank).
+pub async fn bank_revision(conn: &mut AsyncPgConnection, bank_id: i64) -> QueryResult<Option<i64>> {
+    item_banks::table
+        .find(bank_id)
+        .select(item_banks::revision)
         .first(conn)
         .await
         .optional()

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
-use super::enums::{AssessmentStatus, ExamStatus, Feedback, ItemModel, StopCode};
+use super::enums::{AssessmentStatus, ExamStatus, Feedback, ItemModel, ItemStatus, StopCode};
 use super::schema::{assessments, attempts, exam_sessions, item_banks, items};
 
 /// An item bank as stored.
@@ -21,6 +21,8 @@ pub struct ItemBankRow {
     pub scaling_constant: f64,
     /// When the row was inserted.
     pub created_at: DateTime<Utc>,
+    /// Incremented by every change of the bank's items (added, retired, promoted).
+    pub revision: i64,
 }
 
 /// A new item bank.
@@ -65,6 +67,12 @@ pub struct ItemRow {
     pub scoring: Option<serde_json::Value>,
     /// Items of one enemy group are never given in the same exam.
     pub enemy_group: Option<String>,
+    /// Operational (selected, scored) or pretest (seeded, unscored).
+    pub status: ItemStatus,
+    /// When `retireItem` stopped it from reaching new exams.
+    pub retired_at: Option<DateTime<Utc>>,
+    /// The bank revision that added it (exams started before never select it).
+    pub added_revision: i64,
 }
 
 /// A new item of a bank.
@@ -97,6 +105,10 @@ pub struct NewItem {
     pub scoring: Option<serde_json::Value>,
     /// Items of one enemy group are never given in the same exam.
     pub enemy_group: Option<String>,
+    /// Operational or pretest.
+    pub status: ItemStatus,
+    /// The bank revision that adds it (0 for a new bank's items).
+    pub added_revision: i64,
 }
 
 /// An exam session as stored.
@@ -135,6 +147,8 @@ pub struct ExamSessionRow {
     pub attempt_number: Option<i32>,
     /// What the student may see of their estimates (copied from the assessment at start).
     pub feedback: Feedback,
+    /// The bank revision the exam started at: it only selects items the bank had then.
+    pub bank_revision: i64,
 }
 
 /// A new exam session, with its first item already chosen.
@@ -167,6 +181,8 @@ pub struct NewExamSession<'a> {
     pub attempt_number: i32,
     /// What the student may see of their estimates (copied from the assessment at start).
     pub feedback: Feedback,
+    /// The bank revision it starts at.
+    pub bank_revision: i64,
 }
 
 /// The session columns an answer changes.

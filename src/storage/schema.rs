@@ -52,6 +52,7 @@ diesel::table! {
         assessment_id -> Nullable<Int8>,
         attempt_number -> Nullable<Int4>,
         feedback -> Text,
+        bank_revision -> Int8,
     }
 }
 
@@ -61,6 +62,7 @@ diesel::table! {
         name -> Text,
         scaling_constant -> Float8,
         created_at -> Timestamptz,
+        revision -> Int8,
     }
 }
 
@@ -80,6 +82,9 @@ diesel::table! {
         thresholds -> Nullable<Array<Float8>>,
         scoring -> Nullable<Jsonb>,
         enemy_group -> Nullable<Text>,
+        status -> Text,
+        retired_at -> Nullable<Timestamptz>,
+        added_revision -> Int8,
     }
 }
 

@@ -30,6 +30,8 @@ pub struct SessionFacts {
     pub attempt_number: Option<i32>,
     /// The feedback policy.
     pub feedback: Feedback,
+    /// The bank revision it started at.
+    pub bank_revision: i64,
 }
 
 impl SessionFacts {
@@ -43,6 +45,7 @@ impl SessionFacts {
             assessment_id: row.assessment_id,
             attempt_number: row.attempt_number,
             feedback: row.feedback,
+            bank_revision: row.bank_revision,
         }
     }
 }
