@@ -135,7 +135,13 @@ pub struct Options {
     #[arg(long, default_value_t = 2, value_name = "K")]
     pub pretest_per_exam: usize,
     /// Model of the pretest items, generated and calibrated (3pl: Beta(6, 16) prior on c).
-    #[arg(long, value_enum, ignore_case = true, default_value = "2pl", value_name = "MODEL")]
+    #[arg(
+        long,
+        value_enum,
+        ignore_case = true,
+        default_value = "2pl",
+        value_name = "MODEL"
+    )]
     pub pretest_model: PretestModel,
 }
 

@@ -71,9 +71,7 @@ const GENERATING_2PL: &str = "a ~ U(0.8, 2), b ~ N(0, 1)";
 const GENERATING_3PL: &str = "a ~ U(0.8, 2), b ~ N(0, 1), c ~ U(0.1, 0.3)";
 
 /// The model of the pretest items, generated and calibrated (`--pretest-model`).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 pub enum PretestModel {
     /// `a`, `b`.
     #[default]
@@ -113,11 +111,7 @@ impl PretestDesign {
     ///
     /// # Errors
     /// `per_exam` 0 or above `items`, or either above its maximum.
-    pub fn new(
-        items: usize,
-        per_exam: usize,
-        model: PretestModel,
-    ) -> anyhow::Result<Option<Self>> {
+    pub fn new(items: usize, per_exam: usize, model: PretestModel) -> anyhow::Result<Option<Self>> {
         if items == 0 {
             return Ok(None);
         }
@@ -178,15 +172,15 @@ impl PretestDesign {
         seed: u64,
         index: usize,
     ) -> Vec<(usize, bool)> {
-        let mut rng = StdRng::seed_from_u64(derive_seed(
-            seed,
-            Stream::PretestResponses,
-            index as u64,
-        ));
+        let mut rng =
+            StdRng::seed_from_u64(derive_seed(seed, Stream::PretestResponses, index as u64));
         self.assigned(index)
             .map(|j| {
                 let item = Item::Dichotomous(truth[j]);
-                (j, irt::draw_response(&item, true_theta, scaling, &mut rng) == 1)
+                (
+                    j,
+                    irt::draw_response(&item, true_theta, scaling, &mut rng) == 1,
+                )
             })
             .collect()
     }
@@ -381,7 +375,9 @@ fn generating(model: PretestModel) -> &'static str {
 fn response_counts(design: &PretestDesign, examinees: usize) -> Vec<u64> {
     let slots = (examinees * design.per_exam) as u64;
     let n = design.items as u64;
-    (0..n).map(|j| slots / n + u64::from(j < slots % n)).collect()
+    (0..n)
+        .map(|j| slots / n + u64::from(j < slots % n))
+        .collect()
 }
 
 /// The accuracy figures of one calibration (sizes left for the caller).
@@ -478,7 +474,13 @@ pub fn table(summary: &CalibrationSummary) -> String {
             se(run.b.mean_se),
         );
         if let Some(c) = &run.c {
-            let _ = write!(out, " {:>+8.4} {:>7.4} {:>7}", c.bias, c.rmse, se(c.mean_se));
+            let _ = write!(
+                out,
+                " {:>+8.4} {:>7.4} {:>7}",
+                c.bias,
+                c.rmse,
+                se(c.mean_se)
+            );
         }
         let cycles = if run.converged {
             run.cycles.to_string()
@@ -493,11 +495,24 @@ pub fn table(summary: &CalibrationSummary) -> String {
         .map(|r| summary.pretest_items - r.calibrated)
         .sum();
     let stuck: usize = summary.runs.iter().map(|r| r.items_not_converged).sum();
-    if uncalibrated > 0 || stuck > 0 || summary.runs.iter().any(|r| !r.converged) {
+    if uncalibrated > 0 {
         let _ = writeln!(
             out,
-            "    ({uncalibrated} item estimates missing (no response), {stuck} at a bound or \
-             not converged; cycles! = MEM did not converge)"
+            "    {uncalibrated} item estimates missing over these runs (items without a \
+             response)"
+        );
+    }
+    if stuck > 0 {
+        let _ = writeln!(
+            out,
+            "    {stuck} item estimates over these runs at a parameter bound or not converged \
+             (calibration.json: converged false)"
+        );
+    }
+    if summary.runs.iter().any(|r| !r.converged) {
+        let _ = writeln!(
+            out,
+            "    cycles!: MEM stopped at its cycle limit unconverged"
         );
     }
     out
@@ -646,16 +661,13 @@ pub fn svg(summary: &CalibrationSummary) -> anyhow::Result<String> {
             })
             .collect()
     };
-    let panels = [
-        ("b", series(|r| r.b.rmse)),
-        ("a", series(|r| r.a.rmse)),
-    ];
+    let panels = [("b", series(|r| r.b.rmse)), ("a", series(|r| r.a.rmse))];
     let (x_lo, x_hi) = padded_range(summary.runs.iter().map(|r| r.responses_per_item), 0.0);
     let x_pad = (x_hi - x_lo).max(1.0) * 0.05;
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (PLOT_SIZE.0 + 400, PLOT_SIZE.1))
-            .into_drawing_area();
+        let root =
+            SVGBackend::with_string(&mut svg, (PLOT_SIZE.0 + 400, PLOT_SIZE.1)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_error)?;
         let root = root
             .titled(

@@ -157,8 +157,14 @@ pub fn write_dir(
     write("information.svg", information_svg(bank)?.as_bytes())?;
     if let Some(study) = study {
         let scaling = bank.engine().scaling;
-        write("calibration.json", calibration::json(study, scaling)?.as_bytes())?;
-        write("calibration.svg", calibration::svg(&study.summary)?.as_bytes())?;
+        write(
+            "calibration.json",
+            calibration::json(study, scaling)?.as_bytes(),
+        )?;
+        write(
+            "calibration.svg",
+            calibration::svg(&study.summary)?.as_bytes(),
+        )?;
     }
     Ok(())
 }
