@@ -21,9 +21,10 @@
 //! * Calibration: each examinee's operational log-likelihood on the calibration grid
 //!   ([`irt::log_likelihood_on_grid`] over the items they were given and their scores,
 //!   with the bank's `D`), and their pretest responses, go to [`irt::calibrate`] with
-//!   [`CalibrationSettings::new`] (the service's defaults: N(0, 1) prior on 61 nodes of
-//!   [-6, 6], Beta(6, 16) on `c`). The operational log-likelihoods are kept for the whole
-//!   run: 61 numbers per examinee.
+//!   [`CalibrationSettings::new`] (its defaults: N(0, 1) ability prior on 61 nodes of
+//!   [-6, 6], whatever `--theta-dist` is; Beta(6, 16) on `c`; MEM to 1e-5 in at most 200
+//!   cycles). The operational log-likelihoods are kept for the whole run: 61 numbers per
+//!   examinee.
 //!
 //! Everything is a function of the seed and of the exams, so the study is the same for
 //! any number of threads (the per-examinee work and the nine calibrations run in parallel,
@@ -31,8 +32,8 @@
 //!
 //! Owns the pretest seeding, the study and its figures; its outputs (the summary's
 //! `calibration` section, `calibration.json`, `calibration.svg`, the pretest columns of
-//! `examinees.csv`) are drawn by the submodule `output`. Must not change the operational exams nor how items are calibrated
-//! (that is `irt::calibrate`).
+//! `examinees.csv`) are drawn by the submodule `output`. Must not change the operational
+//! exams nor how items are calibrated (that is `irt::calibrate`).
 
 use std::time::Instant;
 
@@ -305,11 +306,16 @@ pub fn study(
         .enumerate()
         .map(|(e, r)| design.draw_responses(&truth, r.true_theta, bank.scaling, seed, e))
         .collect();
-    let mut sizes: Vec<(usize, usize)> = SAMPLE_PERCENTS
-        .iter()
-        .map(|&p| (p, (results.len() * p).div_ceil(100)))
-        .collect();
-    sizes.dedup_by_key(|s| s.1);
+    // (percent, examinees); a size reached by several percentages (few examinees) once,
+    // under the largest.
+    let mut sizes: Vec<(usize, usize)> = Vec::new();
+    for p in SAMPLE_PERCENTS {
+        let n = (results.len() * p).div_ceil(100);
+        match sizes.last_mut() {
+            Some(last) if last.1 == n => *last = (p, n),
+            _ => sizes.push((p, n)),
+        }
+    }
     let jobs: Vec<(usize, usize, CalibrationMethod)> = sizes
         .iter()
         .flat_map(|&(p, n)| METHODS.iter().map(move |&m| (p, n, m)))
