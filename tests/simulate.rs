@@ -1,7 +1,9 @@
 //! Tests of `adaptive-engine simulate` (`adaptive_engine::simulate`): agreement with an
 //! independent CAT implementation written here, reproducibility across thread counts with
 //! exposure control, the design file and bank file formats, the statistics' definitions,
-//! and the command line (JSON keys, `--out` files). No database, no Redis.
+//! the command line (JSON keys, `--out` files), and the calibration study of
+//! `--pretest-items` (thread count, exams untouched, estimates equal to `irt::calibrate` on
+//! data rebuilt from the `--out` files, option errors). No database, no Redis.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
