@@ -14,11 +14,17 @@
 //! previous batch; a batch's counts are then added in examinee order. So the results are
 //! the same for any number of threads.
 //!
+//! With `--pretest-items N`, pretest items with known generating parameters are answered
+//! besides the exams and calibrated afterwards by FIXED_THETA, OEM and MEM, to report how
+//! well online calibration recovers them ([`calibration`]). Their responses come from
+//! streams of their own, so the exams are the same with or without them.
+//!
 //! Owns the simulation loop, its options and its outputs (submodules: [`design`] file,
-//! [`bank`] and thetas, [`stats`], [`report`]). Must not change how the engine decides
+//! [`bank`] and thetas, [`stats`], [`report`], the [`calibration`] study). Must not change how the engine decides
 //! (that is `engine` and `irt`), nor touch storage beyond building the in-memory bank.
 
 pub mod bank;
+pub mod calibration;
 pub mod design;
 pub mod report;
 pub mod stats;
@@ -35,6 +41,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 pub use bank::{SimBank, ThetaDist};
+pub use calibration::{CalibrationSummary, PretestDesign, PretestModel};
 pub use design::{EstimatorMethod, ExamDesignInput, SimDesign};
 pub use stats::{ConditionalRow, Summary};
 
@@ -110,9 +117,32 @@ pub struct Options {
     pub plain_selection: bool,
     /// Also write summary.json, examinees.csv, items.csv, bank.json (the bank in import
     /// format, readable by --bank) and SVG plots (conditional.svg, exposure.svg,
-    /// information.svg) into this directory.
+    /// information.svg) into this directory; with --pretest-items also calibration.json
+    /// and calibration.svg, and examinees.csv gets the columns pretest_items and
+    /// pretest_scores.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Calibration study: seed N pretest items with known parameters (a ~ U(0.8, 2),
+    /// b ~ N(0, 1), c ~ U(0.1, 0.3) for 3pl, drawn from --seed), answered by every examinee
+    /// besides the exam (they change nothing operational, so this is the same as seeding
+    /// them at random positions), then calibrate them by FIXED_THETA, OEM and MEM from the
+    /// first 25 %, 50 % and 100 % of the examinees and report bias and RMSE of the
+    /// estimates. 0: no study.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub pretest_items: usize,
+    /// Pretest items each examinee answers (1 to --pretest-items), spread so that every
+    /// pretest item gets the same number of responses (±1).
+    #[arg(long, default_value_t = 2, value_name = "K")]
+    pub pretest_per_exam: usize,
+    /// Model of the pretest items, generated and calibrated (3pl: Beta(6, 16) prior on c).
+    #[arg(
+        long,
+        value_enum,
+        ignore_case = true,
+        default_value = "2pl",
+        value_name = "MODEL"
+    )]
+    pub pretest_model: PretestModel,
 }
 
 impl Default for Options {
@@ -135,6 +165,9 @@ impl Default for Options {
             json: false,
             plain_selection: false,
             out: None,
+            pretest_items: 0,
+            pretest_per_exam: 2,
+            pretest_model: PretestModel::TwoPl,
         }
     }
 }
@@ -184,6 +217,19 @@ impl Options {
             Some(path) => SimBank::from_file(path, self.scaling_constant),
             None => Ok(SimBank::synthetic()),
         }
+    }
+
+    /// The calibration study of `--pretest-items`, `--pretest-per-exam`, `--pretest-model`
+    /// (`None` without pretest items).
+    ///
+    /// # Errors
+    /// Values out of range (see [`PretestDesign::new`]).
+    pub fn pretest(&self) -> anyhow::Result<Option<PretestDesign>> {
+        PretestDesign::new(
+            self.pretest_items,
+            self.pretest_per_exam,
+            self.pretest_model,
+        )
     }
 
     /// The true abilities: `--thetas`, or `--examinees` draws from `--theta-dist`.
@@ -252,6 +298,10 @@ pub enum Stream {
     Exams = 2,
     /// Response draws (one generator per examinee).
     Responses = 3,
+    /// Generating parameters of the pretest items (one generator for the run).
+    PretestItems = 4,
+    /// Pretest response draws (one generator per examinee).
+    PretestResponses = 5,
 }
 
 /// SplitMix64's output function: a bijective mix of 64 bits.
@@ -396,7 +446,8 @@ fn run_exam(
 
 /// Runs `adaptive-engine simulate`: builds the bank, thetas and design from `options`,
 /// simulates in a pool of `options.threads` threads (with a progress bar on stderr when it is
-/// a terminal), writes `--out` if asked, and returns the summary.
+/// a terminal), runs the calibration study if `--pretest-items` asks for one, writes `--out`
+/// if asked, and returns the summary.
 ///
 /// # Errors
 /// Invalid options, bank, design or thetas, and files that cannot be read or written.
@@ -407,6 +458,7 @@ pub fn run(options: &Options) -> anyhow::Result<Summary> {
         .set_fast_selection(!options.plain_selection);
     let file = options.design_file()?;
     let design = file.to_design(&bank)?;
+    let pretest = options.pretest()?;
     let thetas = options.true_thetas()?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(options.threads.unwrap_or(0))
@@ -425,8 +477,14 @@ pub fn run(options: &Options) -> anyhow::Result<Summary> {
     summary.seed = options.seed;
     summary.threads = pool.current_num_threads();
     summary.design = file.with_defaults();
+    let study = pretest.map(|pretest| {
+        pool.install(|| {
+            calibration::study(bank.engine(), &simulation.results, pretest, options.seed)
+        })
+    });
+    summary.calibration = study.as_ref().map(|s| s.summary.clone());
     if let Some(dir) = &options.out {
-        report::write_dir(dir, &bank, &simulation, &summary)?;
+        report::write_dir(dir, &bank, &simulation, &summary, study.as_ref())?;
     }
     Ok(summary)
 }

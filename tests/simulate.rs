@@ -1,7 +1,9 @@
 //! Tests of `adaptive-engine simulate` (`adaptive_engine::simulate`): agreement with an
 //! independent CAT implementation written here, reproducibility across thread counts with
 //! exposure control, the design file and bank file formats, the statistics' definitions,
-//! and the command line (JSON keys, `--out` files). No database, no Redis.
+//! the command line (JSON keys, `--out` files), and the calibration study of
+//! `--pretest-items` (thread count, exams untouched, estimates equal to `irt::calibrate` on
+//! data rebuilt from the `--out` files, option errors). No database, no Redis.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -1052,4 +1054,395 @@ fn a_bank_with_every_field_and_its_scaling_constant_round_trips() {
         String::from_utf8_lossy(&output.stderr)
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------------------
+// The calibration study (`--pretest-items`)
+// ---------------------------------------------------------------------------------------
+
+/// A calibration section without its timing.
+fn calibration_of(summary: &simulate::Summary) -> simulate::CalibrationSummary {
+    let mut section = summary.calibration.clone().expect("a calibration section");
+    section.elapsed_s = 0.0;
+    section
+}
+
+#[test]
+fn the_calibration_study_is_the_same_for_1_and_2_threads_and_leaves_the_exams_alone() {
+    let options = Options {
+        examinees: 300,
+        max_items: Some(8),
+        seed: 16,
+        threads: Some(1),
+        pretest_items: 6,
+        pretest_per_exam: 2,
+        ..Options::default()
+    };
+    let one = simulate::run(&options).expect("run");
+    let two = simulate::run(&Options {
+        threads: Some(2),
+        ..options.clone()
+    })
+    .expect("run");
+    let section = calibration_of(&one);
+    assert_eq!(section, calibration_of(&two), "1 thread vs 2 threads");
+    // The pretest answers change nothing operational: the same exams as without them.
+    let without = simulate::run(&Options {
+        pretest_items: 0,
+        ..options.clone()
+    })
+    .expect("run");
+    assert!(without.calibration.is_none());
+    let strip = |mut s: simulate::Summary| {
+        s.elapsed_s = 0.0;
+        s.exams_per_second = 0.0;
+        s.threads = 0;
+        s.calibration = None;
+        s
+    };
+    assert_eq!(strip(one.clone()), strip(without));
+    // Three sample sizes, three methods each; 300 × 2 responses over 6 items.
+    assert_eq!(section.runs.len(), 9);
+    let sizes: Vec<(usize, usize, u64, u64)> = section
+        .runs
+        .iter()
+        .map(|r| (r.percent, r.examinees, r.min_responses, r.max_responses))
+        .collect();
+    for (k, expected) in [(25, 75, 25, 25), (50, 150, 50, 50), (100, 300, 100, 100)]
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(sizes[3 * k..3 * k + 3], [expected; 3]);
+    }
+    for run in &section.runs {
+        assert_eq!(run.calibrated, 6);
+        assert!(run.c.is_none(), "2PL: no c");
+        assert!(run.a.rmse.is_finite() && run.b.rmse.is_finite());
+        assert_eq!(
+            run.cycles > 1,
+            run.method == adaptive_engine::irt::CalibrationMethod::Mem
+        );
+    }
+    let table = simulate::render(&one, false);
+    for needle in [
+        "calibration of 6 pretest 2PL items",
+        "FIXED_THETA",
+        "OEM",
+        "MEM",
+        "RMSE b",
+    ] {
+        assert!(table.contains(needle), "{needle} missing from\n{table}");
+    }
+}
+
+/// The per-item estimates of `calibration.json` are those of a direct `irt::calibrate` call
+/// on data rebuilt here from the `--out` files alone: operational log-likelihoods from
+/// `bank.json` and the items and scores of `examinees.csv`, pretest responses from its
+/// pretest columns.
+#[test]
+fn calibration_json_equals_a_direct_calibrate_call_on_the_out_files() {
+    use adaptive_engine::irt::{self, CalibrationMethod, CalibrationModel, CalibrationSettings};
+    let dir = temp_dir("calibration-direct");
+    let out = dir.join("run");
+    let (examinees, pretest_items, per_exam) = (400, 4, 2);
+    simulate::run(&Options {
+        examinees,
+        max_items: Some(6),
+        seed: 9,
+        threads: Some(2),
+        pretest_items,
+        pretest_per_exam: per_exam,
+        pretest_model: simulate::PretestModel::ThreePl,
+        out: Some(out.clone()),
+        ..Options::default()
+    })
+    .expect("run");
+    let bank = SimBank::from_file(&out.join("bank.json"), 1.0).expect("bank.json");
+    let index: std::collections::HashMap<String, usize> = (0..bank.len())
+        .map(|i| (bank.external_id(i).to_owned(), i))
+        .collect();
+    let settings = |method| CalibrationSettings::new(method, CalibrationModel::ThreePl, 1.0);
+    let mut reader = csv::Reader::from_path(out.join("examinees.csv")).expect("examinees.csv");
+    let header = reader.headers().expect("header").clone();
+    let column = |name: &str| header.iter().position(|h| h == name).expect(name);
+    let (items_col, scores_col) = (column("items"), column("scores"));
+    let (pretest_col, pretest_scores_col) = (column("pretest_items"), column("pretest_scores"));
+    let split = |field: &str| -> Vec<String> { field.split(';').map(str::to_owned).collect() };
+    let mut operational = Vec::new();
+    let mut pretest = Vec::new();
+    let mut counts = vec![0u64; pretest_items];
+    for record in reader.records() {
+        let record = record.expect("row");
+        let items: Vec<irt::Item> = split(&record[items_col])
+            .iter()
+            .map(|id| bank.engine().items[index[id]].clone())
+            .collect();
+        let scores: Vec<u32> = split(&record[scores_col])
+            .iter()
+            .map(|s| s.parse().expect("score"))
+            .collect();
+        let mut ll = Vec::new();
+        irt::log_likelihood_on_grid(
+            &settings(CalibrationMethod::Mem).ability,
+            &items,
+            &scores,
+            &mut ll,
+        );
+        operational.push(ll);
+        let answered: Vec<(usize, bool)> = split(&record[pretest_col])
+            .iter()
+            .zip(split(&record[pretest_scores_col]))
+            .map(|(id, score)| {
+                let j: usize = id
+                    .strip_prefix("pretest-")
+                    .and_then(|n| n.parse().ok())
+                    .expect("pretest id");
+                (j - 1, score == "1")
+            })
+            .collect();
+        let distinct: BTreeSet<usize> = answered.iter().map(|a| a.0).collect();
+        assert_eq!(distinct.len(), per_exam, "{answered:?}");
+        for &(j, _) in &answered {
+            counts[j] += 1;
+        }
+        pretest.push(answered);
+    }
+    assert_eq!(operational.len(), examinees);
+    // Every pretest item got the same number of responses, ±1.
+    let (lo, hi) = (counts.iter().min(), counts.iter().max());
+    assert!(hi.zip(lo).is_some_and(|(h, l)| h - l <= 1), "{counts:?}");
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("calibration.json")).expect("calibration.json"),
+    )
+    .expect("json");
+    assert_eq!(report["model"], "3PL");
+    let runs = report["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 9);
+    let mut compared = 0;
+    for run in runs {
+        let method: CalibrationMethod =
+            serde_json::from_value(run["method"].clone()).expect("method");
+        let n = run["examinees"].as_u64().expect("examinees") as usize;
+        assert_eq!(
+            n,
+            (examinees * run["percent"].as_u64().expect("percent") as usize).div_ceil(100)
+        );
+        let direct = irt::calibrate(pretest_items, &settings(method), |visit| {
+            for (operational, pretest) in operational[..n].iter().zip(&pretest[..n]) {
+                visit(&irt::Examinee {
+                    operational,
+                    pretest,
+                });
+            }
+            Ok::<(), ()>(())
+        })
+        .expect("calibrate");
+        assert_eq!(run["cycles"].as_u64(), Some(direct.cycles as u64));
+        let items = run["items"].as_array().expect("items");
+        assert_eq!(items.len(), pretest_items);
+        let (mut squares, mut k) = (0.0, 0.0);
+        for (j, (item, got)) in items.iter().zip(&direct.items).enumerate() {
+            let got = got.expect("every item answered");
+            let estimate = &item["estimate"];
+            for (name, value) in [
+                ("a", got.params.a),
+                ("b", got.params.b),
+                ("c", got.params.c),
+            ] {
+                assert_eq!(estimate[name].as_f64(), Some(value), "item {j} {name}");
+            }
+            let se = &item["standard_errors"];
+            assert_eq!(se["b"].as_f64(), Some(got.standard_errors.b));
+            assert_eq!(se["c"].as_f64(), got.standard_errors.c);
+            assert_eq!(item["responses"].as_u64(), Some(got.responses));
+            assert_eq!(item["rmsd"].as_f64(), Some(got.rmsd));
+            squares += (got.params.b - item["true"]["b"].as_f64().expect("b")).powi(2);
+            k += 1.0;
+            compared += 1;
+        }
+        let rmse_b = run["b"]["rmse"].as_f64().expect("rmse");
+        assert!(((squares / k).sqrt() - rmse_b).abs() < 1e-12, "{rmse_b}");
+        assert!(run["c"]["rmse"].as_f64().is_some(), "3PL: c reported");
+    }
+    assert_eq!(compared, 9 * pretest_items);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn mem_rmse_of_b_shrinks_from_a_quarter_to_all_of_the_examinees() {
+    let summary = simulate::run(&Options {
+        examinees: 2000,
+        max_items: Some(10),
+        seed: 4,
+        pretest_items: 10,
+        pretest_per_exam: 5,
+        ..Options::default()
+    })
+    .expect("run");
+    let section = summary.calibration.expect("calibration");
+    let mem: Vec<(u64, f64)> = section
+        .runs
+        .iter()
+        .filter(|r| r.method == adaptive_engine::irt::CalibrationMethod::Mem)
+        .map(|r| (r.min_responses, r.b.rmse))
+        .collect();
+    eprintln!("MEM: (responses per item, RMSE of b) {mem:?}");
+    assert_eq!(
+        mem.iter().map(|m| m.0).collect::<Vec<_>>(),
+        [250, 500, 1000]
+    );
+    assert!(mem[2].1 < mem[0].1, "RMSE of b: {mem:?}");
+    assert!(mem[2].1 < 0.15, "RMSE of b with 1000 responses: {mem:?}");
+}
+
+#[test]
+fn the_cli_writes_calibration_json_and_svg() {
+    let dir = temp_dir("calibration-cli");
+    let out = dir.join("run");
+    let output = binary()
+        .args([
+            "simulate",
+            "--examinees",
+            "80",
+            "--max-items",
+            "5",
+            "--pretest-items",
+            "4",
+            "--pretest-model",
+            "3PL",
+            "--json",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .expect("run the binary");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let section = &summary["calibration"];
+    assert_eq!(section["pretest_items"], 4);
+    assert_eq!(section["per_exam"], 2);
+    assert_eq!(section["model"], "3PL");
+    let run = &section["runs"][8];
+    assert_eq!(run["method"], "MEM");
+    assert_eq!(run["percent"], 100);
+    assert_eq!(run["responses_per_item"], 40.0);
+    for key in ["bias", "rmse", "mean_se"] {
+        for param in ["a", "b", "c"] {
+            assert!(run[param][key].is_number(), "{param}.{key} in {run}");
+        }
+    }
+    for key in [
+        "mean_rmsd",
+        "cycles",
+        "converged",
+        "calibrated",
+        "examinees",
+    ] {
+        assert!(!run[key].is_null(), "{key} in {run}");
+    }
+    let file: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("calibration.json")).expect("calibration.json"),
+    )
+    .expect("calibration.json parses");
+    assert_eq!(file["runs"].as_array().map(Vec::len), Some(9));
+    let item = &file["runs"][8]["items"][0];
+    assert_eq!(item["id"], "pretest-001");
+    for key in ["true", "estimate", "standard_errors", "responses", "rmsd"] {
+        assert!(!item[key].is_null(), "{key} in {item}");
+    }
+    let svg = std::fs::read_to_string(out.join("calibration.svg")).expect("calibration.svg");
+    assert!(svg.starts_with("<svg") && svg.contains("MEM") && svg.contains("RMSE of b"));
+    let csv = std::fs::read_to_string(out.join("examinees.csv")).expect("examinees.csv");
+    assert!(
+        csv.lines()
+            .next()
+            .is_some_and(|h| h.ends_with(",scores,pretest_items,pretest_scores")),
+        "{csv}"
+    );
+    // Without pretest items neither the section nor the files.
+    let plain = dir.join("plain");
+    let output = binary()
+        .args([
+            "simulate",
+            "--examinees",
+            "10",
+            "--max-items",
+            "3",
+            "--json",
+            "--out",
+        ])
+        .arg(&plain)
+        .output()
+        .expect("run");
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert!(summary.get("calibration").is_none());
+    assert!(!plain.join("calibration.json").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_pretest_options_are_clear_errors() {
+    let error = |items: usize, per_exam: usize| {
+        let options = Options {
+            examinees: 10,
+            pretest_items: items,
+            pretest_per_exam: per_exam,
+            ..Options::default()
+        };
+        format!("{:#}", simulate::run(&options).expect_err("refused"))
+    };
+    let e = error(5, 0);
+    assert!(e.contains("--pretest-per-exam must be at least 1"), "{e}");
+    let e = error(3, 4);
+    assert!(
+        e.contains("--pretest-per-exam 4 exceeds --pretest-items 3"),
+        "{e}"
+    );
+    let e = error(20_000, 2);
+    assert!(e.contains("--pretest-items must be at most 10000"), "{e}");
+    // Without pretest items the other two options are not read.
+    assert!(
+        simulate::PretestDesign::new(0, 0, simulate::PretestModel::ThreePl)
+            .expect("no study")
+            .is_none()
+    );
+    // The command line: the same messages, and the model by name.
+    let output = binary()
+        .args([
+            "simulate",
+            "--pretest-items",
+            "5",
+            "--pretest-per-exam",
+            "0",
+        ])
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--pretest-per-exam must be at least 1"),
+        "{stderr}"
+    );
+    let parsed = Cli::try_parse_from([
+        "simulate",
+        "--pretest-items",
+        "20",
+        "--pretest-model",
+        "3pl",
+    ])
+    .expect("options")
+    .options;
+    assert_eq!(
+        (
+            parsed.pretest_items,
+            parsed.pretest_per_exam,
+            parsed.pretest_model
+        ),
+        (20, 2, simulate::PretestModel::ThreePl)
+    );
+    assert!(Cli::try_parse_from(["simulate", "--pretest-model", "4pl"]).is_err());
 }

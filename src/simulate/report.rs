@@ -1,7 +1,8 @@
 //! What a simulation shows: the summary table (stdout), the `--out` directory
 //! (`summary.json`, `examinees.csv`, `items.csv`, and `bank.json`: the bank in
 //! `import-bank`'s format, readable again by `--bank`) and its SVG plots (conditional bias
-//! and RMSE, exposure histogram, test information of the bank).
+//! and RMSE, exposure histogram, test information of the bank). The calibration study's
+//! section and files are drawn by `calibration` and written here.
 //!
 //! Owns formats and plots; must not compute statistics (that is `stats`) nor run exams.
 
@@ -13,6 +14,7 @@ use plotters::prelude::*;
 
 use super::Simulation;
 use super::bank::SimBank;
+use super::calibration::{self, Study};
 use super::stats::{self, Summary};
 use crate::irt::Item;
 
@@ -94,6 +96,9 @@ pub fn table(summary: &Summary) -> String {
             row.theta_lo, row.theta_hi, row.n, row.bias, row.rmse, row.mean_length
         );
     }
+    if let Some(study) = &summary.calibration {
+        out.push_str(&calibration::table(study));
+    }
     let _ = writeln!(
         out,
         "\n  {} exams in {:.2} s ({:.0} exams/s)",
@@ -111,7 +116,8 @@ fn enum_name<T: serde::Serialize>(value: &T) -> String {
 }
 
 /// Writes `summary.json`, `examinees.csv`, `items.csv`, `bank.json`, `conditional.svg`,
-/// `exposure.svg` and `information.svg` into `dir` (created if missing).
+/// `exposure.svg` and `information.svg` into `dir` (created if missing), and with a
+/// calibration `study` `calibration.json` and `calibration.svg`.
 ///
 /// `items.csv` is a report (parameters next to exposure statistics); `bank.json` is the
 /// bank itself as `import-bank` and `simulate --bank` read it (see
@@ -124,6 +130,7 @@ pub fn write_dir(
     bank: &SimBank,
     simulation: &Simulation,
     summary: &Summary,
+    study: Option<&Study>,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let write = |name: &str, contents: &[u8]| {
@@ -133,7 +140,7 @@ pub fn write_dir(
     let mut json = serde_json::to_string_pretty(summary)?;
     json.push('\n');
     write("summary.json", json.as_bytes())?;
-    write("examinees.csv", &examinees_csv(bank, simulation)?)?;
+    write("examinees.csv", &examinees_csv(bank, simulation, study)?)?;
     write("items.csv", &items_csv(bank, simulation)?)?;
     let mut bank_json = serde_json::to_string_pretty(&bank.to_bank_json())?;
     bank_json.push('\n');
@@ -148,16 +155,32 @@ pub fn write_dir(
         .as_bytes(),
     )?;
     write("information.svg", information_svg(bank)?.as_bytes())?;
+    if let Some(study) = study {
+        let scaling = bank.engine().scaling;
+        write(
+            "calibration.json",
+            calibration::json(study, scaling)?.as_bytes(),
+        )?;
+        write(
+            "calibration.svg",
+            calibration::svg(&study.summary)?.as_bytes(),
+        )?;
+    }
     Ok(())
 }
 
-/// `examinees.csv`: one row per examinee, in order.
+/// `examinees.csv`: one row per examinee, in order; with a calibration `study`, also the
+/// pretest items each answered and their scores (`pretest_items`, `pretest_scores`).
 ///
 /// # Errors
 /// Only if the CSV writer fails (it writes to memory).
-pub fn examinees_csv(bank: &SimBank, simulation: &Simulation) -> anyhow::Result<Vec<u8>> {
+pub fn examinees_csv(
+    bank: &SimBank,
+    simulation: &Simulation,
+    study: Option<&Study>,
+) -> anyhow::Result<Vec<u8>> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record([
+    let mut header = vec![
         "true_theta",
         "estimate",
         "se",
@@ -165,11 +188,15 @@ pub fn examinees_csv(bank: &SimBank, simulation: &Simulation) -> anyhow::Result<
         "items",
         "stop_reason",
         "scores",
-    ])?;
-    for r in &simulation.results {
+    ];
+    if study.is_some() {
+        header.extend(["pretest_items", "pretest_scores"]);
+    }
+    w.write_record(&header)?;
+    for (e, r) in simulation.results.iter().enumerate() {
         let items: Vec<&str> = r.items.iter().map(|&i| bank.external_id(i)).collect();
         let scores: Vec<String> = r.scores.iter().map(u32::to_string).collect();
-        w.write_record([
+        let mut row = vec![
             r.true_theta.to_string(),
             r.estimate.to_string(),
             r.standard_error.to_string(),
@@ -177,7 +204,11 @@ pub fn examinees_csv(bank: &SimBank, simulation: &Simulation) -> anyhow::Result<
             items.join(";"),
             stats::stop_reason_name(r.stop_reason).to_owned(),
             scores.join(";"),
-        ])?;
+        ];
+        if let Some(study) = study {
+            row.extend(calibration::csv_columns(study, e));
+        }
+        w.write_record(&row)?;
     }
     Ok(w.into_inner()?)
 }
@@ -244,10 +275,10 @@ pub fn items_csv(bank: &SimBank, simulation: &Simulation) -> anyhow::Result<Vec<
 }
 
 /// Size of every plot, in pixels.
-const PLOT_SIZE: (u32, u32) = (800, 500);
+pub(super) const PLOT_SIZE: (u32, u32) = (800, 500);
 
 /// Turns a plotters error into an `anyhow` one.
-fn plot_error<E: std::fmt::Display>(e: E) -> anyhow::Error {
+pub(super) fn plot_error<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow::anyhow!("cannot draw the plot: {e}")
 }
 
@@ -451,7 +482,7 @@ pub fn information_svg(bank: &SimBank) -> anyhow::Result<String> {
 }
 
 /// An axis label with `decimals` decimals, never `-0`.
-fn tick(value: f64, decimals: usize) -> String {
+pub(super) fn tick(value: f64, decimals: usize) -> String {
     let text = format!("{value:.decimals$}");
     if text
         .trim_start_matches('-')
@@ -465,7 +496,7 @@ fn tick(value: f64, decimals: usize) -> String {
 }
 
 /// The range of `values` widened by `pad` on each side (a unit range around 0 when empty).
-fn padded_range(values: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
+pub(super) fn padded_range(values: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
     let (lo, hi) = values
         .filter(|v| v.is_finite())
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {

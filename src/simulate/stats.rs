@@ -1,6 +1,7 @@
 //! The statistics of a simulation: recovery of the true abilities (bias, RMSE,
 //! correlation, conditional on true theta), test length and item exposure (rates, test
-//! overlap). Pure functions of the per-examinee results and the exposure counts.
+//! overlap). Pure functions of the per-examinee results and the exposure counts (the
+//! calibration study's figures are `calibration`'s).
 //!
 //! Owns the definitions of the summary's numbers; must not run exams or do I/O.
 
@@ -8,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::calibration::CalibrationSummary;
 use super::{ExamineeResult, Simulation};
 use crate::design::ExamDesignInput;
 use crate::irt::StopReason;
@@ -59,6 +61,9 @@ pub struct Summary {
     pub threads: usize,
     /// The design that ran, with every default written out.
     pub design: ExamDesignInput,
+    /// The calibration study of `--pretest-items` (absent without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationSummary>,
 }
 
 /// The statistics of one group of examinees by true theta.
@@ -126,6 +131,7 @@ pub fn summarize(simulation: &Simulation, bank_items: usize) -> Summary {
         seed: 0,
         threads: 0,
         design: ExamDesignInput::default(),
+        calibration: None,
     }
 }
 
