@@ -61,7 +61,8 @@ pub const MAX_EXAMINEES: usize = 10_000_000;
 pub struct Options {
     /// Item bank file, as for import-bank: a JSON list of ItemInput objects, or CSV with the
     /// columns externalId,a,b,c,d,contentArea,content,answerKey (model, thresholds, scoring,
-    /// enemyGroup optional). Default: a built-in bank of 500 3PL items (fixed seed).
+    /// enemyGroup, status optional; PRETEST items are left out). Default: a built-in bank of
+    /// 500 3PL items (fixed seed).
     #[arg(long, value_name = "FILE")]
     pub bank: Option<PathBuf>,
     /// The scaling constant D of the bank file's logistic model.

@@ -60,8 +60,11 @@ impl SimBank {
         };
         let rows =
             exam::validate_bank(&new_bank).map_err(|e| anyhow::anyhow!("invalid bank: {e}"))?;
+        // The exams of a study use the operational items; pretest items of the file are left
+        // out (the study seeds its own, `--pretest-items`).
         let rows: Vec<ItemRow> = rows
             .into_iter()
+            .filter(|r| r.status == crate::exam::ItemStatus::Operational)
             .zip(1..)
             .map(|(r, id)| ItemRow {
                 id,

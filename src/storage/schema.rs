@@ -31,6 +31,24 @@ diesel::table! {
         completed -> Bool,
         created_at -> Timestamptz,
         score -> Int4,
+        pretest -> Bool,
+    }
+}
+
+diesel::table! {
+    calibration_runs (id) {
+        id -> Int8,
+        item_bank_id -> Int8,
+        method -> Text,
+        model -> Text,
+        min_responses -> Int4,
+        status -> Text,
+        created_by -> Text,
+        created_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+        cycles -> Nullable<Int4>,
+        items -> Jsonb,
+        error -> Nullable<Text>,
     }
 }
 
@@ -90,6 +108,7 @@ diesel::table! {
 
 diesel::joinable!(assessments -> item_banks (item_bank_id));
 diesel::joinable!(attempts -> exam_sessions (exam_session_id));
+diesel::joinable!(calibration_runs -> item_banks (item_bank_id));
 diesel::joinable!(exam_sessions -> assessments (assessment_id));
 diesel::joinable!(exam_sessions -> item_banks (item_bank_id));
 diesel::joinable!(items -> item_banks (item_bank_id));
@@ -97,6 +116,7 @@ diesel::joinable!(items -> item_banks (item_bank_id));
 diesel::allow_tables_to_appear_in_same_query!(
     assessments,
     attempts,
+    calibration_runs,
     exam_sessions,
     item_banks,
     items,
