@@ -3,6 +3,7 @@
 //! [`Auth`] for a caller, call [`ExamService`], and convert the result. Every request is
 //! counted in the service's metrics ([`instrument`]).
 
+mod calibration;
 pub mod cost;
 pub mod instrument;
 mod mutation;
@@ -31,11 +32,11 @@ pub type AppSchema = Schema<Query, Mutation, SubscriptionRoot>;
 
 /// Every query, merged from the domain roots.
 #[derive(MergedObject, Default)]
-pub struct Query(QueryRoot);
+pub struct Query(QueryRoot, calibration::CalibrationQuery);
 
 /// Every mutation, merged from the domain roots.
 #[derive(MergedObject, Default)]
-pub struct Mutation(MutationRoot);
+pub struct Mutation(MutationRoot, calibration::CalibrationMutation);
 
 /// Automatic persisted queries kept per instance (least recently used out first).
 pub const MAX_PERSISTED_QUERIES: usize = 512;

@@ -94,6 +94,45 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Calibrate a bank's pretest items from their pretest answers (what the calibrateItems
+    /// mutation starts in the background), store the run and print it as JSON. Reads
+    /// DATABASE_URL.
+    Calibrate {
+        /// The bank's id.
+        #[arg(long, value_name = "ID")]
+        bank: i64,
+        /// fixed-theta, oem or mem.
+        #[arg(long, value_enum, default_value_t = CliMethod::Mem)]
+        method: CliMethod,
+        /// 2pl or 3pl.
+        #[arg(long, value_enum, default_value_t = CliModel::TwoPl)]
+        model: CliModel,
+        /// Items with fewer pretest answers get no estimate.
+        #[arg(long, default_value_t = 200, value_name = "N")]
+        min_responses: i32,
+    },
+}
+
+/// `calibrate --method`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum CliMethod {
+    /// Abilities fixed at the operational EAP.
+    FixedTheta,
+    /// One EM cycle.
+    Oem,
+    /// EM cycles to convergence.
+    Mem,
+}
+
+/// `calibrate --model`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum CliModel {
+    /// a, b.
+    #[value(name = "2pl")]
+    TwoPl,
+    /// a, b, c.
+    #[value(name = "3pl")]
+    ThreePl,
 }
 
 /// How log lines are written (`LOG_FORMAT`).
@@ -335,6 +374,57 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 out.map(|p| format!(" to {}", p.display()))
                     .unwrap_or_default()
             );
+        }
+        Command::Calibrate {
+            bank,
+            method,
+            model,
+            min_responses,
+        } => {
+            use adaptive_engine::irt::{CalibrationMethod, CalibrationModel};
+            app::install_crypto_provider();
+            let db =
+                storage::db::Db::new(&config.database_url, 2, config.database_prepared_statements);
+            let method = match method {
+                CliMethod::FixedTheta => CalibrationMethod::FixedTheta,
+                CliMethod::Oem => CalibrationMethod::Oem,
+                CliMethod::Mem => CalibrationMethod::Mem,
+            };
+            let model = match model {
+                CliModel::TwoPl => CalibrationModel::TwoPl,
+                CliModel::ThreePl => CalibrationModel::ThreePl,
+            };
+            let failed =
+                |e: adaptive_engine::error::AppError| anyhow::anyhow!("{e} ({})", e.code());
+            let run = exam::calibration::start_run(
+                &db,
+                adaptive_engine::ids::BankId(bank),
+                method,
+                model,
+                min_responses,
+                "cli",
+            )
+            .await
+            .map_err(failed)?;
+            let run = exam::calibration::run_calibration(&db, run)
+                .await
+                .map_err(failed)?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "id": run.id.to_string(),
+                    "itemBankId": run.item_bank_id.to_string(),
+                    "method": run.method,
+                    "model": run.model,
+                    "status": run.status.as_str(),
+                    "cycles": run.cycles,
+                    "error": run.error,
+                    "items": run.items,
+                })
+            );
+            if run.error.is_some() {
+                anyhow::bail!("calibration run {} failed", run.id);
+            }
         }
     }
     Ok(())

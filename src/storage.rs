@@ -5,6 +5,7 @@
 //! `diesel_async::RunQueryDsl` shadows `Schema::execute` wherever both are in scope.
 
 pub mod bank_cache;
+pub mod calibration_rows;
 pub mod db;
 pub mod enums;
 pub mod events;

@@ -12,6 +12,7 @@ use common::{
     Options, TestApp, answer, bank_item_ids, bank_params, create_assessment, error_code,
     start_assessment,
 };
+use diesel_async::RunQueryDsl;
 use serde_json::{Value, json};
 
 const ADD_ITEMS: &str = "mutation($b: ID!, $items: [ItemInput!]!) {
@@ -187,5 +188,301 @@ async fn bad_additions_and_retirements_are_refused_and_change_nothing() {
         app.db.count("SELECT revision AS n FROM item_banks").await,
         0,
         "no change, no new revision"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Calibration runs and promotion
+// ---------------------------------------------------------------------------------------
+
+const CALIBRATE: &str = "mutation($b: ID!, $m: CalibrationMethod!, $n: Int!) {
+    calibrateItems(itemBankId: $b, method: $m, model: TWO_PL, minResponses: $n) { id status } }";
+const RUN: &str = "query($id: ID!) { calibrationRun(id: $id) { id status cycles error minResponses
+    items { itemId externalId responses a b c seA seB fit converged } } }";
+
+/// A calibration's inputs as the test itself recorded them: per exam, the operational
+/// answers it sent (item parameters, score) and the pretest answers it stored.
+struct Recorded {
+    operational: Vec<((f64, f64, f64), bool)>,
+    pretest: Vec<(usize, bool)>,
+}
+
+/// Polls a run until it is no longer `RUNNING` (the run's own acknowledgement).
+async fn finished_run(app: &TestApp, id: &str) -> Value {
+    for _ in 0..400 {
+        let run = app.ok(&app.admin(), RUN, json!({"id": id})).await["calibrationRun"].clone();
+        if run["status"] != "RUNNING" {
+            return run;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("calibration run {id} still running after 20 s");
+}
+
+/// The estimates `irt::calibrate` gives on the recorded data, the operational likelihood
+/// computed here on the calibration grid from the parameters the test gave the bank.
+fn direct(
+    recorded: &[Recorded],
+    items: usize,
+    method: adaptive_engine::irt::CalibrationMethod,
+) -> Vec<Option<adaptive_engine::irt::ItemCalibration>> {
+    use adaptive_engine::irt::{CalibrationModel, CalibrationSettings, Examinee, calibrate};
+    let settings = CalibrationSettings::new(method, CalibrationModel::TwoPl, 1.0);
+    let nodes: Vec<f64> = (0..61).map(|k| -6.0 + 0.2 * f64::from(k)).collect();
+    let likelihoods: Vec<Vec<f64>> = recorded
+        .iter()
+        .map(|r| {
+            nodes
+                .iter()
+                .map(|&t| {
+                    r.operational
+                        .iter()
+                        .map(|&((a, b, c), correct)| {
+                            let p = common::reference_p_4pl(a, b, c, 1.0, 1.0, t);
+                            if correct { p.ln() } else { (1.0 - p).ln() }
+                        })
+                        .sum()
+                })
+                .collect()
+        })
+        .collect();
+    // Only the first `items` pretest items are calibrated (the others had too few answers).
+    let pretest: Vec<Vec<(usize, bool)>> = recorded
+        .iter()
+        .map(|r| {
+            r.pretest
+                .iter()
+                .copied()
+                .filter(|&(j, _)| j < items)
+                .collect()
+        })
+        .collect();
+    calibrate(items, &settings, |visit| {
+        for ((l, p), _) in likelihoods.iter().zip(&pretest).zip(recorded) {
+            if p.is_empty() {
+                continue;
+            }
+            visit(&Examinee {
+                operational: l,
+                pretest: p,
+            });
+        }
+        Ok::<(), ()>(())
+    })
+    .expect("in memory")
+    .items
+}
+
+/// Promise: `calibrateItems` reads exactly the pretest answers and the operational answers
+/// of the same exams (by FIXED_THETA, OEM and MEM: the estimates equal `irt::calibrate` on
+/// the data the test recorded itself, to 1e-9), leaves items under `minResponses` without
+/// estimates, and `promoteItems` makes estimated items operational with those parameters
+/// (all or none); `adaptive-engine calibrate` stores the same run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calibration_runs_read_the_pretest_answers_and_promotion_uses_their_estimates() {
+    use adaptive_engine::irt::CalibrationMethod;
+    let app = TestApp::spawn().await;
+    let params = bank_params(30);
+    let bank = app.create_bank(&params).await;
+    let truth = [(1.4, -0.5), (0.9, 0.6), (1.1, 0.0)];
+    app.ok(
+        &app.admin(),
+        ADD_ITEMS,
+        json!({"b": bank, "items": [
+            item("pre-a", None, "PRETEST"),
+            item("pre-b", Some(0.0), "PRETEST"),
+            item("pre-c", None, "PRETEST"),
+        ]}),
+    )
+    .await;
+    let ids = bank_item_ids(&app, &bank).await;
+    let pretest_ids: Vec<i64> = ids[30..].iter().map(|i| i.parse().expect("id")).collect();
+    let assessment = create_assessment(
+        &app,
+        &bank,
+        json!({"maxItems": 6}),
+        json!({"maxAttemptsPerStudent": null}),
+    )
+    .await;
+    // 60 candidates of known ability: six operational answers through the API each, and
+    // pretest answers stored as seeding will store them (pre-c only by the first eight).
+    let mut recorded = Vec::new();
+    let mut conn = app.db.conn().await;
+    for n in 0..60_u32 {
+        let theta = -2.0 + 4.0 * f64::from(n) / 59.0;
+        let token = app.student(&format!("cal-{n}"));
+        let (exam, started) = start_assessment(&app, &token, &assessment).await;
+        let mut item_id = started["nextItem"]["itemId"]
+            .as_str()
+            .expect("item")
+            .to_owned();
+        let mut operational = Vec::new();
+        for k in 0..6_u32 {
+            let index = ids.iter().position(|i| *i == item_id).expect("bank item");
+            let (a, b, c) = params[index];
+            let p = common::reference_p_4pl(a, b, c, 1.0, 1.0, theta);
+            let correct = f64::from((n * 7 + k * 13) % 10) / 10.0 + 0.05 < p;
+            operational.push(((a, b, c), correct));
+            let result = answer(&app, &token, &exam, &item_id, correct).await;
+            if let Some(next) = result["nextItem"]["itemId"].as_str() {
+                item_id = next.to_owned();
+            }
+        }
+        let mut pretest = Vec::new();
+        for (j, &(a, b)) in truth.iter().enumerate() {
+            if j == 2 && n >= 8 {
+                continue;
+            }
+            let p = common::reference_p_4pl(a, b, 0.0, 1.0, 1.0, theta);
+            let correct =
+                f64::from((n * 3 + u32::try_from(j).expect("j") * 5) % 10) / 10.0 + 0.05 < p;
+            pretest.push((j, correct));
+            diesel::sql_query(format!(
+                "INSERT INTO attempts (exam_session_id, item_id, position, response, correct, \
+                 score, theta, standard_error, completed, pretest) \
+                 VALUES ({exam}, {}, {}, 'A', {correct}, {}, 0, 1, false, true)",
+                pretest_ids[j],
+                100 + j,
+                i32::from(correct)
+            ))
+            .execute(&mut conn)
+            .await
+            .expect("store a pretest answer");
+        }
+        recorded.push(Recorded {
+            operational,
+            pretest,
+        });
+    }
+
+    let mut runs = Vec::new();
+    for (method, name) in [
+        (CalibrationMethod::FixedTheta, "FIXED_THETA"),
+        (CalibrationMethod::Oem, "OEM"),
+        (CalibrationMethod::Mem, "MEM"),
+    ] {
+        let started = app
+            .ok(
+                &app.admin(),
+                CALIBRATE,
+                json!({"b": bank, "m": name, "n": 10}),
+            )
+            .await;
+        assert_eq!(started["calibrateItems"]["status"], "RUNNING");
+        let run_id = started["calibrateItems"]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        let run = finished_run(&app, &run_id).await;
+        assert_eq!(run["status"], "DONE", "{run}");
+        let expected = direct(&recorded, 2, method);
+        let items = run["items"].as_array().expect("items");
+        assert_eq!(items.len(), 3, "{run}");
+        for (j, item) in items.iter().enumerate() {
+            assert_eq!(item["itemId"], json!(pretest_ids[j].to_string()));
+            if j == 2 {
+                assert_eq!(item["responses"], 8);
+                assert!(item["a"].is_null() && item["b"].is_null(), "{item}");
+                continue;
+            }
+            assert_eq!(item["responses"], 60);
+            let want = expected[j].expect("estimated").params;
+            for (got, want) in [(&item["a"], want.a), (&item["b"], want.b)] {
+                let got = got.as_f64().expect("estimate");
+                assert!(
+                    (got - want).abs() < 1e-9,
+                    "{name} item {j}: {got} vs {want}"
+                );
+            }
+        }
+        runs.push((run_id, run));
+    }
+
+    // Promotion: all or none, with the newest run's estimates.
+    let promote = "mutation($ids: [ID!]!) { promoteItems(itemIds: $ids) }";
+    let response = app
+        .gql(
+            Some(&app.admin()),
+            promote,
+            json!({"ids": [pretest_ids[0].to_string(), pretest_ids[2].to_string()]}),
+        )
+        .await;
+    assert_eq!(error_code(&response), "BAD_USER_INPUT", "{response}");
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) AS n FROM items WHERE status = 'PRETEST'")
+            .await,
+        3,
+        "nothing promoted"
+    );
+    let promoted = app
+        .ok(
+            &app.admin(),
+            promote,
+            json!({"ids": [pretest_ids[0].to_string(), pretest_ids[1].to_string()]}),
+        )
+        .await;
+    assert_eq!(promoted["promoteItems"].as_array().map(Vec::len), Some(2));
+    let mem = &runs[2].1["items"];
+    for j in 0..2 {
+        #[derive(diesel::QueryableByName)]
+        struct Params {
+            #[diesel(sql_type = diesel::sql_types::Double)]
+            a: f64,
+            #[diesel(sql_type = diesel::sql_types::Double)]
+            b: f64,
+        }
+        let stored: Params = diesel::sql_query(format!(
+            "SELECT a, b FROM items WHERE id = {} AND status = 'OPERATIONAL'",
+            pretest_ids[j]
+        ))
+        .get_result(&mut conn)
+        .await
+        .expect("promoted item");
+        assert_eq!(json!(stored.a), mem[j]["a"]);
+        assert_eq!(json!(stored.b), mem[j]["b"]);
+    }
+    let again = app
+        .gql(
+            Some(&app.admin()),
+            promote,
+            json!({"ids": [pretest_ids[0].to_string()]}),
+        )
+        .await;
+    assert_eq!(
+        error_code(&again),
+        "BAD_USER_INPUT",
+        "promoted twice: {again}"
+    );
+
+    // The command line runs the same calibration (the remaining pretest item has too few
+    // answers: an empty but successful run).
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_adaptive-engine"))
+        .args([
+            "calibrate",
+            "--bank",
+            &bank,
+            "--method",
+            "oem",
+            "--min-responses",
+            "5",
+        ])
+        .env("DATABASE_URL", &app.db.url)
+        .env("LOG_FORMAT", "json")
+        .output()
+        .expect("run adaptive-engine calibrate");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let cli: Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    assert_eq!(cli["status"], "DONE", "{cli}");
+    let items = cli["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "only the live pretest item: {cli}");
+    assert_eq!(items[0]["responses"], 8);
+    assert!(
+        items[0]["a"].is_number(),
+        "8 >= 5 answers: estimated: {cli}"
     );
 }

@@ -17,6 +17,7 @@ mod admin;
 mod answer;
 mod assessment;
 mod bank;
+pub mod calibration;
 mod results;
 mod state;
 mod step;

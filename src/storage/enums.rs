@@ -105,6 +105,18 @@ text_enum! {
 }
 
 text_enum! {
+    /// Where a calibration run is.
+    CalibrationStatus {
+        /// Reading answers and estimating.
+        Running = "RUNNING",
+        /// Estimates stored.
+        Done = "DONE",
+        /// Stopped by an error (stored with the run).
+        Failed = "FAILED",
+    }
+}
+
+text_enum! {
     /// What a student sees of their own estimates (staff always see them).
     #[derive(Default)]
     Feedback {
@@ -204,6 +216,11 @@ mod tests {
         );
         check(StopCode::ALL, StopCode::as_str, StopCode::parse);
         check(ItemStatus::ALL, ItemStatus::as_str, ItemStatus::parse);
+        check(
+            CalibrationStatus::ALL,
+            CalibrationStatus::as_str,
+            CalibrationStatus::parse,
+        );
         let migrations = concat!(
             include_str!("../../migrations/2026-11-26-000001_initial/up.sql"),
             include_str!("../../migrations/2026-11-26-000002_engine_options/up.sql"),
@@ -217,6 +234,7 @@ mod tests {
             .chain(Feedback::ALL.iter().map(|f| f.as_str()))
             .chain(AssessmentStatus::ALL.iter().map(|s| s.as_str()))
             .chain(ItemStatus::ALL.iter().map(|s| s.as_str()))
+            .chain(CalibrationStatus::ALL.iter().map(|s| s.as_str()))
         {
             assert!(
                 migrations.contains(&format!("'{spelling}'")),

@@ -77,7 +77,7 @@ pub async fn add_bank_items(
 }
 
 /// Increments a bank's revision, returning the bank as it is now.
-async fn bump_bank_revision(
+pub(crate) async fn bump_bank_revision(
     conn: &mut AsyncPgConnection,
     bank_id: i64,
 ) -> QueryResult<Option<ItemBankRow>> {
