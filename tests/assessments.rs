@@ -465,6 +465,14 @@ fn mutations(bank: &str, assessment: &str, exam: &str, item: &str) -> Vec<(&'sta
             "mutation($v: ID!) { retireItem(itemId: $v) }",
             json!({"v": item}),
         ),
+        (
+            "mutation($v: ID!) { calibrateItems(itemBankId: $v) { id } }",
+            json!({"v": bank}),
+        ),
+        (
+            "mutation($v: [ID!]!) { promoteItems(itemIds: $v) }",
+            json!({"v": [item]}),
+        ),
     ]
 }
 
@@ -522,6 +530,12 @@ async fn a_proctor_reads_everything_and_is_forbidden_every_mutation() {
             .await,
         10,
         "no item added or retired"
+    );
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) AS n FROM calibration_runs")
+            .await,
+        0
     );
     let session = app.ok(&proctor, EXAM, json!({"id": exam})).await;
     assert_eq!(session["examSession"]["status"], "ACTIVE");

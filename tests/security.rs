@@ -170,6 +170,15 @@ async fn students_cannot_touch_other_exams_or_admin_operations() {
             "mutation($i: ID!) { retireItem(itemId: $i) }",
             json!({"i": item}),
         ),
+        (
+            "mutation($b: ID!) { calibrateItems(itemBankId: $b) { id } }",
+            json!({"b": bank}),
+        ),
+        (
+            "mutation($i: [ID!]!) { promoteItems(itemIds: $i) }",
+            json!({"i": [item]}),
+        ),
+        ("query { calibrationRun(id: \"1\") { id } }", json!({})),
     ] {
         let response = app.gql(Some(&alice), query, variables).await;
         assert_eq!(error_code(&response), "FORBIDDEN", "{query}: {response}");
