@@ -197,9 +197,6 @@ fn plain_walk<R: Rng + ?Sized>(
 /// Requires `H > 0` finite and `max` normal, positive and finite. Every loop
 /// is branch-free over contiguous `f64`s, so it vectorizes.
 fn fast_walk(infos: &[(usize, f64)], exponent: f64, max: f64, u: f64) -> Option<usize> {
-    /// Covers a weight whose argument was clamped at −700 (both the plain
-    /// and the fast weight are below e^−690).
-    const FLOOR: f64 = 1e-299;
     let n = infos.len() as f64;
     let values: Vec<f64> = infos.iter().map(|x| x.1).collect();
     if values.iter().any(|&v| v > 0.0 && v < f64::MIN_POSITIVE) {
@@ -207,31 +204,31 @@ fn fast_walk(infos: &[(usize, f64)], exponent: f64, max: f64, u: f64) -> Option<
         return None;
     }
     let ln_max = ln_normal(max);
-    // The error bound below is first order in d ≤ this; beyond, decline.
-    let worst = SLACK * (exponent * (745.0 + ln_max.abs()) + 704.0 + 2.0);
+    // The error bound below is first order in d ≤ this (|ln v| ≤ 710 for a
+    // normal v, −x ≤ 700); beyond, decline.
+    let worst = SLACK * (exponent * (712.0 + ln_max.abs()) + 706.0);
     if worst > 1e-3 {
         return None;
     }
     // Per item: the fast weight and a bound on its difference to the plain
     // one (the weights are non-negative, so the bounds add up to a bound on
-    // every prefix sum). The plain and the fast argument differ by a few ulp
-    // of each logarithm times H, and of x itself; e^d − 1 ≤ d(1 + d) for
-    // d ≤ 1.
+    // every prefix sum).
     let mut weights = vec![0.0; values.len()];
     let mut errors = vec![0.0; values.len()];
-    for ((&v, w), e) in values.iter().zip(&mut weights).zip(&mut errors) {
-        let positive = v > 0.0;
-        let ln_v = ln_normal(v.max(f64::MIN_POSITIVE));
-        let x = (exponent * (ln_v - ln_max)).clamp(-700.0, 0.0);
-        let d = SLACK * (exponent * (ln_v.abs() + ln_max.abs()) - x + 6.0);
-        let fast = exp_neg(x);
-        *w = if positive { fast } else { 0.0 };
-        *e = if positive {
-            fast * d * (1.0 + d) + FLOOR
-        } else {
-            0.0
-        };
+    // Four lanes at a time (the remainder padded with zeros, weight 0).
+    let mut vs = values.chunks_exact(LANES);
+    let mut ws = weights.chunks_exact_mut(LANES);
+    let mut es = errors.chunks_exact_mut(LANES);
+    for ((v, w), e) in (&mut vs).zip(&mut ws).zip(&mut es) {
+        fast_weights(v.try_into().ok()?, exponent, ln_max, w, e);
     }
+    let rest = vs.remainder();
+    let mut pad = [0.0; LANES];
+    pad[..rest.len()].copy_from_slice(rest);
+    let (mut w, mut e) = ([0.0; LANES], [0.0; LANES]);
+    fast_weights(&pad, exponent, ln_max, &mut w, &mut e);
+    ws.into_remainder().copy_from_slice(&w[..rest.len()]);
+    es.into_remainder().copy_from_slice(&e[..rest.len()]);
     let error = sum(&errors);
     let total = sum(&weights);
     if !(total >= 1.0 - 1e-6 && total.is_finite()) {
@@ -266,6 +263,42 @@ fn fast_walk(infos: &[(usize, f64)], exponent: f64, max: f64, u: f64) -> Option<
     None
 }
 
+/// Lanes of [`fast_weights`].
+const LANES: usize = 4;
+
+/// The fast weights `exp(H·(ln v − ln M))` of four informations `v` (0 for
+/// `v ≤ 0`) and bounds on their differences to the plain weights: the plain
+/// and the fast argument differ by a few ulp of each logarithm (each within
+/// `2u·(|ln| + 1)`) times `H`, and of `x` itself; `e^d − 1 ≤ d(1 + d)` for
+/// `d ≤ 1`. An argument below −700 is clamped (both weights below `e^−690`,
+/// covered by `FLOOR`). Lane by lane, so the loops vectorize.
+#[inline(always)]
+fn fast_weights(v: &[f64; LANES], exponent: f64, ln_max: f64, w: &mut [f64], e: &mut [f64]) {
+    const FLOOR: f64 = 1e-299;
+    let mut ln_v = [0.0; LANES];
+    for l in 0..LANES {
+        ln_v[l] = ln_normal(v[l].max(f64::MIN_POSITIVE));
+    }
+    let mut x = [0.0; LANES];
+    for l in 0..LANES {
+        x[l] = (exponent * (ln_v[l] - ln_max)).max(-700.0).min(0.0);
+    }
+    let mut fast = [0.0; LANES];
+    for l in 0..LANES {
+        fast[l] = exp_neg(x[l]);
+    }
+    for l in 0..LANES {
+        let d = SLACK * (exponent * (ln_v[l].abs() + ln_max.abs() + 2.0) - x[l] + 6.0);
+        let positive = v[l] > 0.0;
+        w[l] = if positive { fast[l] } else { 0.0 };
+        e[l] = if positive {
+            fast[l] * d * (1.0 + d) + FLOOR
+        } else {
+            0.0
+        };
+    }
+}
+
 /// Items per chunk of the walk of [`fast_walk`].
 const CHUNK: usize = 256;
 
@@ -284,10 +317,10 @@ fn sum(xs: &[f64]) -> f64 {
 }
 
 /// `ln x` for a positive normal finite `x`, branch-free: `x = 2^e·m` with
-/// `m ∈ [√½, √2)`, `ln m = 2·atanh(s)`, `s = (m − 1)/(m + 1)`, `|s| ≤ 0.1716`,
-/// by its series to `s^23` (truncation below `0.0295^12/25 < 10⁻¹⁹`);
-/// `m − 1` is exact (Sterbenz), so the result is within a few ulp of
-/// `|e·ln 2| + |ln m| ≤ 3·|ln x|` (`|ln m|` when `e = 0`).
+/// `m ∈ [1, 2)`, `t = m/√2 ∈ [√½, √2)`, `ln x = (e + ½)·ln 2 + ln t`,
+/// `ln t = 2·atanh(s)`, `s = (t − 1)/(t + 1)`, `|s| ≤ 0.1716`, by its series
+/// to `s^23` (truncation below `0.0295^12/25 < 10⁻¹⁹`). Within `2u·(|ln x| +
+/// 1)` of `ln x` (unit-tested; the absolute part from the rounding of `t`).
 #[inline(always)]
 fn ln_normal(x: f64) -> f64 {
     const MANTISSA: u64 = (1 << 52) - 1;
@@ -296,17 +329,13 @@ fn ln_normal(x: f64) -> f64 {
     const TWO_52: f64 = 4_503_599_627_370_496.0;
     const BIAS_BITS: u64 = 0x4330_0000_0000_0000;
     let bits = x.to_bits();
-    // m in [1, 2), halved when at or above √2.
-    let m = f64::from_bits(ONE | (bits & MANTISSA));
-    let up = m >= std::f64::consts::SQRT_2;
-    let m = if up { 0.5 * m } else { m };
-    let e =
-        (f64::from_bits(BIAS_BITS | (bits >> 52)) - TWO_52) - 1023.0 + if up { 1.0 } else { 0.0 };
-    let s = (m - 1.0) / (m + 1.0);
+    let t = f64::from_bits(ONE | (bits & MANTISSA)) * std::f64::consts::FRAC_1_SQRT_2;
+    let e = (f64::from_bits(BIAS_BITS | (bits >> 52)) - TWO_52) - 1022.5;
+    let s = (t - 1.0) / (t + 1.0);
     let z = s * s;
     let mut p = 1.0 / 23.0;
     for k in (0..11).rev() {
-        p = p * z + 1.0 / (2 * k + 1) as f64;
+        p = p * z + 1.0 / f64::from(2 * k + 1);
     }
     e * std::f64::consts::LN_2 + 2.0 * s * p
 }
@@ -374,26 +403,27 @@ mod tests {
     fn the_fast_logarithm_is_within_a_few_ulp() {
         let mut x = f64::MIN_POSITIVE;
         while x < 1e300 {
-            for f in [
-                1.0,
-                1.1,
-                1.414,
-                1.4143,
-                1.5,
-                1.9999,
-                std::f64::consts::SQRT_2,
-            ] {
+            for f in [1.0, 1.1, 1.414, 1.4143, 1.5, 1.9999, 1.000_000_1, 0.999_99] {
                 let v = x * f;
-                let (fast, libm) = (ln_normal(v), v.ln());
-                let tolerance = 8.0 * f64::EPSILON * libm.abs().max(1e-300);
-                assert!((fast - libm).abs() <= tolerance, "ln {v}: {fast} vs {libm}");
+                if v >= f64::MIN_POSITIVE {
+                    let (fast, libm) = (ln_normal(v), v.ln());
+                    let tolerance = 2.0 * f64::EPSILON * (libm.abs() + 1.0);
+                    assert!((fast - libm).abs() <= tolerance, "ln {v}: {fast} vs {libm}");
+                }
             }
             x *= 1.37;
         }
-        for v in [1.0, 1.0 + f64::EPSILON, 1.0 - f64::EPSILON / 2.0, 0.75, 2.0] {
+        for v in [
+            1.0,
+            1.0 + f64::EPSILON,
+            1.0 - f64::EPSILON / 2.0,
+            0.75,
+            2.0,
+            0.5,
+        ] {
             let (fast, libm) = (ln_normal(v), v.ln());
             assert!(
-                (fast - libm).abs() <= 4.0 * f64::EPSILON * libm.abs(),
+                (fast - libm).abs() <= 2.0 * f64::EPSILON * (libm.abs() + 1.0),
                 "{v}"
             );
         }
