@@ -243,10 +243,6 @@ impl SelectionContext<'_> {
 /// let by_mepv = select_item(SelectionRule::Mepv, &ctx, 1, &mut rng).unwrap();
 /// assert!(eligible[next] && eligible[by_mepv]);
 /// ```
-#[expect(
-    clippy::neg_cmp_op_on_partial_ord,
-    reason = "NaN criteria must never win a comparison"
-)]
 pub fn select_item<R: Rng + ?Sized>(
     rule: SelectionRule,
     ctx: &SelectionContext<'_>,

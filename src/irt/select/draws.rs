@@ -281,7 +281,7 @@ fn fast_weights(v: &[f64; LANES], exponent: f64, ln_max: f64, w: &mut [f64], e: 
     }
     let mut x = [0.0; LANES];
     for l in 0..LANES {
-        x[l] = (exponent * (ln_v[l] - ln_max)).max(-700.0).min(0.0);
+        x[l] = (exponent * (ln_v[l] - ln_max)).clamp(-700.0, 0.0);
     }
     let mut fast = [0.0; LANES];
     for l in 0..LANES {

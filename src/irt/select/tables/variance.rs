@@ -378,7 +378,7 @@ impl Step<'_> {
             let lo = &lo[g0..g1];
             let (s0, s1, s2) = (dot(w, lo), dot(wu, lo), dot(wuu, lo));
             let h0 = dot(w, &hi[g0..g1]) + skipped;
-            if !(s0 > 1e-250) {
+            if s0.is_nan() || s0 <= 1e-250 {
                 return 0.0;
             }
             let shift = s1 * s1 / s0;
