@@ -479,10 +479,9 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     /// `Progressive` (uniforms drawn first, only the items whose bound can win
-    /// evaluated) and `Proportional` (fast weights, the plain walk proved or
-    /// redone) draw the plain rules' items and leave the generator in the
-    /// same state, at every point of their schedules (`W` from 0 to 1, `H`
-    /// from 0 to `T`), on banks large enough to prune.
+    /// evaluated) and `Proportional` draw the plain rules' items and leave the
+    /// generator in the same state, at every point of their schedules (`W`
+    /// from 0 to 1, `H` from 0 to `T`), on banks large enough to prune.
     #[test]
     fn the_drawing_rules_draw_like_the_plain_rules(
         seed in any::<u64>(),
