@@ -66,6 +66,7 @@
 //!   Statistics*, 22(2).
 
 mod blocks;
+mod draws;
 mod grid;
 mod index;
 mod information;
@@ -79,7 +80,7 @@ use super::estimate::EstimatorSettings;
 use super::item::Item;
 
 pub use index::{IndexOptions, IndexPath, InformationIndex, Ranking};
-use information::{bank_information, most_informative};
+use information::most_informative;
 pub use information::{best_information, select_next_item};
 pub use tables::{SelectionTables, TablesKey};
 use topk::TopK;
@@ -242,10 +243,6 @@ impl SelectionContext<'_> {
 /// let by_mepv = select_item(SelectionRule::Mepv, &ctx, 1, &mut rng).unwrap();
 /// assert!(eligible[next] && eligible[by_mepv]);
 /// ```
-#[expect(
-    clippy::neg_cmp_op_on_partial_ord,
-    reason = "NaN criteria must never win a comparison"
-)]
 pub fn select_item<R: Rng + ?Sized>(
     rule: SelectionRule,
     ctx: &SelectionContext<'_>,
@@ -266,52 +263,11 @@ pub fn select_item<R: Rng + ?Sized>(
             if weight >= 1.0 {
                 return most_informative(ctx, k).pick(rng);
             }
-            // Every eligible item's information once (vectorized; the GPCM
-            // items within a bound), then the same maximum, draws and scores,
-            // in the same order, as item-by-item evaluation: a value known
-            // only within its bound is evaluated exactly whenever the bound
-            // cannot settle the comparison.
-            let (infos, errs) = bank_information(ctx, true);
-            let exact = |i: usize| ctx.bank[i].information(ctx.theta, ctx.estimator.scaling);
-            let eligible = || (0..infos.len()).filter(|&i| ctx.is_eligible(i));
-            let floor = eligible()
-                .map(|i| infos[i] - errs[i])
-                .fold(f64::NEG_INFINITY, f64::max);
-            let max_info = eligible()
-                .filter_map(|i| {
-                    if errs[i] == 0.0 {
-                        Some(infos[i])
-                    } else if !(infos[i] + errs[i] < floor) {
-                        Some(exact(i))
-                    } else {
-                        // Below another item's value: not the maximum.
-                        None
-                    }
-                })
-                .fold(f64::NEG_INFINITY, f64::max);
-            if max_info == f64::NEG_INFINITY {
-                return None;
-            }
-            let mut top = TopK::new(k);
-            for i in eligible() {
-                // catR: runif(0, itemMaxInfo), drawn for every item.
-                let noise = rng.random::<f64>() * max_info;
-                let score = infos[i] * weight + noise * (1.0 - weight);
-                if errs[i] == 0.0 {
-                    top.offer(score, i);
-                } else {
-                    // The two products and the sum round within 4u.
-                    let reach = weight * errs[i] + 4.0 * f64::EPSILON * score.abs();
-                    if !(score + reach < top.threshold) {
-                        top.offer(exact(i) * weight + noise * (1.0 - weight), i);
-                    }
-                }
-            }
-            top.pick(rng)
+            draws::progressive(ctx, k, weight, rng)
         }
         SelectionRule::Proportional => {
             let exponent = proportional_exponent(ctx.answered(), ctx.max_items);
-            proportional_draw(ctx, exponent, rng)
+            draws::proportional(ctx, exponent, rng)
         }
         SelectionRule::Random => {
             let count = (0..ctx.bank.len()).filter(|&i| ctx.is_eligible(i)).count();
@@ -487,64 +443,4 @@ pub fn progressive_weight(answered: usize, max_items: usize) -> f64 {
 #[must_use]
 pub fn proportional_exponent(answered: usize, max_items: usize) -> f64 {
     max_items.max(1) as f64 * progressive_weight(answered, max_items)
-}
-
-/// Draws an eligible item with probability `∝ I_j(θ̂)^H` (`0^0 = 1`, as in R).
-/// Computed as `exp(H·(ln I_j − ln max I))` so that large `H` neither
-/// overflows nor underflows to all zeros; if every weight is 0 (all
-/// informations 0 with `H > 0`) the draw is uniform. Items with NaN
-/// information are never drawn.
-fn proportional_draw<R: Rng + ?Sized>(
-    ctx: &SelectionContext<'_>,
-    exponent: f64,
-    rng: &mut R,
-) -> Option<usize> {
-    let (all, _) = bank_information(ctx, false);
-    let infos: Vec<(usize, f64)> = all
-        .iter()
-        .enumerate()
-        .filter(|&(i, _)| ctx.is_eligible(i))
-        .map(|(i, &info)| (i, info))
-        .filter(|(_, info)| !info.is_nan())
-        .collect();
-    if infos.is_empty() {
-        return None;
-    }
-    let max = infos
-        .iter()
-        .map(|(_, v)| *v)
-        .fold(f64::NEG_INFINITY, f64::max);
-    // Below this the weight underflows to exactly 0 (its exponent is below
-    // −750 even after the rounding of both logarithms), so the two
-    // logarithms and the exponential are skipped.
-    let zero_below = max * (-750.0 / exponent).exp() * (1.0 - 1e-9);
-    let weight = |info: f64| -> f64 {
-        if exponent == 0.0 {
-            1.0
-        } else if info <= 0.0 || info < zero_below {
-            0.0
-        } else {
-            (exponent * (info.ln() - max.ln())).exp()
-        }
-    };
-    // Each weight once (the same values, summed in the same order, as
-    // recomputing them in the walk).
-    let weights: Vec<f64> = infos.iter().map(|(_, v)| weight(*v)).collect();
-    let total: f64 = weights.iter().sum();
-    if !(total > 0.0 && total.is_finite()) {
-        return Some(infos[rng.random_range(0..infos.len())].0);
-    }
-    let mut target = rng.random::<f64>() * total;
-    let mut last = None;
-    for (&(i, _), &w) in infos.iter().zip(&weights) {
-        if w > 0.0 {
-            last = Some(i);
-            if target < w {
-                return Some(i);
-            }
-            target -= w;
-        }
-    }
-    // Rounding left `target` just above the last weight.
-    last
 }

@@ -474,3 +474,52 @@ fn degenerate_steps_match_the_plain_rules() {
         check_step(bank, &exam, settings, &index, &tables, 2, 2).unwrap();
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// `Progressive` (uniforms drawn first, only the items whose bound can win
+    /// evaluated) and `Proportional` draw the plain rules' items and leave the
+    /// generator in the same state, at every point of their schedules (`W`
+    /// from 0 to 1, `H` from 0 to `T`), on banks large enough to prune.
+    #[test]
+    fn the_drawing_rules_draw_like_the_plain_rules(
+        seed in any::<u64>(),
+        n in 1_usize..3_000,
+        polytomous in prop_oneof![Just(0.0), Just(0.2), Just(1.0)],
+        k in 1_usize..9,
+        max_items in 1_usize..60,
+        answered in 0_usize..60,
+    ) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let bank = random_bank(seed, n, polytomous);
+        let settings = if rng.random::<bool>() {
+            EstimatorSettings::default()
+        } else {
+            random_settings(&mut rng)
+        };
+        let index = InformationIndex::new(&bank, settings.scaling);
+        let mut exam = random_exam(&mut rng, &bank, &settings);
+        // Any number answered (the schedule), indices possibly repeated.
+        exam.administered = (0..answered).map(|_| rng.random_range(0..n)).collect();
+        exam.responses = exam.administered.iter().map(|&i| (i % 3) as u32).collect();
+        for rule in [SelectionRule::Progressive, SelectionRule::Proportional] {
+            for with_index in [true, false] {
+                let mut fast = context(&bank, &exam, &settings, None, None);
+                fast.max_items = max_items;
+                if with_index {
+                    fast.index = Some(&index);
+                }
+                let mut plain = context(&bank, &exam, &settings, None, None);
+                plain.max_items = max_items;
+                let draw_seed: u64 = rng.random();
+                let mut a = StdRng::seed_from_u64(draw_seed);
+                let mut b = StdRng::seed_from_u64(draw_seed);
+                let x = select_item(rule, &fast, k, &mut a);
+                let y = reference::select_item(rule, &plain, k, &mut b);
+                prop_assert_eq!(x, y, "{:?} k={} T={} t={} θ={}", rule, k, max_items, answered, exam.theta);
+                prop_assert_eq!(a.random::<u64>(), b.random::<u64>(), "rng of {:?}", rule);
+            }
+        }
+    }
+}

@@ -96,10 +96,13 @@
 //!   antitone) functions of one variable is `≥ 0` (`≤ 0`) (Chebyshev's sum
 //!   inequality). The bucket's bound is `Σ_β W_β max(E_{hβ}, E_{h+1,β})`.
 //!   Outside `[theta_min, theta_max]` there is no bound and nothing is pruned.
-//! * Variance: no exact bound that prunes usefully is known here (the
-//!   spread of the expected posterior variance across good items is a few
-//!   percent, far below what an envelope of the probability rows can
-//!   resolve), so every eligible item gets its fast value.
+//! * Variance, two-category groups (not under Jeffreys' prior): per node
+//!   the smallest and largest `P_jk(x_g)` of the bucket, `k = 0, 1`; a lower
+//!   bound of every item's expected posterior variance follows from the
+//!   variance of the smallest rows and the mass of the largest, and from
+//!   the monotonicity of `P_j1` in `θ` for `P_j1(θ̂)` (see
+//!   `Step::variance_bound`). Other variance groups have no bound: every
+//!   eligible item gets its fast value.
 //!
 //! Buckets are visited in decreasing bound (times `1 + ROUNDING`, for the
 //! rounding of both sums); the visit stops at the first bucket whose bound is
@@ -237,8 +240,9 @@ struct Group {
     rows: Vec<f64>,
     /// Runs of positions `[start, end)`.
     buckets: Vec<(u32, u32)>,
-    /// Per bucket: `blocks` values (information) or `pivots × blocks`
-    /// (divergence); empty for the variance family.
+    /// Per bucket: `blocks` values (information), `pivots × blocks`
+    /// (divergence) or `4 × nodes` (two-category variance groups, see
+    /// [`SelectionTables::variance_envelope`]); else empty.
     envelope: Vec<f64>,
     /// Per node, the largest entry of any row of the group at that node (in
     /// absolute value): what a skipped node can add (see [`Step`]).
@@ -520,7 +524,8 @@ impl SelectionTables {
         let envelope = match key.family {
             Family::Information => blocks,
             Family::Divergence => blocks * pivot_count(q),
-            Family::Variance | Family::VarianceJeffreys => 0,
+            Family::Variance => 4 * q,
+            Family::VarianceJeffreys => 0,
         };
         8 * (rows * q + buckets * envelope) + 4 * bank.len()
     }
@@ -639,7 +644,7 @@ impl SelectionTables {
                 }
                 env
             }
-            Family::Variance | Family::VarianceJeffreys => Vec::new(),
+            Family::Variance | Family::VarianceJeffreys => self.variance_envelope(group, bank),
         }
     }
 }

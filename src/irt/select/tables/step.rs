@@ -140,6 +140,8 @@ pub(super) struct Step<'a> {
     pub(super) theta: f64,
     /// Normalized weights `w_g`.
     pub(super) w: &'a [f64],
+    /// The quadrature nodes `x_g`.
+    pub(super) nodes: &'a [f64],
     /// `W = Σ_g w_g`.
     pub(super) total: f64,
     /// Variance family: `w_g·u_g`, `w_g·u_g²`, `|u_g|`, `u_g`, `u_g²`.
@@ -205,6 +207,7 @@ impl<'a> Step<'a> {
             scaling: tables.scaling,
             theta: ctx.theta,
             w,
+            nodes: posterior.nodes(),
             total,
             wu: Vec::new(),
             wuu: Vec::new(),
@@ -305,7 +308,14 @@ impl<'a> Step<'a> {
                 }
                 None => f64::INFINITY,
             },
-            Family::Variance | Family::VarianceJeffreys => f64::INFINITY,
+            Family::Variance | Family::VarianceJeffreys => {
+                let size = 4 * self.w.len();
+                // Signed (−EPV) and already widened for every rounding.
+                return match group.envelope.get(b * size..(b + 1) * size) {
+                    Some(env) => self.variance_bound(env),
+                    None => f64::INFINITY,
+                };
+            }
         };
         if bound.is_nan() {
             f64::INFINITY
@@ -359,7 +369,7 @@ impl<'a> Step<'a> {
 /// `Σ a_i b_i` with four accumulators (vectorizes; the order differs from a
 /// sequential sum by rounding only, see the module doc).
 #[inline]
-fn dot(a: &[f64], b: &[f64]) -> f64 {
+pub(super) fn dot(a: &[f64], b: &[f64]) -> f64 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0.0_f64; 4];

@@ -1,7 +1,7 @@
 //! The expected posterior variance (MEPV) of a bucket's items, with bounds
 //! that vouch for the plain formula's value (module doc of [`super`]).
 
-use super::step::Step;
+use super::step::{Step, dot};
 use super::*;
 
 impl Step<'_> {
@@ -309,4 +309,103 @@ fn category_variance(p: f64, [s0, s1, s2]: [f64; 3], [d0, d1, d2]: [f64; 3]) -> 
     // NaN fails every comparison.
     let ok = (s0 > 1e-250) & (rho <= 0.5) & ((v + e).abs() < f64::INFINITY);
     (v, e, ok)
+}
+
+impl SelectionTables {
+    /// Variance family, two-category groups: per bucket, per node, the
+    /// smallest and largest `P_j0(x_g)` and `P_j1(x_g)` over the bucket's
+    /// items (the plain formula's values), laid out `[lo₀, hi₀, lo₁, hi₁]`,
+    /// `q` each; empty for other groups (no bound).
+    pub(super) fn variance_envelope(&self, group: &Group, bank: &[Item]) -> Vec<f64> {
+        if group.categories != 2 || self.key.family != Family::Variance {
+            return Vec::new();
+        }
+        let q = self.nodes.len();
+        let mut env = Vec::with_capacity(group.buckets.len() * 4 * q);
+        let mut probs = [0.0; MAX_CATEGORIES];
+        for &(start, end) in &group.buckets {
+            let mut rows = [
+                vec![f64::INFINITY; q],
+                vec![f64::NEG_INFINITY; q],
+                vec![f64::INFINITY; q],
+                vec![f64::NEG_INFINITY; q],
+            ];
+            for &i in &group.ids[start as usize..end as usize] {
+                for (g, &x) in self.nodes.iter().enumerate() {
+                    grid::probabilities(&bank[i as usize], x, self.scaling, &mut probs);
+                    for k in 0..2 {
+                        rows[2 * k][g] = rows[2 * k][g].min(probs[k]);
+                        rows[2 * k + 1][g] = rows[2 * k + 1][g].max(probs[k]);
+                    }
+                }
+            }
+            for row in &rows {
+                env.extend_from_slice(row);
+            }
+        }
+        env
+    }
+}
+
+impl Step<'_> {
+    /// Upper bound of the signed plain criterion (`−EPV`) of every item of a
+    /// two-category bucket with envelope `env` (`[lo₀, hi₀, lo₁, hi₁]`), or
+    /// `+∞`.
+    ///
+    /// With `lo_g ≤ P_jgk ≤ hi_g` at every node, the plain posterior variance
+    /// after answer `k` is `min_c Σ_g w_g P_jgk (x_g − c)² / Σ_g w_g P_jgk`;
+    /// the numerator is at least `Σ_kept w_g lo_g (u_g − c)²` (non-negative
+    /// terms dropped), minimized at the `lo`-weighted mean, and the
+    /// denominator at most `Σ_kept w_g hi_g` plus the skipped mass (`P ≤ 1`):
+    /// `V_k ≥ (S₂ − S₁²/S₀)/(H₀ + skipped)` with `S_r = Σ_kept w_g lo_g u_g^r`,
+    /// `H₀ = Σ_kept w_g hi_g`. Both items' categories are monotone in `θ`
+    /// (`P_j1` increases for the 4PL and the two-category GRM and GPCM), so
+    /// `P_j1(θ̂)` lies between the envelope at the nodes bracketing `θ̂`, and
+    /// `EPV = p₀V₀ + p₁V₁` with `p₀ = 1 − p₁` (within `4u`) is at least the
+    /// smaller of its values at the two ends. Every rounding (these sums, the
+    /// plain sums and divisions, within `ROUNDING·max u²`) is subtracted.
+    pub(super) fn variance_bound(&self, env: &[f64]) -> f64 {
+        let q = self.w.len();
+        let (g0, g1) = self.kept;
+        let (lo0, rest) = env.split_at(q);
+        let (hi0, rest) = rest.split_at(q);
+        let (lo1, hi1) = rest.split_at(q);
+        let w = &self.w[g0..g1];
+        let (wu, wuu) = (&self.wu[g0..g1], &self.wuu[g0..g1]);
+        let skipped = self.skipped_moments[0];
+        let slack = 8.0 * ROUNDING * self.max_square;
+        let variance = |lo: &[f64], hi: &[f64]| -> f64 {
+            let lo = &lo[g0..g1];
+            let (s0, s1, s2) = (dot(w, lo), dot(wu, lo), dot(wuu, lo));
+            let h0 = dot(w, &hi[g0..g1]) + skipped;
+            if s0.is_nan() || s0 <= 1e-250 {
+                return 0.0;
+            }
+            let shift = s1 * s1 / s0;
+            let num = s2 - shift - 4.0 * ROUNDING * (s2.abs() + shift) - TINY;
+            (num / (h0 * (1.0 + ROUNDING)) - slack).max(0.0)
+        };
+        let (v0, v1) = (variance(lo0, hi0), variance(lo1, hi1));
+        // P_j1(θ̂) between the envelope at the bracketing nodes.
+        let nodes = &self.nodes;
+        let t = self.theta;
+        let (p_lo, p_hi) = if t.is_nan() {
+            return f64::INFINITY;
+        } else if t < nodes[0] {
+            (0.0, hi1[0])
+        } else if t > nodes[q - 1] {
+            (lo1[q - 1], 1.0)
+        } else {
+            let g = nodes.partition_point(|&x| x <= t).clamp(1, q) - 1;
+            let next = (g + 1).min(q - 1);
+            (lo1[g], hi1[next])
+        };
+        let (p_lo, p_hi) = (
+            (p_lo * (1.0 - 1e-12)).max(0.0),
+            (p_hi * (1.0 + 1e-12) + TINY).min(1.0),
+        );
+        let at = |p: f64| (1.0 - p) * v0 + p * v1;
+        let epv = at(p_lo).min(at(p_hi)) * (1.0 - 16.0 * UNIT) - 8.0 * UNIT * self.max_square;
+        if epv.is_nan() { f64::INFINITY } else { -epv }
+    }
 }
