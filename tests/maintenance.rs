@@ -273,6 +273,81 @@ fn direct(
     .items
 }
 
+/// OEM written plainly, independently of `irt::calibrate`: discrete posteriors on 61 nodes
+/// over [-6, 6] with a N(0, 1) prior from the operational answers, expected counts per
+/// node, then each item's 2PL by Newton–Raphson with the exact (observed) Hessian.
+fn plain_oem(recorded: &[Recorded], items: usize) -> Vec<(f64, f64)> {
+    let nodes: Vec<f64> = (0..61).map(|k| -6.0 + 0.2 * f64::from(k)).collect();
+    let mut n = vec![vec![0.0; nodes.len()]; items];
+    let mut r = vec![vec![0.0; nodes.len()]; items];
+    for exam in recorded {
+        let log_post: Vec<f64> = nodes
+            .iter()
+            .map(|&t| {
+                -0.5 * t * t
+                    + exam
+                        .operational
+                        .iter()
+                        .map(|&((a, b, c), correct)| {
+                            let p = common::reference_p_4pl(a, b, c, 1.0, 1.0, t);
+                            if correct { p.ln() } else { (1.0 - p).ln() }
+                        })
+                        .sum::<f64>()
+            })
+            .collect();
+        let max = log_post.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let weights: Vec<f64> = log_post.iter().map(|l| (l - max).exp()).collect();
+        let total: f64 = weights.iter().sum();
+        for &(j, correct) in exam.pretest.iter().filter(|(j, _)| *j < items) {
+            for (q, w) in weights.iter().enumerate() {
+                n[j][q] += w / total;
+                if correct {
+                    r[j][q] += w / total;
+                }
+            }
+        }
+    }
+    (0..items)
+        .map(|j| {
+            let value = |a: f64, b: f64| -> f64 {
+                nodes
+                    .iter()
+                    .enumerate()
+                    .map(|(q, &t)| {
+                        let p = 1.0 / (1.0 + (-a * (t - b)).exp());
+                        r[j][q] * p.ln() + (n[j][q] - r[j][q]) * (1.0 - p).ln()
+                    })
+                    .sum()
+            };
+            let (mut a, mut b) = (1.0, 0.0);
+            for _ in 0..200 {
+                let (mut ga, mut gb, mut haa, mut hbb, mut hab) = (0.0, 0.0, 0.0, 0.0, 0.0);
+                for (q, &t) in nodes.iter().enumerate() {
+                    let p = 1.0 / (1.0 + (-a * (t - b)).exp());
+                    let (res, info) = (r[j][q] - n[j][q] * p, n[j][q] * p * (1.0 - p));
+                    ga += res * (t - b);
+                    gb -= res * a;
+                    haa -= info * (t - b) * (t - b);
+                    hbb -= info * a * a;
+                    hab += -res + info * a * (t - b);
+                }
+                let det = haa * hbb - hab * hab;
+                let (da, db) = (-(hbb * ga - hab * gb) / det, -(haa * gb - hab * ga) / det);
+                let mut step = 1.0;
+                while value(a + step * da, b + step * db) < value(a, b) && step > 1e-12 {
+                    step /= 2.0;
+                }
+                a += step * da;
+                b += step * db;
+                if (step * da).abs().max((step * db).abs()) < 1e-12 {
+                    break;
+                }
+            }
+            (a, b)
+        })
+        .collect()
+}
+
 /// Promise: `calibrateItems` reads exactly the pretest answers and the operational answers
 /// of the same exams (by FIXED_THETA, OEM and MEM: the estimates equal `irt::calibrate` on
 /// the data the test recorded itself, to 1e-9), leaves items under `minResponses` without
@@ -376,6 +451,8 @@ async fn calibration_runs_read_the_pretest_answers_and_promotion_uses_their_esti
         let run = finished_run(&app, &run_id).await;
         assert_eq!(run["status"], "DONE", "{run}");
         let expected = direct(&recorded, 2, method);
+        // OEM also against the plain implementation above, to 1e-6.
+        let plain = (method == CalibrationMethod::Oem).then(|| plain_oem(&recorded, 2));
         let items = run["items"].as_array().expect("items");
         assert_eq!(items.len(), 3, "{run}");
         for (j, item) in items.iter().enumerate() {
@@ -392,6 +469,15 @@ async fn calibration_runs_read_the_pretest_answers_and_promotion_uses_their_esti
                 assert!(
                     (got - want).abs() < 1e-9,
                     "{name} item {j}: {got} vs {want}"
+                );
+            }
+            if let Some(plain) = &plain {
+                let (a, b) = plain[j];
+                let got_a = item["a"].as_f64().expect("a");
+                let got_b = item["b"].as_f64().expect("b");
+                assert!(
+                    (got_a - a).abs() < 1e-6 && (got_b - b).abs() < 1e-6,
+                    "OEM item {j}: ({got_a}, {got_b}) vs plain ({a}, {b})"
                 );
             }
         }
