@@ -14,7 +14,7 @@
 //! * [`select`]: next-item selection by maximum Fisher information with
 //!   randomesque exposure control.
 //! * [`stop`]: the stopping rule of a test (length, precision, bank exhausted).
-//! * [`calibrate`]: online calibration of pretest items (FIXED_THETA, OEM, MEM) on the
+//! * [`mod@calibrate`]: online calibration of pretest items (FIXED_THETA, OEM, MEM) on the
 //!   operational scale.
 //!
 //! References used throughout:

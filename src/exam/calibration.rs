@@ -1,7 +1,7 @@
 //! Calibration runs of a bank's pretest items and their promotion: a run reads the pretest
 //! answers and, for every exam that gave any, its operational answers (in chunks of exams,
 //! once per EM pass, so memory does not grow with the answers), estimates each dichotomous
-//! pretest item with enough responses by [`irt::calibrate`] on the bank's scale, and stores
+//! pretest item with enough responses by [`irt::calibrate()`] on the bank's scale, and stores
 //! the estimates for inspection; `promoteItems` then makes chosen items operational with them.
 //!
 //! Owns the runs (start, background work, storage) and promotion; must not estimate

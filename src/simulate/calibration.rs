@@ -1,6 +1,6 @@
 //! The calibration study of `simulate --pretest-items N` (issue 16): pretest items with
 //! known generating parameters are seeded into the simulated exams, then calibrated by
-//! FIXED_THETA, OEM and MEM ([`irt::calibrate`], the service's own estimation) from the
+//! FIXED_THETA, OEM and MEM ([`irt::calibrate()`], the service's own estimation) from the
 //! responses of the first 25 %, 50 % and 100 % of the examinees, and their estimates are
 //! compared with the truth.
 //!
@@ -20,7 +20,7 @@
 //!   them at random positions in it.
 //! * Calibration: each examinee's operational log-likelihood on the calibration grid
 //!   ([`irt::log_likelihood_on_grid`] over the items they were given and their scores,
-//!   with the bank's `D`), and their pretest responses, go to [`irt::calibrate`] with
+//!   with the bank's `D`), and their pretest responses, go to [`irt::calibrate()`] with
 //!   [`CalibrationSettings::new`] (its defaults: N(0, 1) ability prior on 61 nodes of
 //!   [-6, 6], whatever `--theta-dist` is; Beta(6, 16) on `c`; MEM to 1e-5 in at most 200
 //!   cycles). The operational log-likelihoods are kept for the whole run: 61 numbers per
@@ -87,7 +87,7 @@ pub enum PretestModel {
 }
 
 impl PretestModel {
-    /// The calibration model of [`irt::calibrate`].
+    /// The calibration model of [`irt::calibrate()`].
     pub fn calibration_model(self) -> CalibrationModel {
         match self {
             Self::TwoPl => CalibrationModel::TwoPl,
