@@ -300,28 +300,28 @@ async fn estimate(db: &Db, run: &CalibrationRunRow) -> AppResult<(i32, Vec<ItemE
         .run(async |conn| Ok(rows::pretest_exams(conn, &calibrated).await?))
         .await?;
     let settings = CalibrationSettings::new(method, model, bank.scaling_constant);
-    let (db2, bank2, calibrated2) = (db.clone(), Arc::clone(&bank), calibrated.clone());
+    // Each calibrated item's index among the calibrated ones.
+    let slots: HashMap<i64, usize> = calibrated
+        .iter()
+        .enumerate()
+        .map(|(k, &id)| (id, k))
+        .collect();
+    let (db2, bank2) = (db.clone(), Arc::clone(&bank));
     let handle = tokio::runtime::Handle::current();
-    let calibration = tokio::task::spawn_blocking(move || {
-        let index: HashMap<i64, usize> = calibrated2
-            .iter()
-            .enumerate()
-            .map(|(k, &id)| (id, k))
-            .collect();
-        irt::calibrate(calibrated2.len(), &settings, |visit| {
-            visit_exams(&handle, &db2, &bank2, &settings, &index, &exams, visit)
-        })
+    let (calibration, slots) = tokio::task::spawn_blocking(move || {
+        let calibration = irt::calibrate(slots.len(), &settings, |visit| {
+            visit_exams(&handle, &db2, &bank2, &settings, &slots, &exams, visit)
+        });
+        (calibration, slots)
     })
     .await
-    .map_err(|e| AppError::internal("calibration task failed", e))??;
+    .map_err(|e| AppError::internal("calibration task failed", e))?;
+    let calibration = calibration?;
     let results = ids
         .iter()
         .map(|&id| {
             let index = bank.index_of(id).expect("a pretest item of the bank");
-            let estimate = calibrated
-                .iter()
-                .position(|&c| c == id)
-                .and_then(|k| calibration.items[k]);
+            let estimate = slots.get(&id).and_then(|&k| calibration.items[k]);
             ItemEstimate {
                 item_id: id,
                 external_id: bank.items[index].external_id.clone(),

@@ -115,6 +115,9 @@ pub struct Bank {
     pub engine: EngineBank,
     /// The bank revision this copy holds.
     pub revision: i64,
+    /// `(added_revision, id)` of the items added after the bank was created, so that a
+    /// step looks at those only (usually none) instead of the whole bank.
+    added: Vec<(i64, i64)>,
 }
 
 impl Bank {
@@ -148,6 +151,11 @@ impl Bank {
                 retired: r.retired_at.is_some(),
                 added_revision: r.added_revision,
             })
+            .collect::<Vec<BankItem>>();
+        let added = items
+            .iter()
+            .filter(|i| i.added_revision > 0)
+            .map(|i| (i.added_revision, i.id))
             .collect();
         Self {
             id: bank.id,
@@ -156,6 +164,7 @@ impl Bank {
             items,
             engine,
             revision: bank.revision,
+            added,
         }
     }
 
@@ -169,10 +178,10 @@ impl Bank {
 
     /// Items an exam started at bank revision `revision` never selects: those added later.
     pub fn added_after(&self, revision: i64) -> impl Iterator<Item = i64> + '_ {
-        self.items
+        self.added
             .iter()
-            .filter(move |i| i.added_revision > revision)
-            .map(|i| i.id)
+            .filter(move |(added, _)| *added > revision)
+            .map(|(_, id)| *id)
     }
 
     /// The index of an item id in this bank.
