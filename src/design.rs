@@ -98,6 +98,88 @@ pub struct ExamDesignInput {
     /// Stop once this many seconds have passed since the exam started (checked at each answer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_duration_seconds: Option<i32>,
+    /// Pretest seeding: unscored new items of the bank presented at random positions
+    /// (none by default). `maxItems` and every stopping rule count operational items only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretest: Option<PretestInput>,
+}
+
+/// Pretest seeding: each exam presents `itemsPerExam` of the bank's live pretest items
+/// (least-answered first, ties at random, never two of one enemy group) at random
+/// positions in `[firstPosition, lastPosition]` (1-based, counting every item presented).
+/// They look like any other item and are recorded as attempts, but never change theta,
+/// its standard error, the stopping rule or which operational items are selected. An exam
+/// always ends on an operational item: a full-length exam presents every drawn pretest
+/// item, one that stops earlier (on precision) skips those drawn after its end; an exam of
+/// a bank with fewer live pretest items presents those it has.
+#[derive(InputObject, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PretestInput {
+    /// Pretest items per exam (1 to 50).
+    pub items_per_exam: i32,
+    /// First position a pretest item may take (at least 2: the first item is operational).
+    #[graphql(default_with = "Some(DEFAULT_PRETEST_FIRST_POSITION)")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_position: Option<i32>,
+    /// Last position a pretest item may take (default and largest: `maxItems +
+    /// itemsPerExam - 1`, the last but one item of a full-length exam).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_position: Option<i32>,
+}
+
+/// Default `pretest.firstPosition`.
+pub const DEFAULT_PRETEST_FIRST_POSITION: i32 = 2;
+/// Largest `pretest.itemsPerExam`.
+pub const MAX_PRETEST_PER_EXAM: i32 = 50;
+
+impl PretestInput {
+    /// The positions pretest items may take in an exam of `max_items` operational items,
+    /// checked.
+    pub fn checked(&self, max_items: i32) -> AppResult<PretestPlanRange> {
+        let per_exam = self.items_per_exam;
+        if !(1..=MAX_PRETEST_PER_EXAM).contains(&per_exam) {
+            return Err(AppError::bad_input(format!(
+                "pretest.itemsPerExam must be between 1 and {MAX_PRETEST_PER_EXAM}"
+            )));
+        }
+        let first = self
+            .first_position
+            .unwrap_or(DEFAULT_PRETEST_FIRST_POSITION);
+        let longest = max_items + per_exam - 1;
+        let last = self.last_position.unwrap_or(longest);
+        if first < 2 {
+            return Err(AppError::bad_input(
+                "pretest.firstPosition must be at least 2 (the first item is operational)",
+            ));
+        }
+        if last > longest {
+            return Err(AppError::bad_input(format!(
+                "pretest.lastPosition must be at most maxItems + itemsPerExam - 1 ({longest}): \
+                 an exam ends on an operational item"
+            )));
+        }
+        if last - first + 1 < per_exam {
+            return Err(AppError::bad_input(
+                "pretest: [firstPosition, lastPosition] must hold itemsPerExam positions",
+            ));
+        }
+        Ok(PretestPlanRange {
+            per_exam: per_exam as usize,
+            first: first as u32,
+            last: last as u32,
+        })
+    }
+}
+
+/// Checked pretest settings: how many items, and the positions they may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PretestPlanRange {
+    /// Pretest items per exam.
+    pub per_exam: usize,
+    /// First allowed position (1-based, at least 2).
+    pub first: u32,
+    /// Last allowed position.
+    pub last: u32,
 }
 
 /// Ability estimation settings.
@@ -391,6 +473,14 @@ impl ExamDesignInput {
             confidence_level: Some(self.confidence_level.unwrap_or(DEFAULT_CONFIDENCE_LEVEL)),
             min_information: self.min_information,
             max_duration_seconds: self.max_duration_seconds,
+            pretest: self.pretest.as_ref().map(|p| PretestInput {
+                items_per_exam: p.items_per_exam,
+                first_position: Some(p.first_position.unwrap_or(DEFAULT_PRETEST_FIRST_POSITION)),
+                last_position: Some(
+                    p.last_position
+                        .unwrap_or(self.max_items() + p.items_per_exam - 1),
+                ),
+            }),
         }
     }
 
@@ -461,6 +551,9 @@ impl ExamDesignInput {
             return Err(AppError::bad_input(
                 "maxDurationSeconds must be between 1 and 604800",
             ));
+        }
+        if let Some(pretest) = &self.pretest {
+            pretest.checked(max_items)?;
         }
         let start_ids = self.start_item_ids.as_deref().unwrap_or_default();
         if start_ids.len() > max_items as usize {
@@ -534,6 +627,7 @@ impl ExamDesignInput {
             content_balance,
             start_item_ids,
             ineligible_item_ids: Vec::new(),
+            pretest: Vec::new(),
             seed,
         };
         let cost = design_cost(&design, &bank.engine);

@@ -58,11 +58,32 @@ pub struct ExamDesign {
     /// Items this examinee may not see (item-eligibility exposure control, drawn at start).
     #[serde(default)]
     pub ineligible_item_ids: Vec<i64>,
+    /// The pretest items of this exam and their positions (drawn at start): presented
+    /// between operational items, recorded, never part of the engine's history.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pretest: Vec<PretestSlot>,
     /// Seed of the exam's random draws.
     pub seed: u64,
 }
 
+/// A pretest item of an exam and the position it is presented at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PretestSlot {
+    /// 1-based position among every item the exam presents.
+    pub position: u32,
+    /// The item (bank item id).
+    pub item_id: i64,
+}
+
 impl ExamDesign {
+    /// The pretest item presented at `position` (1-based), if the plan has one there.
+    pub fn pretest_at(&self, position: usize) -> Option<i64> {
+        self.pretest
+            .iter()
+            .find(|slot| slot.position as usize == position)
+            .map(|slot| slot.item_id)
+    }
+
     /// The estimate before any answer: the initial theta, with the prior's spread as SE.
     pub fn initial_estimate(&self) -> Estimate {
         Estimate {
@@ -448,7 +469,8 @@ fn step_rng(seed: u64, step: usize) -> StdRng {
 /// One live exam's engine state, as cached in Redis (`{prefix}:{id}`, JSON).
 ///
 /// The contract's six fields, plus the item ids (so an instance continues the exam without
-/// reading the attempts) and, for polytomous items, the category scores. Kept this small on
+/// reading the attempts), for polytomous items the category scores, and for exams that
+/// seed pretest items the pretest items answered and the engine's pending choice. Kept this small on
 /// purpose (about 1 KB at 20 answers): everything else is in the session row.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EngineState {
@@ -470,6 +492,14 @@ pub struct EngineState {
     pub items_completed: u32,
     /// Ids of the administered items, in order.
     pub item_ids: Vec<i64>,
+    /// Ids of the pretest items answered, in order (never part of the estimate; only
+    /// for exams that seed pretest items). `items_completed` counts them too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pretest_item_ids: Vec<i64>,
+    /// The operational item the engine chose last (presented now, or after the pretest
+    /// items due now); kept only for exams that seed pretest items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_item_id: Option<i64>,
 }
 
 impl EngineState {
@@ -501,6 +531,7 @@ mod tests {
             content_balance: None,
             start_item_ids: Vec::new(),
             ineligible_item_ids: Vec::new(),
+            pretest: Vec::new(),
             seed: 42,
         }
     }

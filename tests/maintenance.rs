@@ -348,18 +348,21 @@ fn plain_oem(recorded: &[Recorded], items: usize) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// Promise: `calibrateItems` reads exactly the pretest answers and the operational answers
-/// of the same exams (by FIXED_THETA, OEM and MEM: the estimates equal `irt::calibrate` on
-/// the data the test recorded itself, to 1e-9), leaves items under `minResponses` without
-/// estimates, and `promoteItems` makes estimated items operational with those parameters
-/// (all or none); `adaptive-engine calibrate` stores the same run.
+/// Promise: pretest items seeded into exams through real `startExam`/`submitAnswer` (the
+/// least-answered first, at contiguous positions, changing no estimate, `maxItems` counting
+/// operational items only) are what `calibrateItems` reads, with the operational answers
+/// of the same exams: by FIXED_THETA, OEM and MEM the estimates equal `irt::calibrate` on
+/// the data the test recorded itself to 1e-9, and OEM a plain implementation to 1e-6;
+/// items under `minResponses` get no estimates, and `promoteItems` makes estimated items
+/// operational with those parameters (all or none); `adaptive-engine calibrate` stores the
+/// same run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calibration_runs_read_the_pretest_answers_and_promotion_uses_their_estimates() {
+async fn seeded_exams_feed_calibration_runs_and_promotion_uses_their_estimates() {
     use adaptive_engine::irt::CalibrationMethod;
     let app = TestApp::spawn().await;
     let params = bank_params(30);
     let bank = app.create_bank(&params).await;
-    let truth = [(1.4, -0.5), (0.9, 0.6), (1.1, 0.0)];
+    let truth = [(1.4, -0.5), (0.9, 0.6), (1.1, 0.0), (1.0, 0.3)];
     app.ok(
         &app.admin(),
         ADD_ITEMS,
@@ -371,65 +374,102 @@ async fn calibration_runs_read_the_pretest_answers_and_promotion_uses_their_esti
     )
     .await;
     let ids = bank_item_ids(&app, &bank).await;
-    let pretest_ids: Vec<i64> = ids[30..].iter().map(|i| i.parse().expect("id")).collect();
+    let mut pretest_ids: Vec<i64> = ids[30..].iter().map(|i| i.parse().expect("id")).collect();
     let assessment = create_assessment(
         &app,
         &bank,
-        json!({"maxItems": 6}),
+        json!({"maxItems": 6, "pretest": {"itemsPerExam": 2, "firstPosition": 2}}),
         json!({"maxAttemptsPerStudent": null}),
     )
     .await;
-    // 60 candidates of known ability: six operational answers through the API each, and
-    // pretest answers stored as seeding will store them (pre-c only by the first eight).
+    // 60 candidates of known ability take the exam through the API: six operational items
+    // and two seeded pretest items each, answered from the test's own generating model.
+    // Before the last three exams a fourth pretest item is added: the least-answered, it
+    // is seeded into all three (too few answers to calibrate).
     let mut recorded = Vec::new();
-    let mut conn = app.db.conn().await;
+    let mut counts = [0_usize; 4];
     for n in 0..60_u32 {
+        if n == 57 {
+            let abc = &counts[..3];
+            let spread = abc.iter().max().expect("3") - abc.iter().min().expect("3");
+            assert!(
+                spread <= 1,
+                "least-answered first keeps them level: {counts:?}"
+            );
+            app.ok(
+                &app.admin(),
+                ADD_ITEMS,
+                json!({"b": bank, "items": [item("pre-d", None, "PRETEST")]}),
+            )
+            .await;
+            let ids = bank_item_ids(&app, &bank).await;
+            pretest_ids.push(ids[33].parse().expect("id"));
+        }
         let theta = -2.0 + 4.0 * f64::from(n) / 59.0;
         let token = app.student(&format!("cal-{n}"));
         let (exam, started) = start_assessment(&app, &token, &assessment).await;
-        let mut item_id = started["nextItem"]["itemId"]
-            .as_str()
-            .expect("item")
-            .to_owned();
+        let mut presented = started["nextItem"].clone();
+        let mut theta_now = started["examSession"]["theta"].as_f64().expect("theta");
         let mut operational = Vec::new();
-        for k in 0..6_u32 {
-            let index = ids.iter().position(|i| *i == item_id).expect("bank item");
-            let (a, b, c) = params[index];
-            let p = common::reference_p_4pl(a, b, c, 1.0, 1.0, theta);
-            let correct = f64::from((n * 7 + k * 13) % 10) / 10.0 + 0.05 < p;
-            operational.push(((a, b, c), correct));
-            let result = answer(&app, &token, &exam, &item_id, correct).await;
-            if let Some(next) = result["nextItem"]["itemId"].as_str() {
-                item_id = next.to_owned();
-            }
-        }
         let mut pretest = Vec::new();
-        for (j, &(a, b)) in truth.iter().enumerate() {
-            if j == 2 && n >= 8 {
-                continue;
+        for position in 1_i64.. {
+            assert_eq!(presented["position"], position, "positions are contiguous");
+            let item_id = presented["itemId"].as_str().expect("item").to_owned();
+            let id: i64 = item_id.parse().expect("id");
+            let k = u32::try_from(position).expect("small");
+            let correct = match pretest_ids.iter().position(|&p| p == id) {
+                Some(j) => {
+                    let (a, b) = truth[j];
+                    let p = common::reference_p_4pl(a, b, 0.0, 1.0, 1.0, theta);
+                    let j = u32::try_from(j).expect("j");
+                    let correct = f64::from((n * 3 + j * 5) % 10) / 10.0 + 0.05 < p;
+                    pretest.push((j as usize, correct));
+                    counts[j as usize] += 1;
+                    correct
+                }
+                None => {
+                    let index = ids.iter().position(|i| *i == item_id).expect("bank item");
+                    let (a, b, c) = params[index];
+                    let p = common::reference_p_4pl(a, b, c, 1.0, 1.0, theta);
+                    let correct = f64::from((n * 7 + k * 13) % 10) / 10.0 + 0.05 < p;
+                    operational.push(((a, b, c), correct));
+                    correct
+                }
+            };
+            let result = answer(&app, &token, &exam, &item_id, correct).await;
+            assert_eq!(result["itemsCompleted"], position);
+            let theta_after = result["theta"].as_f64().expect("theta");
+            if pretest_ids.contains(&id) {
+                assert_eq!(
+                    theta_after, theta_now,
+                    "a pretest answer changes no estimate"
+                );
             }
-            let p = common::reference_p_4pl(a, b, 0.0, 1.0, 1.0, theta);
-            let correct =
-                f64::from((n * 3 + u32::try_from(j).expect("j") * 5) % 10) / 10.0 + 0.05 < p;
-            pretest.push((j, correct));
-            diesel::sql_query(format!(
-                "INSERT INTO attempts (exam_session_id, item_id, position, response, correct, \
-                 score, theta, standard_error, completed, pretest) \
-                 VALUES ({exam}, {}, {}, 'A', {correct}, {}, 0, 1, false, true)",
-                pretest_ids[j],
-                100 + j,
-                i32::from(correct)
-            ))
-            .execute(&mut conn)
-            .await
-            .expect("store a pretest answer");
+            theta_now = theta_after;
+            if result["completed"] == true {
+                break;
+            }
+            presented = result["nextItem"].clone();
         }
+        assert_eq!(
+            operational.len(),
+            6,
+            "maxItems counts operational items only"
+        );
+        assert_eq!(
+            pretest.len(),
+            2,
+            "a full-length exam presents every seeded item"
+        );
         recorded.push(Recorded {
             operational,
             pretest,
         });
     }
-
+    assert_eq!(
+        counts[3], 3,
+        "the new item, least answered, went to every later exam"
+    );
     let mut runs = Vec::new();
     for (method, name) in [
         (CalibrationMethod::FixedTheta, "FIXED_THETA"),
@@ -450,19 +490,18 @@ async fn calibration_runs_read_the_pretest_answers_and_promotion_uses_their_esti
             .to_owned();
         let run = finished_run(&app, &run_id).await;
         assert_eq!(run["status"], "DONE", "{run}");
-        let expected = direct(&recorded, 2, method);
+        let expected = direct(&recorded, 3, method);
         // OEM also against the plain implementation above, to 1e-6.
-        let plain = (method == CalibrationMethod::Oem).then(|| plain_oem(&recorded, 2));
+        let plain = (method == CalibrationMethod::Oem).then(|| plain_oem(&recorded, 3));
         let items = run["items"].as_array().expect("items");
-        assert_eq!(items.len(), 3, "{run}");
+        assert_eq!(items.len(), 4, "{run}");
         for (j, item) in items.iter().enumerate() {
             assert_eq!(item["itemId"], json!(pretest_ids[j].to_string()));
-            if j == 2 {
-                assert_eq!(item["responses"], 8);
+            assert_eq!(item["responses"], counts[j], "{item}");
+            if j == 3 {
                 assert!(item["a"].is_null() && item["b"].is_null(), "{item}");
                 continue;
             }
-            assert_eq!(item["responses"], 60);
             let want = expected[j].expect("estimated").params;
             for (got, want) in [(&item["a"], want.a), (&item["b"], want.b)] {
                 let got = got.as_f64().expect("estimate");
@@ -490,7 +529,7 @@ async fn calibration_runs_read_the_pretest_answers_and_promotion_uses_their_esti
         .gql(
             Some(&app.admin()),
             promote,
-            json!({"ids": [pretest_ids[0].to_string(), pretest_ids[2].to_string()]}),
+            json!({"ids": [pretest_ids[0].to_string(), pretest_ids[3].to_string()]}),
         )
         .await;
     assert_eq!(error_code(&response), "BAD_USER_INPUT", "{response}");
@@ -498,7 +537,7 @@ async fn calibration_runs_read_the_pretest_answers_and_promotion_uses_their_esti
         app.db
             .count("SELECT count(*) AS n FROM items WHERE status = 'PRETEST'")
             .await,
-        3,
+        4,
         "nothing promoted"
     );
     let promoted = app
@@ -510,6 +549,7 @@ async fn calibration_runs_read_the_pretest_answers_and_promotion_uses_their_esti
         .await;
     assert_eq!(promoted["promoteItems"].as_array().map(Vec::len), Some(2));
     let mem = &runs[2].1["items"];
+    let mut conn = app.db.conn().await;
     for j in 0..2 {
         #[derive(diesel::QueryableByName)]
         struct Params {
@@ -541,8 +581,8 @@ async fn calibration_runs_read_the_pretest_answers_and_promotion_uses_their_esti
         "promoted twice: {again}"
     );
 
-    // The command line runs the same calibration (the remaining pretest item has too few
-    // answers: an empty but successful run).
+    // The command line runs the same calibration of the two pretest items left (the new
+    // one has too few answers even for `--min-responses 5`).
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_adaptive-engine"))
         .args([
             "calibrate",
@@ -565,10 +605,178 @@ async fn calibration_runs_read_the_pretest_answers_and_promotion_uses_their_esti
     let cli: Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
     assert_eq!(cli["status"], "DONE", "{cli}");
     let items = cli["items"].as_array().expect("items");
-    assert_eq!(items.len(), 1, "only the live pretest item: {cli}");
-    assert_eq!(items[0]["responses"], 8);
+    assert_eq!(items.len(), 2, "only the live pretest items: {cli}");
+    assert_eq!(items[0]["responses"], counts[2]);
+    assert!(items[0]["a"].is_number(), "estimated: {cli}");
+    assert_eq!(items[1]["responses"], 3);
+    assert!(items[1]["a"].is_null(), "3 < 5 answers: {cli}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Pretest seeding
+// ---------------------------------------------------------------------------------------
+
+/// One answer of an exam as its student saw it: position, item, theta and SE after it.
+#[derive(Clone, Debug, PartialEq)]
+struct Seen {
+    position: i64,
+    item: String,
+    theta: f64,
+    standard_error: f64,
+}
+
+/// Takes an exam of `assessment` to its end, answering each item by `correct`, on the
+/// instances in turn; with `flush`, the exam's Redis state is deleted before every third
+/// answer (the next instance then rebuilds it from the attempts). Returns the theta and SE
+/// at the start, every answer, and the stop reason.
+async fn take_exam(
+    apps: &[&TestApp],
+    token: &str,
+    assessment: &str,
+    correct: impl Fn(&str) -> bool,
+    flush: bool,
+) -> ((f64, f64), Vec<Seen>, Value) {
+    let (exam, started) = start_assessment(apps[0], token, assessment).await;
+    let start = (
+        started["examSession"]["theta"].as_f64().expect("theta"),
+        started["examSession"]["standardError"]
+            .as_f64()
+            .expect("se"),
+    );
+    let mut presented = started["nextItem"].clone();
+    let mut seen = Vec::new();
+    for n in 0.. {
+        let app = apps[n % apps.len()];
+        if flush && n % 3 == 2 {
+            let _: i64 = redis::cmd("DEL")
+                .arg(app.key(&exam))
+                .query_async(&mut app.redis().await)
+                .await
+                .expect("DEL");
+        }
+        let item = presented["itemId"].as_str().expect("item").to_owned();
+        let result = answer(app, token, &exam, &item, correct(&item)).await;
+        seen.push(Seen {
+            position: presented["position"].as_i64().expect("position"),
+            item,
+            theta: result["theta"].as_f64().expect("theta"),
+            standard_error: result["standardError"].as_f64().expect("se"),
+        });
+        if result["completed"] == true {
+            return (start, seen, result["stopReason"].clone());
+        }
+        presented = result["nextItem"].clone();
+    }
+    unreachable!()
+}
+
+/// Promise: pretest answers change no operational estimate. The same students answering
+/// the same operational items the same way get, with seeding (two instances, the Redis
+/// state deleted now and then) and without (one instance), the same operational items in
+/// the same order, bitwise the same theta and SE after each, the same stop (MAP with a
+/// N(0, 1.5²) prior and a precision target); each pretest answer leaves theta and SE as
+/// they were; the pretest items sit at distinct positions of the range, never two enemies,
+/// and the exam's positions run 1, 2, 3… without a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeding_changes_no_operational_estimate_selection_or_stop() {
+    let (a, b) = TestApp::spawn_pair().await;
+    let params = bank_params(40);
+    let bank = a.create_bank(&params).await;
+    let pretest_items: Vec<Value> = (0..6)
+        .map(|k| {
+            let mut item = item(&format!("pre-{k}"), None, "PRETEST");
+            if k < 3 {
+                item["enemyGroup"] = json!("twins");
+            }
+            item
+        })
+        .collect();
+    a.ok(
+        &a.admin(),
+        ADD_ITEMS,
+        json!({"b": bank, "items": pretest_items}),
+    )
+    .await;
+    let ids = bank_item_ids(&a, &bank).await;
+    let twins: HashSet<&String> = ids[40..43].iter().collect();
+    let pretest: HashSet<&String> = ids[40..].iter().collect();
+    let design = json!({"maxItems": 12, "seTarget": 0.42,
+                        "estimator": {"method": "MAP", "priorSd": 1.5}});
+    let mut seeded_design = design.clone();
+    seeded_design["pretest"] = json!({"itemsPerExam": 3, "firstPosition": 3, "lastPosition": 10});
+    let plain = create_assessment(&a, &bank, design, json!({"maxAttemptsPerStudent": null})).await;
+    let seeded = create_assessment(
+        &a,
+        &bank,
+        seeded_design,
+        json!({"maxAttemptsPerStudent": null}),
+    )
+    .await;
+    let mut stops = HashSet::new();
+    for (s, ability) in [-1.5, 0.0, 0.8, 2.5].into_iter().enumerate() {
+        // Right when the item is easier than the student (pretest items: by id parity).
+        let correct = |item: &str| match ids.iter().position(|i| i == item) {
+            Some(i) if i < 40 => params[i].1 < ability + 0.4 * ((i % 3) as f64 - 1.0),
+            _ => item.len() % 2 == 0,
+        };
+        let token = a.student(&format!("student-{s}"));
+        let (start, without, stop) = take_exam(&[&a], &token, &plain, correct, false).await;
+        let (seeded_start, with, seeded_stop) =
+            take_exam(&[&b, &a], &token, &seeded, correct, true).await;
+        assert_eq!(start, seeded_start);
+        assert_eq!(stop, seeded_stop, "student {s}");
+        stops.insert(stop.to_string());
+        let positions: Vec<i64> = with.iter().map(|x| x.position).collect();
+        assert_eq!(positions, (1..=with.len() as i64).collect::<Vec<_>>());
+        let operational: Vec<Seen> = with
+            .iter()
+            .filter(|x| !pretest.contains(&x.item))
+            .cloned()
+            .collect();
+        let renumbered: Vec<Seen> = operational
+            .iter()
+            .zip(&without)
+            .map(|(x, w)| Seen {
+                position: w.position,
+                ..x.clone()
+            })
+            .collect();
+        assert_eq!(
+            renumbered, without,
+            "student {s}: the operational exam is unchanged"
+        );
+        let seeded_items: Vec<&Seen> = with.iter().filter(|x| pretest.contains(&x.item)).collect();
+        assert!(!seeded_items.is_empty(), "student {s} got pretest items");
+        assert!(seeded_items.len() <= 3);
+        assert!(
+            seeded_items
+                .iter()
+                .filter(|x| twins.contains(&x.item))
+                .count()
+                <= 1,
+            "never two enemies: {seeded_items:?}"
+        );
+        for x in &seeded_items {
+            assert!((3..=10).contains(&x.position), "{x:?}");
+            let before = match x.position {
+                1 => start,
+                p => {
+                    let prev = &with[p as usize - 2];
+                    (prev.theta, prev.standard_error)
+                }
+            };
+            assert_eq!((x.theta, x.standard_error), before, "student {s}: {x:?}");
+        }
+        if without.len() == 12 {
+            assert_eq!(
+                seeded_items.len(),
+                3,
+                "a full-length exam presents all three"
+            );
+        }
+    }
     assert!(
-        items[0]["a"].is_number(),
-        "8 >= 5 answers: estimated: {cli}"
+        stops.len() > 1,
+        "both stopping rules were exercised: {stops:?}"
     );
 }

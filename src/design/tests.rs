@@ -21,6 +21,7 @@ fn engine_design(rule: SelectionRule, points: usize) -> ExamDesign {
         content_balance: None,
         start_item_ids: Vec::new(),
         ineligible_item_ids: Vec::new(),
+        pretest: Vec::new(),
         seed: 1,
     }
 }
@@ -77,4 +78,43 @@ fn a_design_with_defaults_reads_back_as_itself_and_spells_enums_as_the_schema() 
 fn unknown_design_fields_are_refused_by_name() {
     let err = ExamDesignInput::from_json(r#"{"itemBankId": "1"}"#).unwrap_err();
     assert!(err.to_string().contains("itemBankId"), "{err}");
+}
+
+#[test]
+fn pretest_settings_are_checked_and_default_to_every_position_after_the_first() {
+    let input = |per, first, last| PretestInput {
+        items_per_exam: per,
+        first_position: first,
+        last_position: last,
+    };
+    // maxItems 10, 3 per exam: positions 2..=12 (an exam ends on an operational item).
+    assert_eq!(
+        input(3, None, None).checked(10).expect("defaults"),
+        PretestPlanRange {
+            per_exam: 3,
+            first: 2,
+            last: 12
+        }
+    );
+    assert_eq!(
+        input(2, Some(5), Some(6)).checked(10).expect("tight").last,
+        6
+    );
+    for (bad, why) in [
+        (input(0, None, None), "itemsPerExam"),
+        (input(51, None, None), "itemsPerExam"),
+        (input(1, Some(1), None), "firstPosition"),
+        (input(3, None, Some(13)), "lastPosition"),
+        (input(3, Some(5), Some(6)), "itemsPerExam positions"),
+    ] {
+        let error = bad.checked(10).expect_err(why).to_string();
+        assert!(error.contains(why), "{error}");
+    }
+    let design = ExamDesignInput {
+        max_items: Some(10),
+        pretest: Some(input(3, None, None)),
+        ..ExamDesignInput::default()
+    };
+    let shown = design.with_defaults().pretest.expect("kept");
+    assert_eq!(shown, input(3, Some(2), Some(12)));
 }

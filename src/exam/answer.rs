@@ -142,7 +142,7 @@ impl ExamService {
             return Ok(None);
         };
         may_act(caller, &facts.student_id, exam_session_id)?;
-        if state.item_ids.contains(&item_id) {
+        if state.item_ids.contains(&item_id) || state.pretest_item_ids.contains(&item_id) {
             return Ok(None);
         }
         let bank = self
@@ -154,13 +154,13 @@ impl ExamService {
         let Ok(score) = bank.items[index].score(response) else {
             return Ok(None);
         };
-        let Some((administered, scores)) = history_from_state(state, &bank) else {
+        let Some(answers) = history_from_state(state, &bank, &facts.design) else {
             return Ok(None);
         };
         let before = Before {
-            administered,
-            scores,
+            answers,
             theta: state.theta,
+            standard_error: state.standard_error,
         };
         let answer = Answer {
             index,
@@ -213,23 +213,23 @@ impl ExamService {
         let score = bank.items[index]
             .score(response)
             .map_err(|e| AppError::bad_input(e.to_string()))?;
-        let (administered, scores) = match cached
+        let facts = self.facts_of(&row)?;
+        let answers = match cached
             .filter(|s| s.items_completed as i32 == row.items_completed)
-            .and_then(|s| history_from_state(s, &bank))
+            .and_then(|s| history_from_state(s, &bank, &facts.design))
         {
-            Some(history) => history,
+            Some(answers) => answers,
             None => {
                 // The cache could not serve the history (missing, stale or unreadable).
                 self.metrics.cache.rebuilds.inc();
                 let attempts = queries::list_attempts(conn, exam_session_id).await?;
-                history_from_attempts(&attempts, &bank)?
+                history_from_attempts(&attempts, &bank, row.current_item_id)?
             }
         };
-        let facts = self.facts_of(&row)?;
         let before = Before {
-            administered,
-            scores,
+            answers,
             theta: row.theta,
+            standard_error: row.standard_error,
         };
         let answer = Answer {
             index,
@@ -257,36 +257,77 @@ impl ExamService {
         let design = &facts.design;
         let item = &bank.items[answer.index];
         let Before {
-            mut administered,
-            mut scores,
+            mut answers,
             theta: previous_theta,
+            standard_error: previous_standard_error,
         } = before;
         // The write is conditional on this many answers: the history the decision uses.
-        let items_completed = administered.len() as i32 + 1;
-        administered.push(answer.index);
-        scores.push(answer.score);
+        let position = answers.count() + 1;
+        let items_completed = position as i32;
         let now = Utc::now();
-        let counts = self.exposure_counts(conn, design, bank).await?;
-        let history = step::StepHistory {
-            administered: &administered,
-            scores: &scores,
-            previous_theta,
-            elapsed_seconds: (now - facts.created_at).num_milliseconds().max(0) as f64 / 1000.0,
-            bank_revision: facts.bank_revision,
+        // A pretest item of the plan, at its position: recorded, never estimated from.
+        let pretest = design.pretest_at(position) == Some(item.id);
+        let step = if pretest {
+            answers.pretest.push(item.id);
+            let Some(next) = answers.next_item_id else {
+                return Err(AppError::internal(
+                    "a pretest item was presented after the exam stopped",
+                    exam_session_id,
+                ));
+            };
+            Step {
+                estimate: crate::irt::Estimate {
+                    theta: previous_theta,
+                    standard_error: previous_standard_error,
+                },
+                next_item_id: Some(next),
+                stop: None,
+                exposure: None,
+            }
+        } else {
+            answers.administered.push(answer.index);
+            answers.scores.push(answer.score);
+            let counts = self.exposure_counts(conn, design, bank).await?;
+            let history = step::StepHistory {
+                administered: &answers.administered,
+                scores: &answers.scores,
+                previous_theta,
+                elapsed_seconds: (now - facts.created_at).num_milliseconds().max(0) as f64 / 1000.0,
+                bank_revision: facts.bank_revision,
+            };
+            let decision = self.step(conn, design, bank, &history, counts).await?;
+            ensure_finite(&decision.estimate)?;
+            let proposed = || {
+                decision
+                    .proposed
+                    .iter()
+                    .map(|&i| bank.items[i].id)
+                    .collect()
+            };
+            Step {
+                estimate: decision.estimate,
+                next_item_id: decision.next_item.map(|i| bank.items[i].id),
+                stop: decision.stop,
+                exposure: design.exposure.is_some().then(|| (bank.id, proposed())),
+            }
         };
-        let decision = self.step(conn, design, bank, &history, counts).await?;
-        ensure_finite(&decision.estimate)?;
-        let next_item_id = decision.next_item.map(|i| bank.items[i].id);
-        let completed = next_item_id.is_none();
-        let stop_reason = decision.stop.filter(|_| completed);
+        answers.next_item_id = step.next_item_id;
+        let completed = step.next_item_id.is_none();
+        // The plan's pretest item at the next position comes first, then the engine's choice.
+        let next_item_id = if completed {
+            None
+        } else {
+            design.pretest_at(position + 1).or(step.next_item_id)
+        };
+        let stop_reason = step.stop.filter(|_| completed);
         let progress = queries::SessionProgress {
             status: if completed {
                 ExamStatus::Completed
             } else {
                 ExamStatus::Active
             },
-            theta: decision.estimate.theta,
-            standard_error: decision.estimate.standard_error,
+            theta: step.estimate.theta,
+            standard_error: step.estimate.standard_error,
             items_completed,
             current_item_id: next_item_id,
             stop_reason: stop_reason.map(StopCode::from),
@@ -302,10 +343,11 @@ impl ExamService {
                 response: answer.response,
                 correct: answer.score + 1 == item.categories,
                 score: answer.score as i32,
-                theta: decision.estimate.theta,
-                standard_error: decision.estimate.standard_error,
-                next_item_id,
+                theta: step.estimate.theta,
+                standard_error: step.estimate.standard_error,
+                next_item_id: step.next_item_id,
                 completed,
+                pretest,
             },
             &progress,
         )
@@ -332,34 +374,24 @@ impl ExamService {
             feedback: facts.feedback,
             bank_revision: facts.bank_revision,
         };
-        let exposure = design.exposure.is_some().then(|| {
-            (
-                bank.id,
-                decision
-                    .proposed
-                    .iter()
-                    .map(|&i| bank.items[i].id)
-                    .collect(),
-            )
-        });
         let exam = self.view(row, design.clone(), bank)?;
-        let state = state_of(&exam, bank, &administered, &scores);
+        let state = state_of(&exam, bank, &answers);
         let event = ThetaEvent {
             kind: EventKind::Answered,
             exam_session_id,
             student_id: facts.student_id.clone(),
             assessment_id: facts.assessment_id,
             origin: self.events.origin(),
-            theta: decision.estimate.theta,
-            standard_error: decision.estimate.standard_error,
+            theta: step.estimate.theta,
+            standard_error: step.estimate.standard_error,
             items_completed,
             completed,
             at: answered_at,
         };
         Ok(Some(NewAnswer {
             answered: Answered {
-                theta: decision.estimate.theta,
-                standard_error: decision.estimate.standard_error,
+                theta: step.estimate.theta,
+                standard_error: step.estimate.standard_error,
                 items_completed,
                 completed,
                 next_item: exam.current_item.clone(),
@@ -369,7 +401,7 @@ impl ExamService {
             },
             state,
             event,
-            exposure,
+            exposure: step.exposure,
         }))
     }
 }
@@ -387,12 +419,20 @@ pub(super) struct NewAnswer {
     exposure: Option<(i64, Vec<i64>)>,
 }
 
-/// Where a session stood when an answer came: the answers so far (bank indices and
-/// category scores, in order) and theta after them.
+/// Where a session stood when an answer came: the answers so far and the estimate after them.
 pub(super) struct Before {
-    administered: Vec<usize>,
-    scores: Vec<u32>,
+    answers: Answers,
     theta: f64,
+    standard_error: f64,
+}
+
+/// What an answer leads to: the estimate after it, the engine's next operational item
+/// (`None`: the exam stops), why it stops, and the exposure selections to count.
+struct Step {
+    estimate: crate::irt::Estimate,
+    next_item_id: Option<i64>,
+    stop: Option<crate::irt::StopReason>,
+    exposure: Option<(i64, Vec<i64>)>,
 }
 
 /// An answer to a bank item, scored.
@@ -412,8 +452,12 @@ pub(super) enum Recorded {
 
 /// The recorded result of an attempt, for a repeated submission.
 pub(super) fn replay(attempt: &AttemptRow, exam: ExamView, bank: &Bank) -> Answered {
-    let next_item = attempt
-        .next_item_id
+    // What was presented after it: the plan's pretest item at the next position, if any,
+    // else the engine's choice; nothing once the exam stopped.
+    let position = attempt.position as usize + 1;
+    let next_item = (!attempt.completed)
+        .then(|| exam.design.pretest_at(position).or(attempt.next_item_id))
+        .flatten()
         .and_then(|id| bank.index_of(id))
         .map(|i| PresentedItem::new(exam.row.id, &bank.items[i], attempt.position + 1));
     let stop_reason = if attempt.completed {

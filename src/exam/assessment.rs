@@ -23,7 +23,8 @@ use serde::Deserialize;
 
 use super::step::StepHistory;
 use super::{
-    AssessmentStatus, ExamService, ExamStatus, Feedback, Started, StopCode, check_text, state_of,
+    Answers, AssessmentStatus, ExamService, ExamStatus, Feedback, Started, StopCode, check_text,
+    pretest, state_of,
 };
 use crate::auth::Caller;
 use crate::design::{ExamDesignInput, database_item_id};
@@ -327,7 +328,11 @@ impl ExamService {
         };
         self.events.deliver_local(&event);
         if exam.status == ExamStatus::Active {
-            let state = state_of(&exam, &bank, &[], &[]);
+            let answers = Answers {
+                next_item_id: exam.row.current_item_id,
+                ..Answers::default()
+            };
+            let state = state_of(&exam, &bank, &answers);
             self.save_state(exam.row.id, &state, Some(&event.to_json()))
                 .await;
         }
@@ -383,6 +388,15 @@ impl ExamService {
         // Pretest and retired items never reach a new exam; items retired later still may
         // (running exams are unaffected), items added later never (see `bank_cache`).
         design.ineligible_item_ids.extend(bank.unselectable());
+        if let Some(settings) = &assessment.design.pretest {
+            let range = settings.checked(assessment.design.max_items())?;
+            let candidates = self.pretest_counts.candidates(conn, bank).await?;
+            design.pretest =
+                pretest::draw_plan(&candidates, range, &mut pretest::plan_rng(design.seed));
+            design
+                .ineligible_item_ids
+                .extend(pretest::enemies_of_plan(bank, &design.pretest));
+        }
         let history = StepHistory {
             administered: &[],
             scores: &[],
@@ -435,6 +449,7 @@ impl ExamService {
             },
         )
         .await?;
+        self.pretest_counts.seeded(bank.id, &design.pretest);
         let proposed = decision
             .proposed
             .iter()

@@ -18,6 +18,7 @@ mod answer;
 mod assessment;
 mod bank;
 pub mod calibration;
+pub mod pretest;
 mod results;
 mod state;
 mod step;
@@ -72,6 +73,8 @@ pub struct ExamService {
     banks: BankCache,
     sessions: SessionCache,
     exposure: ExposureTracker,
+    /// Pretest answer counts per bank, for seeding the least-answered items.
+    pretest_counts: Arc<pretest::PretestCounts>,
     /// Engine steps running on blocking threads (heavy designs), at most one per core.
     heavy_steps: Arc<tokio::sync::Semaphore>,
     /// What the flow counts (answers, exams, steps, cache, exposure).
@@ -97,6 +100,7 @@ impl ExamService {
             banks: BankCache::default(),
             sessions: SessionCache::new(session_cache_capacity),
             exposure,
+            pretest_counts: Arc::default(),
             heavy_steps: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             )),

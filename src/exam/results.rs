@@ -53,6 +53,8 @@ pub struct AttemptView {
     pub answered_at: DateTime<Utc>,
     /// Seconds since the previous answer (or the start).
     pub seconds_on_item: f64,
+    /// Whether it answered a seeded pretest item.
+    pub pretest: bool,
 }
 
 /// An exam's attempts with what decides their visibility.
@@ -148,6 +150,7 @@ impl ExamService {
                     standard_error: a.standard_error,
                     answered_at: a.created_at,
                     seconds_on_item: seconds,
+                    pretest: a.pretest,
                 }
             })
             .collect();

@@ -39,9 +39,9 @@ impl ExamService {
         self.metrics.cache.rebuilds.inc();
         let bank = self.bank(conn, row.item_bank_id, row.bank_revision).await?;
         let attempts = queries::list_attempts(conn, row.id).await?;
-        let (administered, scores) = history_from_attempts(&attempts, &bank)?;
+        let answers = history_from_attempts(&attempts, &bank, row.current_item_id)?;
         let exam = self.view(row.clone(), design, &bank)?;
-        Ok(state_of(&exam, &bank, &administered, &scores))
+        Ok(state_of(&exam, &bank, &answers))
     }
 
     /// The cached engine state of an exam, if Redis has a readable one (counted as a
@@ -116,14 +116,32 @@ pub(super) fn state_json(state: &EngineState) -> AppResult<String> {
     serde_json::to_string(state).map_err(|e| AppError::internal("cannot serialize engine state", e))
 }
 
-/// The engine state of an exam after `administered`/`scores`.
-pub(super) fn state_of(
-    exam: &ExamView,
-    bank: &Bank,
-    administered: &[usize],
-    scores: &[u32],
-) -> EngineState {
+/// An exam's answers so far, split as the engine and the pretest plan need them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(super) struct Answers {
+    /// Bank indices of the operational items answered, in order (the engine's history).
+    pub administered: Vec<usize>,
+    /// Their category scores.
+    pub scores: Vec<u32>,
+    /// Ids of the pretest items answered, in order.
+    pub pretest: Vec<i64>,
+    /// The operational item the engine chose last (presented now unless a pretest item is
+    /// due first); `None` once the exam has stopped.
+    pub next_item_id: Option<i64>,
+}
+
+impl Answers {
+    /// Items answered, operational and pretest.
+    pub fn count(&self) -> usize {
+        self.administered.len() + self.pretest.len()
+    }
+}
+
+/// The engine state of an exam after `answers`.
+pub(super) fn state_of(exam: &ExamView, bank: &Bank, answers: &Answers) -> EngineState {
+    let administered = &answers.administered;
     let polytomous = administered.iter().any(|&i| bank.items[i].categories != 2);
+    let seeds = !exam.design.pretest.is_empty();
     EngineState {
         theta: exam.row.theta,
         standard_error: exam.row.standard_error,
@@ -133,22 +151,30 @@ pub(super) fn state_of(
             .collect(),
         responses: administered
             .iter()
-            .zip(scores)
+            .zip(&answers.scores)
             .map(|(&i, &s)| s + 1 == bank.items[i].categories)
             .collect(),
-        scores: polytomous.then(|| scores.to_vec()),
+        scores: polytomous.then(|| answers.scores.clone()),
         max_items: exam.design.stopping.max_items as u32,
-        items_completed: administered.len() as u32,
+        items_completed: answers.count() as u32,
         item_ids: administered.iter().map(|&i| bank.items[i].id).collect(),
+        pretest_item_ids: answers.pretest.clone(),
+        next_item_id: answers.next_item_id.filter(|_| seeds),
     }
 }
 
+/// The answers a cached state holds, when it is consistent with itself and the bank (an
+/// exam that seeds pretest items also needs the engine's pending choice).
 pub(super) fn history_from_state(
     state: &EngineState,
     bank: &Bank,
-) -> Option<(Vec<usize>, Vec<u32>)> {
+    design: &ExamDesign,
+) -> Option<Answers> {
     let scores = state.category_scores();
-    if state.item_ids.len() != scores.len() {
+    if state.item_ids.len() != scores.len()
+        || state.item_ids.len() + state.pretest_item_ids.len() != state.items_completed as usize
+        || (!design.pretest.is_empty() && state.next_item_id.is_none())
+    {
         return None;
     }
     let administered = state
@@ -156,22 +182,35 @@ pub(super) fn history_from_state(
         .iter()
         .map(|&id| bank.index_of(id))
         .collect::<Option<Vec<usize>>>()?;
-    Some((administered, scores))
+    Some(Answers {
+        administered,
+        scores,
+        pretest: state.pretest_item_ids.clone(),
+        next_item_id: state.next_item_id,
+    })
 }
 
+/// The answers of an exam from its attempts in position order; `start_item_id` is the item
+/// the exam presented first (the engine's pending choice before any answer).
 pub(super) fn history_from_attempts(
     attempts: &[AttemptRow],
     bank: &Bank,
-) -> AppResult<(Vec<usize>, Vec<u32>)> {
-    let administered = attempts
-        .iter()
-        .map(|a| {
-            bank.index_of(a.item_id)
-                .ok_or_else(|| AppError::internal("attempted item is not in the bank", a.item_id))
-        })
-        .collect::<AppResult<Vec<usize>>>()?;
-    Ok((
-        administered,
-        attempts.iter().map(|a| a.score.max(0) as u32).collect(),
-    ))
+    start_item_id: Option<i64>,
+) -> AppResult<Answers> {
+    let mut answers = Answers {
+        next_item_id: attempts.last().map_or(start_item_id, |a| a.next_item_id),
+        ..Answers::default()
+    };
+    for attempt in attempts {
+        if attempt.pretest {
+            answers.pretest.push(attempt.item_id);
+            continue;
+        }
+        let index = bank.index_of(attempt.item_id).ok_or_else(|| {
+            AppError::internal("attempted item is not in the bank", attempt.item_id)
+        })?;
+        answers.administered.push(index);
+        answers.scores.push(attempt.score.max(0) as u32);
+    }
+    Ok(answers)
 }

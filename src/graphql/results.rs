@@ -31,6 +31,8 @@ pub struct Attempt {
     pub answered_at: DateTime<Utc>,
     /// Seconds since the previous answer (or the start).
     pub seconds_on_item: f64,
+    /// Whether it answered a seeded pretest item, which changes no estimate (staff only).
+    pub pretest: Option<bool>,
 }
 
 /// Which exams `exams` lists.

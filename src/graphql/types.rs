@@ -416,6 +416,7 @@ impl ExamSession {
                 standard_error: reveal.then_some(a.standard_error),
                 answered_at: a.answered_at,
                 seconds_on_item: a.seconds_on_item,
+                pretest: staff.then_some(a.pretest),
             })
             .collect())
     }

@@ -350,7 +350,7 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for RecordAttempt<'_> 
         out.push_bind_param::<Int8, _>(&a.item_id)?;
         out.push_sql(
             " RETURNING id) INSERT INTO attempts (exam_session_id, item_id, position, response, \
-             correct, score, theta, standard_error, next_item_id, completed) SELECT id, ",
+             correct, score, theta, standard_error, next_item_id, completed, pretest) SELECT id, ",
         );
         out.push_bind_param::<Int8, _>(&a.item_id)?;
         out.push_sql(", ");
@@ -369,6 +369,8 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for RecordAttempt<'_> 
         out.push_bind_param::<Nullable<Int8>, _>(&a.next_item_id)?;
         out.push_sql(", ");
         out.push_bind_param::<Bool, _>(&a.completed)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Bool, _>(&a.pretest)?;
         out.push_sql(" FROM session RETURNING created_at");
         Ok(())
     }

@@ -226,7 +226,9 @@ pub struct AttemptRow {
     pub theta: f64,
     /// Standard error of `theta`.
     pub standard_error: f64,
-    /// The item presented after this answer (`None` when it ended the exam).
+    /// The operational item the engine chose after this answer (`None` when it ended the
+    /// exam). The item presented next is the exam's pretest item at the next position when
+    /// its plan has one, else this one.
     pub next_item_id: Option<i64>,
     /// Whether this answer ended the exam.
     pub completed: bool,
@@ -234,6 +236,9 @@ pub struct AttemptRow {
     pub created_at: DateTime<Utc>,
     /// Category score of the response (0/1 for dichotomous items).
     pub score: i32,
+    /// Whether it answered a seeded pretest item (unscored: theta and its standard error
+    /// are those before it).
+    pub pretest: bool,
 }
 
 /// A new recorded answer.
@@ -253,12 +258,14 @@ pub struct NewAttempt<'a> {
     pub theta: f64,
     /// Standard error of `theta`.
     pub standard_error: f64,
-    /// The item presented after this answer (`None` when it ended the exam).
+    /// The operational item the engine chose after this answer (see [`AttemptRow`]).
     pub next_item_id: Option<i64>,
     /// Whether this answer ended the exam.
     pub completed: bool,
     /// Category score of the response (0/1 for dichotomous items).
     pub score: i32,
+    /// Whether it answered a seeded pretest item.
+    pub pretest: bool,
 }
 
 /// An assessment as stored.
