@@ -275,7 +275,7 @@ fn direct(
 
 /// OEM written plainly, independently of `irt::calibrate`: discrete posteriors on 61 nodes
 /// over [-6, 6] with a N(0, 1) prior from the operational answers, expected counts per
-/// node, then each item's 2PL by Newton–Raphson with the exact (observed) Hessian.
+/// node, then each item's 2PL by Newton–Raphson on the slope and intercept (a concave problem).
 fn plain_oem(recorded: &[Recorded], items: usize) -> Vec<(f64, f64)> {
     let nodes: Vec<f64> = (0..61).map(|k| -6.0 + 0.2 * f64::from(k)).collect();
     let mut n = vec![vec![0.0; nodes.len()]; items];
@@ -309,40 +309,43 @@ fn plain_oem(recorded: &[Recorded], items: usize) -> Vec<(f64, f64)> {
     }
     (0..items)
         .map(|j| {
-            let value = |a: f64, b: f64| -> f64 {
+            // Slope-intercept form, logit = a·t + d: the log-likelihood is concave there,
+            // so Newton–Raphson with step halving finds its one maximum.
+            let value = |a: f64, d: f64| -> f64 {
                 nodes
                     .iter()
                     .enumerate()
                     .map(|(q, &t)| {
-                        let p = 1.0 / (1.0 + (-a * (t - b)).exp());
+                        let p = 1.0 / (1.0 + (-(a * t + d)).exp());
                         r[j][q] * p.ln() + (n[j][q] - r[j][q]) * (1.0 - p).ln()
                     })
                     .sum()
             };
-            let (mut a, mut b) = (1.0, 0.0);
-            for _ in 0..200 {
-                let (mut ga, mut gb, mut haa, mut hbb, mut hab) = (0.0, 0.0, 0.0, 0.0, 0.0);
+            let (mut a, mut d) = (1.0, 0.0);
+            for _ in 0..500 {
+                let (mut ga, mut gd, mut haa, mut hdd, mut had) = (0.0, 0.0, 0.0, 0.0, 0.0);
                 for (q, &t) in nodes.iter().enumerate() {
-                    let p = 1.0 / (1.0 + (-a * (t - b)).exp());
+                    let p = 1.0 / (1.0 + (-(a * t + d)).exp());
                     let (res, info) = (r[j][q] - n[j][q] * p, n[j][q] * p * (1.0 - p));
-                    ga += res * (t - b);
-                    gb -= res * a;
-                    haa -= info * (t - b) * (t - b);
-                    hbb -= info * a * a;
-                    hab += -res + info * a * (t - b);
+                    ga += res * t;
+                    gd += res;
+                    haa -= info * t * t;
+                    hdd -= info;
+                    had -= info * t;
                 }
-                let det = haa * hbb - hab * hab;
-                let (da, db) = (-(hbb * ga - hab * gb) / det, -(haa * gb - hab * ga) / det);
+                let det = haa * hdd - had * had;
+                let (da, dd) = (-(hdd * ga - had * gd) / det, -(haa * gd - had * ga) / det);
                 let mut step = 1.0;
-                while value(a + step * da, b + step * db) < value(a, b) && step > 1e-12 {
+                while value(a + step * da, d + step * dd) < value(a, d) && step > 1e-12 {
                     step /= 2.0;
                 }
                 a += step * da;
-                b += step * db;
-                if (step * da).abs().max((step * db).abs()) < 1e-12 {
+                d += step * dd;
+                if (step * da).abs().max((step * dd).abs()) < 1e-13 {
                     break;
                 }
             }
+            let b = -d / a;
             (a, b)
         })
         .collect()
@@ -470,6 +473,32 @@ async fn seeded_exams_feed_calibration_runs_and_promotion_uses_their_estimates()
         counts[3], 3,
         "the new item, least answered, went to every later exam"
     );
+    // Staff watch the counts grow before calibrating.
+    let watched = app
+        .ok(
+            &app.proctor("room-1"),
+            "query($b: ID!) { pretestItems(itemBankId: $b) { itemId responses retired } }",
+            json!({"b": bank}),
+        )
+        .await;
+    let listed: Vec<(String, i64)> = watched["pretestItems"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|x| {
+            assert_eq!(x["retired"], false);
+            (
+                x["itemId"].as_str().expect("id").to_owned(),
+                x["responses"].as_i64().expect("n"),
+            )
+        })
+        .collect();
+    let want: Vec<(String, i64)> = pretest_ids
+        .iter()
+        .zip(counts)
+        .map(|(id, n)| (id.to_string(), n as i64))
+        .collect();
+    assert_eq!(listed, want);
     let mut runs = Vec::new();
     for (method, name) in [
         (CalibrationMethod::FixedTheta, "FIXED_THETA"),
@@ -627,15 +656,16 @@ struct Seen {
 
 /// Takes an exam of `assessment` to its end, answering each item by `correct`, on the
 /// instances in turn; with `flush`, the exam's Redis state is deleted before every third
-/// answer (the next instance then rebuilds it from the attempts). Returns the theta and SE
-/// at the start, every answer, and the stop reason.
+/// answer (the next instance then rebuilds it from the attempts) and every answer is sent
+/// again to the other instance, which must replay exactly what was answered. Returns the
+/// theta and SE at the start, every answer, the stop reason and the exam's id.
 async fn take_exam(
     apps: &[&TestApp],
     token: &str,
     assessment: &str,
     correct: impl Fn(&str) -> bool,
     flush: bool,
-) -> ((f64, f64), Vec<Seen>, Value) {
+) -> ((f64, f64), Vec<Seen>, Value, String) {
     let (exam, started) = start_assessment(apps[0], token, assessment).await;
     let start = (
         started["examSession"]["theta"].as_f64().expect("theta"),
@@ -656,6 +686,19 @@ async fn take_exam(
         }
         let item = presented["itemId"].as_str().expect("item").to_owned();
         let result = answer(app, token, &exam, &item, correct(&item)).await;
+        if flush {
+            let other = apps[(n + 1) % apps.len()];
+            let again = answer(other, token, &exam, &item, correct(&item)).await;
+            for field in [
+                "theta",
+                "standardError",
+                "itemsCompleted",
+                "nextItem",
+                "completed",
+            ] {
+                assert_eq!(again[field], result[field], "replayed {field}");
+            }
+        }
         seen.push(Seen {
             position: presented["position"].as_i64().expect("position"),
             item,
@@ -663,7 +706,7 @@ async fn take_exam(
             standard_error: result["standardError"].as_f64().expect("se"),
         });
         if result["completed"] == true {
-            return (start, seen, result["stopReason"].clone());
+            return (start, seen, result["stopReason"].clone(), exam);
         }
         presented = result["nextItem"].clone();
     }
@@ -720,8 +763,8 @@ async fn seeding_changes_no_operational_estimate_selection_or_stop() {
             _ => item.len() % 2 == 0,
         };
         let token = a.student(&format!("student-{s}"));
-        let (start, without, stop) = take_exam(&[&a], &token, &plain, correct, false).await;
-        let (seeded_start, with, seeded_stop) =
+        let (start, without, stop, _) = take_exam(&[&a], &token, &plain, correct, false).await;
+        let (seeded_start, with, seeded_stop, exam) =
             take_exam(&[&b, &a], &token, &seeded, correct, true).await;
         assert_eq!(start, seeded_start);
         assert_eq!(stop, seeded_stop, "student {s}");
@@ -774,6 +817,27 @@ async fn seeding_changes_no_operational_estimate_selection_or_stop() {
                 "a full-length exam presents all three"
             );
         }
+        // Staff see which answers were pretest; the student does not.
+        let attempts = "query($id: ID!) { examSession(id: $id) { attempts { itemId pretest } } }";
+        let flags = |response: Value| -> Vec<Value> {
+            response["examSession"]["attempts"]
+                .as_array()
+                .expect("attempts")
+                .iter()
+                .map(|x| x["pretest"].clone())
+                .collect()
+        };
+        let staff = flags(
+            a.ok(&a.proctor("room-1"), attempts, json!({"id": exam}))
+                .await,
+        );
+        let expected: Vec<Value> = with
+            .iter()
+            .map(|x| json!(pretest.contains(&x.item)))
+            .collect();
+        assert_eq!(staff, expected);
+        let own = flags(a.ok(&token, attempts, json!({"id": exam})).await);
+        assert!(own.iter().all(Value::is_null), "{own:?}");
     }
     assert!(
         stops.len() > 1,

@@ -179,6 +179,10 @@ async fn students_cannot_touch_other_exams_or_admin_operations() {
             json!({"i": [item]}),
         ),
         ("query { calibrationRun(id: \"1\") { id } }", json!({})),
+        (
+            "query($b: ID!) { pretestItems(itemBankId: $b) { responses } }",
+            json!({"b": bank}),
+        ),
     ] {
         let response = app.gql(Some(&alice), query, variables).await;
         assert_eq!(error_code(&response), "FORBIDDEN", "{query}: {response}");

@@ -80,6 +80,19 @@ fn method_name(method: CalibrationMethod) -> &'static str {
     }
 }
 
+/// A pretest item and the pretest answers it has.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PretestItemView {
+    /// The item.
+    pub item_id: i64,
+    /// Its author's id.
+    pub external_id: String,
+    /// Pretest answers recorded.
+    pub responses: i64,
+    /// Whether it was retired (no longer seeded).
+    pub retired: bool,
+}
+
 /// The spelling of a model.
 fn model_name(model: CalibrationModel) -> &'static str {
     match model {
@@ -117,6 +130,37 @@ impl ExamService {
             .await?
             .ok_or_else(|| AppError::NotFound(format!("calibration run {id} does not exist")))?;
         CalibrationRunView::new(row)
+    }
+
+    /// Every pretest item of a bank (live or retired) with its pretest answers so far,
+    /// counted in Postgres: what seeding has gathered towards a calibration.
+    pub async fn pretest_items(&self, bank_id: BankId) -> AppResult<Vec<PretestItemView>> {
+        self.db
+            .run(async |conn| {
+                // The newest revision: items added on another instance count too.
+                let revision = queries::bank_revision(conn, bank_id.0).await?.unwrap_or(0);
+                let bank = self.bank(conn, bank_id.0, revision).await?;
+                let items: Vec<&crate::storage::bank_cache::BankItem> = bank
+                    .items
+                    .iter()
+                    .filter(|item| item.status == ItemStatus::Pretest)
+                    .collect();
+                let ids: Vec<i64> = items.iter().map(|item| item.id).collect();
+                let counts: HashMap<i64, i64> = rows::pretest_counts(conn, &ids)
+                    .await?
+                    .into_iter()
+                    .collect();
+                Ok(items
+                    .into_iter()
+                    .map(|item| PretestItemView {
+                        item_id: item.id,
+                        external_id: item.external_id.clone(),
+                        responses: counts.get(&item.id).copied().unwrap_or(0),
+                        retired: item.retired,
+                    })
+                    .collect())
+            })
+            .await
     }
 
     /// Makes pretest items operational with the estimates of their bank's newest finished

@@ -1,5 +1,5 @@
 //! The bank-maintenance calibration API: `calibrateItems`, `calibrationRun`, `promoteItems`
-//! (admin only) and their types.
+//! (admin only), `pretestItems` (staff) and their types.
 
 use async_graphql::{Context, Enum, ID, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
@@ -153,12 +153,46 @@ impl CalibrationRun {
     }
 }
 
+/// A pretest item and the pretest answers seeding has gathered for it.
+#[derive(SimpleObject)]
+pub struct PretestItem {
+    /// The item.
+    pub item_id: ID,
+    /// Its author's id.
+    pub external_id: String,
+    /// Pretest answers recorded so far.
+    pub responses: i32,
+    /// Whether it was retired (no longer seeded into new exams).
+    pub retired: bool,
+}
+
 /// Calibration queries.
 #[derive(Default)]
 pub struct CalibrationQuery;
 
 #[Object]
 impl CalibrationQuery {
+    /// Every pretest item of a bank with its pretest answers so far (admin, proctor):
+    /// watch seeding gather responses before calibrating.
+    async fn pretest_items(&self, ctx: &Context<'_>, item_bank_id: ID) -> Result<Vec<PretestItem>> {
+        caller(ctx).and_then(Caller::require_staff).map_err(gql)?;
+        let bank = parse_id(&item_bank_id, "itemBankId").map_err(gql)?;
+        let items = service(ctx)
+            .map_err(gql)?
+            .pretest_items(bank)
+            .await
+            .map_err(gql)?;
+        Ok(items
+            .into_iter()
+            .map(|item| PretestItem {
+                item_id: ID(item.item_id.to_string()),
+                external_id: item.external_id,
+                responses: i32::try_from(item.responses).unwrap_or(i32::MAX),
+                retired: item.retired,
+            })
+            .collect())
+    }
+
     /// One calibration run (admin).
     async fn calibration_run(&self, ctx: &Context<'_>, id: ID) -> Result<CalibrationRun> {
         caller(ctx).and_then(Caller::require_admin).map_err(gql)?;
