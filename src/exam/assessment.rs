@@ -374,6 +374,13 @@ impl ExamService {
             assessment
                 .design
                 .to_engine_design(bank, rand::random(), database_item_id)?;
+        // The pretest plan first: nothing is counted yet if reading the counts fails.
+        if let Some(settings) = &assessment.design.pretest {
+            let range = settings.checked(assessment.design.max_items())?;
+            let candidates = self.pretest_counts.candidates(conn, bank).await?;
+            design.pretest =
+                pretest::draw_plan(&candidates, range, &mut pretest::plan_rng(design.seed));
+        }
         // Under exposure control the exam counts in its own limits (undone below if it
         // cannot start). A missing hash is rebuilt by the read (without this exam, which
         // is not inserted yet), then the exam is counted.
@@ -388,15 +395,10 @@ impl ExamService {
         // Pretest and retired items never reach a new exam; items retired later still may
         // (running exams are unaffected), items added later never (see `bank_cache`).
         design.ineligible_item_ids.extend(bank.unselectable());
-        if let Some(settings) = &assessment.design.pretest {
-            let range = settings.checked(assessment.design.max_items())?;
-            let candidates = self.pretest_counts.candidates(conn, bank).await?;
-            design.pretest =
-                pretest::draw_plan(&candidates, range, &mut pretest::plan_rng(design.seed));
-            design
-                .ineligible_item_ids
-                .extend(pretest::enemies_of_plan(bank, &design.pretest));
-        }
+        // No operational item may be an enemy of a seeded pretest item.
+        design
+            .ineligible_item_ids
+            .extend(pretest::enemies_of_plan(bank, &design.pretest));
         let history = StepHistory {
             administered: &[],
             scores: &[],
