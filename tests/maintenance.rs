@@ -844,3 +844,46 @@ async fn seeding_changes_no_operational_estimate_selection_or_stop() {
         "both stopping rules were exercised: {stops:?}"
     );
 }
+
+/// Promise: an exam never holds two enemies, pretest or not: the operational item that
+/// shares a seeded pretest item's enemy group is left out of that exam (which then runs out
+/// of items one early), while an exam without seeding gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeded_pretest_item_keeps_its_operational_enemy_out_of_the_exam() {
+    let app = TestApp::spawn().await;
+    let bank = app.create_bank(&bank_params(6)).await;
+    let mut enemy = item("op-g", Some(0.2), "OPERATIONAL");
+    enemy["enemyGroup"] = json!("g");
+    let mut pretest = item("pre-g", None, "PRETEST");
+    pretest["enemyGroup"] = json!("g");
+    app.ok(
+        &app.admin(),
+        ADD_ITEMS,
+        json!({"b": bank, "items": [enemy, pretest]}),
+    )
+    .await;
+    let ids = bank_item_ids(&app, &bank).await;
+    let (op_g, pre_g) = (ids[6].clone(), ids[7].clone());
+    let design = json!({"maxItems": 7});
+    let mut seeded_design = design.clone();
+    seeded_design["pretest"] = json!({"itemsPerExam": 1, "lastPosition": 6});
+    let unlimited = json!({"maxAttemptsPerStudent": null});
+    let plain = create_assessment(&app, &bank, design, unlimited.clone()).await;
+    let seeded = create_assessment(&app, &bank, seeded_design, unlimited).await;
+    let token = app.student("erin");
+    let (_, without, stop, _) = take_exam(&[&app], &token, &plain, |_| true, false).await;
+    let items: Vec<&String> = without.iter().map(|x| &x.item).collect();
+    assert_eq!(stop, "MAX_ITEMS");
+    assert!(
+        items.contains(&&op_g) && !items.contains(&&pre_g),
+        "{items:?}"
+    );
+    let (_, with, stop, _) = take_exam(&[&app], &token, &seeded, |_| true, false).await;
+    let items: Vec<&String> = with.iter().map(|x| &x.item).collect();
+    assert_eq!(stop, "BANK_EXHAUSTED");
+    assert_eq!(items.len(), 7, "six operational items and the pretest one");
+    assert!(
+        items.contains(&&pre_g) && !items.contains(&&op_g),
+        "{items:?}"
+    );
+}
