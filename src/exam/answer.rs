@@ -287,29 +287,8 @@ impl ExamService {
         } else {
             answers.administered.push(answer.index);
             answers.scores.push(answer.score);
-            let counts = self.exposure_counts(conn, design, bank).await?;
-            let history = step::StepHistory {
-                administered: &answers.administered,
-                scores: &answers.scores,
-                previous_theta,
-                elapsed_seconds: (now - facts.created_at).num_milliseconds().max(0) as f64 / 1000.0,
-                bank_revision: facts.bank_revision,
-            };
-            let decision = self.step(conn, design, bank, &history, counts).await?;
-            ensure_finite(&decision.estimate)?;
-            let proposed = || {
-                decision
-                    .proposed
-                    .iter()
-                    .map(|&i| bank.items[i].id)
-                    .collect()
-            };
-            Step {
-                estimate: decision.estimate,
-                next_item_id: decision.next_item.map(|i| bank.items[i].id),
-                stop: decision.stop,
-                exposure: design.exposure.is_some().then(|| (bank.id, proposed())),
-            }
+            self.operational_step(conn, facts, bank, &answers, previous_theta, now)
+                .await?
         };
         answers.next_item_id = step.next_item_id;
         let completed = step.next_item_id.is_none();
@@ -403,6 +382,43 @@ impl ExamService {
             event,
             exposure: step.exposure,
         }))
+    }
+
+    /// The engine step after an operational answer (already in `answers`): the estimate,
+    /// the next operational item or why the exam stops, and the exposure selections.
+    async fn operational_step(
+        &self,
+        conn: &mut AsyncPgConnection,
+        facts: &SessionFacts,
+        bank: &Arc<Bank>,
+        answers: &Answers,
+        previous_theta: f64,
+        now: chrono::DateTime<Utc>,
+    ) -> AppResult<Step> {
+        let design = &facts.design;
+        let counts = self.exposure_counts(conn, design, bank).await?;
+        let history = step::StepHistory {
+            administered: &answers.administered,
+            scores: &answers.scores,
+            previous_theta,
+            elapsed_seconds: (now - facts.created_at).num_milliseconds().max(0) as f64 / 1000.0,
+            bank_revision: facts.bank_revision,
+        };
+        let decision = self.step(conn, design, bank, &history, counts).await?;
+        ensure_finite(&decision.estimate)?;
+        let proposed = || {
+            decision
+                .proposed
+                .iter()
+                .map(|&i| bank.items[i].id)
+                .collect()
+        };
+        Ok(Step {
+            estimate: decision.estimate,
+            next_item_id: decision.next_item.map(|i| bank.items[i].id),
+            stop: decision.stop,
+            exposure: design.exposure.is_some().then(|| (bank.id, proposed())),
+        })
     }
 }
 
