@@ -15,8 +15,10 @@
 //! uniforms are drawn first (the same numbers: nothing else draws in
 //! between), and `M` comes from the exact maximum-information search
 //! ([`super::information::most_informative`], through the index when it
-//! fits). Since `I_j ≤ M` and rounding is monotone, `h_j = M·W + U_j·M·(1 −
-//! W)`, computed the same way, is at least the computed score `s_j`. The
+//! fits). Since `I_j ≤ C_j` for `C_j = M`, or for a polytomous item the
+//! smaller of `M` and its chunk's envelope bound ([`super::blocks`]), and
+//! rounding is monotone, `h_j = C_j·W + U_j·M·(1 − W)`, computed the same
+//! way, is at least the computed score `s_j`. The
 //! `SEEDS` items of largest `h_j` are evaluated first; the `k`-th best of
 //! their scores is a lower bound `L` of the final `k`-th best score, so an
 //! item with `h_j < L` (or below the running `k`-th best) can neither enter
@@ -62,15 +64,26 @@ pub(super) fn progressive<R: Rng + ?Sized>(
         .iter()
         .map(|_| rng.random::<f64>() * max_info)
         .collect();
-    let ceiling = max_info * weight;
-    let reach = |n: f64| ceiling + n * (1.0 - weight);
+    // Per eligible item, an upper bound of its information: `M`, or the
+    // envelope bound of a polytomous item when smaller.
+    let mut caps = vec![max_info; eligible.len()];
+    if let Some(index) = ctx.usable_index().filter(|ix| ix.has_polytomous()) {
+        let mut bounds = vec![f64::INFINITY; ctx.bank.len()];
+        if index.polytomous_bounds(theta, |i, b| bounds[i] = b) {
+            for (cap, &i) in caps.iter_mut().zip(&eligible) {
+                // f64::min skips NaN: a NaN bound leaves `M`.
+                *cap = cap.min(bounds[i as usize]);
+            }
+        }
+    }
+    let reach = |cap: f64, n: f64| cap * weight + n * (1.0 - weight);
     let score = |i: u32, n: f64| {
         ctx.bank[i as usize].information(theta, scaling) * weight + n * (1.0 - weight)
     };
     // Seeds: the largest reaches.
     let mut seeds = TopK::new(SEEDS.max(k));
-    for (pos, &n) in noise.iter().enumerate() {
-        let h = reach(n);
+    for (pos, (&n, &cap)) in noise.iter().zip(&caps).enumerate() {
+        let h = reach(cap, n);
         if h >= seeds.threshold {
             seeds.offer(h, pos);
         }
@@ -81,8 +94,8 @@ pub(super) fn progressive<R: Rng + ?Sized>(
     }
     let floor = lower.threshold;
     let mut top = TopK::new(k);
-    for (&i, &n) in eligible.iter().zip(&noise) {
-        let h = reach(n);
+    for ((&i, &n), &cap) in eligible.iter().zip(&noise).zip(&caps) {
+        let h = reach(cap, n);
         if h >= floor && h >= top.threshold {
             top.offer(score(i, n), i as usize);
         }

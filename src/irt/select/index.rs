@@ -621,6 +621,11 @@ impl InformationIndex {
         }
     }
 
+    /// Whether the blocks hold any polytomous item.
+    pub(super) fn has_polytomous(&self) -> bool {
+        self.polytomous.len() > 0
+    }
+
     /// Calls `f(bank index, bound)` for every polytomous item of the blocks
     /// (the valid ones), `bound` an upper bound of [`Item::information`] at
     /// `theta`; `false`, and no call, when the blocks cannot bound there.
