@@ -523,3 +523,73 @@ proptest! {
         }
     }
 }
+
+/// Large polytomous and mixed banks, where the blocks' envelopes prune: the
+/// maximum-information top `k` and the proportional and progressive draws
+/// equal the plain rules' at abilities across and beyond the envelopes' range
+/// (their nodes included), late in the schedule (a large exponent: most
+/// weights too small to change the sums) and early.
+#[test]
+fn pruned_polytomous_selection_and_draws_match_the_plain_rules() {
+    for (seed, polytomous) in [(21_u64, 1.0), (22, 0.5)] {
+        let bank = random_bank(seed, 4_000, polytomous);
+        let mut rng = StdRng::seed_from_u64(seed);
+        for scaling in [1.0, 1.702] {
+            let settings = EstimatorSettings {
+                scaling,
+                ..EstimatorSettings::default()
+            };
+            let index = InformationIndex::new(&bank, scaling);
+            let mut thetas = vec![-6.0, 6.0, -6.04, 0.0, 0.04, 2.0 - 0.04 * 3.0, 7.5, -9.0];
+            thetas.extend((0..10).map(|_| rng.random_range(-6.5..6.5)));
+            for theta in thetas {
+                let closed = [0.0, 0.3, 0.97][rng.random_range(0..3)];
+                let exam = Exam {
+                    eligible: (0..bank.len())
+                        .map(|_| rng.random::<f64>() >= closed)
+                        .collect(),
+                    administered: Vec::new(),
+                    responses: Vec::new(),
+                    theta,
+                };
+                for k in [1, 4] {
+                    let fast = context(&bank, &exam, &settings, Some(&index), None);
+                    let plain = context(&bank, &exam, &settings, None, None);
+                    let what = format!("θ={theta} D={scaling} k={k} closed={closed}");
+                    assert_eq!(
+                        best_items(SelectionRule::MaxInfo, &fast, k).unwrap(),
+                        reference_best(SelectionRule::MaxInfo, &plain, k),
+                        "{what}"
+                    );
+                }
+                for (answered, max_items) in [(20, 40), (39, 40), (2, 40), (1, 200), (60, 61)] {
+                    let mut exam = Exam {
+                        eligible: exam.eligible.clone(),
+                        administered: (0..answered).collect(),
+                        responses: vec![1; answered],
+                        theta,
+                    };
+                    for i in 0..answered {
+                        exam.eligible[i] = false;
+                    }
+                    let mut fast = context(&bank, &exam, &settings, Some(&index), None);
+                    fast.max_items = max_items;
+                    let mut plain = context(&bank, &exam, &settings, None, None);
+                    plain.max_items = max_items;
+                    for rule in [SelectionRule::Proportional, SelectionRule::Progressive] {
+                        for draw in 0..4_u64 {
+                            let mut a = StdRng::seed_from_u64(draw);
+                            let mut b = StdRng::seed_from_u64(draw);
+                            assert_eq!(
+                                select_item(rule, &fast, 2, &mut a),
+                                reference::select_item(rule, &plain, 2, &mut b),
+                                "{rule:?} θ={theta} D={scaling} t={answered} T={max_items}"
+                            );
+                            assert_eq!(a.random::<u64>(), b.random::<u64>());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

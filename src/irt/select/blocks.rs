@@ -18,18 +18,66 @@
 //!   `I = (D·a)²·Σ_k P_k (k − E[K])²`; the exponentials are `f64::exp`, as in
 //!   the per-item formula (one call per category and item), the rest runs
 //!   across items.
+//!
+//! # Pruning
+//!
+//! Within a block the items are sorted into bands of discrimination and by
+//! location within a band, and cut into chunks of [`LANES`] items. Per chunk,
+//! on the nodes `x_g` of [`ENVELOPE_MIN`]`..=`[`ENVELOPE_MAX`] by
+//! [`ENVELOPE_STEP`], the envelope `E_g = max_j I_j(x_g)` (computed with its
+//! rounding bound) and the largest discrimination `a₁`. With `c = D·a₁`, every
+//! item of the chunk satisfies, for any `θ` and node `x`:
+//!
+//! * GPCM: `I = (D·a)²·Var(K)` and, `K` being the sufficient statistic of an
+//!   exponential family in `D·a·θ`, `dVar/dθ = D·a·κ₃` with
+//!   `|κ₃| ≤ max|K − E[K]|·Var ≤ m·Var`: `|d ln I/dθ| ≤ c·m`, so
+//!   `I(θ) ≤ E_g·exp(c·m·|θ − x_g|)`;
+//! * GRM: `I = Σ_k P_k s_k²` with the score `s_k = P_k'/P_k = D·a·(1 − P*_k −
+//!   P*_{k+1}) ∈ [−c, c]` and `s_k' = −(D·a)²·(v_k + v_{k+1})`, `v = P*(1 −
+//!   P*) ≤ 1/4`, so `|s_k'| ≤ c²/2`; then `I' = Σ_k P_k s_k³ + 2Σ_k P_k s_k s_k'`
+//!   gives `|I'| ≤ c·I + c²·E|s| ≤ c·I + c²·√I`, i.e. `y = √I` satisfies
+//!   `|y'| ≤ (c/2)(y + c)` and `√I(θ) ≤ (√E_g + c)·exp(c·|θ − x_g|/2) − c`
+//!   (computed as `√E_g·e^x + c·(e^x − 1)`, without cancellation).
+//!
+//! Both right-hand sides increase with `E_g` and `c`. A chunk's bound at `θ`
+//! is the smaller of the two nodes around `θ`, times `1 + 10⁻⁹`;
+//! [`PolytomousBlocks::offer_pruned`] visits the chunks in decreasing bound
+//! and stops at the first whose bound is below the `k`-th value found (above
+//! `10⁻²⁵⁰`): none of its items can enter the top `k` nor tie with its last
+//! member. Outside the envelope's range every item is evaluated.
+
+use std::collections::BinaryHeap;
 
 use super::super::item::{Item, MAX_CATEGORIES, PolytomousModel};
 use super::super::model::{exp_neg, logistic_pair};
+use super::TopK;
 
-/// Items evaluated at once (stack buffers of this many values per category).
+/// Items evaluated at once (stack buffers of this many values per category),
+/// and items per chunk of the envelopes.
 const LANES: usize = 64;
+/// First node of the envelopes.
+pub(super) const ENVELOPE_MIN: f64 = -6.0;
+/// Last node of the envelopes.
+pub(super) const ENVELOPE_MAX: f64 = 6.0;
+/// Distance between the nodes of the envelopes.
+pub(super) const ENVELOPE_STEP: f64 = 0.04;
+/// Relative slack on every bound (far above the rounding of the formulas).
+const MARGIN: f64 = 1e-9;
+/// Values at or below this prove nothing (underflow).
+const TINY: f64 = 1e-250;
+/// Discrimination bands of a block (blocks of at least [`BAND_MIN_ITEMS`]
+/// items per band).
+const BANDS: usize = 4;
+/// Fewest items per discrimination band.
+const BAND_MIN_ITEMS: usize = 512;
 
 /// Valid GRM and GPCM items grouped by model and number of thresholds.
 #[derive(Clone, Debug, Default)]
 pub(super) struct PolytomousBlocks {
     /// One block per (model, thresholds).
     blocks: Vec<Block>,
+    /// Scaling `D` of the envelopes; `None` when they are not built.
+    scaling: Option<f64>,
 }
 
 /// Items of one model and one number of thresholds.
@@ -45,6 +93,11 @@ struct Block {
     a: Vec<f64>,
     /// Threshold `k` of position `j` at `k·len + j`.
     thresholds: Vec<f64>,
+    /// Per chunk of [`LANES`] positions, the envelope on the nodes (chunk
+    /// `c`, node `g` at `c·nodes + g`; module doc); empty when not built.
+    envelope: Vec<f64>,
+    /// Per chunk, the largest discrimination.
+    a_max: Vec<f64>,
 }
 
 impl PolytomousBlocks {
@@ -67,8 +120,20 @@ impl PolytomousBlocks {
         }
         let blocks = groups
             .into_iter()
-            .map(|(model, m, ids)| {
+            .map(|(model, m, mut ids)| {
                 let n = ids.len();
+                // Bands of discrimination, location order within a band (ties
+                // by bank index), so that a chunk's envelope is tight.
+                let key = |i: u32| match &bank[i as usize] {
+                    Item::Polytomous(p) => (p.a, bank[i as usize].location()),
+                    Item::Dichotomous(_) => (0.0, 0.0),
+                };
+                ids.sort_by(|&x, &y| key(x).0.total_cmp(&key(y).0).then(x.cmp(&y)));
+                let bands = (n / BAND_MIN_ITEMS).clamp(1, BANDS);
+                for band in 0..bands {
+                    ids[band * n / bands..(band + 1) * n / bands]
+                        .sort_by(|&x, &y| key(x).1.total_cmp(&key(y).1).then(x.cmp(&y)));
+                }
                 let mut a = Vec::with_capacity(n);
                 let mut thresholds = vec![0.0; m * n];
                 for (j, &i) in ids.iter().enumerate() {
@@ -85,10 +150,195 @@ impl PolytomousBlocks {
                     ids,
                     a,
                     thresholds,
+                    envelope: Vec::new(),
+                    a_max: Vec::new(),
                 }
             })
             .collect();
-        (Self { blocks }, rest)
+        (
+            Self {
+                blocks,
+                scaling: None,
+            },
+            rest,
+        )
+    }
+
+    /// Number of nodes of the envelopes.
+    fn envelope_nodes() -> usize {
+        ((ENVELOPE_MAX - ENVELOPE_MIN) / ENVELOPE_STEP).round() as usize + 1
+    }
+
+    /// Node `g` of the envelopes.
+    fn envelope_node(g: usize) -> f64 {
+        ENVELOPE_MIN + g as f64 * ENVELOPE_STEP
+    }
+
+    /// Builds the envelopes for scaling `D` (finite and positive), so that
+    /// [`PolytomousBlocks::offer_pruned`] can prune (module doc). Cost: one
+    /// evaluation of every item at every node (in blocks).
+    pub(super) fn build_envelopes(&mut self, scaling: f64) {
+        if !(scaling.is_finite() && scaling > 0.0) {
+            return;
+        }
+        let nodes = Self::envelope_nodes();
+        let mut info = [0.0_f64; LANES];
+        let mut err = [0.0_f64; LANES];
+        for block in &mut self.blocks {
+            let n = block.ids.len();
+            let chunks = n.div_ceil(LANES);
+            block.envelope = vec![0.0; chunks * nodes];
+            block.a_max = (0..chunks)
+                .map(|c| {
+                    block.a[c * LANES..((c + 1) * LANES).min(n)]
+                        .iter()
+                        .fold(0.0, |m: f64, &a| m.max(a))
+                })
+                .collect();
+            for c in 0..chunks {
+                let (start, end) = (c * LANES, ((c + 1) * LANES).min(n));
+                let (out, err) = (&mut info[..end - start], &mut err[..end - start]);
+                for g in 0..nodes {
+                    block.evaluate::<true>(start, end, Self::envelope_node(g), scaling, out, err);
+                    let max = out
+                        .iter()
+                        .zip(err.iter())
+                        .fold(0.0_f64, |m, (&v, &e)| m.max(v + e));
+                    // NaN (never for valid items) poisons the bound.
+                    let nan = out.iter().any(|v| v.is_nan());
+                    block.envelope[c * nodes + g] = if nan { f64::INFINITY } else { max };
+                }
+            }
+        }
+        self.scaling = Some(scaling);
+    }
+
+    /// Calls `f(bank index, bound)` for every item of the blocks, `bound` an
+    /// upper bound of its information at `theta` (module doc); `false`, and no
+    /// call, when the envelopes were not built for `scaling` or `theta` is out
+    /// of their range.
+    pub(super) fn for_each_bound(
+        &self,
+        theta: f64,
+        scaling: f64,
+        mut f: impl FnMut(usize, f64),
+    ) -> bool {
+        if self.scaling != Some(scaling) || !(ENVELOPE_MIN..=ENVELOPE_MAX).contains(&theta) {
+            return false;
+        }
+        for (bits, bi, c) in self.chunk_bounds(theta, scaling) {
+            let block = &self.blocks[bi as usize];
+            let start = c as usize * LANES;
+            for &i in &block.ids[start..(start + LANES).min(block.ids.len())] {
+                f(i as usize, f64::from_bits(bits));
+            }
+        }
+        true
+    }
+
+    /// Upper bound of the information at `theta` (in the envelopes' range) of
+    /// every item of each chunk, as `(bound bits, block, chunk)` (module doc;
+    /// positive bounds order like their bits, NaN counts as `+∞`).
+    fn chunk_bounds(&self, theta: f64, scaling: f64) -> Vec<(u64, u32, u32)> {
+        let nodes = Self::envelope_nodes();
+        let g = (((theta - ENVELOPE_MIN) / ENVELOPE_STEP).floor().max(0.0) as usize).min(nodes - 2);
+        let (d0, d1) = (
+            (theta - Self::envelope_node(g)).abs(),
+            (Self::envelope_node(g + 1) - theta).abs(),
+        );
+        let mut order = Vec::new();
+        for (bi, block) in self.blocks.iter().enumerate() {
+            let m = block.m as f64;
+            for (c, &a) in block.a_max.iter().enumerate() {
+                let (e0, e1) = (
+                    block.envelope[c * nodes + g],
+                    block.envelope[c * nodes + g + 1],
+                );
+                let rate = scaling * a;
+                let bound = match block.model {
+                    PolytomousModel::Gpcm => {
+                        (e0 * (rate * m * d0).exp()).min(e1 * (rate * m * d1).exp())
+                    }
+                    PolytomousModel::Grm => {
+                        // (√E + c)·e^x − c as √E·e^x + c·(e^x − 1): two
+                        // non-negative terms, no cancellation.
+                        let root = |e: f64, d: f64| {
+                            let x = rate * d / 2.0;
+                            e.sqrt() * x.exp() + rate * x.exp_m1()
+                        };
+                        let r = root(e0, d0).min(root(e1, d1));
+                        r * r
+                    }
+                } * (1.0 + MARGIN);
+                let bound = if bound.is_nan() { f64::INFINITY } else { bound };
+                order.push((bound.to_bits(), bi as u32, c as u32));
+            }
+        }
+        order
+    }
+
+    /// Offers every eligible item of the blocks whose information at `theta`
+    /// can enter `top` (or tie with its last member), with
+    /// [`Item::information`]'s value; returns how many were evaluated. Visits
+    /// the chunks in decreasing envelope bound when the envelopes were built
+    /// for `scaling` and `theta` lies in their range (module doc), else every
+    /// item.
+    #[expect(
+        clippy::neg_cmp_op_on_partial_ord,
+        reason = "a NaN bound must count as not below the threshold"
+    )]
+    pub(super) fn offer_pruned(
+        &self,
+        bank: &[Item],
+        eligible: &[bool],
+        theta: f64,
+        scaling: f64,
+        top: &mut TopK,
+    ) -> usize {
+        let mut evaluated = 0;
+        let mut offer_chunk = |block: &Block, start: usize, end: usize, top: &mut TopK| {
+            let mut info = [0.0_f64; LANES];
+            let mut err = [0.0_f64; LANES];
+            let (out, err) = (&mut info[..end - start], &mut err[..end - start]);
+            block.evaluate::<true>(start, end, theta, scaling, out, err);
+            for ((&i, &value), &e) in block.ids[start..end].iter().zip(out.iter()).zip(err.iter()) {
+                let i = i as usize;
+                if eligible.get(i).copied().unwrap_or(false) {
+                    evaluated += 1;
+                    // A GPCM item whose bound cannot reach the current k-th
+                    // value cannot enter (nor tie): only the others are
+                    // evaluated exactly.
+                    if e == 0.0 {
+                        top.offer(value, i);
+                    } else if !(value + e < top.threshold) {
+                        top.offer(bank[i].information(theta, scaling), i);
+                    }
+                }
+            }
+        };
+        if self.scaling != Some(scaling) || !(ENVELOPE_MIN..=ENVELOPE_MAX).contains(&theta) {
+            for block in &self.blocks {
+                let n = block.ids.len();
+                for start in (0..n).step_by(LANES) {
+                    offer_chunk(block, start, (start + LANES).min(n), top);
+                }
+            }
+            return evaluated;
+        }
+        let order = self.chunk_bounds(theta, scaling);
+        let mut heap: BinaryHeap<(u64, u32, u32)> = BinaryHeap::from(order);
+        while let Some((bits, bi, c)) = heap.pop() {
+            if let Some(kth) = top.kth()
+                && kth > TINY
+                && f64::from_bits(bits) < kth
+            {
+                break;
+            }
+            let block = &self.blocks[bi as usize];
+            let start = c as usize * LANES;
+            offer_chunk(block, start, (start + LANES).min(block.ids.len()), top);
+        }
+        evaluated
     }
 
     /// Number of items in the blocks.
@@ -100,7 +350,10 @@ impl PolytomousBlocks {
     pub(super) fn memory_bytes(&self) -> usize {
         self.blocks
             .iter()
-            .map(|b| 4 * b.ids.len() + 8 * (b.a.len() + b.thresholds.len()))
+            .map(|b| {
+                4 * b.ids.len()
+                    + 8 * (b.a.len() + b.thresholds.len() + b.envelope.len() + b.a_max.len())
+            })
             .sum()
     }
 
@@ -140,15 +393,7 @@ impl PolytomousBlocks {
                 let end = (start + LANES).min(n);
                 let out = &mut info[..end - start];
                 let err = &mut err[..end - start];
-                match block.model {
-                    PolytomousModel::Grm => {
-                        block.grm(start, end, theta, scaling, out);
-                        err.fill(0.0);
-                    }
-                    PolytomousModel::Gpcm => {
-                        block.gpcm::<FAST>(start, end, theta, scaling, out, err);
-                    }
-                }
+                block.evaluate::<FAST>(start, end, theta, scaling, out, err);
                 for ((&i, &v), &e) in block.ids[start..end].iter().zip(out.iter()).zip(err.iter()) {
                     f(i as usize, v, e);
                 }
@@ -158,6 +403,26 @@ impl PolytomousBlocks {
 }
 
 impl Block {
+    /// Information of positions `start..end` into `out` and its bound into
+    /// `err` (0 for the GRM, and for the GPCM unless `FAST`).
+    fn evaluate<const FAST: bool>(
+        &self,
+        start: usize,
+        end: usize,
+        theta: f64,
+        scaling: f64,
+        out: &mut [f64],
+        err: &mut [f64],
+    ) {
+        match self.model {
+            PolytomousModel::Grm => {
+                self.grm(start, end, theta, scaling, out);
+                err.fill(0.0);
+            }
+            PolytomousModel::Gpcm => self.gpcm::<FAST>(start, end, theta, scaling, out, err),
+        }
+    }
+
     /// Threshold `k` of positions `start..end`.
     fn thresholds(&self, k: usize, start: usize, end: usize) -> &[f64] {
         let n = self.ids.len();
@@ -324,6 +589,72 @@ mod tests {
     use super::*;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
+
+    /// The derivative bounds of the module doc, and the chunk bounds built
+    /// on them, hold for random GRM and GPCM items.
+    #[test]
+    fn the_envelope_bounds_hold() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut bank: Vec<Item> = Vec::new();
+        for _ in 0..1_500 {
+            let m = rng.random_range(1..7);
+            let mut t: Vec<f64> = (0..m).map(|_| rng.random_range(-7.0..7.0)).collect();
+            let a = rng.random_range(0.2..4.0);
+            bank.push(if rng.random::<bool>() {
+                t.sort_by(f64::total_cmp);
+                t.dedup();
+                Item::grm(a, t)
+            } else {
+                Item::gpcm(a, t)
+            });
+        }
+        // The pointwise bounds, for distances far above a node step.
+        for item in &bank {
+            let Item::Polytomous(p) = item else { continue };
+            let c = 1.702 * p.a;
+            let m = p.thresholds.len() as f64;
+            for k in 0..60 {
+                let x = -7.0 + 0.23 * f64::from(k);
+                let ix = item.information(x, 1.702);
+                for d in [1e-7, 0.01, 0.02, 0.3, 1.5] {
+                    for t in [x - d, x + d] {
+                        let it = item.information(t, 1.702);
+                        let bound = match p.model {
+                            PolytomousModel::Gpcm => ix * (c * m * d).exp(),
+                            PolytomousModel::Grm => {
+                                let r =
+                                    ix.sqrt() * (c * d / 2.0).exp() + c * (c * d / 2.0).exp_m1();
+                                r * r
+                            }
+                        };
+                        assert!(it <= bound * (1.0 + 1e-9), "{p:?} {x} {t}: {it} > {bound}");
+                    }
+                }
+            }
+        }
+        let ids: Vec<u32> = (0..bank.len() as u32).collect();
+        for scaling in [1.0, 1.702] {
+            let (mut blocks, _) = PolytomousBlocks::new(&bank, &ids);
+            blocks.build_envelopes(scaling);
+            let mut thetas: Vec<f64> = (0..300).map(|_| rng.random_range(-6.0..6.0)).collect();
+            thetas.extend([-6.0, 6.0, 0.0, 0.04, -5.96, 5.999_999]);
+            for theta in thetas {
+                for (bits, bi, c) in blocks.chunk_bounds(theta, scaling) {
+                    let bound = f64::from_bits(bits);
+                    let block = &blocks.blocks[bi as usize];
+                    let start = c as usize * LANES;
+                    for &i in &block.ids[start..(start + LANES).min(block.ids.len())] {
+                        let info = bank[i as usize].information(theta, scaling);
+                        assert!(
+                            info <= bound,
+                            "{:?} at {theta}: {info} > {bound}",
+                            bank[i as usize]
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn blocks_give_item_information_bit_for_bit() {

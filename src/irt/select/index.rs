@@ -66,8 +66,10 @@
 //! [`ItemParams::validate`], and the few items whose discrimination is far
 //! above the bank's (top 0.2 % when more than 25 % above that quantile, so one
 //! outlier does not inflate `r` for all) — are evaluated exactly at every
-//! query instead (the valid polytomous items in blocks across items,
-//! [`super::blocks`], with the same values). Every value compared is computed by the very function a
+//! query instead, except the valid polytomous items: those are evaluated in
+//! blocks across items, with the same values, and pruned by chunk with
+//! envelopes of their own ([`super::blocks`], offered after the indexed
+//! items: a lower `k`-th value in the proofs above is only more cautious). Every value compared is computed by the very function a
 //! full scan uses ([`information`] / [`Item::information`]), so the ranking,
 //! ties (lowest index first) included, is identical to the full scan; a
 //! guard (`v_k > 10⁻²⁵⁰`) keeps underflowed informations out of the proofs.
@@ -361,7 +363,8 @@ impl InformationIndex {
                 None => extras.push(i as u32),
             }
         }
-        let (polytomous, extras) = PolytomousBlocks::new(bank, &extras);
+        let (mut polytomous, extras) = PolytomousBlocks::new(bank, &extras);
+        polytomous.build_envelopes(scaling);
         indexed.sort_by(|x, y| x.0.b.total_cmp(&y.0.b).then(x.1.cmp(&y.1)));
         let (params, ids): (Vec<ItemParams>, Vec<u32>) = indexed.into_iter().unzip();
         let n = params.len();
@@ -561,6 +564,7 @@ impl InformationIndex {
             proven = true;
         }
         if proven {
+            evaluated += self.offer_polytomous(bank, eligible, theta, &mut top);
             return Ranking::from_top(top, IndexPath::Proven { evaluated });
         }
 
@@ -590,6 +594,7 @@ impl InformationIndex {
                 }
             }
         }
+        evaluated += self.offer_polytomous(bank, eligible, theta, &mut fresh);
         Ranking::from_top(fresh, IndexPath::Pruned { evaluated })
     }
 
@@ -616,27 +621,22 @@ impl InformationIndex {
         }
     }
 
-    /// Offers the eligible extras (polytomous items included) to `top`;
-    /// returns how many were evaluated.
-    #[expect(
-        clippy::neg_cmp_op_on_partial_ord,
-        reason = "a NaN bound must count as not below the threshold"
-    )]
+    /// Whether the blocks hold any polytomous item.
+    pub(super) fn has_polytomous(&self) -> bool {
+        self.polytomous.len() > 0
+    }
+
+    /// Calls `f(bank index, bound)` for every polytomous item of the blocks
+    /// (the valid ones), `bound` an upper bound of [`Item::information`] at
+    /// `theta`; `false`, and no call, when the blocks cannot bound there.
+    pub(super) fn polytomous_bounds(&self, theta: f64, f: impl FnMut(usize, f64)) -> bool {
+        self.polytomous.for_each_bound(theta, self.scaling, f)
+    }
+
+    /// Offers the eligible extras evaluated one by one (not the polytomous
+    /// blocks) to `top`; returns how many were evaluated.
     fn offer_extras(&self, bank: &[Item], eligible: &[bool], theta: f64, top: &mut TopK) -> usize {
         let mut evaluated = 0;
-        // A GPCM item whose bound cannot reach the current k-th value cannot
-        // enter (nor tie): only the others are evaluated exactly.
-        self.polytomous
-            .for_each_bounded(theta, self.scaling, |i, value, err| {
-                if eligible.get(i).copied().unwrap_or(false) {
-                    evaluated += 1;
-                    if err == 0.0 {
-                        top.offer(value, i);
-                    } else if !(value + err < top.threshold) {
-                        top.offer(bank[i].information(theta, self.scaling), i);
-                    }
-                }
-            });
         for &i in &self.extras {
             let i = i as usize;
             if eligible.get(i).copied().unwrap_or(false) {
@@ -645,6 +645,20 @@ impl InformationIndex {
             }
         }
         evaluated
+    }
+
+    /// Offers the eligible polytomous items of the blocks that can enter
+    /// `top` (pruned by the blocks' envelopes, [`super::blocks`]); returns how
+    /// many were evaluated.
+    fn offer_polytomous(
+        &self,
+        bank: &[Item],
+        eligible: &[bool],
+        theta: f64,
+        top: &mut TopK,
+    ) -> usize {
+        self.polytomous
+            .offer_pruned(bank, eligible, theta, self.scaling, top)
     }
 
     /// Evaluates every eligible item.
@@ -660,6 +674,7 @@ impl InformationIndex {
             &mut top,
         );
         self.offer_extras(bank, eligible, theta, &mut top);
+        self.offer_polytomous(bank, eligible, theta, &mut top);
         Ranking::from_top(top, IndexPath::FullScan)
     }
 }
