@@ -257,18 +257,9 @@ impl PolytomousBlocks {
                 let rate = scaling * a;
                 let bound = match block.model {
                     PolytomousModel::Gpcm => {
-                        (e0 * (rate * m * d0).exp()).min(e1 * (rate * m * d1).exp())
+                        gpcm_bound(e0, d0, rate, m).min(gpcm_bound(e1, d1, rate, m))
                     }
-                    PolytomousModel::Grm => {
-                        // (√E + c)·e^x − c as √E·e^x + c·(e^x − 1): two
-                        // non-negative terms, no cancellation.
-                        let root = |e: f64, d: f64| {
-                            let x = rate * d / 2.0;
-                            e.sqrt() * x.exp() + rate * x.exp_m1()
-                        };
-                        let r = root(e0, d0).min(root(e1, d1));
-                        r * r
-                    }
+                    PolytomousModel::Grm => grm_bound(e0, d0, rate).min(grm_bound(e1, d1, rate)),
                 } * (1.0 + MARGIN);
                 let bound = if bound.is_nan() { f64::INFINITY } else { bound };
                 order.push((bound.to_bits(), bi as u32, c as u32));
@@ -400,6 +391,21 @@ impl PolytomousBlocks {
             }
         }
     }
+}
+
+/// GPCM (module doc): the bound of `I(θ)` from `e ≥ I(x)` at `d = |θ − x|`,
+/// for slope `c = D·a` and `m` thresholds: `e·exp(c·m·d)`.
+fn gpcm_bound(e: f64, d: f64, rate: f64, m: f64) -> f64 {
+    e * (rate * m * d).exp()
+}
+
+/// GRM (module doc): the bound of `I(θ)` from `e ≥ I(x)` at `d = |θ − x|`,
+/// for slope `c = D·a`: `((√e + c)·e^x − c)²`, `x = c·d/2`, computed as
+/// `(√e·e^x + c·(e^x − 1))²` (two non-negative terms, no cancellation).
+fn grm_bound(e: f64, d: f64, rate: f64) -> f64 {
+    let x = rate * d / 2.0;
+    let r = e.sqrt() * x.exp() + rate * x.exp_m1();
+    r * r
 }
 
 impl Block {
@@ -620,12 +626,8 @@ mod tests {
                     for t in [x - d, x + d] {
                         let it = item.information(t, 1.702);
                         let bound = match p.model {
-                            PolytomousModel::Gpcm => ix * (c * m * d).exp(),
-                            PolytomousModel::Grm => {
-                                let r =
-                                    ix.sqrt() * (c * d / 2.0).exp() + c * (c * d / 2.0).exp_m1();
-                                r * r
-                            }
+                            PolytomousModel::Gpcm => gpcm_bound(ix, d, c, m),
+                            PolytomousModel::Grm => grm_bound(ix, d, c),
                         };
                         assert!(it <= bound * (1.0 + 1e-9), "{p:?} {x} {t}: {it} > {bound}");
                     }
