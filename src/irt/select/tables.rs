@@ -118,6 +118,7 @@ use super::super::model::{ItemParams, logistic_pair};
 use super::grid;
 use super::{SelectionContext, SelectionRule};
 
+mod curvature;
 mod envelope;
 mod step;
 mod variance;
@@ -250,6 +251,11 @@ struct Group {
     /// Per node, the largest entry of any row of the group at that node (in
     /// absolute value): what a skipped node can add (see [`Step`]).
     node_max: Vec<f64>,
+    /// Divergence family, buckets of polytomous items only: per bucket, the
+    /// information envelope on [`curvature::CELLS`] cells (else empty).
+    cells: Vec<f64>,
+    /// With `cells`: per bucket, the largest GRM slope `D·a` (0 without GRM items).
+    rates: Vec<f64>,
     /// Variance family: the 4PL parameters of each position (a stand-in for
     /// polytomous ones), for the probabilities at `θ̂` across a bucket.
     params: Vec<ItemParams>,
@@ -327,6 +333,8 @@ pub struct SelectionTables {
     blocks: Vec<(usize, usize)>,
     /// Pivots of the divergence envelopes (empty for other families).
     pivots: Vec<f64>,
+    /// `[theta_min, theta_max]`: the span of the curvature cells.
+    cell_range: (f64, f64),
     /// The tabulated items, by number of categories.
     groups: Vec<Group>,
     /// Bank indices of the items evaluated by the plain formula.
@@ -453,6 +461,7 @@ impl SelectionTables {
             nodes,
             blocks,
             pivots,
+            cell_range: (settings.theta_min, settings.theta_max),
             groups: Vec::with_capacity(pending.len()),
             extras,
         };
@@ -483,6 +492,8 @@ impl SelectionTables {
                 buckets,
                 envelope: Vec::new(),
                 node_max: vec![0.0; q],
+                cells: Vec::new(),
+                rates: Vec::new(),
                 params: Vec::new(),
                 dichotomous: Vec::new(),
             };
@@ -500,6 +511,9 @@ impl SelectionTables {
                 group.to_lanes(bank, q);
             }
             group.envelope = tables.envelope(&group, bank);
+            if family == Family::Divergence {
+                (group.cells, group.rates) = tables.curvature_envelope(&group, bank);
+            }
             tables.groups.push(group);
         }
         Some(tables)
@@ -526,7 +540,7 @@ impl SelectionTables {
         let blocks = q.min(MAX_BLOCKS);
         let envelope = match key.family {
             Family::Information => blocks,
-            Family::Divergence => blocks * pivot_count(q),
+            Family::Divergence => blocks * pivot_count(q) + curvature::CELLS + 1,
             Family::Variance => 4 * q,
             Family::VarianceJeffreys => 0,
         };
@@ -558,7 +572,12 @@ impl SelectionTables {
             .groups
             .iter()
             .map(|g| {
-                8 * (g.rows.len() + g.envelope.len() + g.buckets.len() + g.node_max.len())
+                8 * (g.rows.len()
+                    + g.envelope.len()
+                    + g.buckets.len()
+                    + g.node_max.len()
+                    + g.cells.len()
+                    + g.rates.len())
                     + 4 * g.ids.len()
                     + std::mem::size_of::<ItemParams>() * g.params.len()
                     + g.dichotomous.len()
