@@ -72,7 +72,8 @@
 //!
 //! # Envelopes (pruning)
 //!
-//! Items are grouped by number of categories, sorted into bands of
+//! Items are grouped by number of categories (divergence family: and by model,
+//! GRM or GPCM, whose curvature bounds differ), sorted into bands of
 //! discrimination and within a band by location, and cut into buckets of
 //! [`BUCKET_SIZE`]. Nodes are grouped into at most 64 consecutive blocks `β`
 //! with step masses `W_β = Σ_{g∈β} w_g`.
@@ -96,6 +97,11 @@
 //!   antitone) functions of one variable is `≥ 0` (`≤ 0`) (Chebyshev's sum
 //!   inequality). The bucket's bound is `Σ_β W_β max(E_{hβ}, E_{h+1,β})`.
 //!   Outside `[theta_min, theta_max]` there is no bound and nothing is pruned.
+//!   Polytomous buckets have a second, much tighter bound when the posterior
+//!   is concentrated (`curvature.rs`): `KL(θ̂ ‖ x) = ∫_{θ̂}^{x} (x − t)·f''(t) dt`
+//!   with `f'' = I` for the GPCM and `f'' ≤ e^{D·a·|t − θ̂|}·I` for the GRM, so
+//!   an envelope of the bucket's information on fine cells bounds every item's
+//!   criterion; the bucket's bound is the smaller of the two.
 //! * Variance, two-category groups (not under Jeffreys' prior): per node
 //!   the smallest and largest `P_jk(x_g)` of the bucket, `k = 0, 1`; a lower
 //!   bound of every item's expected posterior variance follows from the
@@ -392,6 +398,9 @@ impl SelectionTables {
         // Rows of every item, grouped by number of categories.
         struct Pending {
             categories: usize,
+            /// Divergence family: 1 for GRM items, 2 for GPCM items (their
+            /// curvature bounds differ), else 0.
+            kind: u8,
             order: Vec<(f64, f64, u32)>,
             rows: Vec<f64>,
         }
@@ -433,11 +442,22 @@ impl SelectionTables {
                 extras.push(id);
                 continue;
             }
-            let slot = match pending.iter().position(|p| p.categories == categories) {
+            let kind = match item {
+                Item::Polytomous(p) if family == Family::Divergence => match p.model {
+                    super::super::item::PolytomousModel::Grm => 1,
+                    super::super::item::PolytomousModel::Gpcm => 2,
+                },
+                _ => 0,
+            };
+            let slot = match pending
+                .iter()
+                .position(|p| p.categories == categories && p.kind == kind)
+            {
                 Some(slot) => slot,
                 None => {
                     pending.push(Pending {
                         categories,
+                        kind,
                         order: Vec::new(),
                         rows: Vec::new(),
                     });
@@ -452,7 +472,7 @@ impl SelectionTables {
             p.order.push((a, item.location(), id));
             p.rows.extend_from_slice(&row);
         }
-        pending.sort_by_key(|p| p.categories);
+        pending.sort_by_key(|p| (p.categories, p.kind));
 
         let mut tables = Self {
             key,

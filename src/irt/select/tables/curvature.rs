@@ -41,6 +41,8 @@ use super::*;
 pub(super) const CELLS: usize = 512;
 /// Relative slack on the envelope and on the bounds (far above their rounding).
 const SLACK: f64 = 1e-9;
+/// Slope levels of the GRM factor (see [`Curvature`]).
+const LEVELS: usize = 32;
 
 /// Cell of `y` (clamped; a cell's envelope also bounds the information within `h/2` of
 /// the cell, so a point placed in a neighbouring cell by rounding is still covered).
@@ -120,14 +122,21 @@ impl SelectionTables {
 }
 
 /// A step's nodes for the curvature bounds: per side of `θ̂`, the kept nodes outward
-/// with `w_g·d²/2`, `d` and the last cell they reach; and per group the rounding margin.
+/// with `w_g·d²/2` times the GRM factor at each slope level, and the last cell they
+/// reach; and per group the rounding margin.
 pub(super) struct Curvature {
     /// Cell of `θ̂`.
     start: usize,
-    /// Nodes above `θ̂`, increasing: `(w·d²/2, d, last cell)`.
-    right: Vec<(f64, f64, usize)>,
-    /// Nodes below `θ̂`, decreasing: `(w·d²/2, d, first cell)`.
-    left: Vec<(f64, f64, usize)>,
+    /// `c_max / LEVELS`: a bucket of largest GRM slope `c` uses the factor at
+    /// `⌈c / level⌉·level ≥ c` (the factor increases with `c`).
+    level: f64,
+    /// Nodes above `θ̂`, increasing: last cell, then `w·d²/2·factor` per level
+    /// (`LEVELS + 1` values) in `factors`.
+    right: Vec<usize>,
+    /// Nodes below `θ̂`, decreasing: first cell (factors after the right side's).
+    left: Vec<usize>,
+    /// Per node (right then left) and level: `w·d²/2·factor(level·ℓ·d)`.
+    factors: Vec<f64>,
     /// Per group: the plain formula's rounding over every node plus the skipped
     /// nodes' tails.
     extra: Vec<f64>,
@@ -143,18 +152,39 @@ impl Curvature {
             return None;
         }
         let (g0, g1) = step.kept;
+        let max_rate = tables
+            .groups
+            .iter()
+            .flat_map(|g| g.rates.iter().copied())
+            .fold(0.0, f64::max);
+        if !max_rate.is_finite() {
+            return None;
+        }
+        let level = max_rate / LEVELS as f64;
         let (mut right, mut left) = (Vec::new(), Vec::new());
+        let (mut factors_right, mut factors_left) = (Vec::new(), Vec::new());
         for g in g0..g1 {
             let x = step.nodes[g];
             let d = (x - theta).abs();
             let wd = step.w[g] * d * d * 0.5;
-            if x >= theta {
-                right.push((wd, d, cell_of(x, lo, width)));
+            let (cells, factors) = if x >= theta {
+                (&mut right, &mut factors_right)
             } else {
-                left.push((wd, d, cell_of(x, lo, width)));
-            }
+                (&mut left, &mut factors_left)
+            };
+            cells.push(cell_of(x, lo, width));
+            let row: Vec<f64> = (0..=LEVELS)
+                .map(|l| wd * grm_factor(l as f64 * level * d))
+                .collect();
+            factors.push(row);
         }
         left.reverse();
+        factors_left.reverse();
+        let factors = factors_right
+            .into_iter()
+            .chain(factors_left)
+            .flatten()
+            .collect();
         let extra = tables
             .groups
             .iter()
@@ -172,8 +202,10 @@ impl Curvature {
             .collect();
         Some(Self {
             start: cell_of(theta, lo, width),
+            level,
             right,
             left,
+            factors,
             extra,
         })
     }
@@ -185,23 +217,30 @@ impl Curvature {
             return f64::INFINITY;
         };
         let rate = group.rates[b];
+        let l = if rate > 0.0 {
+            // Rounded up (and the factor increases with the slope).
+            ((rate / self.level * (1.0 + 1e-12)).ceil() as usize).min(LEVELS)
+        } else {
+            0
+        };
         let around = env[self.start];
         let mut sum = 0.0;
+        let mut factors = self.factors[l..].iter().step_by(LEVELS + 1);
         let (mut max, mut i) = (around, self.start);
-        for &(wd, d, reach) in &self.right {
+        for &reach in &self.right {
             while i < reach {
                 i += 1;
                 max = max.max(env[i]);
             }
-            sum += wd * grm_factor(rate * d) * max;
+            sum += factors.next().unwrap_or(&f64::INFINITY) * max;
         }
         let (mut max, mut i) = (around, self.start);
-        for &(wd, d, reach) in &self.left {
+        for &reach in &self.left {
             while i > reach {
                 i -= 1;
                 max = max.max(env[i]);
             }
-            sum += wd * grm_factor(rate * d) * max;
+            sum += factors.next().unwrap_or(&f64::INFINITY) * max;
         }
         let bound = sum * (1.0 + SLACK) + self.extra[gi];
         if bound.is_nan() { f64::INFINITY } else { bound }
