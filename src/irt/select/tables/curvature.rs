@@ -285,6 +285,7 @@ mod tests {
         }
         let eligible = vec![true; bank.len()];
         let mut checked = 0_usize;
+        let mut tightest = 0.0_f64;
         for scaling in [1.0, 1.702] {
             let settings = EstimatorSettings {
                 scaling,
@@ -341,6 +342,7 @@ mod tests {
                                      {value} > {bound}"
                                 );
                                 checked += 1;
+                                tightest = tightest.max(value / bound);
                             }
                         }
                     }
@@ -348,5 +350,8 @@ mod tests {
             }
         }
         assert!(checked > 10_000);
+        // Some buckets come within a few percent of their bound, so a bound even
+        // 5 % too small fails above.
+        assert!(tightest > 0.95, "{tightest}");
     }
 }
