@@ -395,14 +395,14 @@ impl PolytomousBlocks {
 
 /// GPCM (module doc): the bound of `I(θ)` from `e ≥ I(x)` at `d = |θ − x|`,
 /// for slope `c = D·a` and `m` thresholds: `e·exp(c·m·d)`.
-fn gpcm_bound(e: f64, d: f64, rate: f64, m: f64) -> f64 {
+pub(super) fn gpcm_bound(e: f64, d: f64, rate: f64, m: f64) -> f64 {
     e * (rate * m * d).exp()
 }
 
 /// GRM (module doc): the bound of `I(θ)` from `e ≥ I(x)` at `d = |θ − x|`,
 /// for slope `c = D·a`: `((√e + c)·e^x − c)²`, `x = c·d/2`, computed as
 /// `(√e·e^x + c·(e^x − 1))²` (two non-negative terms, no cancellation).
-fn grm_bound(e: f64, d: f64, rate: f64) -> f64 {
+pub(super) fn grm_bound(e: f64, d: f64, rate: f64) -> f64 {
     let x = rate * d / 2.0;
     let r = e.sqrt() * x.exp() + rate * x.exp_m1();
     r * r

@@ -72,7 +72,8 @@
 //!
 //! # Envelopes (pruning)
 //!
-//! Items are grouped by number of categories, sorted into bands of
+//! Items are grouped by number of categories (divergence family: and by model,
+//! GRM or GPCM, whose curvature bounds differ), sorted into bands of
 //! discrimination and within a band by location, and cut into buckets of
 //! [`BUCKET_SIZE`]. Nodes are grouped into at most 64 consecutive blocks `β`
 //! with step masses `W_β = Σ_{g∈β} w_g`.
@@ -96,6 +97,11 @@
 //!   antitone) functions of one variable is `≥ 0` (`≤ 0`) (Chebyshev's sum
 //!   inequality). The bucket's bound is `Σ_β W_β max(E_{hβ}, E_{h+1,β})`.
 //!   Outside `[theta_min, theta_max]` there is no bound and nothing is pruned.
+//!   Polytomous buckets have a second, much tighter bound when the posterior
+//!   is concentrated (`curvature.rs`): `KL(θ̂ ‖ x) = ∫_{θ̂}^{x} (x − t)·f''(t) dt`
+//!   with `f'' = I` for the GPCM and `f'' ≤ e^{D·a·|t − θ̂|}·I` for the GRM, so
+//!   an envelope of the bucket's information on fine cells bounds every item's
+//!   criterion; the bucket's bound is the smaller of the two.
 //! * Variance, two-category groups (not under Jeffreys' prior): per node
 //!   the smallest and largest `P_jk(x_g)` of the bucket, `k = 0, 1`; a lower
 //!   bound of every item's expected posterior variance follows from the
@@ -118,6 +124,7 @@ use super::super::model::{ItemParams, logistic_pair};
 use super::grid;
 use super::{SelectionContext, SelectionRule};
 
+mod curvature;
 mod envelope;
 mod step;
 mod variance;
@@ -250,6 +257,11 @@ struct Group {
     /// Per node, the largest entry of any row of the group at that node (in
     /// absolute value): what a skipped node can add (see [`Step`]).
     node_max: Vec<f64>,
+    /// Divergence family, buckets of polytomous items only: per bucket, the
+    /// information envelope on [`curvature::CELLS`] cells (else empty).
+    cells: Vec<f64>,
+    /// With `cells`: per bucket, the largest GRM slope `D·a` (0 without GRM items).
+    rates: Vec<f64>,
     /// Variance family: the 4PL parameters of each position (a stand-in for
     /// polytomous ones), for the probabilities at `θ̂` across a bucket.
     params: Vec<ItemParams>,
@@ -327,6 +339,8 @@ pub struct SelectionTables {
     blocks: Vec<(usize, usize)>,
     /// Pivots of the divergence envelopes (empty for other families).
     pivots: Vec<f64>,
+    /// `[theta_min, theta_max]`: the span of the curvature cells.
+    cell_range: (f64, f64),
     /// The tabulated items, by number of categories.
     groups: Vec<Group>,
     /// Bank indices of the items evaluated by the plain formula.
@@ -384,6 +398,9 @@ impl SelectionTables {
         // Rows of every item, grouped by number of categories.
         struct Pending {
             categories: usize,
+            /// Divergence family: 1 for GRM items, 2 for GPCM items (their
+            /// curvature bounds differ), else 0.
+            kind: u8,
             order: Vec<(f64, f64, u32)>,
             rows: Vec<f64>,
         }
@@ -425,11 +442,22 @@ impl SelectionTables {
                 extras.push(id);
                 continue;
             }
-            let slot = match pending.iter().position(|p| p.categories == categories) {
+            let kind = match item {
+                Item::Polytomous(p) if family == Family::Divergence => match p.model {
+                    super::super::item::PolytomousModel::Grm => 1,
+                    super::super::item::PolytomousModel::Gpcm => 2,
+                },
+                _ => 0,
+            };
+            let slot = match pending
+                .iter()
+                .position(|p| p.categories == categories && p.kind == kind)
+            {
                 Some(slot) => slot,
                 None => {
                     pending.push(Pending {
                         categories,
+                        kind,
                         order: Vec::new(),
                         rows: Vec::new(),
                     });
@@ -444,7 +472,7 @@ impl SelectionTables {
             p.order.push((a, item.location(), id));
             p.rows.extend_from_slice(&row);
         }
-        pending.sort_by_key(|p| p.categories);
+        pending.sort_by_key(|p| (p.categories, p.kind));
 
         let mut tables = Self {
             key,
@@ -453,6 +481,7 @@ impl SelectionTables {
             nodes,
             blocks,
             pivots,
+            cell_range: (settings.theta_min, settings.theta_max),
             groups: Vec::with_capacity(pending.len()),
             extras,
         };
@@ -483,6 +512,8 @@ impl SelectionTables {
                 buckets,
                 envelope: Vec::new(),
                 node_max: vec![0.0; q],
+                cells: Vec::new(),
+                rates: Vec::new(),
                 params: Vec::new(),
                 dichotomous: Vec::new(),
             };
@@ -500,6 +531,9 @@ impl SelectionTables {
                 group.to_lanes(bank, q);
             }
             group.envelope = tables.envelope(&group, bank);
+            if family == Family::Divergence {
+                (group.cells, group.rates) = tables.curvature_envelope(&group, bank);
+            }
             tables.groups.push(group);
         }
         Some(tables)
@@ -526,7 +560,7 @@ impl SelectionTables {
         let blocks = q.min(MAX_BLOCKS);
         let envelope = match key.family {
             Family::Information => blocks,
-            Family::Divergence => blocks * pivot_count(q),
+            Family::Divergence => blocks * pivot_count(q) + curvature::CELLS + 1,
             Family::Variance => 4 * q,
             Family::VarianceJeffreys => 0,
         };
@@ -558,7 +592,12 @@ impl SelectionTables {
             .groups
             .iter()
             .map(|g| {
-                8 * (g.rows.len() + g.envelope.len() + g.buckets.len() + g.node_max.len())
+                8 * (g.rows.len()
+                    + g.envelope.len()
+                    + g.buckets.len()
+                    + g.node_max.len()
+                    + g.cells.len()
+                    + g.rates.len())
                     + 4 * g.ids.len()
                     + std::mem::size_of::<ItemParams>() * g.params.len()
                     + g.dichotomous.len()

@@ -6,6 +6,7 @@
 use super::super::super::item::{Item, MAX_CATEGORIES};
 use super::super::grid::{self, Posterior};
 use super::super::{SelectionContext, SelectionRule, TopK};
+use super::curvature::Curvature;
 use super::variance::Lanes;
 use super::*;
 
@@ -40,7 +41,7 @@ impl SelectionTables {
         let mut order: Vec<(f64, u32, u32)> = Vec::new();
         for (gi, group) in self.groups.iter().enumerate() {
             for b in 0..group.buckets.len() {
-                let bound = step.bucket_bound(self, group, b);
+                let bound = step.bucket_bound(self, gi, group, b);
                 order.push((bound, gi as u32, b as u32));
             }
         }
@@ -174,6 +175,8 @@ pub(super) struct Step<'a> {
     /// (information: `Σ w_g max I`; divergence: `Σ w_g max |ln P|`, the
     /// cross-entropy bounding the divergence).
     pub(super) tails: Vec<f64>,
+    /// Divergence: the curvature bounds' nodes (`None`: none).
+    pub(super) curvature: Option<Curvature>,
 }
 
 impl<'a> Step<'a> {
@@ -224,6 +227,7 @@ impl<'a> Step<'a> {
             skipped_mass: 0.0,
             skipped_moments: [0.0; 3],
             tails: Vec::new(),
+            curvature: None,
         };
         if family != Family::VarianceJeffreys {
             let max = w.iter().copied().fold(0.0, f64::max);
@@ -252,6 +256,7 @@ impl<'a> Step<'a> {
                     debug_assert!(p[h] <= t && t <= p[h + 1]);
                     step.bracket = Some(h);
                 }
+                step.curvature = Curvature::new(tables, &step);
             }
             Family::Variance | Family::VarianceJeffreys => {
                 let center = posterior.center();
@@ -288,7 +293,13 @@ impl<'a> Step<'a> {
 
     /// Upper bound of the signed plain criterion of every item of bucket `b`
     /// (`+∞` when there is none).
-    pub(super) fn bucket_bound(&self, tables: &SelectionTables, group: &Group, b: usize) -> f64 {
+    pub(super) fn bucket_bound(
+        &self,
+        tables: &SelectionTables,
+        gi: usize,
+        group: &Group,
+        b: usize,
+    ) -> f64 {
         let nb = self.block_mass.len();
         let bound = match self.family {
             Family::Information => {
@@ -307,7 +318,11 @@ impl<'a> Step<'a> {
                         .sum()
                 }
                 None => f64::INFINITY,
-            },
+            }
+            .min(match &self.curvature {
+                Some(c) => c.bound(gi, group, b),
+                None => f64::INFINITY,
+            }),
             Family::Variance | Family::VarianceJeffreys => {
                 let size = 4 * self.w.len();
                 // Signed (−EPV) and already widened for every rounding.
