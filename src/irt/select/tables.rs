@@ -103,12 +103,14 @@
 //!   an envelope of the bucket's information on fine cells bounds every item's
 //!   criterion; the bucket's bound is the smaller of the two.
 //! * Variance, two-category groups (not under Jeffreys' prior): per node
-//!   the smallest and largest `P_jk(x_g)` of the bucket, `k = 0, 1`; a lower
-//!   bound of every item's expected posterior variance follows from the
-//!   variance of the smallest rows and the mass of the largest, and from
-//!   the monotonicity of `P_j1` in `θ` for `P_j1(θ̂)` (see
-//!   `Step::variance_bound`). Other variance groups have no bound: every
-//!   eligible item gets its fast value.
+//!   the smallest and largest `P_jk(x_g)` of the bucket and of its increments
+//!   `P_jk(x_g) − P_jk(x_{g−1})`, `k = 0, 1`. With any constant `V_c`,
+//!   `EPV = V_c·Σ_k p_k − Σ_k p_k (V_c − V_k)`, and `V_c − V_k` depends on
+//!   the item through `π_k = Σ_g w_g P_jgk` and two sums by parts over the
+//!   increments, so the bound tracks the variance *reduction* rather than the
+//!   variance (see `Step::variance_bound`). Other variance groups have no
+//!   bound (the same bound on polytomous buckets prunes next to nothing):
+//!   every eligible item gets its fast value.
 //!
 //! Buckets are visited in decreasing bound (times `1 + ROUNDING`, for the
 //! rounding of both sums); the visit stops at the first bucket whose bound is
@@ -251,7 +253,7 @@ struct Group {
     /// Runs of positions `[start, end)`.
     buckets: Vec<(u32, u32)>,
     /// Per bucket: `blocks` values (information), `pivots × blocks`
-    /// (divergence) or `4 × nodes` (two-category variance groups, see
+    /// (divergence) or `8 × nodes + 1` (two-category variance groups, see
     /// [`SelectionTables::variance_envelope`]); else empty.
     envelope: Vec<f64>,
     /// Per node, the largest entry of any row of the group at that node (in
@@ -559,12 +561,27 @@ impl SelectionTables {
         let buckets = bank.len().div_ceil(BUCKET_SIZE) + BANDS * 32;
         let blocks = q.min(MAX_BLOCKS);
         let envelope = match key.family {
-            Family::Information => blocks,
-            Family::Divergence => blocks * pivot_count(q) + curvature::CELLS + 1,
-            Family::Variance => 4 * q,
+            Family::Information => buckets * blocks,
+            Family::Divergence => buckets * (blocks * pivot_count(q) + curvature::CELLS + 1),
+            Family::Variance => {
+                // Two-category buckets (at most one partial per band) times
+                // their size; no envelope for the others.
+                let mut counts = [0_usize; MAX_CATEGORIES + 1];
+                for item in bank {
+                    counts[item.categories().clamp(2, MAX_CATEGORIES)] += 1;
+                }
+                counts
+                    .iter()
+                    .enumerate()
+                    .filter(|&(c, &n)| c == 2 && n > 0)
+                    .map(|(c, &n)| {
+                        (n.div_ceil(BUCKET_SIZE) + BANDS) * variance::variance_size(c, q)
+                    })
+                    .sum()
+            }
             Family::VarianceJeffreys => 0,
         };
-        8 * (rows * q + buckets * envelope) + 4 * bank.len()
+        8 * (rows * q + envelope) + 4 * bank.len()
     }
 
     /// What the tables were built for.

@@ -78,7 +78,10 @@ impl SelectionTables {
                 }
                 env
             }
-            Family::Variance | Family::VarianceJeffreys => self.variance_envelope(group, bank),
+            // Polytomous buckets' bounds (same formula) prune next to nothing
+            // (the spread of their thresholds), so they are not built.
+            Family::Variance if group.categories == 2 => self.variance_envelope(group, bank),
+            Family::Variance | Family::VarianceJeffreys => Vec::new(),
         }
     }
 }

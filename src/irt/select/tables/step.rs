@@ -7,7 +7,7 @@ use super::super::super::item::{Item, MAX_CATEGORIES};
 use super::super::grid::{self, Posterior};
 use super::super::{SelectionContext, SelectionRule, TopK};
 use super::curvature::Curvature;
-use super::variance::Lanes;
+use super::variance::{Lanes, Reduction, variance_size};
 use super::*;
 
 impl SelectionTables {
@@ -177,6 +177,8 @@ pub(super) struct Step<'a> {
     pub(super) tails: Vec<f64>,
     /// Divergence: the curvature bounds' nodes (`None`: none).
     pub(super) curvature: Option<Curvature>,
+    /// Variance family, not under Jeffreys' prior: the bounds' vectors.
+    pub(super) reduction: Option<Reduction>,
 }
 
 impl<'a> Step<'a> {
@@ -228,6 +230,7 @@ impl<'a> Step<'a> {
             skipped_moments: [0.0; 3],
             tails: Vec::new(),
             curvature: None,
+            reduction: None,
         };
         if family != Family::VarianceJeffreys {
             let max = w.iter().copied().fold(0.0, f64::max);
@@ -285,6 +288,8 @@ impl<'a> Step<'a> {
                 }
                 if family == Family::VarianceJeffreys {
                     step.jeffreys = Some(posterior.jeffreys_information()?);
+                } else {
+                    step.reduction = Reduction::new(&step);
                 }
             }
         }
@@ -324,10 +329,10 @@ impl<'a> Step<'a> {
                 None => f64::INFINITY,
             }),
             Family::Variance | Family::VarianceJeffreys => {
-                let size = 4 * self.w.len();
+                let size = variance_size(group.categories, self.w.len());
                 // Signed (−EPV) and already widened for every rounding.
                 return match group.envelope.get(b * size..(b + 1) * size) {
-                    Some(env) => self.variance_bound(env),
+                    Some(env) => self.variance_bound(group.categories, env),
                     None => f64::INFINITY,
                 };
             }
