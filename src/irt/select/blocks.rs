@@ -408,6 +408,28 @@ pub(super) fn grm_bound(e: f64, d: f64, rate: f64) -> f64 {
     r * r
 }
 
+/// A random GRM or GPCM item for the tests of the polytomous bounds: 1 to
+/// `max_thresholds - 1` thresholds in `spread` (sorted and distinct for the
+/// GRM), slope in `0.2..max_slope`.
+#[cfg(test)]
+pub(super) fn random_polytomous_item<R: rand::Rng>(
+    rng: &mut R,
+    max_thresholds: usize,
+    spread: std::ops::Range<f64>,
+    max_slope: f64,
+) -> Item {
+    let m = rng.random_range(1..max_thresholds);
+    let mut t: Vec<f64> = (0..m).map(|_| rng.random_range(spread.clone())).collect();
+    let a = rng.random_range(0.2..max_slope);
+    if rng.random::<bool>() {
+        t.sort_by(f64::total_cmp);
+        t.dedup();
+        Item::grm(a, t)
+    } else {
+        Item::gpcm(a, t)
+    }
+}
+
 impl Block {
     /// Information of positions `start..end` into `out` and its bound into
     /// `err` (0 for the GRM, and for the GPCM unless `FAST`).
@@ -603,16 +625,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(5);
         let mut bank: Vec<Item> = Vec::new();
         for _ in 0..1_500 {
-            let m = rng.random_range(1..7);
-            let mut t: Vec<f64> = (0..m).map(|_| rng.random_range(-7.0..7.0)).collect();
-            let a = rng.random_range(0.2..4.0);
-            bank.push(if rng.random::<bool>() {
-                t.sort_by(f64::total_cmp);
-                t.dedup();
-                Item::grm(a, t)
-            } else {
-                Item::gpcm(a, t)
-            });
+            bank.push(random_polytomous_item(&mut rng, 7, -7.0..7.0, 4.0));
         }
         // The pointwise bounds, for distances far above a node step.
         for item in &bank {
@@ -663,16 +676,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(3);
         let mut bank: Vec<Item> = Vec::new();
         for _ in 0..700 {
-            let m = rng.random_range(1..8);
-            let mut t: Vec<f64> = (0..m).map(|_| rng.random_range(-5.0..5.0)).collect();
-            let a = rng.random_range(0.2..3.5);
-            bank.push(if rng.random::<bool>() {
-                t.sort_by(f64::total_cmp);
-                t.dedup();
-                Item::grm(a, t)
-            } else {
-                Item::gpcm(a, t)
-            });
+            bank.push(random_polytomous_item(&mut rng, 8, -5.0..5.0, 3.5));
         }
         bank.push(Item::grm(1.0, vec![1.0, 0.0])); // invalid: left out
         let ids: Vec<u32> = (0..bank.len() as u32).collect();

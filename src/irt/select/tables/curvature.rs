@@ -249,6 +249,7 @@ impl Curvature {
 
 #[cfg(test)]
 mod tests {
+    use super::super::super::blocks::random_polytomous_item;
     use super::super::super::grid::Posterior;
     use super::*;
     use rand::rngs::StdRng;
@@ -272,16 +273,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(15);
         let mut bank: Vec<Item> = Vec::new();
         for _ in 0..1_200 {
-            let m = rng.random_range(1..6);
-            let mut t: Vec<f64> = (0..m).map(|_| rng.random_range(-4.5..4.5)).collect();
-            let a = rng.random_range(0.2..4.0);
-            bank.push(if rng.random::<bool>() {
-                t.sort_by(f64::total_cmp);
-                t.dedup();
-                Item::grm(a, t)
-            } else {
-                Item::gpcm(a, t)
-            });
+            bank.push(random_polytomous_item(&mut rng, 6, -4.5..4.5, 4.0));
         }
         let eligible = vec![true; bank.len()];
         let mut checked = 0_usize;
