@@ -268,10 +268,7 @@ impl ExamService {
                     .ok_or_else(|| assessment_not_found(assessment_id))?;
                 let assessment = AssessmentView::from_row(assessment)?;
                 // The newest revision: a new exam sees every item added or retired so far.
-                let revision = queries::bank_revision(conn, assessment.item_bank_id)
-                    .await?
-                    .unwrap_or(0);
-                let bank = self.bank(conn, assessment.item_bank_id, revision).await?;
+                let bank = self.newest_bank(conn, assessment.item_bank_id).await?;
                 let begun = conn
                     .transaction(async |conn| {
                         self.begin_exam(conn, &assessment, &bank, student_id).await

@@ -201,6 +201,16 @@ impl ExamService {
             .await?
             .ok_or_else(|| AppError::NotFound(format!("item bank {bank_id} does not exist")))
     }
+
+    /// A bank at its newest revision (items added, retired or promoted on any instance).
+    pub(super) async fn newest_bank(
+        &self,
+        conn: &mut AsyncPgConnection,
+        bank_id: i64,
+    ) -> AppResult<Arc<Bank>> {
+        let revision = queries::bank_revision(conn, bank_id).await?.unwrap_or(0);
+        self.bank(conn, bank_id, revision).await
+    }
 }
 
 /// Validates and stores a new bank with all its items, atomically.

@@ -137,9 +137,8 @@ impl ExamService {
     pub async fn pretest_items(&self, bank_id: BankId) -> AppResult<Vec<PretestItemView>> {
         self.db
             .run(async |conn| {
-                // The newest revision: items added on another instance count too.
-                let revision = queries::bank_revision(conn, bank_id.0).await?.unwrap_or(0);
-                let bank = self.bank(conn, bank_id.0, revision).await?;
+                // Items added on another instance count too.
+                let bank = self.newest_bank(conn, bank_id.0).await?;
                 let items: Vec<&crate::storage::bank_cache::BankItem> = bank
                     .items
                     .iter()
