@@ -564,7 +564,7 @@ impl InformationIndex {
             proven = true;
         }
         if proven {
-            evaluated += self.offer_polytomous(bank, eligible, theta, &mut top);
+            evaluated += self.offer_polytomous(eligible, theta, &mut top);
             return Ranking::from_top(top, IndexPath::Proven { evaluated });
         }
 
@@ -594,7 +594,7 @@ impl InformationIndex {
                 }
             }
         }
-        evaluated += self.offer_polytomous(bank, eligible, theta, &mut fresh);
+        evaluated += self.offer_polytomous(eligible, theta, &mut fresh);
         Ranking::from_top(fresh, IndexPath::Pruned { evaluated })
     }
 
@@ -604,21 +604,44 @@ impl InformationIndex {
         &self.extras
     }
 
-    /// Calls `f(bank index, v, e)` for every polytomous item of the bank that
-    /// is valid, [`Item::information`]'s value being `v` (`e = 0`), or when
-    /// `bounded` within `e` of `v` (computed in blocks).
-    pub(super) fn polytomous_information(
-        &self,
-        theta: f64,
-        bounded: bool,
-        mut f: impl FnMut(usize, f64, f64),
-    ) {
-        if bounded {
-            self.polytomous.for_each_bounded(theta, self.scaling, f);
-        } else {
-            self.polytomous
-                .for_each(theta, self.scaling, |i, v| f(i, v, 0.0));
+    /// Calls `f(bank index, I(θ))` for every polytomous item of the bank that
+    /// is valid, with [`Item::information`]'s value (computed in blocks).
+    pub(super) fn polytomous_information(&self, theta: f64, f: impl FnMut(usize, f64)) {
+        self.polytomous.for_each(theta, self.scaling, f);
+    }
+
+    /// Writes to `out[i]`, for every item `i` of the bank (`out` as long as
+    /// the bank), [`Item::information`]'s value at `theta`, except for the
+    /// items of a difficulty bucket (module doc, step 2) or polytomous chunk
+    /// ([`super::blocks`]) whose bound at `theta` is below `floor`: for those
+    /// `−U`, with `U > 0` an upper bound of their information, and their
+    /// information is not computed.
+    pub(super) fn information_above(&self, bank: &[Item], theta: f64, floor: f64, out: &mut [f64]) {
+        let scaling = self.scaling;
+        let mut info = [0.0_f64; BUCKET_SIZE];
+        for bucket in &self.buckets {
+            let (start, end) = (bucket.start as usize, bucket.end as usize);
+            let ids = &self.ids[start..end];
+            let bound = bucket.bound(theta, scaling);
+            if bound < floor {
+                for &i in ids {
+                    out[i as usize] = -bound.max(f64::MIN_POSITIVE);
+                }
+            } else {
+                let info = &mut info[..end - start];
+                for (v, p) in info.iter_mut().zip(&self.params[start..end]) {
+                    *v = information(p, theta, scaling);
+                }
+                for (&i, &v) in ids.iter().zip(info.iter()) {
+                    out[i as usize] = v;
+                }
+            }
         }
+        for &i in &self.extras {
+            out[i as usize] = bank[i as usize].information(theta, scaling);
+        }
+        self.polytomous
+            .for_each_above(theta, scaling, floor, |i, v| out[i] = v);
     }
 
     /// Whether the blocks hold any polytomous item.
@@ -650,15 +673,9 @@ impl InformationIndex {
     /// Offers the eligible polytomous items of the blocks that can enter
     /// `top` (pruned by the blocks' envelopes, [`super::blocks`]); returns how
     /// many were evaluated.
-    fn offer_polytomous(
-        &self,
-        bank: &[Item],
-        eligible: &[bool],
-        theta: f64,
-        top: &mut TopK,
-    ) -> usize {
+    fn offer_polytomous(&self, eligible: &[bool], theta: f64, top: &mut TopK) -> usize {
         self.polytomous
-            .offer_pruned(bank, eligible, theta, self.scaling, top)
+            .offer_pruned(eligible, theta, self.scaling, top)
     }
 
     /// Evaluates every eligible item.
@@ -674,7 +691,7 @@ impl InformationIndex {
             &mut top,
         );
         self.offer_extras(bank, eligible, theta, &mut top);
-        self.offer_polytomous(bank, eligible, theta, &mut top);
+        self.offer_polytomous(eligible, theta, &mut top);
         Ranking::from_top(top, IndexPath::FullScan)
     }
 }

@@ -10,19 +10,17 @@ use super::super::item::Item;
 use super::super::model::{ItemParams, information};
 use super::{IndexPath, InformationIndex, MAX_RANDOMESQUE, Ranking, SelectionContext, TopK};
 
-/// Fisher information at `ctx.theta` of every bank item, in bank order, and a
-/// bound on each value's difference to [`Item::information`]'s (0: the same
-/// value): the dichotomous items through the vectorized [`information`] (the
-/// same function), the polytomous ones through the index's blocks when it
-/// fits (exact, or when `bounded` within a bound for the GPCM items);
-/// ineligible polytomous items outside the blocks are not evaluated (NaN).
-pub(super) fn bank_information(ctx: &SelectionContext<'_>, bounded: bool) -> (Vec<f64>, Vec<f64>) {
+/// Fisher information at `ctx.theta` of every bank item, in bank order, with
+/// [`Item::information`]'s value: the dichotomous items through the
+/// vectorized [`information`] (the same function), the polytomous ones
+/// through the index's blocks when it fits; ineligible polytomous items
+/// outside the blocks are not evaluated (NaN).
+pub(super) fn bank_information(ctx: &SelectionContext<'_>) -> Vec<f64> {
     /// Stand-in for polytomous slots of the buffer (overwritten after the loop).
     const FILLER: ItemParams = ItemParams::two_pl(1.0, 0.0);
     let (theta, scaling) = (ctx.theta, ctx.estimator.scaling);
     let index = ctx.usable_index();
     let mut out = vec![f64::NAN; ctx.bank.len()];
-    let mut errs = vec![0.0; ctx.bank.len()];
     let mut params = [FILLER; CHUNK];
     let mut polytomous = false;
     for (items, out) in ctx.bank.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
@@ -61,10 +59,7 @@ pub(super) fn bank_information(ctx: &SelectionContext<'_>, bounded: bool) -> (Ve
         };
         match index {
             Some(index) => {
-                index.polytomous_information(theta, bounded, |i, info, err| {
-                    out[i] = info;
-                    errs[i] = err;
-                });
+                index.polytomous_information(theta, |i, info| out[i] = info);
                 // The polytomous items outside the blocks (invalid ones).
                 for &i in index.extras() {
                     let i = i as usize;
@@ -82,7 +77,7 @@ pub(super) fn bank_information(ctx: &SelectionContext<'_>, bounded: bool) -> (Ve
             }
         }
     }
-    (out, errs)
+    out
 }
 
 /// The exact `k` most informative eligible items at `ctx.theta`, through the
