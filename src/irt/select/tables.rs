@@ -128,6 +128,7 @@ use super::{SelectionContext, SelectionRule};
 
 mod curvature;
 mod envelope;
+mod spread;
 mod step;
 mod variance;
 
@@ -269,6 +270,10 @@ struct Group {
     params: Vec<ItemParams>,
     /// Variance family: whether every item of a bucket is dichotomous.
     dichotomous: Vec<bool>,
+    /// Variance family, polytomous groups: per position, a Lipschitz constant
+    /// of the item's cumulative probabilities, NaN when the spread bound does
+    /// not vouch for the item (see [`spread::slope`]).
+    slopes: Vec<f64>,
 }
 
 impl Group {
@@ -518,6 +523,7 @@ impl SelectionTables {
                 rates: Vec::new(),
                 params: Vec::new(),
                 dichotomous: Vec::new(),
+                slopes: Vec::new(),
             };
             for &x in &order {
                 group
@@ -531,6 +537,14 @@ impl SelectionTables {
             }
             if matches!(family, Family::Variance | Family::VarianceJeffreys) {
                 group.to_lanes(bank, q);
+            }
+            if family == Family::Variance && group.categories > 2 {
+                let radius = tables.nodes[0].abs().max(tables.nodes[q - 1].abs());
+                group.slopes = group
+                    .ids
+                    .iter()
+                    .map(|&i| spread::slope(&bank[i as usize], scaling, radius))
+                    .collect();
             }
             group.envelope = tables.envelope(&group, bank);
             if family == Family::Divergence {
@@ -618,6 +632,7 @@ impl SelectionTables {
                     + 4 * g.ids.len()
                     + std::mem::size_of::<ItemParams>() * g.params.len()
                     + g.dichotomous.len()
+                    + 8 * g.slopes.len()
             })
             .sum();
         groups

@@ -16,6 +16,7 @@ impl Step<'_> {
         group: &Group,
         b: usize,
         bank: &[Item],
+        wanted: &[bool; BUCKET_SIZE],
         scratch: &mut Lanes,
         lo: &mut [f64; BUCKET_SIZE],
         hi: &mut [f64; BUCKET_SIZE],
@@ -54,10 +55,16 @@ impl Step<'_> {
                 *q0 = (1.0 - p.d) + g * small;
             }
         } else {
+            // Lanes not wanted get zeros (their values are not used).
             let mut buf = [0.0; MAX_CATEGORIES];
             for (l, &i) in group.ids[start..end].iter().enumerate() {
-                let m = grid::probabilities(&bank[i as usize], self.theta, self.scaling, &mut buf);
-                debug_assert_eq!(m, c);
+                if wanted[l] {
+                    let m =
+                        grid::probabilities(&bank[i as usize], self.theta, self.scaling, &mut buf);
+                    debug_assert_eq!(m, c);
+                } else {
+                    buf[..c].fill(0.0);
+                }
                 for k in 0..c {
                     probs[k * L + l] = buf[k];
                 }
