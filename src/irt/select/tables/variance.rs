@@ -537,7 +537,7 @@ impl Step<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::super::grid::Posterior;
     use super::*;
     use crate::irt::estimate::Prior;
@@ -545,7 +545,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     /// A random 4PL, GRM or GPCM item (2 to 6 categories, slopes up to 3).
-    fn random_item(rng: &mut StdRng) -> Item {
+    pub(in super::super) fn random_item(rng: &mut StdRng) -> Item {
         let a = rng.random_range(0.2..3.0);
         match rng.random_range(0..3) {
             0 => {
