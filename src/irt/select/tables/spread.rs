@@ -45,8 +45,9 @@
 //! The moments are sums of at most `q` products with `|m| ≤ 1 + 2σ`, so each
 //! computed sum is within `ROUNDING` times the step's sums of absolute moments
 //! ([`Spread::totals`]) of the real one; `Z`, `X`, `|Y|` are moved by that
-//! much in the unfavourable direction before `X − Y²/Z`, whose own
-//! rounding, and that of the division, is `4u` relative. The plain variance
+//! much in the unfavourable direction before `(XZ − Y²)/(ZΠ)` (the bound of
+//! `V_k`, `Π` that of `π_k`), whose numerator is within `3u·(|XZ| + Y²)` and
+//! whose quotient is within `4u` relatively of their real values. The plain variance
 //! of a category is within `8·ROUNDING·max u²` of `V_k` when `π_k > 10⁻²⁵⁰`
 //! (as in [`Step::variance_bound`]; below that the category's bound is 0),
 //! and the plain sum over categories within `2(C + 1)u` relative.
@@ -99,8 +100,15 @@ pub(super) struct Spread {
     /// The nodes whose `S_k` are read: the blocks' ends, non-decreasing.
     ends: Vec<usize>,
     /// Per block: the indices in `ends` of its two ends, and its moments
-    /// `[Σ w, Σ w u, Σ w u²]`.
+    /// `[Σ w, Σ w u, Σ w u²]`; single nodes (both ends the same), then the
+    /// tails.
     blocks: Vec<(usize, usize, [f64; 3])>,
+    /// Number of single nodes at the start of `blocks`.
+    singles: usize,
+    /// The single nodes' moments, summed: a single node has `m = d − σ` and
+    /// `M = d + σ` with the same `d = S_k(x_g) − S_{k+1}(x_g)`, so `σ` is
+    /// applied once to the sums.
+    single_moments: [f64; 3],
     /// The nodes `x_a ≤ θ̂ ≤ x_b` bracketing `θ̂` (the same twice when `θ̂`
     /// is a node), and bounds of `θ̂ − x_a` and `x_b − θ̂`.
     bracket: (usize, usize),
@@ -143,19 +151,19 @@ impl Spread {
             }
             m
         };
-        // One block per tail (ends read apart), one per node in between.
+        // One block per node of the core, one per tail (ends read apart).
         let (mut ends, mut blocks) = (Vec::new(), Vec::new());
-        if n0 > g0 {
-            ends.extend([g0, n0 - 1]);
-            blocks.push((0, 1, moments(g0, n0)));
-        }
         for g in n0..n1 {
             ends.push(g);
             blocks.push((ends.len() - 1, ends.len() - 1, moments(g, g + 1)));
         }
-        if g1 > n1 {
-            ends.extend([n1, g1 - 1]);
-            blocks.push((ends.len() - 2, ends.len() - 1, moments(n1, g1)));
+        let singles = blocks.len();
+        let single_moments = moments(n0, n1);
+        for (from, to) in [(g0, n0), (n1, g1)] {
+            if to > from {
+                ends.extend([from, to - 1]);
+                blocks.push((ends.len() - 2, ends.len() - 1, moments(from, to)));
+            }
         }
         let abs: f64 = (g0..g1).map(|g| w[g] * step.abs_u[g]).sum();
         let totals = [1.01 * step.moments[0], 1.01 * abs, 1.01 * step.moments[2]];
@@ -167,6 +175,8 @@ impl Spread {
         finite.then_some(Self {
             ends,
             blocks,
+            singles,
+            single_moments,
             bracket,
             gaps,
             totals,
@@ -202,10 +212,10 @@ impl Step<'_> {
         // (j·(c + 1) + k)·L + l; S_0 = 1, S_c = 0.
         let e = sp.ends.len();
         let points = sp.ends.iter().chain([&sp.bracket.0, &sp.bracket.1]);
-        scratch.clear();
-        scratch.resize((e + 2) * (c + 1) * L, 0.0);
+        scratch.resize(scratch.len().max((e + 2) * (c + 1) * L), 0.0);
         for (j, &g) in points.enumerate() {
             let s = &mut scratch[j * (c + 1) * L..(j + 1) * (c + 1) * L];
+            s[c * L..].fill(0.0);
             for k in (1..c).rev() {
                 let lane = &rows[((k - 1) * q + g) * L..][..L];
                 let (low, high) = s.split_at_mut((k + 1) * L);
@@ -229,7 +239,23 @@ impl Step<'_> {
         let (mut total, mut mass, mut least) = ([0.0_f64; L], [0.0_f64; L], [f64::INFINITY; L]);
         for k in 0..c {
             let (mut x, mut y, mut z, mut big) = ([0.0; L], [0.0; L], [0.0; L], [0.0; L]);
-            for &(ia, ib, [mw, mu, muu]) in &sp.blocks {
+            for &(ia, _, [mw, mu, muu]) in &sp.blocks[..sp.singles] {
+                let (sk, sn) = (s(ia, k), s(ia, k + 1));
+                for l in 0..L {
+                    let d = sk[l] - sn[l];
+                    x[l] += d * muu;
+                    y[l] += d * mu;
+                    z[l] += d * mw;
+                }
+            }
+            let [cw, cu, cuu] = sp.single_moments;
+            for l in 0..L {
+                big[l] = z[l] + sigma * cw;
+                x[l] -= sigma * cuu;
+                y[l] -= sigma * cu;
+                z[l] -= sigma * cw;
+            }
+            for &(ia, ib, [mw, mu, muu]) in &sp.blocks[sp.singles..] {
                 let (ska, skb) = (s(ia, k), s(ib, k));
                 let (sna, snb) = (s(ia, k + 1), s(ib, k + 1));
                 for l in 0..L {
@@ -253,9 +279,10 @@ impl Step<'_> {
                 let y = y[l].abs() + r * t1;
                 let z = z[l] - r * t0;
                 let pi = (big[l] + r * t0 + sp.skipped) * (1.0 + r);
-                let square = y * y / z;
-                let n = (x - square) - 4.0 * UNIT * (x.abs() + square);
-                let v = (n / pi) * (1.0 - 4.0 * UNIT) - floor;
+                // (X − Y²/Z)/Π = (XZ − Y²)/(ZΠ), one division.
+                let (xz, yy) = (x * z, y * y);
+                let n = (xz - yy) - 3.0 * UNIT * (xz.abs() + yy);
+                let v = n / (z * pi) * (1.0 - 4.0 * UNIT) - floor;
                 // NaN (never for finite rows) fails the comparison: 0.
                 let v = if z > 1e-250 && v > 0.0 { v } else { 0.0 };
                 let p = ((upper - lower) - sigma).max(0.0);
