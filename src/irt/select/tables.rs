@@ -108,9 +108,21 @@
 //!   `EPV = V_c·Σ_k p_k − Σ_k p_k (V_c − V_k)`, and `V_c − V_k` depends on
 //!   the item through `π_k = Σ_g w_g P_jgk` and two sums by parts over the
 //!   increments, so the bound tracks the variance *reduction* rather than the
-//!   variance (see `Step::variance_bound`). Other variance groups have no
-//!   bound (the same bound on polytomous buckets prunes next to nothing):
-//!   every eligible item gets its fast value.
+//!   variance (see `Step::variance_bound`).
+//! * Variance, polytomous groups (not under Jeffreys' prior): the same
+//!   bucket bound prunes next to nothing (the spread of a bucket's
+//!   thresholds), so each item gets its own bound instead, from its rows at a
+//!   few nodes only (the nodes holding the posterior's mass, the ends of the
+//!   kept window's tails and the two nodes bracketing `θ̂`): the GRM's and
+//!   GPCM's cumulative probabilities `P(X ≥ k | θ)` are non-decreasing in
+//!   `θ`, so those nodes bound every category's probability on the rest of
+//!   the window and at `θ̂`, and a mixture bound turns that into a lower bound
+//!   of each category's posterior variance (`spread.rs`). All of a step's
+//!   item bounds are computed first; a bucket's bound is the largest of its
+//!   eligible items', and a visited bucket computes the fast value (and the
+//!   probabilities at `θ̂`) of the items whose bound reaches `L` only. Under
+//!   Jeffreys' prior (weights that depend on the item) no variance group has
+//!   a bound: every eligible item gets its fast value.
 //!
 //! Buckets are visited in decreasing bound (times `1 + ROUNDING`, for the
 //! rounding of both sums); the visit stops at the first bucket whose bound is

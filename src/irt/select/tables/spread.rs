@@ -139,15 +139,18 @@ impl Spread {
             _ => (g, g + 1),
         };
         let max = w[g0..g1].iter().copied().fold(0.0, f64::max);
-        let core = (g0..g1).filter(|&g| w[g] >= CORE * max);
-        let n0 = core.clone().next()?;
-        let n1 = core.last()? + 1;
+        let n0 = (g0..g1).find(|&g| w[g] >= CORE * max)?;
+        let n1 = (g0..g1).rev().find(|&g| w[g] >= CORE * max)? + 1;
         let moments = |from: usize, to: usize| {
             let mut m = [0.0; 3];
-            for g in from..to {
-                m[0] += w[g];
-                m[1] += step.wu[g];
-                m[2] += step.wuu[g];
+            let moments = w[from..to]
+                .iter()
+                .zip(&step.wu[from..to])
+                .zip(&step.wuu[from..to]);
+            for ((w, wu), wuu) in moments {
+                m[0] += w;
+                m[1] += wu;
+                m[2] += wuu;
             }
             m
         };
@@ -189,10 +192,6 @@ impl Step<'_> {
     /// Upper bounds of the signed plain criterion (`−EPV`) of every lane of
     /// bucket `b` of a polytomous group from the spread bound (module doc):
     /// `+∞` for the lanes of items without a [`slope`], or when there is no bound.
-    #[expect(
-        clippy::needless_range_loop,
-        reason = "lanes are indexed alike in several arrays"
-    )]
     pub(super) fn spread_caps(
         &self,
         group: &Group,

@@ -91,20 +91,18 @@ impl SelectionTables {
                     // the signed value is −EPV.
                     // Lanes whose spread bound is below `L` are skipped.
                     let group_caps = &caps[gi as usize];
-                    let mut wanted = [false; BUCKET_SIZE];
+                    lanes.wanted.fill(false);
                     for (l, pos) in (start as usize..end as usize).enumerate() {
-                        wanted[l] = ctx.is_eligible(group.ids[pos] as usize)
+                        lanes.wanted[l] = ctx.is_eligible(group.ids[pos] as usize)
                             && group_caps.get(pos).is_none_or(|&c| c >= threshold);
                     }
-                    if !wanted.contains(&true) {
+                    if !lanes.wanted.contains(&true) {
                         continue;
                     }
                     let (mut lo, mut hi) = ([0.0; BUCKET_SIZE], [0.0; BUCKET_SIZE]);
-                    step.variance_bucket(
-                        group, b as usize, ctx.bank, &wanted, &mut lanes, &mut lo, &mut hi,
-                    );
+                    step.variance_bucket(group, b as usize, ctx.bank, &mut lanes, &mut lo, &mut hi);
                     for (l, pos) in (start as usize..end as usize).enumerate() {
-                        if wanted[l] {
+                        if lanes.wanted[l] {
                             offer(group.ids[pos] as usize, -hi[l], -lo[l]);
                         }
                     }

@@ -16,7 +16,6 @@ impl Step<'_> {
         group: &Group,
         b: usize,
         bank: &[Item],
-        wanted: &[bool; BUCKET_SIZE],
         scratch: &mut Lanes,
         lo: &mut [f64; BUCKET_SIZE],
         hi: &mut [f64; BUCKET_SIZE],
@@ -30,6 +29,7 @@ impl Step<'_> {
         let rows = group.lanes(b, q);
         let (g0, g1) = self.kept;
         let Lanes {
+            wanted,
             probs,
             value,
             bound,
@@ -251,6 +251,9 @@ impl Step<'_> {
 
 /// Buffers of [`Step::variance_bucket`], one set per step.
 pub(super) struct Lanes {
+    /// Per lane: whether its value is needed (set by the caller; the
+    /// probabilities at `θ̂` of the others are not computed).
+    pub(super) wanted: [bool; BUCKET_SIZE],
     /// `P_jk(θ̂)` of category `k`, lane `l` at `k·BUCKET_SIZE + l`.
     pub(super) probs: Vec<f64>,
     /// Per lane: the sum of the category terms, and of their bounds.
@@ -274,6 +277,7 @@ impl Lanes {
     /// Empty buffers.
     pub(super) fn new() -> Self {
         Self {
+            wanted: [true; BUCKET_SIZE],
             probs: vec![0.0; MAX_CATEGORIES * BUCKET_SIZE],
             value: [0.0; BUCKET_SIZE],
             bound: [0.0; BUCKET_SIZE],
