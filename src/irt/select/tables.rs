@@ -108,9 +108,21 @@
 //!   `EPV = V_c·Σ_k p_k − Σ_k p_k (V_c − V_k)`, and `V_c − V_k` depends on
 //!   the item through `π_k = Σ_g w_g P_jgk` and two sums by parts over the
 //!   increments, so the bound tracks the variance *reduction* rather than the
-//!   variance (see `Step::variance_bound`). Other variance groups have no
-//!   bound (the same bound on polytomous buckets prunes next to nothing):
-//!   every eligible item gets its fast value.
+//!   variance (see `Step::variance_bound`).
+//! * Variance, polytomous groups (not under Jeffreys' prior): the same
+//!   bucket bound prunes next to nothing (the spread of a bucket's
+//!   thresholds), so each item gets its own bound instead, from its rows at a
+//!   few nodes only (the nodes holding the posterior's mass, the ends of the
+//!   kept window's tails and the two nodes bracketing `θ̂`): the GRM's and
+//!   GPCM's cumulative probabilities `P(X ≥ k | θ)` are non-decreasing in
+//!   `θ`, so those nodes bound every category's probability on the rest of
+//!   the window and at `θ̂`, and a mixture bound turns that into a lower bound
+//!   of each category's posterior variance (`spread.rs`). All of a step's
+//!   item bounds are computed first; a bucket's bound is the largest of its
+//!   eligible items', and a visited bucket computes the fast value (and the
+//!   probabilities at `θ̂`) of the items whose bound reaches `L` only. Under
+//!   Jeffreys' prior (weights that depend on the item) no variance group has
+//!   a bound: every eligible item gets its fast value.
 //!
 //! Buckets are visited in decreasing bound (times `1 + ROUNDING`, for the
 //! rounding of both sums); the visit stops at the first bucket whose bound is
@@ -128,6 +140,7 @@ use super::{SelectionContext, SelectionRule};
 
 mod curvature;
 mod envelope;
+mod spread;
 mod step;
 mod variance;
 
@@ -269,6 +282,10 @@ struct Group {
     params: Vec<ItemParams>,
     /// Variance family: whether every item of a bucket is dichotomous.
     dichotomous: Vec<bool>,
+    /// Variance family, polytomous groups: per position, a Lipschitz constant
+    /// of the item's cumulative probabilities, NaN when the spread bound does
+    /// not vouch for the item (see [`spread::slope`]).
+    slopes: Vec<f64>,
 }
 
 impl Group {
@@ -518,6 +535,7 @@ impl SelectionTables {
                 rates: Vec::new(),
                 params: Vec::new(),
                 dichotomous: Vec::new(),
+                slopes: Vec::new(),
             };
             for &x in &order {
                 group
@@ -531,6 +549,14 @@ impl SelectionTables {
             }
             if matches!(family, Family::Variance | Family::VarianceJeffreys) {
                 group.to_lanes(bank, q);
+            }
+            if family == Family::Variance && group.categories > 2 {
+                let radius = tables.nodes[0].abs().max(tables.nodes[q - 1].abs());
+                group.slopes = group
+                    .ids
+                    .iter()
+                    .map(|&i| spread::slope(&bank[i as usize], scaling, radius))
+                    .collect();
             }
             group.envelope = tables.envelope(&group, bank);
             if family == Family::Divergence {
@@ -618,6 +644,7 @@ impl SelectionTables {
                     + 4 * g.ids.len()
                     + std::mem::size_of::<ItemParams>() * g.params.len()
                     + g.dichotomous.len()
+                    + 8 * g.slopes.len()
             })
             .sum();
         groups

@@ -7,6 +7,7 @@ use super::super::super::item::{Item, MAX_CATEGORIES};
 use super::super::grid::{self, Posterior};
 use super::super::{SelectionContext, SelectionRule, TopK};
 use super::curvature::Curvature;
+use super::spread::Spread;
 use super::variance::{Lanes, Reduction, variance_size};
 use super::*;
 
@@ -37,13 +38,32 @@ impl SelectionTables {
             }
         }
 
-        // Buckets in decreasing bound.
+        // Buckets in decreasing bound; polytomous variance buckets: the
+        // largest spread bound of their eligible items, kept per position.
         let mut order: Vec<(f64, u32, u32)> = Vec::new();
+        let mut caps: Vec<Vec<f64>> = Vec::with_capacity(self.groups.len());
+        let mut scratch = Vec::new();
         for (gi, group) in self.groups.iter().enumerate() {
-            for b in 0..group.buckets.len() {
-                let bound = step.bucket_bound(self, gi, group, b);
+            let mut group_caps = Vec::new();
+            if step.spread.is_some() && !group.slopes.is_empty() {
+                group_caps.resize(group.ids.len(), f64::INFINITY);
+            }
+            for (b, &(start, end)) in group.buckets.iter().enumerate() {
+                let bound = if group_caps.is_empty() {
+                    step.bucket_bound(self, gi, group, b)
+                } else {
+                    let mut lane_caps = [0.0; BUCKET_SIZE];
+                    step.spread_caps(group, b, &mut scratch, &mut lane_caps);
+                    let (start, end) = (start as usize, end as usize);
+                    group_caps[start..end].copy_from_slice(&lane_caps[..end - start]);
+                    (start..end)
+                        .filter(|&pos| ctx.is_eligible(group.ids[pos] as usize))
+                        .map(|pos| group_caps[pos])
+                        .fold(f64::NEG_INFINITY, f64::max)
+                };
                 order.push((bound, gi as u32, b as u32));
             }
+            caps.push(group_caps);
         }
         order.sort_unstable_by(|x, y| y.0.total_cmp(&x.0));
 
@@ -54,6 +74,7 @@ impl SelectionTables {
             }
             let group = &self.groups[gi as usize];
             let (start, end) = group.buckets[b as usize];
+            let threshold = lower.threshold;
             let mut offer = |i: usize, lo: f64, hi: f64| {
                 if lo.is_finite() && hi.is_finite() {
                     lower.offer(lo, i);
@@ -68,12 +89,21 @@ impl SelectionTables {
                 Family::Variance | Family::VarianceJeffreys => {
                     // The whole bucket at once (across lanes); minimized, so
                     // the signed value is −EPV.
+                    // Lanes whose spread bound is below `L` are skipped.
+                    let group_caps = &caps[gi as usize];
+                    lanes.wanted.fill(false);
+                    for (l, pos) in (start as usize..end as usize).enumerate() {
+                        lanes.wanted[l] = ctx.is_eligible(group.ids[pos] as usize)
+                            && group_caps.get(pos).is_none_or(|&c| c >= threshold);
+                    }
+                    if !lanes.wanted.contains(&true) {
+                        continue;
+                    }
                     let (mut lo, mut hi) = ([0.0; BUCKET_SIZE], [0.0; BUCKET_SIZE]);
                     step.variance_bucket(group, b as usize, ctx.bank, &mut lanes, &mut lo, &mut hi);
                     for (l, pos) in (start as usize..end as usize).enumerate() {
-                        let i = group.ids[pos] as usize;
-                        if ctx.is_eligible(i) {
-                            offer(i, -hi[l], -lo[l]);
+                        if lanes.wanted[l] {
+                            offer(group.ids[pos] as usize, -hi[l], -lo[l]);
                         }
                     }
                 }
@@ -107,6 +137,9 @@ impl SelectionTables {
                 bounds,
                 order.get(order.len() / 2)
             );
+            let capped: usize = caps.iter().map(Vec::len).sum();
+            let over = caps.iter().flatten().filter(|&&c| c >= cut).count();
+            eprintln!("  spread caps {capped} of which reach L {over}");
             eprintln!(
                 "tables {:?}: buckets {} visited {} candidates {} exact {}",
                 self.key.family,
@@ -179,6 +212,9 @@ pub(super) struct Step<'a> {
     pub(super) curvature: Option<Curvature>,
     /// Variance family, not under Jeffreys' prior: the bounds' vectors.
     pub(super) reduction: Option<Reduction>,
+    /// Variance family, not under Jeffreys' prior: the blocks of the
+    /// polytomous items' spread bounds.
+    pub(super) spread: Option<Spread>,
 }
 
 impl<'a> Step<'a> {
@@ -231,6 +267,7 @@ impl<'a> Step<'a> {
             tails: Vec::new(),
             curvature: None,
             reduction: None,
+            spread: None,
         };
         if family != Family::VarianceJeffreys {
             let max = w.iter().copied().fold(0.0, f64::max);
@@ -290,6 +327,7 @@ impl<'a> Step<'a> {
                     step.jeffreys = Some(posterior.jeffreys_information()?);
                 } else {
                     step.reduction = Reduction::new(&step);
+                    step.spread = Spread::new(&step);
                 }
             }
         }

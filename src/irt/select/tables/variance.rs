@@ -29,6 +29,7 @@ impl Step<'_> {
         let rows = group.lanes(b, q);
         let (g0, g1) = self.kept;
         let Lanes {
+            wanted,
             probs,
             value,
             bound,
@@ -54,10 +55,16 @@ impl Step<'_> {
                 *q0 = (1.0 - p.d) + g * small;
             }
         } else {
+            // Lanes not wanted get zeros (their values are not used).
             let mut buf = [0.0; MAX_CATEGORIES];
             for (l, &i) in group.ids[start..end].iter().enumerate() {
-                let m = grid::probabilities(&bank[i as usize], self.theta, self.scaling, &mut buf);
-                debug_assert_eq!(m, c);
+                if wanted[l] {
+                    let m =
+                        grid::probabilities(&bank[i as usize], self.theta, self.scaling, &mut buf);
+                    debug_assert_eq!(m, c);
+                } else {
+                    buf[..c].fill(0.0);
+                }
                 for k in 0..c {
                     probs[k * L + l] = buf[k];
                 }
@@ -244,6 +251,9 @@ impl Step<'_> {
 
 /// Buffers of [`Step::variance_bucket`], one set per step.
 pub(super) struct Lanes {
+    /// Per lane: whether its value is needed (set by the caller; the
+    /// probabilities at `θ̂` of the others are not computed).
+    pub(super) wanted: [bool; BUCKET_SIZE],
     /// `P_jk(θ̂)` of category `k`, lane `l` at `k·BUCKET_SIZE + l`.
     pub(super) probs: Vec<f64>,
     /// Per lane: the sum of the category terms, and of their bounds.
@@ -267,6 +277,7 @@ impl Lanes {
     /// Empty buffers.
     pub(super) fn new() -> Self {
         Self {
+            wanted: [true; BUCKET_SIZE],
             probs: vec![0.0; MAX_CATEGORIES * BUCKET_SIZE],
             value: [0.0; BUCKET_SIZE],
             bound: [0.0; BUCKET_SIZE],
@@ -530,7 +541,7 @@ impl Step<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::super::grid::Posterior;
     use super::*;
     use crate::irt::estimate::Prior;
@@ -538,7 +549,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     /// A random 4PL, GRM or GPCM item (2 to 6 categories, slopes up to 3).
-    fn random_item(rng: &mut StdRng) -> Item {
+    pub(in super::super) fn random_item(rng: &mut StdRng) -> Item {
         let a = rng.random_range(0.2..3.0);
         match rng.random_range(0..3) {
             0 => {
