@@ -103,7 +103,6 @@ use super::model::{
 };
 
 mod kernels;
-pub(crate) use kernels::gpcm_exp;
 
 pub(crate) use kernels::{add_log_probabilities, polytomous_terms};
 use kernels::{dichotomous_terms, gpcm_probabilities, grm_difference, grm_probabilities};

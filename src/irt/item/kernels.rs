@@ -5,7 +5,7 @@
 //! Owns: the arithmetic behind [`super::Item`]'s methods. Must not: be called with
 //! unvalidated items (see [`super::Item::validate_at`]).
 
-use super::super::model::{ItemParams, ItemTerms, exp_neg, logistic_pair, logistic_parts};
+use super::super::model::{ItemParams, ItemTerms, logistic_pair, logistic_parts};
 use super::{CategoryTerms, MAX_CATEGORIES, PolytomousItem, PolytomousModel};
 
 /// `P_k` of a GRM item from the `(σ, σ̄)` pairs of its upper boundary `k` and lower
@@ -38,24 +38,8 @@ pub(super) fn grm_probabilities(da: f64, thresholds: &[f64], theta: f64, out: &m
     }
 }
 
-/// `e^x` for a shifted cumulative sum `x = ζ_k − max ζ ≤ 0` of the GPCM: the
-/// branch-free [`exp_neg`] (within a few ulp of `f64::exp`), so that loops over
-/// items vectorize; 0 below −700 (where `e^x < 10⁻³⁰⁴`, nothing next to the
-/// largest term, 1), NaN for NaN.
-#[inline(always)]
-pub(crate) fn gpcm_exp(x: f64) -> f64 {
-    let e = exp_neg(x.max(-700.0));
-    if x.is_nan() {
-        x
-    } else if x < -700.0 {
-        0.0
-    } else {
-        e
-    }
-}
-
 /// GPCM category probabilities, at least `f64::MIN_POSITIVE`: the cumulative sums
-/// `ζ_k` are shifted by their maximum before exponentiating. (by [`gpcm_exp`]).
+/// `ζ_k` are shifted by their maximum before exponentiating.
 pub(super) fn gpcm_probabilities(da: f64, thresholds: &[f64], theta: f64, out: &mut [f64]) {
     let m = thresholds.len();
     let mut z = 0.0;
@@ -68,7 +52,7 @@ pub(super) fn gpcm_probabilities(da: f64, thresholds: &[f64], theta: f64, out: &
     }
     let mut total = 0.0;
     for v in out.iter_mut().take(m + 1) {
-        *v = gpcm_exp(*v - max);
+        *v = (*v - max).exp();
         total += *v;
     }
     for v in out.iter_mut().take(m + 1) {
@@ -220,7 +204,7 @@ pub(crate) fn polytomous_terms(
             }
             let mut total = 0.0;
             for slot in out.iter_mut() {
-                slot.p = gpcm_exp(slot.log_p - max);
+                slot.p = (slot.log_p - max).exp();
                 total += slot.p;
             }
             let ln_total = total.ln();
@@ -290,7 +274,7 @@ pub(crate) fn add_log_probabilities(
                     *slot = z;
                     max = max.max(z);
                 }
-                let total: f64 = zeta[..=m].iter().map(|&z| gpcm_exp(z - max)).sum();
+                let total: f64 = zeta[..=m].iter().map(|&z| (z - max).exp()).sum();
                 *o += zeta[k] - max - total.ln();
             }
         }

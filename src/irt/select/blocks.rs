@@ -57,9 +57,8 @@
 
 use std::collections::BinaryHeap;
 
-use super::super::item::gpcm_exp;
 use super::super::item::{Item, MAX_CATEGORIES, PolytomousModel};
-use super::super::model::logistic_pair;
+use super::super::model::{exp_neg, logistic_pair};
 use super::TopK;
 
 /// Items evaluated at once (stack buffers of this many values per category),
@@ -204,6 +203,7 @@ impl PolytomousBlocks {
         }
         let nodes = Self::envelope_nodes();
         let mut info = [0.0_f64; LANES];
+        let mut err = [0.0_f64; LANES];
         for block in &mut self.blocks {
             let n = block.ids.len();
             let chunks = n.div_ceil(LANES);
@@ -219,17 +219,20 @@ impl PolytomousBlocks {
             let mut own = vec![0.0_f64; cells * n];
             for c in 0..chunks {
                 let (start, end) = (c * LANES, ((c + 1) * LANES).min(n));
-                let out = &mut info[..end - start];
+                let (out, err) = (&mut info[..end - start], &mut err[..end - start]);
                 for g in 0..nodes {
-                    block.evaluate(start, end, Self::envelope_node(g), scaling, out);
-                    let max = out.iter().fold(0.0_f64, |m, &v| m.max(v));
+                    block.evaluate::<true>(start, end, Self::envelope_node(g), scaling, out, err);
+                    let max = out
+                        .iter()
+                        .zip(err.iter())
+                        .fold(0.0_f64, |m, (&v, &e)| m.max(v + e));
                     // NaN (never for valid items) poisons the bound.
                     let nan = out.iter().any(|v| v.is_nan());
                     block.envelope[c * nodes + g] = if nan { f64::INFINITY } else { max };
                     // The node belongs to the cells on either side of it.
                     let (first, last) = (g.saturating_sub(1) / CELL_NODES, g / CELL_NODES);
-                    for (j, &v) in (start..end).zip(out.iter()) {
-                        let b = block.own_bound(j, v, ENVELOPE_STEP / 2.0, scaling);
+                    for (j, (&v, &e)) in (start..end).zip(out.iter().zip(err.iter())) {
+                        let b = block.own_bound(j, v + e, ENVELOPE_STEP / 2.0, scaling);
                         for cell in first..=last.min(cells - 1) {
                             let slot = &mut own[cell * n + j];
                             // NaN poisons the bound (f64::max would skip it).
@@ -311,7 +314,7 @@ impl PolytomousBlocks {
             }
             if reaching == ids.len() {
                 let out = &mut info[..end - start];
-                block.evaluate(start, end, theta, scaling, out);
+                block.exact(start, end, theta, scaling, out);
                 for (&i, &v) in ids.iter().zip(out.iter()) {
                     f(i as usize, v);
                 }
@@ -376,8 +379,13 @@ impl PolytomousBlocks {
     /// the chunks in decreasing envelope bound when the envelopes were built
     /// for `scaling` and `theta` lies in their range (module doc), else every
     /// item.
+    #[expect(
+        clippy::neg_cmp_op_on_partial_ord,
+        reason = "a NaN bound must count as not below the threshold"
+    )]
     pub(super) fn offer_pruned(
         &self,
+        bank: &[Item],
         eligible: &[bool],
         theta: f64,
         scaling: f64,
@@ -386,13 +394,21 @@ impl PolytomousBlocks {
         let mut evaluated = 0;
         let mut offer_chunk = |block: &Block, start: usize, end: usize, top: &mut TopK| {
             let mut info = [0.0_f64; LANES];
-            let out = &mut info[..end - start];
-            block.evaluate(start, end, theta, scaling, out);
-            for (&i, &value) in block.ids[start..end].iter().zip(out.iter()) {
+            let mut err = [0.0_f64; LANES];
+            let (out, err) = (&mut info[..end - start], &mut err[..end - start]);
+            block.evaluate::<true>(start, end, theta, scaling, out, err);
+            for ((&i, &value), &e) in block.ids[start..end].iter().zip(out.iter()).zip(err.iter()) {
                 let i = i as usize;
                 if eligible.get(i).copied().unwrap_or(false) {
                     evaluated += 1;
-                    top.offer(value, i);
+                    // A GPCM item whose bound cannot reach the current k-th
+                    // value cannot enter (nor tie): only the others are
+                    // evaluated exactly.
+                    if e == 0.0 {
+                        top.offer(value, i);
+                    } else if !(value + e < top.threshold) {
+                        top.offer(bank[i].information(theta, scaling), i);
+                    }
                 }
             }
         };
@@ -447,7 +463,7 @@ impl PolytomousBlocks {
             for start in (0..n).step_by(LANES) {
                 let end = (start + LANES).min(n);
                 let out = &mut info[..end - start];
-                block.evaluate(start, end, theta, scaling, out);
+                block.exact(start, end, theta, scaling, out);
                 for (&i, &v) in block.ids[start..end].iter().zip(out.iter()) {
                     f(i as usize, v);
                 }
@@ -510,8 +526,18 @@ pub(super) fn random_polytomous_item<R: rand::Rng>(
 }
 
 impl Block {
-    /// Information of positions `start..end` into `out`.
-    fn evaluate(&self, start: usize, end: usize, theta: f64, scaling: f64, out: &mut [f64]) {
+    /// Information of positions `start..end` into `out` (exactly
+    /// [`Item::information`]'s value), or with `FAST` within `err` of it
+    /// (see [`Lanes::gpcm`]).
+    fn evaluate<const FAST: bool>(
+        &self,
+        start: usize,
+        end: usize,
+        theta: f64,
+        scaling: f64,
+        out: &mut [f64],
+        err: &mut [f64],
+    ) {
         let lanes = Lanes {
             m: self.m,
             a: &self.a[start..end],
@@ -519,7 +545,13 @@ impl Block {
             stride: self.ids.len(),
             offset: start,
         };
-        lanes.evaluate(self.model, theta, scaling, out);
+        lanes.evaluate::<FAST>(self.model, theta, scaling, out, err);
+    }
+
+    /// [`Block::evaluate`], exact.
+    fn exact(&self, start: usize, end: usize, theta: f64, scaling: f64, out: &mut [f64]) {
+        let mut err = [0.0_f64; LANES];
+        self.evaluate::<false>(start, end, theta, scaling, out, &mut err[..end - start]);
     }
 
     /// Information of the positions `positions` (at most [`LANES`]) into
@@ -550,7 +582,8 @@ impl Block {
             stride: LANES,
             offset: 0,
         };
-        lanes.evaluate(self.model, theta, scaling, out);
+        let mut err = [0.0_f64; LANES];
+        lanes.evaluate::<false>(self.model, theta, scaling, out, &mut err[..len]);
     }
 
     /// The bound of the information of position `j` at distance `d` from a
@@ -583,11 +616,22 @@ struct Lanes<'a> {
 }
 
 impl Lanes<'_> {
-    /// Information of every lane into `out`.
-    fn evaluate(&self, model: PolytomousModel, theta: f64, scaling: f64, out: &mut [f64]) {
+    /// Information of every lane into `out` and its bound into `err` (0 for
+    /// the GRM, and for the GPCM unless `FAST`).
+    fn evaluate<const FAST: bool>(
+        &self,
+        model: PolytomousModel,
+        theta: f64,
+        scaling: f64,
+        out: &mut [f64],
+        err: &mut [f64],
+    ) {
         match model {
-            PolytomousModel::Grm => self.grm(theta, scaling, out),
-            PolytomousModel::Gpcm => self.gpcm(theta, scaling, out),
+            PolytomousModel::Grm => {
+                self.grm(theta, scaling, out);
+                err.fill(0.0);
+            }
+            PolytomousModel::Gpcm => self.gpcm::<FAST>(theta, scaling, out, err),
         }
     }
 
@@ -647,14 +691,27 @@ impl Lanes<'_> {
         }
     }
 
-    /// GPCM information of the lanes into `out` (the operations
-    /// of `Item::information` and `gpcm_probabilities`, across items; the
-    /// exponentials are the branch-free [`gpcm_exp`], so the loops vectorize).
+    /// GPCM information of the lanes into `out` (the operations of
+    /// `Item::information` and `gpcm_probabilities`, across items), and 0
+    /// into `err`.
+    ///
+    /// `FAST`: the exponentials `exp(ζ_k − max ζ)` by [`exp_neg`] (argument
+    /// clamped at −700) instead of `f64::exp`, and into `err` a bound on the
+    /// difference to the exact formula's value. Each probability is then
+    /// within a relative `δ ≤ 16u` of the exact formula's (a few ulp from the
+    /// exponential, the same divisions), or below `e^−699` in absolute value
+    /// where the clamp applies. The variance is a minimum over the centre,
+    /// `Σ_k P_k (k − E[K])² = min_c Σ_k P_k (k − c)²`, so relative changes
+    /// `δ` of the weights (and `≤ 2δ` of their sum) change it by at most
+    /// `4δ` relatively; the rounding of either computation is within
+    /// `γ_{m+3}·Var` plus `2·m·γ_{m+1}·√Var` (the mean's error, times
+    /// `Σ P_k |k − E[K]| ≤ √Var`). `10⁻¹²·Var + 10⁻¹³·m·√Var + 10⁻²⁹⁰·m²`,
+    /// times `(D·a)²`, covers it all with room for `m ≤ 31`.
     #[expect(
         clippy::needless_range_loop,
         reason = "categories index several arrays alike"
     )]
-    fn gpcm(&self, theta: f64, scaling: f64, out: &mut [f64]) {
+    fn gpcm<const FAST: bool>(&self, theta: f64, scaling: f64, out: &mut [f64], err: &mut [f64]) {
         let len = self.a.len();
         let m = self.m;
         let mut da = [0.0_f64; LANES];
@@ -689,8 +746,14 @@ impl Lanes<'_> {
             for (v, &mx) in pk.iter_mut().zip(max.iter()) {
                 *v -= mx;
             }
-            for v in pk.iter_mut() {
-                *v = gpcm_exp(*v);
+            if FAST {
+                for v in pk.iter_mut() {
+                    *v = exp_neg(v.max(-700.0));
+                }
+            } else {
+                for v in pk.iter_mut() {
+                    *v = v.exp();
+                }
             }
             for (t, &v) in total.iter_mut().zip(pk.iter()) {
                 *t += v;
@@ -710,6 +773,14 @@ impl Lanes<'_> {
                 let u = kf - mean;
                 *o += v * u * u;
             }
+        }
+        if FAST {
+            let mf = m as f64;
+            for ((e, &o), &d) in err.iter_mut().zip(out.iter()).zip(da.iter()) {
+                *e = d * d * (1e-12 * o + 1e-13 * mf * o.sqrt() + 1e-290 * mf * mf);
+            }
+        } else {
+            err.fill(0.0);
         }
         for (o, &d) in out.iter_mut().zip(da.iter()) {
             *o *= d * d;
@@ -855,6 +926,29 @@ mod tests {
                     seen += 1;
                 });
                 assert_eq!(seen, 700);
+                // The fast GPCM path within its bound (the GRM exact).
+                for block in &blocks.blocks {
+                    let n = block.ids.len();
+                    for start in (0..n).step_by(LANES) {
+                        let end = (start + LANES).min(n);
+                        let (mut out, mut err) = ([0.0; LANES], [0.0; LANES]);
+                        let (out, err) = (&mut out[..end - start], &mut err[..end - start]);
+                        block.evaluate::<true>(start, end, theta, scaling, out, err);
+                        for ((&i, &v), &e) in
+                            block.ids[start..end].iter().zip(out.iter()).zip(err.iter())
+                        {
+                            let expected = bank[i as usize].information(theta, scaling);
+                            assert!(
+                                (v - expected).abs() <= e,
+                                "{:?} at {theta}: {v} ± {e} vs {expected}",
+                                bank[i as usize]
+                            );
+                            if block.model == PolytomousModel::Grm {
+                                assert_eq!((v.to_bits(), e), (expected.to_bits(), 0.0));
+                            }
+                        }
+                    }
+                }
             }
         }
     }

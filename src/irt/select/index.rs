@@ -564,7 +564,7 @@ impl InformationIndex {
             proven = true;
         }
         if proven {
-            evaluated += self.offer_polytomous(eligible, theta, &mut top);
+            evaluated += self.offer_polytomous(bank, eligible, theta, &mut top);
             return Ranking::from_top(top, IndexPath::Proven { evaluated });
         }
 
@@ -594,7 +594,7 @@ impl InformationIndex {
                 }
             }
         }
-        evaluated += self.offer_polytomous(eligible, theta, &mut fresh);
+        evaluated += self.offer_polytomous(bank, eligible, theta, &mut fresh);
         Ranking::from_top(fresh, IndexPath::Pruned { evaluated })
     }
 
@@ -673,9 +673,15 @@ impl InformationIndex {
     /// Offers the eligible polytomous items of the blocks that can enter
     /// `top` (pruned by the blocks' envelopes, [`super::blocks`]); returns how
     /// many were evaluated.
-    fn offer_polytomous(&self, eligible: &[bool], theta: f64, top: &mut TopK) -> usize {
+    fn offer_polytomous(
+        &self,
+        bank: &[Item],
+        eligible: &[bool],
+        theta: f64,
+        top: &mut TopK,
+    ) -> usize {
         self.polytomous
-            .offer_pruned(eligible, theta, self.scaling, top)
+            .offer_pruned(bank, eligible, theta, self.scaling, top)
     }
 
     /// Evaluates every eligible item.
@@ -691,7 +697,7 @@ impl InformationIndex {
             &mut top,
         );
         self.offer_extras(bank, eligible, theta, &mut top);
-        self.offer_polytomous(eligible, theta, &mut top);
+        self.offer_polytomous(bank, eligible, theta, &mut top);
         Ranking::from_top(top, IndexPath::FullScan)
     }
 }
