@@ -309,6 +309,7 @@ impl Step<'_> {
 mod tests {
     use super::super::super::grid::Posterior;
     use super::super::step::dot;
+    use super::super::variance::tests::random_answers;
     use super::super::variance::tests::random_item;
     use super::*;
     use crate::irt::estimate::Prior;
@@ -355,19 +356,8 @@ mod tests {
             let rule = SelectionRule::Mepv;
             let tables = SelectionTables::new(&bank, &settings, rule).unwrap();
             for _ in 0..12 {
-                let answered = [0, 3, 20, 80][rng.random_range(0..4)];
-                let administered: Vec<usize> = (0..answered)
-                    .map(|_| rng.random_range(0..bank.len()))
-                    .collect();
-                let truth = rng.random_range(-3.5..3.5);
-                let responses: Vec<u32> = administered
-                    .iter()
-                    .map(|&i| {
-                        let c = bank[i].categories() as f64;
-                        let guess = ((truth - bank[i].location()) * 0.7 + c / 2.0).round();
-                        guess.clamp(0.0, c - 1.0) as u32
-                    })
-                    .collect();
+                let (administered, responses, truth) = random_answers(&mut rng, &bank);
+                let answered = administered.len();
                 let theta = match rng.random_range(0..3) {
                     0 => truth + rng.random_range(-0.2..0.2),
                     1 => tables.nodes[rng.random_range(0..tables.nodes.len())],

@@ -548,6 +548,29 @@ pub(super) mod tests {
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
+    /// A random exam of `bank` for the bound tests: 0, 3, 20 or 80 items
+    /// (repeats allowed) answered near the categories an ability `truth`
+    /// would give; returns the items, the scores and `truth`.
+    pub(in super::super) fn random_answers(
+        rng: &mut StdRng,
+        bank: &[Item],
+    ) -> (Vec<usize>, Vec<u32>, f64) {
+        let answered = [0, 3, 20, 80][rng.random_range(0..4)];
+        let administered: Vec<usize> = (0..answered)
+            .map(|_| rng.random_range(0..bank.len()))
+            .collect();
+        let truth = rng.random_range(-3.5..3.5);
+        let responses = administered
+            .iter()
+            .map(|&i| {
+                let c = bank[i].categories() as f64;
+                let guess = ((truth - bank[i].location()) * 0.7 + c / 2.0).round();
+                guess.clamp(0.0, c - 1.0) as u32
+            })
+            .collect();
+        (administered, responses, truth)
+    }
+
     /// A random 4PL, GRM or GPCM item (2 to 6 categories, slopes up to 3).
     pub(in super::super) fn random_item(rng: &mut StdRng) -> Item {
         let a = rng.random_range(0.2..3.0);
@@ -625,19 +648,8 @@ pub(super) mod tests {
                     .all(|g| g.categories > 2 || !g.envelope.is_empty())
             );
             for _ in 0..10 {
-                let answered = [0, 3, 20, 80][rng.random_range(0..4)];
-                let administered: Vec<usize> = (0..answered)
-                    .map(|_| rng.random_range(0..bank.len()))
-                    .collect();
-                let truth = rng.random_range(-3.5..3.5);
-                let responses: Vec<u32> = administered
-                    .iter()
-                    .map(|&i| {
-                        let c = bank[i].categories() as f64;
-                        let guess = ((truth - bank[i].location()) * 0.7 + c / 2.0).round();
-                        guess.clamp(0.0, c - 1.0) as u32
-                    })
-                    .collect();
+                let (administered, responses, truth) = random_answers(&mut rng, &bank);
+                let answered = administered.len();
                 let theta = match rng.random_range(0..3) {
                     0 => truth + rng.random_range(-0.2..0.2),
                     1 => tables.nodes[rng.random_range(0..tables.nodes.len())],
