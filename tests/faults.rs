@@ -1119,10 +1119,15 @@ async fn sigterm_answers_the_request_in_flight_refuses_new_connections_and_exits
     let terminated = tokio::time::Instant::now();
     common::terminate(server.child.id());
 
-    // The listener closes while the request is still in flight.
+    // The listener closes while the request is still in flight. A probe that completed its
+    // handshake into the closing listener's backlog is reset rather than refused (the kernel
+    // resets the queued connections it never handed over); the next probe must be refused.
     let mut refused = None;
     while terminated.elapsed() < Duration::from_secs(10) {
         match tokio::net::TcpStream::connect(server.addr()).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                eprintln!("probe reset in the closing listener's backlog: {e}");
+            }
             Err(e) => {
                 refused = Some(e);
                 break;
