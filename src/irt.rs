@@ -40,6 +40,7 @@ pub mod item;
 pub mod model;
 pub mod quadrature;
 pub mod select;
+mod simd;
 pub mod stop;
 
 pub use calibrate::{

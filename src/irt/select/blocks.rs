@@ -59,6 +59,7 @@ use std::collections::BinaryHeap;
 
 use super::super::item::{Item, MAX_CATEGORIES, PolytomousModel};
 use super::super::model::{exp_neg, logistic_pair};
+use super::super::simd::vectorized;
 use super::TopK;
 
 /// Items evaluated at once (stack buffers of this many values per category),
@@ -273,27 +274,29 @@ impl PolytomousBlocks {
         true
     }
 
-    /// Calls `f(bank index, v)` for every item of the blocks: `v` is
-    /// [`Item::information`]'s value at `theta`, or, for the items of a chunk
-    /// whose bound (module doc) is below `floor`, `−U` with `U > 0` an upper
-    /// bound of that value (such chunks are not evaluated). Every item is
-    /// evaluated when the envelopes were not built for `scaling` or `theta` is
-    /// out of their range.
-    pub(super) fn for_each_above(
+    /// Calls `f(bank index, v, e)` for every item of the blocks: `v` is
+    /// [`Item::information`]'s value at `theta` (`FAST`: within `e` of it,
+    /// [`Lanes::gpcm`]; else `e = 0`), or, for the items whose bound (their
+    /// chunk's or their own, module doc) is below `floor`, `−U` with `U > 0`
+    /// an upper bound of that value (such items are not evaluated). Every item
+    /// is evaluated when the envelopes were not built for `scaling` or `theta`
+    /// is out of their range.
+    pub(super) fn for_each_above<const FAST: bool>(
         &self,
         theta: f64,
         scaling: f64,
         floor: f64,
-        mut f: impl FnMut(usize, f64),
+        mut f: impl FnMut(usize, f64, f64),
     ) {
         if self.scaling != Some(scaling) || !(ENVELOPE_MIN..=ENVELOPE_MAX).contains(&theta) {
-            self.for_each(theta, scaling, f);
+            self.for_each(theta, scaling, |i, v| f(i, v, 0.0));
             return;
         }
         let cell = (((theta - ENVELOPE_MIN) / (ENVELOPE_STEP * CELL_NODES as f64)).floor()
             as usize)
             .min(Self::cells() - 1);
         let mut info = [0.0_f64; LANES];
+        let mut err = [0.0_f64; LANES];
         let mut bounds = [0.0_f64; LANES];
         let most = self.blocks.iter().map(|b| b.m).max().unwrap_or(0);
         let mut scratch = vec![0.0_f64; LANES * most];
@@ -313,10 +316,10 @@ impl PolytomousBlocks {
                 reaching += usize::from(*u >= floor);
             }
             if reaching == ids.len() {
-                let out = &mut info[..end - start];
-                block.exact(start, end, theta, scaling, out);
-                for (&i, &v) in ids.iter().zip(out.iter()) {
-                    f(i as usize, v);
+                let (out, err) = (&mut info[..end - start], &mut err[..end - start]);
+                block.evaluate::<FAST>(start, end, theta, scaling, out, err);
+                for ((&i, &v), &e) in ids.iter().zip(out.iter()).zip(err.iter()) {
+                    f(i as usize, v, e);
                 }
                 continue;
             }
@@ -325,17 +328,18 @@ impl PolytomousBlocks {
             let mut count = 0;
             for (j, (&i, &u)) in (start..).zip(ids.iter().zip(bounds.iter())) {
                 if u < floor {
-                    f(i as usize, -u.max(f64::MIN_POSITIVE));
+                    f(i as usize, -u.max(f64::MIN_POSITIVE), 0.0);
                 } else {
                     positions[count] = j;
                     count += 1;
                 }
             }
             if count > 0 {
-                let out = &mut info[..count];
-                block.evaluate_positions(&positions[..count], theta, scaling, &mut scratch, out);
-                for (&j, &v) in positions[..count].iter().zip(out.iter()) {
-                    f(block.ids[j] as usize, v);
+                let (out, err) = (&mut info[..count], &mut err[..count]);
+                let positions = &positions[..count];
+                block.evaluate_positions::<FAST>(positions, theta, scaling, &mut scratch, out, err);
+                for ((&j, &v), &e) in positions.iter().zip(out.iter()).zip(err.iter()) {
+                    f(block.ids[j] as usize, v, e);
                 }
             }
         }
@@ -555,16 +559,17 @@ impl Block {
     }
 
     /// Information of the positions `positions` (at most [`LANES`]) into
-    /// `out`, gathered into lanes first (the same operations, so the same
-    /// values as [`Block::evaluate`]); `thresholds` is scratch space of
-    /// `LANES·m` values.
-    fn evaluate_positions(
+    /// `out` (and `err`, see [`Lanes::gpcm`]), gathered into lanes first (the
+    /// same operations, so the same values as [`Block::evaluate`]);
+    /// `thresholds` is scratch space of `LANES·m` values.
+    fn evaluate_positions<const FAST: bool>(
         &self,
         positions: &[usize],
         theta: f64,
         scaling: f64,
         thresholds: &mut [f64],
         out: &mut [f64],
+        err: &mut [f64],
     ) {
         let len = positions.len();
         let n = self.ids.len();
@@ -582,8 +587,7 @@ impl Block {
             stride: LANES,
             offset: 0,
         };
-        let mut err = [0.0_f64; LANES];
-        lanes.evaluate::<false>(self.model, theta, scaling, out, &mut err[..len]);
+        lanes.evaluate::<FAST>(self.model, theta, scaling, out, err);
     }
 
     /// The bound of the information of position `j` at distance `d` from a
@@ -626,13 +630,16 @@ impl Lanes<'_> {
         out: &mut [f64],
         err: &mut [f64],
     ) {
-        match model {
-            PolytomousModel::Grm => {
-                self.grm(theta, scaling, out);
-                err.fill(0.0);
-            }
-            PolytomousModel::Gpcm => self.gpcm::<FAST>(theta, scaling, out, err),
-        }
+        vectorized(
+            #[inline(always)]
+            || match model {
+                PolytomousModel::Grm => {
+                    self.grm(theta, scaling, out);
+                    err.fill(0.0);
+                }
+                PolytomousModel::Gpcm => self.gpcm::<FAST>(theta, scaling, out, err),
+            },
+        );
     }
 
     /// Threshold `k` of every lane.
@@ -643,6 +650,7 @@ impl Lanes<'_> {
 
     /// GRM information of the lanes into `out` (the operations of
     /// `Item::information`, across items).
+    #[inline(always)]
     fn grm(&self, theta: f64, scaling: f64, out: &mut [f64]) {
         let len = self.a.len();
         let mut da = [0.0_f64; LANES];
@@ -711,6 +719,7 @@ impl Lanes<'_> {
         clippy::needless_range_loop,
         reason = "categories index several arrays alike"
     )]
+    #[inline(always)]
     fn gpcm<const FAST: bool>(&self, theta: f64, scaling: f64, out: &mut [f64], err: &mut [f64]) {
         let len = self.a.len();
         let m = self.m;
@@ -875,8 +884,9 @@ mod tests {
                 let floor = info.iter().fold(0.0_f64, |m, &v| m.max(v)) / 30.0;
                 let (mut left_out, mut could) = (0, 0);
                 let mut seen = 0;
-                blocks.for_each_above(theta, scaling, floor, |i, v| {
+                blocks.for_each_above::<false>(theta, scaling, floor, |i, v, e| {
                     seen += 1;
+                    assert_eq!(e, 0.0);
                     if v < 0.0 {
                         assert!(
                             info[i] <= -v && -v < floor,
@@ -891,6 +901,23 @@ mod tests {
                     }
                 });
                 assert_eq!(seen, bank.len());
+                // FAST: the same items left out with the same bounds, the
+                // others within their error bound of the exact value.
+                let mut fast_seen = 0;
+                blocks.for_each_above::<true>(theta, scaling, floor, |i, v, e| {
+                    fast_seen += 1;
+                    if v < 0.0 {
+                        assert!(info[i] <= -v && -v < floor, "{:?} at {theta}", bank[i]);
+                    } else {
+                        assert!(
+                            (v - info[i]).abs() <= e,
+                            "{:?} at {theta}: {v} vs {} (bound {e})",
+                            bank[i],
+                            info[i]
+                        );
+                    }
+                });
+                assert_eq!(fast_seen, bank.len());
                 could += info.iter().filter(|&&v| v < floor).count();
                 let share = f64::from(left_out) / could.max(1) as f64;
                 worst = worst.min(share);

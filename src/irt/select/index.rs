@@ -615,8 +615,17 @@ impl InformationIndex {
     /// items of a difficulty bucket (module doc, step 2) or polytomous chunk
     /// ([`super::blocks`]) whose bound at `theta` is below `floor`: for those
     /// `−U`, with `U > 0` an upper bound of their information, and their
-    /// information is not computed.
-    pub(super) fn information_above(&self, bank: &[Item], theta: f64, floor: f64, out: &mut [f64]) {
+    /// information is not computed. `FAST`: the polytomous blocks' GPCM
+    /// values are within `err[i]` of it ([`super::blocks`]); `err` is as long
+    /// as `out` and 0 on entry (empty when not `FAST`), only those are written.
+    pub(super) fn information_above<const FAST: bool>(
+        &self,
+        bank: &[Item],
+        theta: f64,
+        floor: f64,
+        out: &mut [f64],
+        err: &mut [f64],
+    ) {
         let scaling = self.scaling;
         let mut info = [0.0_f64; BUCKET_SIZE];
         for bucket in &self.buckets {
@@ -641,7 +650,12 @@ impl InformationIndex {
             out[i as usize] = bank[i as usize].information(theta, scaling);
         }
         self.polytomous
-            .for_each_above(theta, scaling, floor, |i, v| out[i] = v);
+            .for_each_above::<FAST>(theta, scaling, floor, |i, v, e| {
+                out[i] = v;
+                if FAST {
+                    err[i] = e;
+                }
+            });
     }
 
     /// Whether the blocks hold any polytomous item.

@@ -52,6 +52,7 @@
 //! (as in [`Step::variance_bound`]; below that the category's bound is 0),
 //! and the plain sum over categories within `2(C + 1)u` relative.
 
+use super::super::super::simd::vectorized;
 use super::step::Step;
 use super::*;
 
@@ -193,6 +194,21 @@ impl Step<'_> {
     /// bucket `b` of a polytomous group from the spread bound (module doc):
     /// `+∞` for the lanes of items without a [`slope`], or when there is no bound.
     pub(super) fn spread_caps(
+        &self,
+        group: &Group,
+        b: usize,
+        scratch: &mut Vec<f64>,
+        caps: &mut [f64; BUCKET_SIZE],
+    ) {
+        vectorized(
+            #[inline(always)]
+            || self.spread_caps_lanes(group, b, scratch, caps),
+        );
+    }
+
+    /// [`Step::spread_caps`], inlined into the dispatched closure.
+    #[inline(always)]
+    fn spread_caps_lanes(
         &self,
         group: &Group,
         b: usize,
