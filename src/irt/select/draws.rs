@@ -387,10 +387,10 @@ impl Weights {
         let per_log = 2.0 * LN_FAST_ERROR + 2e-13;
         let mut weights = vec![0.0; len];
         let mut slack = vec![0.0; len];
-        let mut hard = 0;
-        vectorized(
+        let hard = vectorized(
             #[inline(always)]
             || {
+                let mut hard = 0;
                 for (((w, d), &v), &e) in weights
                     .iter_mut()
                     .zip(slack.iter_mut())
@@ -416,6 +416,7 @@ impl Weights {
                         0.0
                     };
                 }
+                hard
             },
         );
         if hard > 0 {
