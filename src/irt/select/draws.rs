@@ -366,17 +366,16 @@ impl Weights {
         // unpredictable): neither NaN nor below the floor (by their bound, or
         // by their value within its error).
         let (mut ids, mut values, mut errors) = (vec![0_u32; n], vec![0.0; n], vec![0.0; n]);
-        let (mut len, mut bounded) = (0, 0);
+        let (mut len, mut present) = (0, 0);
         for (i, (&v, &e)) in info.iter().zip(err).enumerate() {
-            let counts = v + e >= floor;
             ids[len] = i as u32;
             values[len] = v;
             errors[len] = e;
-            len += usize::from(counts);
-            // `−U` or a value below the floor (NaN is neither).
-            bounded += usize::from(v < floor);
+            len += usize::from(v + e >= floor);
+            present += usize::from(!v.is_nan());
         }
-        bounded -= (0..len).filter(|&j| values[j] < floor).count();
+        // The others (`−U`, or a value below the floor) weigh in `rest`.
+        let bounded = present - len;
         ids.truncate(len);
         values.truncate(len);
         errors.truncate(len);
@@ -397,9 +396,8 @@ impl Weights {
                     .zip(&values)
                     .zip(&errors)
                 {
-                    // Information tiny or not close enough: the exact plain weight,
-                    // below.
-                    let easy = v > 1e-280 && e <= 1e-9 * v;
+                    // Otherwise the exact plain weight, below.
+                    let easy = close_enough(v, e);
                     hard += usize::from(!easy);
                     let x = if easy { v } else { 1.0 };
                     let y = h * (ln_fast(x) - ln_max);
@@ -421,8 +419,7 @@ impl Weights {
         );
         if hard > 0 {
             for j in 0..len {
-                let v = values[j];
-                if !(v > 1e-280 && errors[j] <= 1e-9 * v) {
+                if !close_enough(values[j], errors[j]) {
                     weights[j] = self.weight(exact(ids[j] as usize));
                     slack[j] = 0.0;
                 }
@@ -545,6 +542,13 @@ impl Approximate {
         }
         None
     }
+}
+
+/// Whether the certified draw weighs an information `v` known within `e`
+/// by its fast weight (else by the exact plain weight): not tiny, and close.
+#[inline(always)]
+fn close_enough(v: f64, e: f64) -> bool {
+    v > 1e-280 && e <= 1e-9 * v
 }
 
 /// The sum of `values` (four running sums; any order is within the same

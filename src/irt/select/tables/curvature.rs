@@ -251,7 +251,7 @@ impl Curvature {
 mod tests {
     use super::super::super::blocks::random_polytomous_item;
     use super::super::super::grid::Posterior;
-    use super::super::variance::tests::random_answers;
+    use super::super::variance::tests::{exam_context, random_answers};
     use super::*;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
@@ -296,18 +296,14 @@ mod tests {
                         rng.random_range(settings.theta_min..settings.theta_max)
                     }
                     .clamp(settings.theta_min, settings.theta_max);
-                    let ctx = SelectionContext {
-                        bank: &bank,
-                        eligible: &eligible,
-                        administered: &administered,
-                        responses: &responses,
+                    let ctx = exam_context(
+                        &bank,
+                        &eligible,
+                        &administered,
+                        &responses,
                         theta,
-                        standard_error: 0.3,
-                        estimator: &settings,
-                        max_items: 100,
-                        index: None,
-                        tables: None,
-                    };
+                        &settings,
+                    );
                     let posterior = Posterior::new(&ctx, rule);
                     let Some(step) = Step::new(&tables, &ctx, rule, &posterior) else {
                         continue;

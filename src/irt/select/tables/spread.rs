@@ -325,10 +325,10 @@ impl Step<'_> {
 mod tests {
     use super::super::super::grid::Posterior;
     use super::super::step::dot;
-    use super::super::variance::tests::random_answers;
-    use super::super::variance::tests::random_item;
+    use super::super::variance::tests::{
+        exam_context, random_answers, random_item, round_settings,
+    };
     use super::*;
-    use crate::irt::estimate::Prior;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
@@ -357,18 +357,7 @@ mod tests {
                 }
             }
             let eligible = vec![true; bank.len()];
-            let settings = EstimatorSettings {
-                scaling: [1.0, 1.702][round % 4 / 2],
-                prior: if round < 4 {
-                    EstimatorSettings::default().prior
-                } else {
-                    Prior::Uniform {
-                        lower: -4.0,
-                        upper: 4.0,
-                    }
-                },
-                ..EstimatorSettings::default()
-            };
+            let settings = round_settings(round);
             let rule = SelectionRule::Mepv;
             let tables = SelectionTables::new(&bank, &settings, rule).unwrap();
             for _ in 0..12 {
@@ -379,18 +368,14 @@ mod tests {
                     1 => tables.nodes[rng.random_range(0..tables.nodes.len())],
                     _ => rng.random_range(settings.theta_min - 0.5..settings.theta_max + 0.5),
                 };
-                let ctx = SelectionContext {
-                    bank: &bank,
-                    eligible: &eligible,
-                    administered: &administered,
-                    responses: &responses,
+                let ctx = exam_context(
+                    &bank,
+                    &eligible,
+                    &administered,
+                    &responses,
                     theta,
-                    standard_error: 0.3,
-                    estimator: &settings,
-                    max_items: 100,
-                    index: None,
-                    tables: None,
-                };
+                    &settings,
+                );
                 let posterior = Posterior::new(&ctx, rule);
                 let Some(step) = Step::new(&tables, &ctx, rule, &posterior) else {
                     continue;

@@ -571,6 +571,47 @@ pub(super) mod tests {
         (administered, responses, truth)
     }
 
+    /// The estimator of round `round` of the bound tests: scaling 1 or 1.702,
+    /// the default prior in rounds 0 to 3, a uniform one on `[−4, 4]` after.
+    pub(in super::super) fn round_settings(round: usize) -> EstimatorSettings {
+        EstimatorSettings {
+            scaling: [1.0, 1.702][round % 4 / 2],
+            prior: if round < 4 {
+                EstimatorSettings::default().prior
+            } else {
+                Prior::Uniform {
+                    lower: -4.0,
+                    upper: 4.0,
+                }
+            },
+            ..EstimatorSettings::default()
+        }
+    }
+
+    /// The selection context of a random exam of the bound tests (no index,
+    /// no tables: the plain formulas).
+    pub(in super::super) fn exam_context<'a>(
+        bank: &'a [Item],
+        eligible: &'a [bool],
+        administered: &'a [usize],
+        responses: &'a [u32],
+        theta: f64,
+        settings: &'a EstimatorSettings,
+    ) -> SelectionContext<'a> {
+        SelectionContext {
+            bank,
+            eligible,
+            administered,
+            responses,
+            theta,
+            standard_error: 0.3,
+            estimator: settings,
+            max_items: 100,
+            index: None,
+            tables: None,
+        }
+    }
+
     /// A random 4PL, GRM or GPCM item (2 to 6 categories, slopes up to 3).
     pub(in super::super) fn random_item(rng: &mut StdRng) -> Item {
         let a = rng.random_range(0.2..3.0);
@@ -622,18 +663,7 @@ pub(super) mod tests {
                 }
             }
             let eligible = vec![true; bank.len()];
-            let settings = EstimatorSettings {
-                scaling: [1.0, 1.702][round % 4 / 2],
-                prior: if round < 4 {
-                    EstimatorSettings::default().prior
-                } else {
-                    Prior::Uniform {
-                        lower: -4.0,
-                        upper: 4.0,
-                    }
-                },
-                ..EstimatorSettings::default()
-            };
+            let settings = round_settings(round);
             let rule = SelectionRule::Mepv;
             let tables = SelectionTables::new(&bank, &settings, rule).unwrap();
             let envelopes: Vec<Vec<f64>> = tables
@@ -655,18 +685,14 @@ pub(super) mod tests {
                     1 => tables.nodes[rng.random_range(0..tables.nodes.len())],
                     _ => rng.random_range(settings.theta_min - 0.5..settings.theta_max + 0.5),
                 };
-                let ctx = SelectionContext {
-                    bank: &bank,
-                    eligible: &eligible,
-                    administered: &administered,
-                    responses: &responses,
+                let ctx = exam_context(
+                    &bank,
+                    &eligible,
+                    &administered,
+                    &responses,
                     theta,
-                    standard_error: 0.3,
-                    estimator: &settings,
-                    max_items: 100,
-                    index: None,
-                    tables: None,
-                };
+                    &settings,
+                );
                 let posterior = Posterior::new(&ctx, rule);
                 let Some(step) = Step::new(&tables, &ctx, rule, &posterior) else {
                     continue;
