@@ -104,7 +104,7 @@ use super::model::{
 
 mod kernels;
 
-pub(crate) use kernels::{add_log_probabilities, polytomous_terms};
+pub(crate) use kernels::{add_log_probabilities, add_log_probabilities_on_grid, polytomous_terms};
 use kernels::{dichotomous_terms, gpcm_probabilities, grm_difference, grm_probabilities};
 
 /// Largest number of categories of a polytomous item.

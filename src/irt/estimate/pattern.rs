@@ -6,8 +6,8 @@
 //! or know about priors (that is [`super`] and [`super::super::quadrature`]).
 
 use super::super::item::{
-    CategoryTerms, InformationTerms, Item, MAX_CATEGORIES, PolytomousItem, add_log_probabilities,
-    polytomous_terms,
+    CategoryTerms, InformationTerms, Item, MAX_CATEGORIES, PolytomousItem,
+    add_log_probabilities_on_grid, polytomous_terms,
 };
 use super::super::model::{ItemParams, ItemTerms, information, response_probability};
 
@@ -234,7 +234,7 @@ impl Pattern for Mixed<'_> {
                 match item {
                     Item::Dichotomous(p) => acc.multiply(p, x != 0, nodes, scaling),
                     Item::Polytomous(p) => {
-                        add_log_probabilities(p, category(x), scaling, nodes, poly);
+                        add_log_probabilities_on_grid(p, category(x), scaling, nodes, poly);
                     }
                 }
             }

@@ -91,10 +91,19 @@
 //!
 //! `U` is the plain rule's uniform (one `random::<f64>()`, drawn once the
 //! total is known to be at least `1/2`, as the plain rule draws it once its
-//! total is positive). When the point falls within the margin of an end (the
-//! errors are about `10⁻¹¹` relatively, so about once in `10⁷` draws), the
+//! total is positive). When the point falls within the margin of an end, the
 //! exact path above walks from the same `U`: the same item either way
-//! (`the_certified_draw_is_the_plain_draw`). An earlier version of this idea
+//! (`the_certified_draw_is_the_plain_draw`).
+//!
+//! The margin is mostly the items left out (`2R` at most; the fast values'
+//! errors are about `10⁻¹¹` relatively), so `R` trades the items evaluated
+//! against the draws refused: each item's interval ends refuse `4R/W̃` of
+//! the uniforms. With `R = 10⁻⁶`, on 5,000 random 3PL or GRM/GPCM items at
+//! abilities across `±2.5` and `H` from 1 to 20, between 0 and 4.2 in 10⁴
+//! draws were refused (200,000 uniforms per case), while the floor rose from
+//! `0.028·M` (`R = 10⁻¹³`) to `0.13·M` at `H = 10.8`: the step's items
+//! evaluated fell by more than half (polytomous proportional at 5,000 items
+//! 180 → 110 µs). An earlier version of this idea
 //! (for the dichotomous bank only, before the blocks) saved instructions but
 //! no wall time; with the polytomous informations it is most of the step.
 
@@ -247,7 +256,7 @@ fn proportional_bounded<R: Rng + ?Sized>(
         let (mut info, mut err) = (vec![f64::NAN; n], vec![0.0; n]);
         index.information_above::<true>(ctx.bank, theta, floor, &mut info, &mut err);
         eligible_only(&mut info);
-        if let Some(approximate) = weights.approximate(&info, &err, floor, &exact) {
+        if let Some(approximate) = weights.approximate(info, err, floor, &exact) {
             let drawn = rng.random::<f64>();
             if let Some(i) = approximate.pick(drawn) {
                 return Some(Some(i));
@@ -356,18 +365,20 @@ impl Weights {
     /// the margin out of range).
     fn approximate(
         &self,
-        info: &[f64],
-        err: &[f64],
+        mut values: Vec<f64>,
+        mut errors: Vec<f64>,
         floor: f64,
         exact: &impl Fn(usize) -> f64,
     ) -> Option<Approximate> {
-        let n = info.len();
+        let n = values.len();
         // The items that count, gathered branch-free (their pattern is
-        // unpredictable): neither NaN nor below the floor (by their bound, or
-        // by their value within its error).
-        let (mut ids, mut values, mut errors) = (vec![0_u32; n], vec![0.0; n], vec![0.0; n]);
+        // unpredictable) to the front of `values` and `errors` (position
+        // `len ≤ i` is read before it is written): neither NaN nor below the
+        // floor (by their bound, or by their value within its error).
+        let mut ids = vec![0_u32; n];
         let (mut len, mut present) = (0, 0);
-        for (i, (&v, &e)) in info.iter().zip(err).enumerate() {
+        for i in 0..n {
+            let (v, e) = (values[i], errors[i]);
             ids[len] = i as u32;
             values[len] = v;
             errors[len] = e;
@@ -503,8 +514,9 @@ impl Weights {
 const UNKNOWN: f64 = f64::NAN;
 
 /// What all the items the certified draw does not evaluate weigh at most,
-/// together (the best item weighs 1).
-const REST: f64 = 1e-13;
+/// together (the best item weighs 1): larger evaluates fewer items and
+/// refuses more draws (module doc).
+const REST: f64 = 1e-6;
 
 /// Largest exponent `H` of the certified draw (its error bounds grow with
 /// `H`; the schedules stay far below).
@@ -739,7 +751,7 @@ mod tests {
             }
             let lookup = |i: usize| exact[i];
             let approximate = weights
-                .approximate(&info, &err, floor, &lookup)
+                .approximate(info, err, floor, &lookup)
                 .unwrap_or_else(|| panic!("round {round}: not certifiable"));
             // The plain walk's interval ends, as uniforms.
             let mut plain = exact.clone();
@@ -771,9 +783,9 @@ mod tests {
                 }
             }
         }
-        // Random points are certified (all but about one in 10⁷); points at
-        // the ends mostly not.
-        assert_eq!(certified, tried);
+        // Random points are certified (all but a few in 10⁴: the items left
+        // out widen the margin, module doc); points at the ends mostly not.
+        assert!(tried - certified <= tried / 2_000, "{certified} of {tried}");
         assert!(refused_at_ends > 1_000, "{refused_at_ends}");
     }
 }
