@@ -336,11 +336,18 @@ fn grm_log_lanes(r: &Response<'_>, nodes: &[f64], out: &mut [f64]) {
     }
 }
 
-/// The GPCM's `ln P_k` at up to [`GRID_LANES`] nodes, added to `out`.
+/// The GPCM's `ln P_k` at up to [`GRID_LANES`] nodes, added to `out`:
+/// `ζ_k − ln Σ_j e^{ζ_j}`. When every node has `m·|D·a·θ| + Σ_j |D·a·δ_j| <
+/// 600` (no `e^{ζ_j}` overflows), the sum takes one exponential per node:
+/// `e^{ζ_j} = Π_{i<j} e^{D·a·θ}·e^{−D·a·δ_i}`, each factor within
+/// `(|x| + |D·a·δ_i| + 10)u`, so the logarithm of the sum within about
+/// `(m(|x| + 12) + Σ_i |D·a·δ_i|)u` of its value; otherwise each term is shifted
+/// by the largest `ζ_j` and exponentiated.
 #[inline(always)]
 fn gpcm_log_lanes(r: &Response<'_>, nodes: &[f64], out: &mut [f64]) {
     let (da, thresholds, k) = (r.da, r.thresholds, r.k);
     let len = nodes.len();
+    let m = thresholds.len();
     let mut z = [0.0_f64; GRID_LANES];
     let mut max = [0.0_f64; GRID_LANES];
     let mut chosen = [0.0_f64; GRID_LANES];
@@ -361,7 +368,40 @@ fn gpcm_log_lanes(r: &Response<'_>, nodes: &[f64], out: &mut [f64]) {
     chosen.copy_from_slice(&zeta[k][..len]);
     let mut total = [0.0_f64; GRID_LANES];
     let total = &mut total[..len];
-    for row in zeta.iter().take(thresholds.len() + 1) {
+    let spread: f64 = thresholds.iter().map(|&d| (da * d).abs()).sum();
+    let mf = m as f64;
+    // NaN counts as wide.
+    let wide = nodes.iter().fold(0, |n, &theta| {
+        let span = mf * (da * theta).abs() + spread;
+        n + usize::from(span.is_nan() || span >= 600.0)
+    });
+    if wide == 0 {
+        let mut factors = [0.0_f64; MAX_CATEGORIES];
+        for (f, &d) in factors.iter_mut().zip(thresholds) {
+            *f = (-(da * d)).exp();
+        }
+        // e^{D·a·θ} per node, then the running products.
+        let mut rate = [0.0_f64; GRID_LANES];
+        let mut q = [1.0_f64; GRID_LANES];
+        let (rate, q) = (&mut rate[..len], &mut q[..len]);
+        for ((r, &theta), t) in rate.iter_mut().zip(nodes).zip(total.iter_mut()) {
+            let x = da * theta;
+            let e = exp_neg(-x.abs());
+            *r = if x > 0.0 { 1.0 / e } else { e };
+            *t = 1.0;
+        }
+        for &f in &factors[..m] {
+            for ((q, &r), t) in q.iter_mut().zip(rate.iter()).zip(total.iter_mut()) {
+                *q *= r * f;
+                *t += *q;
+            }
+        }
+        for ((o, &c), &t) in out.iter_mut().zip(chosen.iter()).zip(total.iter()) {
+            *o += c - ln_fast(t);
+        }
+        return;
+    }
+    for row in zeta.iter().take(m + 1) {
         for ((t, &v), &mx) in total.iter_mut().zip(&row[..len]).zip(max.iter()) {
             *t += exp_neg((v - mx).max(-700.0));
         }

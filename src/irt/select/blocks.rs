@@ -17,7 +17,9 @@
 //! * GPCM: `P_k = exp(ζ_k − max ζ)/Σ_c exp(ζ_c − max ζ)` and
 //!   `I = (D·a)²·Σ_k P_k (k − E[K])²`; the exponentials are `f64::exp`, as in
 //!   the per-item formula (one call per category and item), the rest runs
-//!   across items.
+//!   across items. The fast path (`FAST`, values within a stated error) takes
+//!   one exponential per item instead, `e^{D·a·θ}`, times factors
+//!   `e^{−D·a·δ_k}` stored per scaling ([`Lanes::gpcm_factored`]).
 //!
 //! # Pruning
 //!
@@ -113,6 +115,12 @@ struct Block {
     /// Per cell and position, the item's own bound on the cell (module doc;
     /// cell `c`, position `j` at `c·len + j`); empty when not built.
     cells: Vec<f32>,
+    /// GPCM: `exp(−D·a·δ_k)` of threshold `k` of position `j` at `k·len + j`
+    /// for the scaling `D` of the envelopes ([`Lanes::gpcm`]'s fast path);
+    /// empty when not built.
+    factors: Vec<f64>,
+    /// The scaling `D` of `factors` (NaN when not built).
+    factor_scaling: f64,
 }
 
 impl PolytomousBlocks {
@@ -168,6 +176,8 @@ impl PolytomousBlocks {
                     envelope: Vec::new(),
                     a_max: Vec::new(),
                     cells: Vec::new(),
+                    factors: Vec::new(),
+                    factor_scaling: f64::NAN,
                 }
             })
             .collect();
@@ -207,6 +217,12 @@ impl PolytomousBlocks {
         let mut err = [0.0_f64; LANES];
         for block in &mut self.blocks {
             let n = block.ids.len();
+            if block.model == PolytomousModel::Gpcm {
+                block.factors = (0..block.m * n)
+                    .map(|kj| (-(scaling * block.a[kj % n]) * block.thresholds[kj]).exp())
+                    .collect();
+                block.factor_scaling = scaling;
+            }
             let chunks = n.div_ceil(LANES);
             block.envelope = vec![0.0; chunks * nodes];
             block.a_max = (0..chunks)
@@ -299,7 +315,7 @@ impl PolytomousBlocks {
         let mut err = [0.0_f64; LANES];
         let mut bounds = [0.0_f64; LANES];
         let most = self.blocks.iter().map(|b| b.m).max().unwrap_or(0);
-        let mut scratch = vec![0.0_f64; LANES * most];
+        let mut scratch = vec![0.0_f64; 2 * LANES * most];
         for (bits, bi, c) in self.chunk_bounds(theta, scaling) {
             let block = &self.blocks[bi as usize];
             let n = block.ids.len();
@@ -452,7 +468,11 @@ impl PolytomousBlocks {
             .iter()
             .map(|b| {
                 4 * b.ids.len()
-                    + 8 * (b.a.len() + b.thresholds.len() + b.envelope.len() + b.a_max.len())
+                    + 8 * (b.a.len()
+                        + b.thresholds.len()
+                        + b.envelope.len()
+                        + b.a_max.len()
+                        + b.factors.len())
                     + 4 * b.cells.len()
             })
             .sum()
@@ -546,6 +566,7 @@ impl Block {
             m: self.m,
             a: &self.a[start..end],
             thresholds: &self.thresholds,
+            factors: self.factors(scaling),
             stride: self.ids.len(),
             offset: start,
         };
@@ -558,32 +579,45 @@ impl Block {
         self.evaluate::<false>(start, end, theta, scaling, out, &mut err[..end - start]);
     }
 
+    /// The GPCM factors for `scaling`, if built for it.
+    fn factors(&self, scaling: f64) -> Option<&[f64]> {
+        (self.factor_scaling == scaling && !self.factors.is_empty()).then_some(&self.factors[..])
+    }
+
     /// Information of the positions `positions` (at most [`LANES`]) into
     /// `out` (and `err`, see [`Lanes::gpcm`]), gathered into lanes first (the
     /// same operations, so the same values as [`Block::evaluate`]);
-    /// `thresholds` is scratch space of `LANES·m` values.
+    /// `scratch` holds at least `2·LANES·m` values.
     fn evaluate_positions<const FAST: bool>(
         &self,
         positions: &[usize],
         theta: f64,
         scaling: f64,
-        thresholds: &mut [f64],
+        scratch: &mut [f64],
         out: &mut [f64],
         err: &mut [f64],
     ) {
         let len = positions.len();
         let n = self.ids.len();
+        let (thresholds, factors) = scratch.split_at_mut(LANES * self.m);
+        let own = self.factors(scaling);
         let mut a = [0.0_f64; LANES];
         for (l, &j) in positions.iter().enumerate() {
             a[l] = self.a[j];
             for k in 0..self.m {
                 thresholds[k * LANES + l] = self.thresholds[k * n + j];
             }
+            if let Some(own) = own {
+                for k in 0..self.m {
+                    factors[k * LANES + l] = own[k * n + j];
+                }
+            }
         }
         let lanes = Lanes {
             m: self.m,
             a: &a[..len],
             thresholds,
+            factors: own.map(|_| &*factors),
             stride: LANES,
             offset: 0,
         };
@@ -613,6 +647,9 @@ struct Lanes<'a> {
     a: &'a [f64],
     /// Threshold `k` of lane `l` at `k·stride + offset + l`.
     thresholds: &'a [f64],
+    /// GPCM: `exp(−D·a·δ_k)` of each threshold, laid out as `thresholds`
+    /// (the fast path of [`Lanes::gpcm`]).
+    factors: Option<&'a [f64]>,
     /// See `thresholds`.
     stride: usize,
     /// See `thresholds`.
@@ -646,6 +683,12 @@ impl Lanes<'_> {
     fn row(&self, k: usize) -> &[f64] {
         let start = k * self.stride + self.offset;
         &self.thresholds[start..start + self.a.len()]
+    }
+
+    /// Factor `k` of every lane (see `factors`).
+    fn factor_row<'b>(&self, factors: &'b [f64], k: usize) -> &'b [f64] {
+        let start = k * self.stride + self.offset;
+        &factors[start..start + self.a.len()]
     }
 
     /// GRM information of the lanes into `out` (the operations of
@@ -721,6 +764,12 @@ impl Lanes<'_> {
     )]
     #[inline(always)]
     fn gpcm<const FAST: bool>(&self, theta: f64, scaling: f64, out: &mut [f64], err: &mut [f64]) {
+        if FAST
+            && let Some(factors) = self.factors
+            && self.gpcm_factored(factors, theta, scaling, out, err)
+        {
+            return;
+        }
         let len = self.a.len();
         let m = self.m;
         let mut da = [0.0_f64; LANES];
@@ -794,6 +843,123 @@ impl Lanes<'_> {
         for (o, &d) in out.iter_mut().zip(da.iter()) {
             *o *= d * d;
         }
+    }
+
+    /// [`Lanes::gpcm`]'s fast path with one exponential per item: with
+    /// `r = e^{D·a·θ}` and the stored `c_k = e^{−D·a·δ_k}`, the unnormalized
+    /// probabilities are `Q_0 = 1`, `Q_k = Q_{k−1}·(r·c_{k−1})` (that is
+    /// `e^{ζ_k}`), `P_k = Q_k/Σ_j Q_j`. `false` (nothing written) unless every
+    /// lane has `S = m·|D·a·θ| + Σ_k |D·a·δ_k| < 600`, so that no `Q_k`
+    /// overflows or underflows.
+    ///
+    /// Error: `D·a·θ` is rounded (`|x|u`), `r` from [`exp_neg`] (within `8u`,
+    /// and `u` more for `1/e^{−x}` when `x > 0`), each `c_k` within
+    /// `(|D·a·δ_k| + 1)u` (its product and `f64::exp`), each product `u`: `Q_k`
+    /// within `A·u`, `A = m(|x| + 12) + Σ_k |D·a·δ_k|`, relatively, and
+    /// `P_k = Q_k·(1/Σ_j Q_j)` within `δ = (2A + m + 2)u·1.01` of the true
+    /// probability; the exact
+    /// formula's within `16u` ([`Lanes::gpcm`]). The same argument as there
+    /// gives `4(δ + 16u)` relatively for the variance, on top of the roundings
+    /// that `10⁻¹²·Var + 10⁻¹³·m·√Var + 10⁻²⁹⁰·m²` covers.
+    #[inline(always)]
+    fn gpcm_factored(
+        &self,
+        factors: &[f64],
+        theta: f64,
+        scaling: f64,
+        out: &mut [f64],
+        err: &mut [f64],
+    ) -> bool {
+        const UNIT: f64 = f64::EPSILON / 2.0;
+        let len = self.a.len();
+        let m = self.m;
+        let mf = m as f64;
+        let mut da = [0.0_f64; LANES];
+        let mut x = [0.0_f64; LANES];
+        let mut span = [0.0_f64; LANES];
+        let (da, x, span) = (&mut da[..len], &mut x[..len], &mut span[..len]);
+        for (((d, x), s), &a) in da
+            .iter_mut()
+            .zip(x.iter_mut())
+            .zip(span.iter_mut())
+            .zip(self.a)
+        {
+            *d = scaling * a;
+            *x = *d * theta;
+            *s = 0.0;
+        }
+        for k in 0..m {
+            for ((s, &d), &t) in span.iter_mut().zip(da.iter()).zip(self.row(k)) {
+                *s += (d * t).abs();
+            }
+        }
+        // NaN fails the test too.
+        let wide = span.iter().zip(x.iter()).fold(0, |n, (&s, &x)| {
+            let span = mf * x.abs() + s;
+            n + usize::from(span.is_nan() || span >= 600.0)
+        });
+        if wide > 0 {
+            return false;
+        }
+        // q_k per lane, category by category; `r` in `x`.
+        let mut q = [[0.0_f64; LANES]; MAX_CATEGORIES];
+        let mut total = [1.0_f64; LANES];
+        let total = &mut total[..len];
+        let mut delta = [0.0_f64; LANES];
+        let delta = &mut delta[..len];
+        for ((dl, r), &s) in delta.iter_mut().zip(x.iter_mut()).zip(span.iter()) {
+            let a = mf * (r.abs() + 12.0) + s;
+            *dl = ((2.0 * a + mf + 2.0) * 1.01 + 16.0) * UNIT;
+            let e = exp_neg(-r.abs());
+            *r = if *r > 0.0 { 1.0 / e } else { e };
+        }
+        q[0][..len].fill(1.0);
+        for k in 1..=m {
+            let (done, rest) = q.split_at_mut(k);
+            let (prev, qk) = (&done[k - 1][..len], &mut rest[0][..len]);
+            for ((((v, &p), &r), &c), t) in qk
+                .iter_mut()
+                .zip(prev)
+                .zip(x.iter())
+                .zip(self.factor_row(factors, k - 1))
+                .zip(total.iter_mut())
+            {
+                *v = p * (r * c);
+                *t += *v;
+            }
+        }
+        let mut mean = [0.0_f64; LANES];
+        let mean = &mut mean[..len];
+        for t in total.iter_mut() {
+            *t = 1.0 / *t;
+        }
+        for (k, qk) in q.iter_mut().take(m + 1).enumerate() {
+            let kf = k as f64;
+            for ((v, mean), &inverse) in qk[..len].iter_mut().zip(mean.iter_mut()).zip(total.iter())
+            {
+                *v = (*v * inverse).max(f64::MIN_POSITIVE);
+                *mean += kf * *v;
+            }
+        }
+        out.fill(0.0);
+        for (k, pk) in q.iter().take(m + 1).enumerate() {
+            let kf = k as f64;
+            for ((o, &v), &mean) in out.iter_mut().zip(&pk[..len]).zip(mean.iter()) {
+                let u = kf - mean;
+                *o += v * u * u;
+            }
+        }
+        for (((e, o), &d), &dl) in err
+            .iter_mut()
+            .zip(out.iter_mut())
+            .zip(da.iter())
+            .zip(delta.iter())
+        {
+            let var = *o;
+            *e = d * d * ((1e-12 + 4.0 * dl) * var + 1e-13 * mf * var.sqrt() + 1e-290 * mf * mf);
+            *o = var * (d * d);
+        }
+        true
     }
 }
 

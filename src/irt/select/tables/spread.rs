@@ -235,8 +235,9 @@ impl Step<'_> {
                 let lane = &rows[((k - 1) * q + g) * L..][..L];
                 let (low, high) = s.split_at_mut((k + 1) * L);
                 let (sk, sk1) = (&mut low[k * L..], &high[..L]);
-                for l in 0..L {
-                    sk[l] = sk1[l] + lane[l];
+                // Zipped: indexed, this loop stayed scalar.
+                for ((v, &above), &p) in sk.iter_mut().zip(sk1).zip(lane) {
+                    *v = above + p;
                 }
             }
             s[..L].fill(1.0);
