@@ -10,6 +10,7 @@
 use super::super::item::{Item, MAX_CATEGORIES};
 use super::super::model::{ItemParams, logistic_pair};
 use super::super::quadrature::{self, LogPrior, trapezoid_weights};
+use super::tables::LogRow;
 use super::{SelectionContext, SelectionRule};
 
 /// Grid weights of one selection step.
@@ -45,12 +46,27 @@ impl Posterior {
             .filter_map(|(&i, &x)| ctx.bank.get(i).map(|item| (item, x)))
             .collect();
 
+        // The tables' rows, where they hold `ln P` bit for bit, spare the
+        // probabilities (the same terms, summed in the same order).
+        let tables = ctx.tables.filter(|t| t.fits(ctx, rule));
+        let rows: Vec<Option<LogRow<'_>>> = ctx
+            .administered
+            .iter()
+            .zip(ctx.responses)
+            .filter(|&(&i, _)| i < ctx.bank.len())
+            .map(|(&i, &x)| tables.and_then(|t| t.log_probabilities(i, x)))
+            .collect();
         let mut log_weight: Vec<f64> = nodes
             .iter()
-            .map(|&theta| {
+            .enumerate()
+            .map(|(g, &theta)| {
                 answered
                     .iter()
-                    .map(|(item, x)| log_category_probability(item, theta, scaling, *x))
+                    .zip(&rows)
+                    .map(|((item, x), row)| match row {
+                        Some(row) => row.at(g),
+                        None => log_category_probability(item, theta, scaling, *x),
+                    })
                     .sum()
             })
             .collect();

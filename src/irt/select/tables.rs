@@ -31,6 +31,11 @@
 //! bytes (information, `b ≤ 64` node blocks) or `8·h·b` bytes (divergence,
 //! `h ≤ 129` pivots).
 //!
+//! The step's posterior ([`super::grid::Posterior`]) reads the answered
+//! items' `ln P` from these rows where they hold it bit for bit (the
+//! divergence family's, and `ln` of the variance family's from category 1:
+//! [`SelectionTables::log_probabilities`]), the same terms in the same order.
+//!
 //! Items the tables cannot vouch for (parameters outside their model's
 //! domain, or any non-finite entry) are "extras": evaluated by the plain
 //! formula at every step.
@@ -337,6 +342,26 @@ impl Group {
     }
 }
 
+/// One item's tabulated `ln P` of one category on the nodes
+/// ([`SelectionTables::log_probabilities`]).
+pub(super) enum LogRow<'a> {
+    /// `ln P` at node `g` at `g`.
+    Logarithms(&'a [f64]),
+    /// `P` at node `g` at `g·BUCKET_SIZE`.
+    Probabilities(&'a [f64]),
+}
+
+impl LogRow<'_> {
+    /// `ln P` at node `g`.
+    #[inline]
+    pub(super) fn at(&self, g: usize) -> f64 {
+        match self {
+            Self::Logarithms(row) => row[g],
+            Self::Probabilities(lanes) => lanes[g * BUCKET_SIZE].ln(),
+        }
+    }
+}
+
 /// Per-bank tables of one quadrature grid for one family of rules (see the
 /// module doc of `irt::select::tables`): what makes `Kl`, `Klp`, `Mlwi`, `Mpwi` and `Mepv`
 /// steps cost dot products over a few buckets instead of exponentials and
@@ -364,6 +389,9 @@ pub struct SelectionTables {
     groups: Vec<Group>,
     /// Bank indices of the items evaluated by the plain formula.
     extras: Vec<u32>,
+    /// Per bank item, its group and position (`(u32::MAX, 0)` for the
+    /// extras): where [`SelectionTables::log_probabilities`] reads its rows.
+    places: Vec<(u32, u32)>,
 }
 
 impl std::fmt::Debug for SelectionTables {
@@ -503,6 +531,7 @@ impl SelectionTables {
             cell_range: (settings.theta_min, settings.theta_max),
             groups: Vec::with_capacity(pending.len()),
             extras,
+            places: vec![(u32::MAX, 0); bank.len()],
         };
         for p in pending {
             let stride = family.rows(p.categories) * q;
@@ -546,6 +575,9 @@ impl SelectionTables {
                 for (m, v) in group.node_max.iter_mut().zip(row) {
                     *m = m.max(v.abs());
                 }
+            }
+            for (pos, &i) in group.ids.iter().enumerate() {
+                tables.places[i as usize] = (tables.groups.len() as u32, pos as u32);
             }
             if matches!(family, Family::Variance | Family::VarianceJeffreys) {
                 group.to_lanes(bank, q);
@@ -607,7 +639,7 @@ impl SelectionTables {
             }
             Family::VarianceJeffreys => 0,
         };
-        8 * (rows * q + envelope) + 4 * bank.len()
+        8 * (rows * q + envelope) + 12 * bank.len()
     }
 
     /// What the tables were built for.
@@ -650,6 +682,38 @@ impl SelectionTables {
         groups
             + 8 * (self.nodes.len() + self.pivots.len() + 2 * self.blocks.len())
             + 4 * self.extras.len()
+            + 8 * self.places.len()
+    }
+
+    /// The natural logarithms of bank item `i`'s probability of category
+    /// `x` on the nodes, bit for bit `ln` of the plain formula's probability
+    /// (a score past the last category reads as the last, any score `≥ 1` of
+    /// a dichotomous item as correct), when the tables hold them: the
+    /// divergence family's rows, or the variance family's (`ln` still to be
+    /// taken, `x ≥ 1`). `None` otherwise (extras, category 0 of the variance
+    /// family, other families).
+    pub(super) fn log_probabilities(&self, i: usize, x: u32) -> Option<LogRow<'_>> {
+        let &(gi, pos) = self.places.get(i)?;
+        let group = self.groups.get(gi as usize)?;
+        let (pos, q) = (pos as usize, self.nodes.len());
+        let k = (x as usize).min(group.categories - 1);
+        match self.key.family {
+            Family::Divergence => Some(LogRow::Logarithms(
+                &group.rows[pos * group.stride + k * q..][..q],
+            )),
+            Family::Variance | Family::VarianceJeffreys if k >= 1 => {
+                let b = group
+                    .buckets
+                    .partition_point(|&(start, _)| start as usize <= pos)
+                    - 1;
+                let lane = pos - group.buckets[b].0 as usize;
+                let rows = group.lanes(b, q);
+                Some(LogRow::Probabilities(
+                    &rows[(k - 1) * q * BUCKET_SIZE + lane..],
+                ))
+            }
+            _ => None,
+        }
     }
 
     /// Whether they fit `ctx` and `rule`: same bank length, grid, scaling and

@@ -189,6 +189,19 @@ impl Spread {
     }
 }
 
+impl Spread {
+    /// What the bound reads (for `CAT_DEBUG_TABLES`).
+    pub(super) fn describe(&self) -> String {
+        format!(
+            "ends {:?} singles {} blocks {} bracket {:?}",
+            self.ends,
+            self.singles,
+            self.blocks.len(),
+            self.bracket
+        )
+    }
+}
+
 impl Step<'_> {
     /// Upper bounds of the signed plain criterion (`−EPV`) of every lane of
     /// bucket `b` of a polytomous group from the spread bound (module doc):
@@ -216,6 +229,9 @@ impl Step<'_> {
         caps: &mut [f64; BUCKET_SIZE],
     ) {
         const L: usize = BUCKET_SIZE;
+        // Lanes per pass of the bound (an AVX2 vector): few enough that the
+        // per-lane accumulators stay in registers.
+        const W: usize = 4;
         caps.fill(f64::INFINITY);
         let Some(sp) = &self.spread else {
             return;
@@ -231,18 +247,20 @@ impl Step<'_> {
         for (j, &g) in points.enumerate() {
             let s = &mut scratch[j * (c + 1) * L..(j + 1) * (c + 1) * L];
             s[c * L..].fill(0.0);
+            // In a fixed-size accumulator: through slices, this loop stayed
+            // scalar.
+            let mut sum = [0.0_f64; L];
             for k in (1..c).rev() {
-                let lane = &rows[((k - 1) * q + g) * L..][..L];
-                let (low, high) = s.split_at_mut((k + 1) * L);
-                let (sk, sk1) = (&mut low[k * L..], &high[..L]);
-                // Zipped: indexed, this loop stayed scalar.
-                for ((v, &above), &p) in sk.iter_mut().zip(sk1).zip(lane) {
-                    *v = above + p;
+                let lane: &[f64; L] = rows[((k - 1) * q + g) * L..][..L]
+                    .try_into()
+                    .expect("L lanes");
+                for (v, &p) in sum.iter_mut().zip(lane) {
+                    *v += p;
                 }
+                s[k * L..(k + 1) * L].copy_from_slice(&sum);
             }
             s[..L].fill(1.0);
         }
-        let s = |j: usize, k: usize| &scratch[(j * (c + 1) + k) * L..][..L];
         let (start, end) = group.buckets[b];
         let (start, end) = (start as usize, end as usize);
         let mut slopes = [0.0; L];
@@ -251,67 +269,78 @@ impl Step<'_> {
         let r = ROUNDING;
         let [t0, t1, t2] = sp.totals;
         let floor = 8.0 * ROUNDING * self.max_square;
-        // Per lane: Σ_k p_lo·V_lo, Σ_k p_lo and min_k V_lo.
-        let (mut total, mut mass, mut least) = ([0.0_f64; L], [0.0_f64; L], [f64::INFINITY; L]);
-        for k in 0..c {
-            let (mut x, mut y, mut z, mut big) = ([0.0; L], [0.0; L], [0.0; L], [0.0; L]);
-            for &(ia, _, [mw, mu, muu]) in &sp.blocks[..sp.singles] {
-                let (sk, sn) = (s(ia, k), s(ia, k + 1));
-                for l in 0..L {
-                    let d = sk[l] - sn[l];
-                    x[l] += d * muu;
-                    y[l] += d * mu;
-                    z[l] += d * mw;
-                }
-            }
-            let [cw, cu, cuu] = sp.single_moments;
-            for l in 0..L {
-                big[l] = z[l] + sigma * cw;
-                x[l] -= sigma * cuu;
-                y[l] -= sigma * cu;
-                z[l] -= sigma * cw;
-            }
-            for &(ia, ib, [mw, mu, muu]) in &sp.blocks[sp.singles..] {
-                let (ska, skb) = (s(ia, k), s(ib, k));
-                let (sna, snb) = (s(ia, k + 1), s(ib, k + 1));
-                for l in 0..L {
-                    let m = (ska[l] - snb[l]) - sigma;
-                    let hi = (skb[l] - sna[l]) + sigma;
-                    x[l] += m * muu;
-                    y[l] += m * mu;
-                    z[l] += m * mw;
-                    big[l] += hi * mw;
-                }
-            }
-            // S_k(θ̂) ≥ max(S_k(x_a), S_k(x_b) − λ·(x_b − θ̂)), S_{k+1}(θ̂) ≤
-            // min(S_{k+1}(x_b), S_{k+1}(x_a) + λ·(θ̂ − x_a)).
-            let (ka, kb) = (s(e, k), s(e + 1, k));
-            let (na, nb) = (s(e, k + 1), s(e + 1, k + 1));
-            for l in 0..L {
-                let (left, right) = (slopes[l] * sp.gaps.0, slopes[l] * sp.gaps.1);
-                let upper = ka[l].max(kb[l] - right);
-                let lower = nb[l].min(na[l] + left);
-                let x = x[l] - r * t2;
-                let y = y[l].abs() + r * t1;
-                let z = z[l] - r * t0;
-                let pi = (big[l] + r * t0 + sp.skipped) * (1.0 + r);
-                // (X − Y²/Z)/Π = (XZ − Y²)/(ZΠ), one division.
-                let (xz, yy) = (x * z, y * y);
-                let n = (xz - yy) - 3.0 * UNIT * (xz.abs() + yy);
-                let v = n / (z * pi) * (1.0 - 4.0 * UNIT) - floor;
-                // NaN (never for finite rows) fails the comparison: 0.
-                let v = if z > 1e-250 && v > 0.0 { v } else { 0.0 };
-                let p = ((upper - lower) - sigma).max(0.0);
-                total[l] += p * v;
-                mass[l] += p;
-                least[l] = least[l].min(v);
-            }
-        }
         // Σ_k p_k ≥ 1 − C·PROBABILITY_ERROR: the mass above Σ p_lo goes at
         // least to the smallest V_lo.
         let one = 1.0 - c as f64 * PROBABILITY_ERROR;
-        for l in 0..L {
-            total[l] += (one - mass[l]).max(0.0) * least[l];
+        let (singles, tails) = sp.blocks.split_at(sp.singles);
+        let mut total = [0.0_f64; L];
+        // `W` lanes at a time, so that the accumulators stay in registers.
+        for h in 0..L / W {
+            let s = |j: usize, k: usize| -> &[f64; W] {
+                scratch[(j * (c + 1) + k) * L + h * W..][..W]
+                    .try_into()
+                    .expect("W lanes")
+            };
+            let slopes: &[f64; W] = slopes[h * W..][..W].try_into().expect("W lanes");
+            // Per lane: Σ_k p_lo·V_lo, Σ_k p_lo and min_k V_lo.
+            let (mut sum, mut mass, mut least) = ([0.0_f64; W], [0.0_f64; W], [f64::INFINITY; W]);
+            for k in 0..c {
+                let (mut x, mut y, mut z, mut big) = ([0.0; W], [0.0; W], [0.0; W], [0.0; W]);
+                for &(ia, _, [mw, mu, muu]) in singles {
+                    let (sk, sn) = (s(ia, k), s(ia, k + 1));
+                    for l in 0..W {
+                        let d = sk[l] - sn[l];
+                        x[l] += d * muu;
+                        y[l] += d * mu;
+                        z[l] += d * mw;
+                    }
+                }
+                let [cw, cu, cuu] = sp.single_moments;
+                for l in 0..W {
+                    big[l] = z[l] + sigma * cw;
+                    x[l] -= sigma * cuu;
+                    y[l] -= sigma * cu;
+                    z[l] -= sigma * cw;
+                }
+                for &(ia, ib, [mw, mu, muu]) in tails {
+                    let (ska, skb) = (s(ia, k), s(ib, k));
+                    let (sna, snb) = (s(ia, k + 1), s(ib, k + 1));
+                    for l in 0..W {
+                        let m = (ska[l] - snb[l]) - sigma;
+                        let hi = (skb[l] - sna[l]) + sigma;
+                        x[l] += m * muu;
+                        y[l] += m * mu;
+                        z[l] += m * mw;
+                        big[l] += hi * mw;
+                    }
+                }
+                // S_k(θ̂) ≥ max(S_k(x_a), S_k(x_b) − λ·(x_b − θ̂)), S_{k+1}(θ̂) ≤
+                // min(S_{k+1}(x_b), S_{k+1}(x_a) + λ·(θ̂ − x_a)).
+                let (ka, kb) = (s(e, k), s(e + 1, k));
+                let (na, nb) = (s(e, k + 1), s(e + 1, k + 1));
+                for l in 0..W {
+                    let (left, right) = (slopes[l] * sp.gaps.0, slopes[l] * sp.gaps.1);
+                    let upper = ka[l].max(kb[l] - right);
+                    let lower = nb[l].min(na[l] + left);
+                    let x = x[l] - r * t2;
+                    let y = y[l].abs() + r * t1;
+                    let z = z[l] - r * t0;
+                    let pi = (big[l] + r * t0 + sp.skipped) * (1.0 + r);
+                    // (X − Y²/Z)/Π = (XZ − Y²)/(ZΠ), one division.
+                    let (xz, yy) = (x * z, y * y);
+                    let n = (xz - yy) - 3.0 * UNIT * (xz.abs() + yy);
+                    let v = n / (z * pi) * (1.0 - 4.0 * UNIT) - floor;
+                    // NaN (never for finite rows) fails the comparison: 0.
+                    let v = if z > 1e-250 && v > 0.0 { v } else { 0.0 };
+                    let p = ((upper - lower) - sigma).max(0.0);
+                    sum[l] += p * v;
+                    mass[l] += p;
+                    least[l] = least[l].min(v);
+                }
+            }
+            for l in 0..W {
+                total[h * W + l] = sum[l] + (one - mass[l]).max(0.0) * least[l];
+            }
         }
         for (l, pos) in (start..end).enumerate() {
             if !group.slopes[pos].is_nan() {

@@ -56,10 +56,21 @@ impl SelectionTables {
                     step.spread_caps(group, b, &mut scratch, &mut lane_caps);
                     let (start, end) = (start as usize, end as usize);
                     group_caps[start..end].copy_from_slice(&lane_caps[..end - start]);
-                    (start..end)
-                        .filter(|&pos| ctx.is_eligible(group.ids[pos] as usize))
-                        .map(|pos| group_caps[pos])
-                        .fold(f64::NEG_INFINITY, f64::max)
+                    // The largest eligible cap (caps are never NaN), four
+                    // running maxima so that the loop vectorizes.
+                    for (cap, &i) in lane_caps.iter_mut().zip(&group.ids[start..end]) {
+                        if !ctx.is_eligible(i as usize) {
+                            *cap = f64::NEG_INFINITY;
+                        }
+                    }
+                    lane_caps[end - start..].fill(f64::NEG_INFINITY);
+                    let mut best = [f64::NEG_INFINITY; 4];
+                    for part in lane_caps.chunks_exact(4) {
+                        for (b, &c) in best.iter_mut().zip(part) {
+                            *b = if c > *b { c } else { *b };
+                        }
+                    }
+                    best.into_iter().fold(f64::NEG_INFINITY, f64::max)
                 };
                 order.push((bound, gi as u32, b as u32));
             }
@@ -137,6 +148,9 @@ impl SelectionTables {
                 bounds,
                 order.get(order.len() / 2)
             );
+            if let Some(sp) = &step.spread {
+                eprintln!("  spread {}", sp.describe());
+            }
             let capped: usize = caps.iter().map(Vec::len).sum();
             let over = caps.iter().flatten().filter(|&&c| c >= cut).count();
             eprintln!("  spread caps {capped} of which reach L {over}");

@@ -639,6 +639,59 @@ pub(super) mod tests {
         }
     }
 
+    /// The step's posterior built with the tables' rows (`ln P` read instead
+    /// of recomputed) is bit for bit the plain one, for the divergence and
+    /// variance families, random 4PL, GRM and GPCM items (invalid ones among
+    /// them: extras), scores past the last category, and answers to every
+    /// category (0 included, which the variance rows do not hold).
+    #[test]
+    fn posteriors_read_from_the_tables_are_the_plain_ones() {
+        let mut rng = StdRng::seed_from_u64(17);
+        let mut read = 0_usize;
+        for round in 0..8 {
+            let mut bank: Vec<Item> = (0..300).map(|_| random_item(&mut rng)).collect();
+            // An invalid item (an extra) that the exams answer too.
+            bank.push(Item::from(ItemParams::new(-1.0, 0.0, 0.0, 1.0)));
+            let eligible = vec![true; bank.len()];
+            let settings = round_settings(round);
+            for rule in [SelectionRule::Klp, SelectionRule::Kl, SelectionRule::Mepv] {
+                let tables = SelectionTables::new(&bank, &settings, rule).unwrap();
+                for _ in 0..6 {
+                    let (mut administered, mut responses, truth) = random_answers(&mut rng, &bank);
+                    administered.push(bank.len() - 1);
+                    responses.push(1);
+                    if let Some(r) = responses.first_mut() {
+                        *r += 7;
+                    }
+                    let plain = exam_context(
+                        &bank,
+                        &eligible,
+                        &administered,
+                        &responses,
+                        truth,
+                        &settings,
+                    );
+                    let with = SelectionContext {
+                        tables: Some(&tables),
+                        ..plain
+                    };
+                    read += administered
+                        .iter()
+                        .zip(&responses)
+                        .filter(|&(&i, &x)| tables.log_probabilities(i, x).is_some())
+                        .count();
+                    let (a, b) = (Posterior::new(&plain, rule), Posterior::new(&with, rule));
+                    let bits = |p: &Posterior| -> Vec<u64> {
+                        p.weights().iter().map(|w| w.to_bits()).collect()
+                    };
+                    assert_eq!(bits(&a), bits(&b), "{rule:?} round {round}");
+                    assert_eq!(a.center().to_bits(), b.center().to_bits());
+                }
+            }
+        }
+        assert!(read > 1_000, "{read}");
+    }
+
     /// Every bucket's bound is at most the plain expected posterior variance
     /// of each of its items, for random 4PL, GRM and GPCM items, posteriors from
     /// 0 to 80 answers (wide to a few nodes), estimates across the grid and on
