@@ -98,7 +98,8 @@ pub(super) fn slope(item: &Item, scaling: f64, radius: f64) -> f64 {
 
 /// A step's blocks for the spread bounds (module doc).
 pub(super) struct Spread {
-    /// The nodes whose `S_k` are read: the blocks' ends, non-decreasing.
+    /// The nodes whose `S_k` are read, each once: the blocks' ends and the
+    /// bracket's.
     ends: Vec<usize>,
     /// Per block: the indices in `ends` of its two ends, and its moments
     /// `[Σ w, Σ w u, Σ w u²]`; single nodes (both ends the same), then the
@@ -113,6 +114,8 @@ pub(super) struct Spread {
     /// The nodes `x_a ≤ θ̂ ≤ x_b` bracketing `θ̂` (the same twice when `θ̂`
     /// is a node), and bounds of `θ̂ − x_a` and `x_b − θ̂`.
     bracket: (usize, usize),
+    /// The indices in `ends` of the bracket's nodes.
+    slots: (usize, usize),
     gaps: (f64, f64),
     /// `Σ w`, `Σ w |u|`, `Σ w u²` over the blocks, times `1.01`: what the
     /// roundings of a category's moments are relative to.
@@ -169,6 +172,20 @@ impl Spread {
                 blocks.push((ends.len() - 2, ends.len() - 1, moments(from, to)));
             }
         }
+        // Each node read once (a one-node tail, the bracket: core nodes).
+        let mut points: Vec<usize> = Vec::with_capacity(ends.len() + 2);
+        let mut slot = |g: usize| match points.iter().position(|&p| p == g) {
+            Some(j) => j,
+            None => {
+                points.push(g);
+                points.len() - 1
+            }
+        };
+        for block in &mut blocks {
+            (block.0, block.1) = (slot(ends[block.0]), slot(ends[block.1]));
+        }
+        let slots = (slot(bracket.0), slot(bracket.1));
+        let ends = points;
         let abs: f64 = (g0..g1).map(|g| w[g] * step.abs_u[g]).sum();
         let totals = [1.01 * step.moments[0], 1.01 * abs, 1.01 * step.moments[2]];
         let finite = blocks.iter().all(|b| b.2.iter().all(|v| v.is_finite()))
@@ -182,6 +199,7 @@ impl Spread {
             singles,
             single_moments,
             bracket,
+            slots,
             gaps,
             totals,
             skipped: step.skipped_mass,
@@ -239,12 +257,11 @@ impl Step<'_> {
         let q = self.w.len();
         let c = group.categories;
         let rows = group.lanes(b, q);
-        // S_k at the ends and the bracket: slot j, category k, lane l at
+        // S_k at the nodes read: slot j, category k, lane l at
         // (j·(c + 1) + k)·L + l; S_0 = 1, S_c = 0.
         let e = sp.ends.len();
-        let points = sp.ends.iter().chain([&sp.bracket.0, &sp.bracket.1]);
-        scratch.resize(scratch.len().max((e + 2) * (c + 1) * L), 0.0);
-        for (j, &g) in points.enumerate() {
+        scratch.resize(scratch.len().max(e * (c + 1) * L), 0.0);
+        for (j, &g) in sp.ends.iter().enumerate() {
             let s = &mut scratch[j * (c + 1) * L..(j + 1) * (c + 1) * L];
             s[c * L..].fill(0.0);
             // In a fixed-size accumulator: through slices, this loop stayed
@@ -316,8 +333,8 @@ impl Step<'_> {
                 }
                 // S_k(θ̂) ≥ max(S_k(x_a), S_k(x_b) − λ·(x_b − θ̂)), S_{k+1}(θ̂) ≤
                 // min(S_{k+1}(x_b), S_{k+1}(x_a) + λ·(θ̂ − x_a)).
-                let (ka, kb) = (s(e, k), s(e + 1, k));
-                let (na, nb) = (s(e, k + 1), s(e + 1, k + 1));
+                let (ka, kb) = (s(sp.slots.0, k), s(sp.slots.1, k));
+                let (na, nb) = (s(sp.slots.0, k + 1), s(sp.slots.1, k + 1));
                 for l in 0..W {
                     let (left, right) = (slopes[l] * sp.gaps.0, slopes[l] * sp.gaps.1);
                     let upper = ka[l].max(kb[l] - right);
