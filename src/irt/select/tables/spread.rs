@@ -23,8 +23,9 @@
 //! consecutive nodes needs `S` at its two ends only: `X`, `Y`, `Z` and the
 //! bound of `π_k` become sums over the step's blocks of the block moments
 //! `Σ_{g∈β} w_g u_g^r` times `m_β` or `M_β` ([`Spread`]: single nodes where
-//! the posterior has its mass, one block per tail of the kept window; the
-//! skipped nodes count with `m = 0`, `M = 1`). Likewise `θ̂ ∈ [x_a, x_b]`
+//! the posterior has its mass, one block per tail of the kept window (a
+//! tail of one node is a single node); the skipped nodes count with `m = 0`,
+//! `M = 1`). Likewise `θ̂ ∈ [x_a, x_b]`
 //! gives `p_k = P_k(θ̂) ≥ S_k(x_a) − S_{k+1}(x_b)`, and
 //! `EPV = Σ_k p_k V_k ≥ Σ_k max(0, p_lo_k)·V_lo_k` (`V_k ≥ 0`).
 //!
@@ -158,16 +159,24 @@ impl Spread {
             }
             m
         };
-        // One block per node of the core, one per tail (ends read apart).
+        // One block per node of the core, one per tail (ends read apart); a
+        // tail of one node is a single node too (the same `m` and `M`).
+        let tails = [(g0, n0), (n1, g1)];
+        let lone = tails.iter().filter(|&&(from, to)| to == from + 1);
         let (mut ends, mut blocks) = (Vec::new(), Vec::new());
-        for g in n0..n1 {
+        for g in (n0..n1).chain(lone.clone().map(|&(from, _)| from)) {
             ends.push(g);
             blocks.push((ends.len() - 1, ends.len() - 1, moments(g, g + 1)));
         }
         let singles = blocks.len();
-        let single_moments = moments(n0, n1);
-        for (from, to) in [(g0, n0), (n1, g1)] {
-            if to > from {
+        let mut single_moments = moments(n0, n1);
+        for &(from, to) in lone {
+            for (total, m) in single_moments.iter_mut().zip(moments(from, to)) {
+                *total += m;
+            }
+        }
+        for (from, to) in tails {
+            if to > from + 1 {
                 ends.extend([from, to - 1]);
                 blocks.push((ends.len() - 2, ends.len() - 1, moments(from, to)));
             }
