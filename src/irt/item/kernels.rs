@@ -348,24 +348,18 @@ fn gpcm_log_lanes(r: &Response<'_>, nodes: &[f64], out: &mut [f64]) {
     let (da, thresholds, k) = (r.da, r.thresholds, r.k);
     let len = nodes.len();
     let m = thresholds.len();
+    // ζ_k per node (ζ_0 = 0), the running sums of D·a·(θ − δ_c).
     let mut z = [0.0_f64; GRID_LANES];
-    let mut max = [0.0_f64; GRID_LANES];
     let mut chosen = [0.0_f64; GRID_LANES];
-    let mut zeta = [[0.0_f64; GRID_LANES]; MAX_CATEGORIES];
-    let (z, max, chosen) = (&mut z[..len], &mut max[..len], &mut chosen[..len]);
+    let (z, chosen) = (&mut z[..len], &mut chosen[..len]);
     for (c, &delta) in thresholds.iter().enumerate() {
-        for (((z, mx), slot), &theta) in z
-            .iter_mut()
-            .zip(max.iter_mut())
-            .zip(zeta[c + 1][..len].iter_mut())
-            .zip(nodes)
-        {
+        for (z, &theta) in z.iter_mut().zip(nodes) {
             *z += da * (theta - delta);
-            *slot = *z;
-            *mx = mx.max(*z);
+        }
+        if c + 1 == k {
+            chosen.copy_from_slice(z);
         }
     }
-    chosen.copy_from_slice(&zeta[k][..len]);
     let mut total = [0.0_f64; GRID_LANES];
     let total = &mut total[..len];
     let spread: f64 = thresholds.iter().map(|&d| (da * d).abs()).sum();
@@ -400,6 +394,23 @@ fn gpcm_log_lanes(r: &Response<'_>, nodes: &[f64], out: &mut [f64]) {
             *o += c - ln_fast(t);
         }
         return;
+    }
+    // Wide: every ζ_c and their maximum per node (the same running sums).
+    let mut zeta = [[0.0_f64; GRID_LANES]; MAX_CATEGORIES];
+    let mut max = [0.0_f64; GRID_LANES];
+    let max = &mut max[..len];
+    z.fill(0.0);
+    for (c, &delta) in thresholds.iter().enumerate() {
+        for (((z, mx), slot), &theta) in z
+            .iter_mut()
+            .zip(max.iter_mut())
+            .zip(zeta[c + 1][..len].iter_mut())
+            .zip(nodes)
+        {
+            *z += da * (theta - delta);
+            *slot = *z;
+            *mx = mx.max(*z);
+        }
     }
     for row in zeta.iter().take(m + 1) {
         for ((t, &v), &mx) in total.iter_mut().zip(&row[..len]).zip(max.iter()) {
