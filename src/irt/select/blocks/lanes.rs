@@ -2,7 +2,7 @@
 //! [`LANES`] items side by side, one category at a time across the items, so
 //! that the loops vectorize (exact, or with `FAST` within a stated error).
 
-use super::super::super::item::{MAX_CATEGORIES, PolytomousModel};
+use super::super::super::item::PolytomousModel;
 use super::super::super::model::{exp_neg, logistic_pair};
 use super::super::super::simd::vectorized;
 use super::LANES;
@@ -147,7 +147,9 @@ impl Lanes<'_> {
         let mut max = [0.0_f64; LANES];
         let mut total = [0.0_f64; LANES];
         let mut mean = [0.0_f64; LANES];
-        let mut p = [[0.0_f64; LANES]; MAX_CATEGORIES];
+        // m + 1 rows only: a whole [[f64; LANES]; MAX_CATEGORIES] is 16 KB to
+        // zero per call.
+        let mut p = vec![[0.0_f64; LANES]; m + 1];
         let (da, z, max) = (&mut da[..len], &mut z[..len], &mut max[..len]);
         let (total, mean) = (&mut total[..len], &mut mean[..len]);
         for (d, &a) in da.iter_mut().zip(self.a) {
@@ -272,7 +274,7 @@ impl Lanes<'_> {
             return false;
         }
         // q_k per lane, category by category; `r` in `x`.
-        let mut q = [[0.0_f64; LANES]; MAX_CATEGORIES];
+        let mut q = vec![[0.0_f64; LANES]; m + 1];
         let mut total = [1.0_f64; LANES];
         let total = &mut total[..len];
         let mut delta = [0.0_f64; LANES];
