@@ -348,18 +348,9 @@ fn gpcm_log_lanes(r: &Response<'_>, nodes: &[f64], out: &mut [f64]) {
     let (da, thresholds, k) = (r.da, r.thresholds, r.k);
     let len = nodes.len();
     let m = thresholds.len();
-    // ζ_k per node (ζ_0 = 0), the running sums of D·a·(θ − δ_c).
     let mut z = [0.0_f64; GRID_LANES];
     let mut chosen = [0.0_f64; GRID_LANES];
     let (z, chosen) = (&mut z[..len], &mut chosen[..len]);
-    for (c, &delta) in thresholds.iter().enumerate() {
-        for (z, &theta) in z.iter_mut().zip(nodes) {
-            *z += da * (theta - delta);
-        }
-        if c + 1 == k {
-            chosen.copy_from_slice(z);
-        }
-    }
     let mut total = [0.0_f64; GRID_LANES];
     let total = &mut total[..len];
     let spread: f64 = thresholds.iter().map(|&d| (da * d).abs()).sum();
@@ -370,6 +361,15 @@ fn gpcm_log_lanes(r: &Response<'_>, nodes: &[f64], out: &mut [f64]) {
         n + usize::from(span.is_nan() || span >= 600.0)
     });
     if wide == 0 {
+        // ζ_k per node (ζ_0 = 0), the running sums of D·a·(θ − δ_c).
+        for (c, &delta) in thresholds.iter().enumerate() {
+            for (z, &theta) in z.iter_mut().zip(nodes) {
+                *z += da * (theta - delta);
+            }
+            if c + 1 == k {
+                chosen.copy_from_slice(z);
+            }
+        }
         let mut factors = [0.0_f64; MAX_CATEGORIES];
         for (f, &d) in factors.iter_mut().zip(thresholds) {
             *f = (-(da * d)).exp();
@@ -395,11 +395,10 @@ fn gpcm_log_lanes(r: &Response<'_>, nodes: &[f64], out: &mut [f64]) {
         }
         return;
     }
-    // Wide: every ζ_c and their maximum per node (the same running sums).
+    // Wide: every ζ_c and their maximum per node.
     let mut zeta = [[0.0_f64; GRID_LANES]; MAX_CATEGORIES];
     let mut max = [0.0_f64; GRID_LANES];
     let max = &mut max[..len];
-    z.fill(0.0);
     for (c, &delta) in thresholds.iter().enumerate() {
         for (((z, mx), slot), &theta) in z
             .iter_mut()
@@ -412,6 +411,7 @@ fn gpcm_log_lanes(r: &Response<'_>, nodes: &[f64], out: &mut [f64]) {
             *mx = mx.max(*z);
         }
     }
+    chosen.copy_from_slice(&zeta[k][..len]);
     for row in zeta.iter().take(m + 1) {
         for ((t, &v), &mx) in total.iter_mut().zip(&row[..len]).zip(max.iter()) {
             *t += exp_neg((v - mx).max(-700.0));

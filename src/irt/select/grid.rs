@@ -39,31 +39,26 @@ impl Posterior {
         let scaling = settings.scaling;
         let nodes: Vec<f64> = settings.quadrature_nodes().collect();
         let n = nodes.len();
-        let answered: Vec<(&Item, u32)> = ctx
+        // Each answer with the tables' row of its `ln P` where they hold it
+        // bit for bit (the same terms, summed in the same order).
+        let tables = ctx.tables.filter(|t| t.fits(ctx, rule));
+        let answered: Vec<(&Item, u32, Option<LogRow<'_>>)> = ctx
             .administered
             .iter()
             .zip(ctx.responses)
-            .filter_map(|(&i, &x)| ctx.bank.get(i).map(|item| (item, x)))
+            .filter_map(|(&i, &x)| {
+                let row = tables.and_then(|t| t.log_probabilities(i, x));
+                ctx.bank.get(i).map(|item| (item, x, row))
+            })
             .collect();
 
-        // The tables' rows, where they hold `ln P` bit for bit, spare the
-        // probabilities (the same terms, summed in the same order).
-        let tables = ctx.tables.filter(|t| t.fits(ctx, rule));
-        let rows: Vec<Option<LogRow<'_>>> = ctx
-            .administered
-            .iter()
-            .zip(ctx.responses)
-            .filter(|&(&i, _)| i < ctx.bank.len())
-            .map(|(&i, &x)| tables.and_then(|t| t.log_probabilities(i, x)))
-            .collect();
         let mut log_weight: Vec<f64> = nodes
             .iter()
             .enumerate()
             .map(|(g, &theta)| {
                 answered
                     .iter()
-                    .zip(&rows)
-                    .map(|((item, x), row)| match row {
+                    .map(|(item, x, row)| match row {
                         Some(row) => row.at(g),
                         None => log_category_probability(item, theta, scaling, *x),
                     })
@@ -84,7 +79,7 @@ impl Posterior {
                 .map(|&theta| {
                     answered
                         .iter()
-                        .map(|(item, _)| item.information(theta, scaling))
+                        .map(|(item, _, _)| item.information(theta, scaling))
                         .sum()
                 })
                 .collect();

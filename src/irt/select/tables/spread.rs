@@ -98,6 +98,7 @@ pub(super) fn slope(item: &Item, scaling: f64, radius: f64) -> f64 {
 }
 
 /// A step's blocks for the spread bounds (module doc).
+#[derive(Debug)]
 pub(super) struct Spread {
     /// The nodes whose `S_k` are read, each once: the blocks' ends and the
     /// bracket's.
@@ -112,10 +113,9 @@ pub(super) struct Spread {
     /// `M = d + σ` with the same `d = S_k(x_g) − S_{k+1}(x_g)`, so `σ` is
     /// applied once to the sums.
     single_moments: [f64; 3],
-    /// The nodes `x_a ≤ θ̂ ≤ x_b` bracketing `θ̂` (the same twice when `θ̂`
-    /// is a node), and bounds of `θ̂ − x_a` and `x_b − θ̂`.
-    bracket: (usize, usize),
-    /// The indices in `ends` of the bracket's nodes.
+    /// The indices in `ends` of the nodes `x_a ≤ θ̂ ≤ x_b` bracketing `θ̂`
+    /// (the same twice when `θ̂` is a node), and bounds of `θ̂ − x_a` and
+    /// `x_b − θ̂`.
     slots: (usize, usize),
     gaps: (f64, f64),
     /// `Σ w`, `Σ w |u|`, `Σ w u²` over the blocks, times `1.01`: what the
@@ -163,10 +163,19 @@ impl Spread {
         // tail of one node is a single node too (the same `m` and `M`).
         let tails = [(g0, n0), (n1, g1)];
         let lone = tails.iter().filter(|&&(from, to)| to == from + 1);
-        let (mut ends, mut blocks) = (Vec::new(), Vec::new());
+        // Each node read once (the bracket's are core nodes or tails' ends).
+        let mut ends: Vec<usize> = Vec::new();
+        let mut slot = |g: usize| match ends.iter().position(|&p| p == g) {
+            Some(j) => j,
+            None => {
+                ends.push(g);
+                ends.len() - 1
+            }
+        };
+        let mut blocks = Vec::new();
         for g in (n0..n1).chain(lone.clone().map(|&(from, _)| from)) {
-            ends.push(g);
-            blocks.push((ends.len() - 1, ends.len() - 1, moments(g, g + 1)));
+            let j = slot(g);
+            blocks.push((j, j, moments(g, g + 1)));
         }
         let singles = blocks.len();
         let mut single_moments = moments(n0, n1);
@@ -177,24 +186,10 @@ impl Spread {
         }
         for (from, to) in tails {
             if to > from + 1 {
-                ends.extend([from, to - 1]);
-                blocks.push((ends.len() - 2, ends.len() - 1, moments(from, to)));
+                blocks.push((slot(from), slot(to - 1), moments(from, to)));
             }
-        }
-        // Each node read once (a one-node tail, the bracket: core nodes).
-        let mut points: Vec<usize> = Vec::with_capacity(ends.len() + 2);
-        let mut slot = |g: usize| match points.iter().position(|&p| p == g) {
-            Some(j) => j,
-            None => {
-                points.push(g);
-                points.len() - 1
-            }
-        };
-        for block in &mut blocks {
-            (block.0, block.1) = (slot(ends[block.0]), slot(ends[block.1]));
         }
         let slots = (slot(bracket.0), slot(bracket.1));
-        let ends = points;
         let abs: f64 = (g0..g1).map(|g| w[g] * step.abs_u[g]).sum();
         let totals = [1.01 * step.moments[0], 1.01 * abs, 1.01 * step.moments[2]];
         let finite = blocks.iter().all(|b| b.2.iter().all(|v| v.is_finite()))
@@ -207,25 +202,11 @@ impl Spread {
             blocks,
             singles,
             single_moments,
-            bracket,
             slots,
             gaps,
             totals,
             skipped: step.skipped_mass,
         })
-    }
-}
-
-impl Spread {
-    /// What the bound reads (for `CAT_DEBUG_TABLES`).
-    pub(super) fn describe(&self) -> String {
-        format!(
-            "ends {:?} singles {} blocks {} bracket {:?}",
-            self.ends,
-            self.singles,
-            self.blocks.len(),
-            self.bracket
-        )
     }
 }
 

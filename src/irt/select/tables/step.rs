@@ -149,7 +149,7 @@ impl SelectionTables {
                 order.get(order.len() / 2)
             );
             if let Some(sp) = &step.spread {
-                eprintln!("  spread {}", sp.describe());
+                eprintln!("  spread {sp:?}");
             }
             let capped: usize = caps.iter().map(Vec::len).sum();
             let over = caps.iter().flatten().filter(|&&c| c >= cut).count();
