@@ -406,10 +406,16 @@ async fn graphiql_renders_and_runs_a_query_and_a_subscription_with_no_network() 
     let item = started["nextItem"]["itemId"].as_str().expect("item");
     common::answer(&app, &student, &exam, item, true).await;
     let event = tab
-        .eventually("the thetaUpdates event", &response_text(), |text| {
-            text.as_str()
-                .is_some_and(|t| t.contains("\"thetaUpdates\""))
-        })
+        .eventually(
+            "the answer's thetaUpdates event",
+            &response_text(),
+            |text| {
+                // The pane shows the current state until the next event replaces it.
+                text.as_str().is_some_and(|t| {
+                    t.contains("\"thetaUpdates\"") && !t.contains("\"itemsCompleted\": 0")
+                })
+            },
+        )
         .await;
     let event: Value = serde_json::from_str(event.as_str().unwrap_or("")).expect("JSON event");
     assert_eq!(
