@@ -151,17 +151,21 @@ struct Paths {
 
 fn bench_step(c: &mut Criterion, name: &str, s: &Scenario, rule: SelectionRule, paths: Paths) {
     let settings = EstimatorSettings::default();
-    // Built once per bank and grid, as the engine caches them.
-    let tables = paths
-        .tables
-        .then(|| SelectionTables::new(&s.bank, &settings, rule))
-        .flatten();
+    // Built once per bank and grid, as the engine caches them; only for a
+    // benchmark that runs (the routine is not called when filtered out).
+    let tables = std::cell::OnceCell::new();
     let mut rng = StdRng::seed_from_u64(7);
     // Flat sampling: the same iteration count in every sample, so the slowest
     // steps need 10 iterations rather than 55.
     let mut group = c.benchmark_group("step");
     group.sampling_mode(SamplingMode::Flat);
     group.bench_function(name, |b| {
+        let tables = tables.get_or_init(|| {
+            paths
+                .tables
+                .then(|| SelectionTables::new(&s.bank, &settings, rule))
+                .flatten()
+        });
         b.iter(|| {
             let ctx = SelectionContext {
                 bank: black_box(&s.bank),

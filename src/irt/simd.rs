@@ -16,6 +16,14 @@ use std::sync::OnceLock;
 /// (`#[inline(always)]`) to be compiled for that set.
 #[inline(always)]
 pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    dispatch(f)
+}
+
+/// Runs `op` with the best instruction set available: for kernels written
+/// against [`pulp::Simd`]'s vectors, where the compiler's own vectorization
+/// of plain loops goes astray.
+#[inline(always)]
+pub(crate) fn dispatch<Op: pulp::WithSimd>(op: Op) -> Op::Output {
     static ARCH: OnceLock<pulp::Arch> = OnceLock::new();
-    ARCH.get_or_init(pulp::Arch::new).dispatch(f)
+    ARCH.get_or_init(pulp::Arch::new).dispatch(op)
 }

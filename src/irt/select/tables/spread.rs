@@ -25,7 +25,10 @@
 //! `Σ_{g∈β} w_g u_g^r` times `m_β` or `M_β` ([`Spread`]: single nodes where
 //! the posterior has its mass, one block per tail of the kept window (a
 //! tail of one node is a single node); the skipped nodes count with `m = 0`,
-//! `M = 1`). Likewise `θ̂ ∈ [x_a, x_b]`
+//! `M = 1`). A single node's `m` and `M` are its own `P_k ∓ σ`: its rows
+//! for `k ≥ 1`, and for category 0 (not stored) the singles' moments minus
+//! those of the other categories (`P_0 = 1 − Σ_{k ≥ 1} P_k`, exactly so in
+//! real arithmetic). Likewise `θ̂ ∈ [x_a, x_b]`
 //! gives `p_k = P_k(θ̂) ≥ S_k(x_a) − S_{k+1}(x_b)`, and
 //! `EPV = Σ_k p_k V_k ≥ Σ_k max(0, p_lo_k)·V_lo_k` (`V_k ≥ 0`).
 //!
@@ -47,15 +50,19 @@
 //! computed sum is within `ROUNDING` times the step's sums of absolute moments
 //! ([`Spread::totals`]) of the real one; `Z`, `X`, `|Y|` are moved by that
 //! much in the unfavourable direction before `(XZ − Y²)/(ZΠ)` (the bound of
-//! `V_k`, `Π` that of `π_k`), whose numerator is within `3u·(|XZ| + Y²)` and
-//! whose quotient is within `4u` relatively of their real values. The plain variance
+//! `V_k`, `Π` that of `π_k`). Its numerator is computed as
+//! `XZ·(1 − 3u) − Y²·(1 + 3u)`, below the real `XZ − Y²` when `XZ ≥ 0` (when
+//! `XZ < 0` both are negative and the bound is 0), and the quotient is then
+//! within `4u` relatively of the real one, at most `4u·max u²` since
+//! `X ≤ max u²·Π` (`m ≤ M`), which the floor covers. The plain variance
 //! of a category is within `8·ROUNDING·max u²` of `V_k` when `π_k > 10⁻²⁵⁰`
 //! (as in [`Step::variance_bound`]; below that the category's bound is 0),
 //! and the plain sum over categories within `2(C + 1)u` relative.
 
-use super::super::super::simd::vectorized;
+use super::super::super::simd::dispatch;
 use super::step::Step;
 use super::*;
+use pulp::{Simd, WithSimd};
 
 /// Bound on the distance between an item's computed category
 /// probability (the plain formula's, and the tables') and the true one,
@@ -97,22 +104,31 @@ pub(super) fn slope(item: &Item, scaling: f64, radius: f64) -> f64 {
     }
 }
 
+/// Most nodes whose `S_k` a step sums: the two ends of each tail and the
+/// two nodes bracketing `θ̂`.
+const MAX_ENDS: usize = 6;
+
 /// A step's blocks for the spread bounds (module doc).
 #[derive(Debug)]
 pub(super) struct Spread {
-    /// The nodes whose `S_k` are read, each once: the blocks' ends and the
-    /// bracket's.
-    ends: Vec<usize>,
-    /// Per block: the indices in `ends` of its two ends, and its moments
-    /// `[Σ w, Σ w u, Σ w u²]`; single nodes (both ends the same), then the
-    /// tails.
-    blocks: Vec<(usize, usize, [f64; 3])>,
-    /// Number of single nodes at the start of `blocks`.
-    singles: usize,
+    /// The single nodes (the posterior's mass, and tails of one node): their
+    /// `P_k` are read from the rows (category 0 from the sums of the others,
+    /// `P_0 = 1 − S_1`); and their moments `w`, `w u`, `w u²`, apart so that
+    /// the kernel vectorizes across lanes.
+    singles: Vec<usize>,
+    single_w: Vec<f64>,
+    single_wu: Vec<f64>,
+    single_wuu: Vec<f64>,
     /// The single nodes' moments, summed: a single node has `m = d − σ` and
-    /// `M = d + σ` with the same `d = S_k(x_g) − S_{k+1}(x_g)`, so `σ` is
-    /// applied once to the sums.
+    /// `M = d + σ` with the same `d = P_k(x_g)`, so `σ` is applied once to
+    /// the sums (and category 0's sums are these minus the others').
     single_moments: [f64; 3],
+    /// The nodes whose `S_k` are summed as the categories are walked, each
+    /// once: the tails' ends and the bracket's (at most [`MAX_ENDS`]).
+    ends: Vec<usize>,
+    /// Per tail of more than one node: the indices in `ends` of its two
+    /// ends, and its moments `[Σ w, Σ w u, Σ w u²]`.
+    tails: Vec<(usize, usize, [f64; 3])>,
     /// The indices in `ends` of the nodes `x_a ≤ θ̂ ≤ x_b` bracketing `θ̂`
     /// (the same twice when `θ̂` is a node), and bounds of `θ̂ − x_a` and
     /// `x_b − θ̂`.
@@ -161,9 +177,15 @@ impl Spread {
         };
         // One block per node of the core, one per tail (ends read apart); a
         // tail of one node is a single node too (the same `m` and `M`).
-        let tails = [(g0, n0), (n1, g1)];
-        let lone = tails.iter().filter(|&&(from, to)| to == from + 1);
-        // Each node read once (the bracket's are core nodes or tails' ends).
+        let edges = [(g0, n0), (n1, g1)];
+        let lone = edges.iter().filter(|&&(from, to)| to == from + 1);
+        let singles: Vec<usize> = (n0..n1).chain(lone.map(|&(from, _)| from)).collect();
+        let mut single_moments = [0.0; 3];
+        for &g in &singles {
+            for (total, m) in single_moments.iter_mut().zip(moments(g, g + 1)) {
+                *total += m;
+            }
+        }
         let mut ends: Vec<usize> = Vec::new();
         let mut slot = |g: usize| match ends.iter().position(|&p| p == g) {
             Some(j) => j,
@@ -172,36 +194,30 @@ impl Spread {
                 ends.len() - 1
             }
         };
-        let mut blocks = Vec::new();
-        for g in (n0..n1).chain(lone.clone().map(|&(from, _)| from)) {
-            let j = slot(g);
-            blocks.push((j, j, moments(g, g + 1)));
-        }
-        let singles = blocks.len();
-        let mut single_moments = moments(n0, n1);
-        for &(from, to) in lone {
-            for (total, m) in single_moments.iter_mut().zip(moments(from, to)) {
-                *total += m;
-            }
-        }
-        for (from, to) in tails {
-            if to > from + 1 {
-                blocks.push((slot(from), slot(to - 1), moments(from, to)));
-            }
-        }
+        let tails: Vec<_> = edges
+            .iter()
+            .filter(|&&(from, to)| to > from + 1)
+            .map(|&(from, to)| (slot(from), slot(to - 1), moments(from, to)))
+            .collect();
         let slots = (slot(bracket.0), slot(bracket.1));
+        debug_assert!(ends.len() <= MAX_ENDS);
         let abs: f64 = (g0..g1).map(|g| w[g] * step.abs_u[g]).sum();
         let totals = [1.01 * step.moments[0], 1.01 * abs, 1.01 * step.moments[2]];
-        let finite = blocks.iter().all(|b| b.2.iter().all(|v| v.is_finite()))
+        let finite = (singles.iter().map(|&g| [w[g], step.wu[g], step.wuu[g]]))
+            .chain(tails.iter().map(|&(_, _, m)| m))
+            .all(|m| m.iter().all(|v| v.is_finite()))
             && totals.iter().all(|v| v.is_finite())
             && step.skipped_mass.is_finite();
         let widen = |d: f64| d * (1.0 + 1e-9) + TINY;
         let gaps = (widen(t - nodes[bracket.0]), widen(nodes[bracket.1] - t));
         finite.then_some(Self {
-            ends,
-            blocks,
+            single_w: singles.iter().map(|&g| w[g]).collect(),
+            single_wu: singles.iter().map(|&g| step.wu[g]).collect(),
+            single_wuu: singles.iter().map(|&g| step.wuu[g]).collect(),
             singles,
             single_moments,
+            ends,
+            tails,
             slots,
             gaps,
             totals,
@@ -214,145 +230,196 @@ impl Step<'_> {
     /// Upper bounds of the signed plain criterion (`−EPV`) of every lane of
     /// bucket `b` of a polytomous group from the spread bound (module doc):
     /// `+∞` for the lanes of items without a [`slope`], or when there is no bound.
-    pub(super) fn spread_caps(
-        &self,
-        group: &Group,
-        b: usize,
-        scratch: &mut Vec<f64>,
-        caps: &mut [f64; BUCKET_SIZE],
-    ) {
-        vectorized(
-            #[inline(always)]
-            || self.spread_caps_lanes(group, b, scratch, caps),
-        );
-    }
-
-    /// [`Step::spread_caps`], inlined into the dispatched closure.
-    #[inline(always)]
-    fn spread_caps_lanes(
-        &self,
-        group: &Group,
-        b: usize,
-        scratch: &mut Vec<f64>,
-        caps: &mut [f64; BUCKET_SIZE],
-    ) {
-        const L: usize = BUCKET_SIZE;
-        // Lanes per pass of the bound (an AVX2 vector): few enough that the
-        // per-lane accumulators stay in registers.
-        const W: usize = 4;
+    pub(super) fn spread_caps(&self, group: &Group, b: usize, caps: &mut [f64; BUCKET_SIZE]) {
         caps.fill(f64::INFINITY);
-        let Some(sp) = &self.spread else {
+        let Some(spread) = &self.spread else {
             return;
         };
-        let q = self.w.len();
-        let c = group.categories;
-        let rows = group.lanes(b, q);
-        // S_k at the nodes read: slot j, category k, lane l at
-        // (j·(c + 1) + k)·L + l; S_0 = 1, S_c = 0.
-        let e = sp.ends.len();
-        scratch.resize(scratch.len().max(e * (c + 1) * L), 0.0);
-        for (j, &g) in sp.ends.iter().enumerate() {
-            let s = &mut scratch[j * (c + 1) * L..(j + 1) * (c + 1) * L];
-            s[c * L..].fill(0.0);
-            // In a fixed-size accumulator: through slices, this loop stayed
-            // scalar.
-            let mut sum = [0.0_f64; L];
-            for k in (1..c).rev() {
-                let lane: &[f64; L] = rows[((k - 1) * q + g) * L..][..L]
-                    .try_into()
-                    .expect("L lanes");
-                for (v, &p) in sum.iter_mut().zip(lane) {
-                    *v += p;
-                }
-                s[k * L..(k + 1) * L].copy_from_slice(&sum);
+        let mut total = [0.0; BUCKET_SIZE];
+        dispatch(Caps {
+            step: self,
+            spread,
+            group,
+            b,
+            total: &mut total,
+        });
+        let (start, end) = group.buckets[b];
+        for (l, pos) in (start as usize..end as usize).enumerate() {
+            if !group.slopes[pos].is_nan() {
+                let epv = total[l] * (1.0 - ROUNDING) - TINY;
+                caps[l] = if epv.is_finite() { -epv } else { f64::INFINITY };
             }
-            s[..L].fill(1.0);
         }
+    }
+}
+
+/// The spread bound's kernel over one bucket: per lane, the lower bound of
+/// `EPV` before its last rounding (module doc), written against
+/// [`pulp::Simd`]'s vectors (the compiler's own vectorization of the plain
+/// loops mixed lanes with moments).
+struct Caps<'s, 'a> {
+    step: &'s Step<'a>,
+    spread: &'s Spread,
+    group: &'s Group,
+    b: usize,
+    total: &'s mut [f64; BUCKET_SIZE],
+}
+
+/// Vectors per pass of the kernel: two, so that the index arithmetic and
+/// the broadcasts of the moments are shared while the accumulators stay in
+/// registers.
+const V: usize = 2;
+
+impl WithSimd for Caps<'_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        const L: usize = BUCKET_SIZE;
+        let Self {
+            step,
+            spread: sp,
+            group,
+            b,
+            total,
+        } = self;
+        let q = step.w.len();
+        let c = group.categories;
+        // Vectors per row of L lanes.
+        let per = L / (std::mem::size_of::<S::f64s>() / std::mem::size_of::<f64>());
+        // P_k (k ≥ 1) of node g, vector h at ((k − 1)·q + g)·per + h.
+        let (rows, _) = S::as_simd_f64s(group.lanes(b, q));
         let (start, end) = group.buckets[b];
         let (start, end) = (start as usize, end as usize);
         let mut slopes = [0.0; L];
         slopes[..end - start].copy_from_slice(&group.slopes[start..end]);
+        let (slopes, _) = S::as_simd_f64s(&slopes);
+        let (total, _) = S::as_mut_simd_f64s(total);
+        let splat = |v: f64| simd.splat_f64s(v);
+        let zero = splat(0.0);
         let sigma = (c as f64 + 1.0) * PROBABILITY_ERROR;
         let r = ROUNDING;
         let [t0, t1, t2] = sp.totals;
-        let floor = 8.0 * ROUNDING * self.max_square;
+        let [cw, cu, cuu] = sp.single_moments;
+        // The margins of X, Y and Z: the singles' σ, then the rounding.
+        let (dx, dy, dz) = (splat(sigma * cuu), splat(sigma * cu), splat(sigma * cw));
+        let (rx, ry, rz) = (splat(r * t2), splat(r * t1), splat(r * t0));
+        // Π's constant part: the singles' σ, the rounding and the skipped
+        // nodes, before the factor 1 + r.
+        let lift = splat(sigma * cw + r * t0 + sp.skipped);
+        let grow = splat(1.0 + r);
+        // The plain variance's own error, and that of `v`'s last rounding
+        // (`v ≤ max u²`, module doc).
+        let floor = splat((8.0 * ROUNDING + 5.0 * UNIT) * step.max_square);
+        let (under, over) = (splat(1.0 - 3.0 * UNIT), splat(1.0 + 3.0 * UNIT));
+        let (tiny, sigma_v) = (splat(1e-250), splat(sigma));
         // Σ_k p_k ≥ 1 − C·PROBABILITY_ERROR: the mass above Σ p_lo goes at
         // least to the smallest V_lo.
-        let one = 1.0 - c as f64 * PROBABILITY_ERROR;
-        let (singles, tails) = sp.blocks.split_at(sp.singles);
-        let mut total = [0.0_f64; L];
-        // `W` lanes at a time, so that the accumulators stay in registers.
-        for h in 0..L / W {
-            let s = |j: usize, k: usize| -> &[f64; W] {
-                scratch[(j * (c + 1) + k) * L + h * W..][..W]
-                    .try_into()
-                    .expect("W lanes")
-            };
-            let slopes: &[f64; W] = slopes[h * W..][..W].try_into().expect("W lanes");
-            // Per lane: Σ_k p_lo·V_lo, Σ_k p_lo and min_k V_lo.
-            let (mut sum, mut mass, mut least) = ([0.0_f64; W], [0.0_f64; W], [f64::INFINITY; W]);
-            for k in 0..c {
-                let (mut x, mut y, mut z, mut big) = ([0.0; W], [0.0; W], [0.0; W], [0.0; W]);
-                for &(ia, _, [mw, mu, muu]) in singles {
-                    let (sk, sn) = (s(ia, k), s(ia, k + 1));
-                    for l in 0..W {
-                        let d = sk[l] - sn[l];
-                        x[l] += d * muu;
-                        y[l] += d * mu;
-                        z[l] += d * mw;
+        let one = splat(1.0 - c as f64 * PROBABILITY_ERROR);
+        let (gap_a, gap_b) = (splat(sp.gaps.0), splat(sp.gaps.1));
+        let (sa, sb) = sp.slots;
+        let ends = &sp.ends[..sp.ends.len().min(MAX_ENDS)];
+        for h in (0..per).step_by(V) {
+            let mut left = [zero; V];
+            let mut right = [zero; V];
+            for v in 0..V {
+                left[v] = simd.mul_f64s(slopes[h + v], gap_a);
+                right[v] = simd.mul_f64s(slopes[h + v], gap_b);
+            }
+            // S at the ends: `s[k % 2]` holds S_k, `s[(k + 1) % 2]` S_{k+1}
+            // (S_c = 0).
+            let mut s = [[[zero; V]; MAX_ENDS]; 2];
+            // The singles' moments summed over the categories above k.
+            let (mut ax, mut ay, mut az) = ([zero; V], [zero; V], [zero; V]);
+            // Σ_k p_lo·V_lo, Σ_k p_lo and min_k V_lo.
+            let (mut sum, mut mass, mut least) = ([zero; V], [zero; V], [splat(f64::INFINITY); V]);
+            for k in (0..c).rev() {
+                let (mut x, mut y, mut z) = ([zero; V], [zero; V], [zero; V]);
+                let (here, above) = if k % 2 == 0 { (0, 1) } else { (1, 0) };
+                if k > 0 {
+                    let row = &rows[(k - 1) * q * per..k * q * per];
+                    for (j, &g) in sp.singles.iter().enumerate() {
+                        let p = &row[g * per + h..][..V];
+                        let (mw, mu, muu) = (
+                            splat(sp.single_w[j]),
+                            splat(sp.single_wu[j]),
+                            splat(sp.single_wuu[j]),
+                        );
+                        for v in 0..V {
+                            x[v] = simd.mul_add_e_f64s(p[v], muu, x[v]);
+                            y[v] = simd.mul_add_e_f64s(p[v], mu, y[v]);
+                            z[v] = simd.mul_add_e_f64s(p[v], mw, z[v]);
+                        }
+                    }
+                    for v in 0..V {
+                        ax[v] = simd.add_f64s(ax[v], x[v]);
+                        ay[v] = simd.add_f64s(ay[v], y[v]);
+                        az[v] = simd.add_f64s(az[v], z[v]);
+                    }
+                    for (e, &g) in ends.iter().enumerate() {
+                        let p = &row[g * per + h..][..V];
+                        for v in 0..V {
+                            s[here][e][v] = simd.add_f64s(s[above][e][v], p[v]);
+                        }
+                    }
+                } else {
+                    for v in 0..V {
+                        x[v] = simd.sub_f64s(splat(cuu), ax[v]);
+                        y[v] = simd.sub_f64s(splat(cu), ay[v]);
+                        z[v] = simd.sub_f64s(splat(cw), az[v]);
+                    }
+                    s[here][..ends.len()].fill([splat(1.0); V]);
+                }
+                let (sk, sn) = (&s[here], &s[above]);
+                // Π: the singles' d + σ (σ in `lift`), the tails' M.
+                let mut big = z;
+                for v in 0..V {
+                    x[v] = simd.sub_f64s(x[v], dx);
+                    y[v] = simd.sub_f64s(y[v], dy);
+                    z[v] = simd.sub_f64s(z[v], dz);
+                }
+                for &(ia, ib, [mw, mu, muu]) in &sp.tails {
+                    for v in 0..V {
+                        let m = simd.sub_f64s(simd.sub_f64s(sk[ia][v], sn[ib][v]), sigma_v);
+                        let hi = simd.add_f64s(simd.sub_f64s(sk[ib][v], sn[ia][v]), sigma_v);
+                        x[v] = simd.mul_add_e_f64s(m, splat(muu), x[v]);
+                        y[v] = simd.mul_add_e_f64s(m, splat(mu), y[v]);
+                        z[v] = simd.mul_add_e_f64s(m, splat(mw), z[v]);
+                        big[v] = simd.mul_add_e_f64s(hi, splat(mw), big[v]);
                     }
                 }
-                let [cw, cu, cuu] = sp.single_moments;
-                for l in 0..W {
-                    big[l] = z[l] + sigma * cw;
-                    x[l] -= sigma * cuu;
-                    y[l] -= sigma * cu;
-                    z[l] -= sigma * cw;
-                }
-                for &(ia, ib, [mw, mu, muu]) in tails {
-                    let (ska, skb) = (s(ia, k), s(ib, k));
-                    let (sna, snb) = (s(ia, k + 1), s(ib, k + 1));
-                    for l in 0..W {
-                        let m = (ska[l] - snb[l]) - sigma;
-                        let hi = (skb[l] - sna[l]) + sigma;
-                        x[l] += m * muu;
-                        y[l] += m * mu;
-                        z[l] += m * mw;
-                        big[l] += hi * mw;
-                    }
-                }
-                // S_k(θ̂) ≥ max(S_k(x_a), S_k(x_b) − λ·(x_b − θ̂)), S_{k+1}(θ̂) ≤
-                // min(S_{k+1}(x_b), S_{k+1}(x_a) + λ·(θ̂ − x_a)).
-                let (ka, kb) = (s(sp.slots.0, k), s(sp.slots.1, k));
-                let (na, nb) = (s(sp.slots.0, k + 1), s(sp.slots.1, k + 1));
-                for l in 0..W {
-                    let (left, right) = (slopes[l] * sp.gaps.0, slopes[l] * sp.gaps.1);
-                    let upper = ka[l].max(kb[l] - right);
-                    let lower = nb[l].min(na[l] + left);
-                    let x = x[l] - r * t2;
-                    let y = y[l].abs() + r * t1;
-                    let z = z[l] - r * t0;
-                    let pi = (big[l] + r * t0 + sp.skipped) * (1.0 + r);
-                    // (X − Y²/Z)/Π = (XZ − Y²)/(ZΠ), one division.
-                    let (xz, yy) = (x * z, y * y);
-                    let n = (xz - yy) - 3.0 * UNIT * (xz.abs() + yy);
-                    let v = n / (z * pi) * (1.0 - 4.0 * UNIT) - floor;
-                    // NaN (never for finite rows) fails the comparison: 0.
-                    let v = if z > 1e-250 && v > 0.0 { v } else { 0.0 };
-                    let p = ((upper - lower) - sigma).max(0.0);
-                    sum[l] += p * v;
-                    mass[l] += p;
-                    least[l] = least[l].min(v);
+                for v in 0..V {
+                    // S_k(θ̂) ≥ max(S_k(x_a), S_k(x_b) − λ·(x_b − θ̂)),
+                    // S_{k+1}(θ̂) ≤ min(S_{k+1}(x_b), S_{k+1}(x_a) + λ·(θ̂ − x_a)).
+                    let upper = simd.max_f64s(sk[sa][v], simd.sub_f64s(sk[sb][v], right[v]));
+                    let lower = simd.min_f64s(sn[sb][v], simd.add_f64s(sn[sa][v], left[v]));
+                    let x = simd.sub_f64s(x[v], rx);
+                    let y = simd.add_f64s(simd.abs_f64s(y[v]), ry);
+                    let z = simd.sub_f64s(z[v], rz);
+                    let pi = simd.mul_f64s(simd.add_f64s(big[v], lift), grow);
+                    // (X − Y²/Z)/Π = (XZ − Y²)/(ZΠ), one division; `XZ` for
+                    // `|XZ|` (when `X ≤ 0` both give `v ≤ 0`, so 0).
+                    let xz = simd.mul_f64s(x, z);
+                    let yy = simd.mul_f64s(simd.mul_f64s(y, y), over);
+                    let n = simd.sub_f64s(simd.mul_f64s(xz, under), yy);
+                    let var = simd.sub_f64s(simd.div_f64s(n, simd.mul_f64s(z, pi)), floor);
+                    // NaN (never for finite rows) fails the comparisons: 0.
+                    let valid = simd.and_m64s(
+                        simd.greater_than_f64s(z, tiny),
+                        simd.greater_than_f64s(var, zero),
+                    );
+                    let var = simd.select_f64s(valid, var, zero);
+                    let p = simd.sub_f64s(simd.sub_f64s(upper, lower), sigma_v);
+                    let p = simd.select_f64s(simd.greater_than_f64s(p, zero), p, zero);
+                    sum[v] = simd.mul_add_e_f64s(p, var, sum[v]);
+                    mass[v] = simd.add_f64s(mass[v], p);
+                    least[v] = simd.min_f64s(least[v], var);
                 }
             }
-            for l in 0..W {
-                total[h * W + l] = sum[l] + (one - mass[l]).max(0.0) * least[l];
-            }
-        }
-        for (l, pos) in (start..end).enumerate() {
-            if !group.slopes[pos].is_nan() {
-                let epv = total[l] * (1.0 - r) - TINY;
-                caps[l] = if epv.is_finite() { -epv } else { f64::INFINITY };
+            for v in 0..V {
+                let rest = simd.sub_f64s(one, mass[v]);
+                let rest = simd.select_f64s(simd.greater_than_f64s(rest, zero), rest, zero);
+                total[h + v] = simd.mul_add_e_f64s(rest, least[v], sum[v]);
             }
         }
     }
@@ -383,7 +450,6 @@ mod tests {
         let (mut checked, mut bounded) = (0_usize, 0_usize);
         let mut ratios = Vec::new();
         let mut closest = 0.0_f64;
-        let mut scratch = Vec::new();
         for round in 0..8 {
             let mut bank: Vec<Item> = (0..900).map(|_| random_item(&mut rng)).collect();
             if round % 2 == 1 {
@@ -422,7 +488,7 @@ mod tests {
                 for group in tables.groups.iter().filter(|g| g.categories > 2) {
                     for (b, &(start, end)) in group.buckets.iter().enumerate() {
                         let mut caps = [0.0; BUCKET_SIZE];
-                        step.spread_caps(group, b, &mut scratch, &mut caps);
+                        step.spread_caps(group, b, &mut caps);
                         for (l, &i) in group.ids[start as usize..end as usize].iter().enumerate() {
                             let value = posterior.criterion(&bank[i as usize], theta);
                             let cap = caps[l];

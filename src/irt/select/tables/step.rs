@@ -42,7 +42,6 @@ impl SelectionTables {
         // largest spread bound of their eligible items, kept per position.
         let mut order: Vec<(f64, u32, u32)> = Vec::new();
         let mut caps: Vec<Vec<f64>> = Vec::with_capacity(self.groups.len());
-        let mut scratch = Vec::new();
         for (gi, group) in self.groups.iter().enumerate() {
             let mut group_caps = Vec::new();
             if step.spread.is_some() && !group.slopes.is_empty() {
@@ -53,7 +52,7 @@ impl SelectionTables {
                     step.bucket_bound(self, gi, group, b)
                 } else {
                     let mut lane_caps = [0.0; BUCKET_SIZE];
-                    step.spread_caps(group, b, &mut scratch, &mut lane_caps);
+                    step.spread_caps(group, b, &mut lane_caps);
                     let (start, end) = (start as usize, end as usize);
                     group_caps[start..end].copy_from_slice(&lane_caps[..end - start]);
                     // The largest eligible cap (caps are never NaN), four
