@@ -227,42 +227,32 @@ impl Spread {
 }
 
 impl Step<'_> {
-    /// Upper bounds of the signed plain criterion (`−EPV`) of every lane of
-    /// bucket `b` of a polytomous group from the spread bound (module doc):
-    /// `+∞` for the lanes of items without a [`slope`], or when there is no bound.
-    pub(super) fn spread_caps(&self, group: &Group, b: usize, caps: &mut [f64; BUCKET_SIZE]) {
-        caps.fill(f64::INFINITY);
+    /// Upper bounds of the signed plain criterion (`−EPV`) of every item of a
+    /// polytomous group, by position, from the spread bound (module doc):
+    /// `+∞` for the items without a [`slope`], or when there is no bound.
+    /// `caps` has one value per position of the group.
+    pub(super) fn spread_caps(&self, group: &Group, caps: &mut [f64]) {
         let Some(spread) = &self.spread else {
+            caps.fill(f64::INFINITY);
             return;
         };
-        let mut total = [0.0; BUCKET_SIZE];
         dispatch(Caps {
             step: self,
             spread,
             group,
-            b,
-            total: &mut total,
+            caps,
         });
-        let (start, end) = group.buckets[b];
-        for (l, pos) in (start as usize..end as usize).enumerate() {
-            if !group.slopes[pos].is_nan() {
-                let epv = total[l] * (1.0 - ROUNDING) - TINY;
-                caps[l] = if epv.is_finite() { -epv } else { f64::INFINITY };
-            }
-        }
     }
 }
 
-/// The spread bound's kernel over one bucket: per lane, the lower bound of
-/// `EPV` before its last rounding (module doc), written against
+/// The spread bound's kernel over a group's buckets, written against
 /// [`pulp::Simd`]'s vectors (the compiler's own vectorization of the plain
 /// loops mixed lanes with moments).
 struct Caps<'s, 'a> {
     step: &'s Step<'a>,
     spread: &'s Spread,
     group: &'s Group,
-    b: usize,
-    total: &'s mut [f64; BUCKET_SIZE],
+    caps: &'s mut [f64],
 }
 
 /// Vectors per pass of the kernel: two, so that the index arithmetic and
@@ -280,21 +270,12 @@ impl WithSimd for Caps<'_, '_> {
             step,
             spread: sp,
             group,
-            b,
-            total,
+            caps,
         } = self;
         let q = step.w.len();
         let c = group.categories;
         // Vectors per row of L lanes.
         let per = L / (std::mem::size_of::<S::f64s>() / std::mem::size_of::<f64>());
-        // P_k (k ≥ 1) of node g, vector h at ((k − 1)·q + g)·per + h.
-        let (rows, _) = S::as_simd_f64s(group.lanes(b, q));
-        let (start, end) = group.buckets[b];
-        let (start, end) = (start as usize, end as usize);
-        let mut slopes = [0.0; L];
-        slopes[..end - start].copy_from_slice(&group.slopes[start..end]);
-        let (slopes, _) = S::as_simd_f64s(&slopes);
-        let (total, _) = S::as_mut_simd_f64s(total);
         let splat = |v: f64| simd.splat_f64s(v);
         let zero = splat(0.0);
         let sigma = (c as f64 + 1.0) * PROBABILITY_ERROR;
@@ -319,107 +300,129 @@ impl WithSimd for Caps<'_, '_> {
         let (gap_a, gap_b) = (splat(sp.gaps.0), splat(sp.gaps.1));
         let (sa, sb) = sp.slots;
         let ends = &sp.ends[..sp.ends.len().min(MAX_ENDS)];
-        for h in (0..per).step_by(V) {
-            let mut left = [zero; V];
-            let mut right = [zero; V];
-            for v in 0..V {
-                left[v] = simd.mul_f64s(slopes[h + v], gap_a);
-                right[v] = simd.mul_f64s(slopes[h + v], gap_b);
-            }
-            // S at the ends: `s[k % 2]` holds S_k, `s[(k + 1) % 2]` S_{k+1}
-            // (S_c = 0).
-            let mut s = [[[zero; V]; MAX_ENDS]; 2];
-            // The singles' moments summed over the categories above k.
-            let (mut ax, mut ay, mut az) = ([zero; V], [zero; V], [zero; V]);
-            // Σ_k p_lo·V_lo, Σ_k p_lo and min_k V_lo.
-            let (mut sum, mut mass, mut least) = ([zero; V], [zero; V], [splat(f64::INFINITY); V]);
-            for k in (0..c).rev() {
-                let (mut x, mut y, mut z) = ([zero; V], [zero; V], [zero; V]);
-                let (here, above) = if k % 2 == 0 { (0, 1) } else { (1, 0) };
-                if k > 0 {
-                    let row = &rows[(k - 1) * q * per..k * q * per];
-                    for (j, &g) in sp.singles.iter().enumerate() {
-                        let p = &row[g * per + h..][..V];
-                        let (mw, mu, muu) = (
-                            splat(sp.single_w[j]),
-                            splat(sp.single_wu[j]),
-                            splat(sp.single_wuu[j]),
+        for (b, &(start, end)) in group.buckets.iter().enumerate() {
+            // P_k (k ≥ 1) of node g, vector h at ((k − 1)·q + g)·per + h.
+            let (rows, _) = S::as_simd_f64s(group.lanes(b, q));
+            let (start, end) = (start as usize, end as usize);
+            let mut slopes = [0.0; L];
+            slopes[..end - start].copy_from_slice(&group.slopes[start..end]);
+            let (slopes, _) = S::as_simd_f64s(&slopes);
+            let mut lanes = [0.0; L];
+            let (total, _) = S::as_mut_simd_f64s(&mut lanes);
+            for h in (0..per).step_by(V) {
+                // S at the ends: `s[k % 2]` holds S_k, `s[(k + 1) % 2]` S_{k+1}
+                // (S_c = 0).
+                let mut s = [[[zero; V]; MAX_ENDS]; 2];
+                // The singles' moments summed over the categories above k.
+                let (mut ax, mut ay, mut az) = ([zero; V], [zero; V], [zero; V]);
+                // Σ_k p_lo·V_lo, Σ_k p_lo and min_k V_lo.
+                let (mut sum, mut mass, mut least) =
+                    ([zero; V], [zero; V], [splat(f64::INFINITY); V]);
+                for k in (0..c).rev() {
+                    let (mut x, mut y, mut z) = ([zero; V], [zero; V], [zero; V]);
+                    let (here, above) = if k % 2 == 0 { (0, 1) } else { (1, 0) };
+                    if k > 0 {
+                        let row = &rows[(k - 1) * q * per..k * q * per];
+                        for (j, &g) in sp.singles.iter().enumerate() {
+                            let p = &row[g * per + h..][..V];
+                            let (mw, mu, muu) = (
+                                splat(sp.single_w[j]),
+                                splat(sp.single_wu[j]),
+                                splat(sp.single_wuu[j]),
+                            );
+                            for v in 0..V {
+                                x[v] = simd.mul_add_e_f64s(p[v], muu, x[v]);
+                                y[v] = simd.mul_add_e_f64s(p[v], mu, y[v]);
+                                z[v] = simd.mul_add_e_f64s(p[v], mw, z[v]);
+                            }
+                        }
+                        for v in 0..V {
+                            ax[v] = simd.add_f64s(ax[v], x[v]);
+                            ay[v] = simd.add_f64s(ay[v], y[v]);
+                            az[v] = simd.add_f64s(az[v], z[v]);
+                        }
+                        for (e, &g) in ends.iter().enumerate() {
+                            let p = &row[g * per + h..][..V];
+                            for v in 0..V {
+                                s[here][e][v] = simd.add_f64s(s[above][e][v], p[v]);
+                            }
+                        }
+                    } else {
+                        for v in 0..V {
+                            x[v] = simd.sub_f64s(splat(cuu), ax[v]);
+                            y[v] = simd.sub_f64s(splat(cu), ay[v]);
+                            z[v] = simd.sub_f64s(splat(cw), az[v]);
+                        }
+                        s[here][..ends.len()].fill([splat(1.0); V]);
+                    }
+                    let (sk, sn) = (&s[here], &s[above]);
+                    // Π: the singles' d + σ (σ in `lift`), the tails' M.
+                    let mut big = z;
+                    for v in 0..V {
+                        x[v] = simd.sub_f64s(x[v], dx);
+                        y[v] = simd.sub_f64s(y[v], dy);
+                        z[v] = simd.sub_f64s(z[v], dz);
+                    }
+                    for &(ia, ib, [mw, mu, muu]) in &sp.tails {
+                        for v in 0..V {
+                            let m = simd.sub_f64s(simd.sub_f64s(sk[ia][v], sn[ib][v]), sigma_v);
+                            let hi = simd.add_f64s(simd.sub_f64s(sk[ib][v], sn[ia][v]), sigma_v);
+                            x[v] = simd.mul_add_e_f64s(m, splat(muu), x[v]);
+                            y[v] = simd.mul_add_e_f64s(m, splat(mu), y[v]);
+                            z[v] = simd.mul_add_e_f64s(m, splat(mw), z[v]);
+                            big[v] = simd.mul_add_e_f64s(hi, splat(mw), big[v]);
+                        }
+                    }
+                    for v in 0..V {
+                        // S_k(θ̂) ≥ max(S_k(x_a), S_k(x_b) − λ·(x_b − θ̂)),
+                        // S_{k+1}(θ̂) ≤ min(S_{k+1}(x_b), S_{k+1}(x_a) + λ·(θ̂ − x_a)).
+                        let (left, right) = (
+                            simd.mul_f64s(slopes[h + v], gap_a),
+                            simd.mul_f64s(slopes[h + v], gap_b),
                         );
-                        for v in 0..V {
-                            x[v] = simd.mul_add_e_f64s(p[v], muu, x[v]);
-                            y[v] = simd.mul_add_e_f64s(p[v], mu, y[v]);
-                            z[v] = simd.mul_add_e_f64s(p[v], mw, z[v]);
-                        }
-                    }
-                    for v in 0..V {
-                        ax[v] = simd.add_f64s(ax[v], x[v]);
-                        ay[v] = simd.add_f64s(ay[v], y[v]);
-                        az[v] = simd.add_f64s(az[v], z[v]);
-                    }
-                    for (e, &g) in ends.iter().enumerate() {
-                        let p = &row[g * per + h..][..V];
-                        for v in 0..V {
-                            s[here][e][v] = simd.add_f64s(s[above][e][v], p[v]);
-                        }
-                    }
-                } else {
-                    for v in 0..V {
-                        x[v] = simd.sub_f64s(splat(cuu), ax[v]);
-                        y[v] = simd.sub_f64s(splat(cu), ay[v]);
-                        z[v] = simd.sub_f64s(splat(cw), az[v]);
-                    }
-                    s[here][..ends.len()].fill([splat(1.0); V]);
-                }
-                let (sk, sn) = (&s[here], &s[above]);
-                // Π: the singles' d + σ (σ in `lift`), the tails' M.
-                let mut big = z;
-                for v in 0..V {
-                    x[v] = simd.sub_f64s(x[v], dx);
-                    y[v] = simd.sub_f64s(y[v], dy);
-                    z[v] = simd.sub_f64s(z[v], dz);
-                }
-                for &(ia, ib, [mw, mu, muu]) in &sp.tails {
-                    for v in 0..V {
-                        let m = simd.sub_f64s(simd.sub_f64s(sk[ia][v], sn[ib][v]), sigma_v);
-                        let hi = simd.add_f64s(simd.sub_f64s(sk[ib][v], sn[ia][v]), sigma_v);
-                        x[v] = simd.mul_add_e_f64s(m, splat(muu), x[v]);
-                        y[v] = simd.mul_add_e_f64s(m, splat(mu), y[v]);
-                        z[v] = simd.mul_add_e_f64s(m, splat(mw), z[v]);
-                        big[v] = simd.mul_add_e_f64s(hi, splat(mw), big[v]);
+                        let upper = simd.max_f64s(sk[sa][v], simd.sub_f64s(sk[sb][v], right));
+                        let lower = simd.min_f64s(sn[sb][v], simd.add_f64s(sn[sa][v], left));
+                        let x = simd.sub_f64s(x[v], rx);
+                        let y = simd.add_f64s(simd.abs_f64s(y[v]), ry);
+                        let z = simd.sub_f64s(z[v], rz);
+                        let pi = simd.mul_f64s(simd.add_f64s(big[v], lift), grow);
+                        // (X − Y²/Z)/Π = (XZ − Y²)/(ZΠ), one division; `XZ` for
+                        // `|XZ|` (when `X ≤ 0` both give `v ≤ 0`, so 0).
+                        let xz = simd.mul_f64s(x, z);
+                        let yy = simd.mul_f64s(simd.mul_f64s(y, y), over);
+                        let n = simd.sub_f64s(simd.mul_f64s(xz, under), yy);
+                        let var = simd.sub_f64s(simd.div_f64s(n, simd.mul_f64s(z, pi)), floor);
+                        // NaN (never for finite rows) fails the comparisons: 0.
+                        let valid = simd.and_m64s(
+                            simd.greater_than_f64s(z, tiny),
+                            simd.greater_than_f64s(var, zero),
+                        );
+                        let var = simd.select_f64s(valid, var, zero);
+                        let p = simd.sub_f64s(simd.sub_f64s(upper, lower), sigma_v);
+                        // (`max` gives 0 for NaN, of lanes without a slope.)
+                        let p = simd.max_f64s(p, zero);
+                        sum[v] = simd.mul_add_e_f64s(p, var, sum[v]);
+                        mass[v] = simd.add_f64s(mass[v], p);
+                        least[v] = simd.min_f64s(least[v], var);
                     }
                 }
                 for v in 0..V {
-                    // S_k(θ̂) ≥ max(S_k(x_a), S_k(x_b) − λ·(x_b − θ̂)),
-                    // S_{k+1}(θ̂) ≤ min(S_{k+1}(x_b), S_{k+1}(x_a) + λ·(θ̂ − x_a)).
-                    let upper = simd.max_f64s(sk[sa][v], simd.sub_f64s(sk[sb][v], right[v]));
-                    let lower = simd.min_f64s(sn[sb][v], simd.add_f64s(sn[sa][v], left[v]));
-                    let x = simd.sub_f64s(x[v], rx);
-                    let y = simd.add_f64s(simd.abs_f64s(y[v]), ry);
-                    let z = simd.sub_f64s(z[v], rz);
-                    let pi = simd.mul_f64s(simd.add_f64s(big[v], lift), grow);
-                    // (X − Y²/Z)/Π = (XZ − Y²)/(ZΠ), one division; `XZ` for
-                    // `|XZ|` (when `X ≤ 0` both give `v ≤ 0`, so 0).
-                    let xz = simd.mul_f64s(x, z);
-                    let yy = simd.mul_f64s(simd.mul_f64s(y, y), over);
-                    let n = simd.sub_f64s(simd.mul_f64s(xz, under), yy);
-                    let var = simd.sub_f64s(simd.div_f64s(n, simd.mul_f64s(z, pi)), floor);
-                    // NaN (never for finite rows) fails the comparisons: 0.
-                    let valid = simd.and_m64s(
-                        simd.greater_than_f64s(z, tiny),
-                        simd.greater_than_f64s(var, zero),
-                    );
-                    let var = simd.select_f64s(valid, var, zero);
-                    let p = simd.sub_f64s(simd.sub_f64s(upper, lower), sigma_v);
-                    let p = simd.select_f64s(simd.greater_than_f64s(p, zero), p, zero);
-                    sum[v] = simd.mul_add_e_f64s(p, var, sum[v]);
-                    mass[v] = simd.add_f64s(mass[v], p);
-                    least[v] = simd.min_f64s(least[v], var);
+                    let rest = simd.sub_f64s(one, mass[v]);
+                    let rest = simd.max_f64s(rest, zero);
+                    total[h + v] = simd.mul_add_e_f64s(rest, least[v], sum[v]);
                 }
             }
-            for v in 0..V {
-                let rest = simd.sub_f64s(one, mass[v]);
-                let rest = simd.select_f64s(simd.greater_than_f64s(rest, zero), rest, zero);
-                total[h + v] = simd.mul_add_e_f64s(rest, least[v], sum[v]);
+            for ((cap, &slope), &epv) in caps[start..end]
+                .iter_mut()
+                .zip(&group.slopes[start..end])
+                .zip(&lanes)
+            {
+                let epv = epv * (1.0 - ROUNDING) - TINY;
+                *cap = if slope.is_nan() || !epv.is_finite() {
+                    f64::INFINITY
+                } else {
+                    -epv
+                };
             }
         }
     }
@@ -486,28 +489,25 @@ mod tests {
                 // The posterior variance.
                 let vc = dot(step.w, &step.uu) / step.total;
                 for group in tables.groups.iter().filter(|g| g.categories > 2) {
-                    for (b, &(start, end)) in group.buckets.iter().enumerate() {
-                        let mut caps = [0.0; BUCKET_SIZE];
-                        step.spread_caps(group, b, &mut caps);
-                        for (l, &i) in group.ids[start as usize..end as usize].iter().enumerate() {
-                            let value = posterior.criterion(&bank[i as usize], theta);
-                            let cap = caps[l];
-                            assert!(
-                                -value <= cap,
-                                "D={} θ̂={theta} t={answered} item {i} ({:?}): {value} < {}",
-                                settings.scaling,
-                                bank[i as usize],
-                                -cap
-                            );
-                            checked += 1;
-                            if cap.is_finite() {
-                                bounded += 1;
-                                if vc - value > 1e-6 * vc {
-                                    ratios.push((vc - value) / (vc + cap));
-                                }
-                                if value > 0.0 {
-                                    closest = closest.max(-cap / value);
-                                }
+                    let mut caps = vec![0.0; group.ids.len()];
+                    step.spread_caps(group, &mut caps);
+                    for (&i, &cap) in group.ids.iter().zip(&caps) {
+                        let value = posterior.criterion(&bank[i as usize], theta);
+                        assert!(
+                            -value <= cap,
+                            "D={} θ̂={theta} t={answered} item {i} ({:?}): {value} < {}",
+                            settings.scaling,
+                            bank[i as usize],
+                            -cap
+                        );
+                        checked += 1;
+                        if cap.is_finite() {
+                            bounded += 1;
+                            if vc - value > 1e-6 * vc {
+                                ratios.push((vc - value) / (vc + cap));
+                            }
+                            if value > 0.0 {
+                                closest = closest.max(-cap / value);
                             }
                         }
                     }

@@ -45,24 +45,26 @@ impl SelectionTables {
         for (gi, group) in self.groups.iter().enumerate() {
             let mut group_caps = Vec::new();
             if step.spread.is_some() && !group.slopes.is_empty() {
-                group_caps.resize(group.ids.len(), f64::INFINITY);
+                group_caps.resize(group.ids.len(), 0.0);
+                step.spread_caps(group, &mut group_caps);
             }
             for (b, &(start, end)) in group.buckets.iter().enumerate() {
                 let bound = if group_caps.is_empty() {
                     step.bucket_bound(self, gi, group, b)
                 } else {
-                    let mut lane_caps = [0.0; BUCKET_SIZE];
-                    step.spread_caps(group, b, &mut lane_caps);
                     let (start, end) = (start as usize, end as usize);
-                    group_caps[start..end].copy_from_slice(&lane_caps[..end - start]);
+                    let mut lane_caps = [f64::NEG_INFINITY; BUCKET_SIZE];
                     // The largest eligible cap (caps are never NaN), four
                     // running maxima so that the loop vectorizes.
-                    for (cap, &i) in lane_caps.iter_mut().zip(&group.ids[start..end]) {
-                        if !ctx.is_eligible(i as usize) {
-                            *cap = f64::NEG_INFINITY;
+                    for ((cap, &c), &i) in lane_caps
+                        .iter_mut()
+                        .zip(&group_caps[start..end])
+                        .zip(&group.ids[start..end])
+                    {
+                        if ctx.is_eligible(i as usize) {
+                            *cap = c;
                         }
                     }
-                    lane_caps[end - start..].fill(f64::NEG_INFINITY);
                     let mut best = [f64::NEG_INFINITY; 4];
                     for part in lane_caps.chunks_exact(4) {
                         for (b, &c) in best.iter_mut().zip(part) {
