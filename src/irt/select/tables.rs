@@ -21,7 +21,7 @@
 //! |---|---|---|
 //! | information | `Mlwi`, `Mpwi` | `I_j(x_g)` |
 //! | divergence | `Kl`, `Klp` | `ln P_jk(x_g)`, `k = 0..C` |
-//! | variance | `Mepv` | `P_jk(x_g)`, `k = 1..C` (category 0 by complement); under Jeffreys' prior also `I_j(x_g)` |
+//! | variance | `Mepv` | `P_jk(x_g)`, `k = 1..C` (category 0 by complement in the bounds; its own row, item-major, for the posterior); under Jeffreys' prior also `I_j(x_g)` |
 //!
 //! computed by the very functions the plain formula calls, so every table
 //! entry is bit-identical to the value the plain scan recomputes at every
@@ -291,6 +291,10 @@ struct Group {
     /// of the item's cumulative probabilities, NaN when the spread bound does
     /// not vouch for the item (see [`spread::slope`]).
     slopes: Vec<f64>,
+    /// Variance family: per position, `P_0` on the nodes (item-major, `q`
+    /// per position), the plain formula's, for the posterior of answers of
+    /// category 0 ([`SelectionTables::log_probabilities`]).
+    zeros: Vec<f64>,
 }
 
 impl Group {
@@ -349,6 +353,8 @@ pub(super) enum LogRow<'a> {
     Logarithms(&'a [f64]),
     /// `P` at node `g` at `g·BUCKET_SIZE`.
     Probabilities(&'a [f64]),
+    /// `P` at node `g` at `g`.
+    Values(&'a [f64]),
 }
 
 impl LogRow<'_> {
@@ -358,6 +364,7 @@ impl LogRow<'_> {
         match self {
             Self::Logarithms(row) => row[g],
             Self::Probabilities(lanes) => lanes[g * BUCKET_SIZE].ln(),
+            Self::Values(row) => row[g].ln(),
         }
     }
 }
@@ -450,10 +457,13 @@ impl SelectionTables {
             kind: u8,
             order: Vec<(f64, f64, u32)>,
             rows: Vec<f64>,
+            /// Variance family: `P_0` on the nodes, `q` per item.
+            zeros: Vec<f64>,
         }
         let mut pending: Vec<Pending> = Vec::new();
         let mut extras = Vec::new();
         let mut row = Vec::new();
+        let mut zeros = vec![0.0; q];
         let mut probs = [0.0; MAX_CATEGORIES];
         for (i, item) in bank.iter().enumerate() {
             let id = i as u32;
@@ -476,6 +486,7 @@ impl SelectionTables {
                     }
                     Family::Variance | Family::VarianceJeffreys => {
                         grid::probabilities(item, x, scaling, &mut probs);
+                        zeros[g] = probs[0];
                         for k in 1..categories {
                             row[(k - 1) * q + g] = probs[k];
                         }
@@ -507,6 +518,7 @@ impl SelectionTables {
                         kind,
                         order: Vec::new(),
                         rows: Vec::new(),
+                        zeros: Vec::new(),
                     });
                     pending.len() - 1
                 }
@@ -518,6 +530,9 @@ impl SelectionTables {
             let p = &mut pending[slot];
             p.order.push((a, item.location(), id));
             p.rows.extend_from_slice(&row);
+            if matches!(family, Family::Variance | Family::VarianceJeffreys) {
+                p.zeros.extend_from_slice(&zeros);
+            }
         }
         pending.sort_by_key(|p| (p.categories, p.kind));
 
@@ -565,11 +580,15 @@ impl SelectionTables {
                 params: Vec::new(),
                 dichotomous: Vec::new(),
                 slopes: Vec::new(),
+                zeros: Vec::new(),
             };
             for &x in &order {
                 group
                     .rows
                     .extend_from_slice(&p.rows[x * stride..(x + 1) * stride]);
+                if !p.zeros.is_empty() {
+                    group.zeros.extend_from_slice(&p.zeros[x * q..(x + 1) * q]);
+                }
             }
             for row in group.rows.chunks_exact(q) {
                 for (m, v) in group.node_max.iter_mut().zip(row) {
@@ -639,7 +658,12 @@ impl SelectionTables {
             }
             Family::VarianceJeffreys => 0,
         };
-        8 * (rows * q + envelope) + 12 * bank.len()
+        // The variance family's rows of category 0 (for the posterior).
+        let zeros = match key.family {
+            Family::Variance | Family::VarianceJeffreys => q * bank.len(),
+            _ => 0,
+        };
+        8 * (rows * q + zeros + envelope) + 12 * bank.len()
     }
 
     /// What the tables were built for.
@@ -676,7 +700,7 @@ impl SelectionTables {
                     + 4 * g.ids.len()
                     + std::mem::size_of::<ItemParams>() * g.params.len()
                     + g.dichotomous.len()
-                    + 8 * g.slopes.len()
+                    + 8 * (g.slopes.len() + g.zeros.len())
             })
             .sum();
         groups
@@ -690,8 +714,8 @@ impl SelectionTables {
     /// (a score past the last category reads as the last, any score `≥ 1` of
     /// a dichotomous item as correct), when the tables hold them: the
     /// divergence family's rows, or the variance family's (`ln` still to be
-    /// taken, `x ≥ 1`). `None` otherwise (extras, category 0 of the variance
-    /// family, other families).
+    /// taken; category 0 from its own rows). `None` otherwise (extras, the
+    /// information family).
     pub(super) fn log_probabilities(&self, i: usize, x: u32) -> Option<LogRow<'_>> {
         let &(gi, pos) = self.places.get(i)?;
         let group = self.groups.get(gi as usize)?;
@@ -711,6 +735,9 @@ impl SelectionTables {
                 Some(LogRow::Probabilities(
                     &rows[(k - 1) * q * BUCKET_SIZE + lane..],
                 ))
+            }
+            Family::Variance | Family::VarianceJeffreys => {
+                group.zeros.get(pos * q..(pos + 1) * q).map(LogRow::Values)
             }
             _ => None,
         }

@@ -26,7 +26,7 @@
 //! the posterior has its mass, one block per tail of the kept window (a
 //! tail of one node is a single node); the skipped nodes count with `m = 0`,
 //! `M = 1`). A single node's `m` and `M` are its own `P_k ∓ σ`: its rows
-//! for `k ≥ 1`, and for category 0 (not stored) the singles' moments minus
+//! for `k ≥ 1`, and for category 0 (not among the lanes) the singles' moments minus
 //! those of the other categories (`P_0 = 1 − Σ_{k ≥ 1} P_k`, exactly so in
 //! real arithmetic). Likewise `θ̂ ∈ [x_a, x_b]`
 //! gives `p_k = P_k(θ̂) ≥ S_k(x_a) − S_{k+1}(x_b)`, and

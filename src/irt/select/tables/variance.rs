@@ -643,7 +643,8 @@ pub(super) mod tests {
     /// of recomputed) is bit for bit the plain one, for the divergence and
     /// variance families, random 4PL, GRM and GPCM items (invalid ones among
     /// them: extras), scores past the last category, and answers to every
-    /// category (0 included, which the variance rows do not hold).
+    /// category (0 included, which the variance family keeps apart from its
+    /// lanes).
     #[test]
     fn posteriors_read_from_the_tables_are_the_plain_ones() {
         let mut rng = StdRng::seed_from_u64(17);
