@@ -260,158 +260,88 @@ struct Caps<'s, 'a> {
 /// registers.
 const V: usize = 2;
 
+/// The kernel's per-step constants (module doc), splatted.
+struct Margins<S: Simd> {
+    zero: S::f64s,
+    /// The singles' moments `Σ w`, `Σ w u`, `Σ w u²`.
+    cw: S::f64s,
+    cu: S::f64s,
+    cuu: S::f64s,
+    /// The margins of X, Y and Z: the singles' σ, then the rounding.
+    dx: S::f64s,
+    dy: S::f64s,
+    dz: S::f64s,
+    rx: S::f64s,
+    ry: S::f64s,
+    rz: S::f64s,
+    /// Π's constant part (the singles' σ, the rounding and the skipped
+    /// nodes) and its factor `1 + r`.
+    lift: S::f64s,
+    grow: S::f64s,
+    /// The plain variance's own error, and that of `v`'s last rounding
+    /// (`v ≤ max u²`, module doc).
+    floor: S::f64s,
+    /// `1 ∓ 3u`, the numerator's rounding.
+    under: S::f64s,
+    over: S::f64s,
+    tiny: S::f64s,
+    sigma: S::f64s,
+    /// `1 − C·PROBABILITY_ERROR ≤ Σ_k p_k`: the mass above `Σ p_lo` goes at
+    /// least to the smallest `V_lo`.
+    one: S::f64s,
+    /// Bounds of `θ̂ − x_a` and `x_b − θ̂`.
+    gap_a: S::f64s,
+    gap_b: S::f64s,
+}
+
+impl<S: Simd> Margins<S> {
+    #[inline(always)]
+    fn new(simd: S, step: &Step<'_>, sp: &Spread, categories: usize) -> Self {
+        let splat = |v: f64| simd.splat_f64s(v);
+        let sigma = (categories as f64 + 1.0) * PROBABILITY_ERROR;
+        let r = ROUNDING;
+        let [t0, t1, t2] = sp.totals;
+        let [cw, cu, cuu] = sp.single_moments;
+        Self {
+            zero: splat(0.0),
+            cw: splat(cw),
+            cu: splat(cu),
+            cuu: splat(cuu),
+            dx: splat(sigma * cuu),
+            dy: splat(sigma * cu),
+            dz: splat(sigma * cw),
+            rx: splat(r * t2),
+            ry: splat(r * t1),
+            rz: splat(r * t0),
+            lift: splat(sigma * cw + r * t0 + sp.skipped),
+            grow: splat(1.0 + r),
+            floor: splat((8.0 * ROUNDING + 5.0 * UNIT) * step.max_square),
+            under: splat(1.0 - 3.0 * UNIT),
+            over: splat(1.0 + 3.0 * UNIT),
+            tiny: splat(1e-250),
+            sigma: splat(sigma),
+            one: splat(1.0 - categories as f64 * PROBABILITY_ERROR),
+            gap_a: splat(sp.gaps.0),
+            gap_b: splat(sp.gaps.1),
+        }
+    }
+}
+
 impl WithSimd for Caps<'_, '_> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        const L: usize = BUCKET_SIZE;
         let Self {
             step,
-            spread: sp,
+            spread,
             group,
             caps,
         } = self;
-        let q = step.w.len();
-        let c = group.categories;
-        // Vectors per row of L lanes.
-        let per = L / (std::mem::size_of::<S::f64s>() / std::mem::size_of::<f64>());
-        let splat = |v: f64| simd.splat_f64s(v);
-        let zero = splat(0.0);
-        let sigma = (c as f64 + 1.0) * PROBABILITY_ERROR;
-        let r = ROUNDING;
-        let [t0, t1, t2] = sp.totals;
-        let [cw, cu, cuu] = sp.single_moments;
-        // The margins of X, Y and Z: the singles' σ, then the rounding.
-        let (dx, dy, dz) = (splat(sigma * cuu), splat(sigma * cu), splat(sigma * cw));
-        let (rx, ry, rz) = (splat(r * t2), splat(r * t1), splat(r * t0));
-        // Π's constant part: the singles' σ, the rounding and the skipped
-        // nodes, before the factor 1 + r.
-        let lift = splat(sigma * cw + r * t0 + sp.skipped);
-        let grow = splat(1.0 + r);
-        // The plain variance's own error, and that of `v`'s last rounding
-        // (`v ≤ max u²`, module doc).
-        let floor = splat((8.0 * ROUNDING + 5.0 * UNIT) * step.max_square);
-        let (under, over) = (splat(1.0 - 3.0 * UNIT), splat(1.0 + 3.0 * UNIT));
-        let (tiny, sigma_v) = (splat(1e-250), splat(sigma));
-        // Σ_k p_k ≥ 1 − C·PROBABILITY_ERROR: the mass above Σ p_lo goes at
-        // least to the smallest V_lo.
-        let one = splat(1.0 - c as f64 * PROBABILITY_ERROR);
-        let (gap_a, gap_b) = (splat(sp.gaps.0), splat(sp.gaps.1));
-        let (sa, sb) = sp.slots;
-        let ends = &sp.ends[..sp.ends.len().min(MAX_ENDS)];
+        let margins = Margins::new(simd, step, spread, group.categories);
         for (b, &(start, end)) in group.buckets.iter().enumerate() {
-            // P_k (k ≥ 1) of node g, vector h at ((k − 1)·q + g)·per + h.
-            let (rows, _) = S::as_simd_f64s(group.lanes(b, q));
             let (start, end) = (start as usize, end as usize);
-            let mut slopes = [0.0; L];
-            slopes[..end - start].copy_from_slice(&group.slopes[start..end]);
-            let (slopes, _) = S::as_simd_f64s(&slopes);
-            let mut lanes = [0.0; L];
-            let (total, _) = S::as_mut_simd_f64s(&mut lanes);
-            for h in (0..per).step_by(V) {
-                // S at the ends: `s[k % 2]` holds S_k, `s[(k + 1) % 2]` S_{k+1}
-                // (S_c = 0).
-                let mut s = [[[zero; V]; MAX_ENDS]; 2];
-                // The singles' moments summed over the categories above k.
-                let (mut ax, mut ay, mut az) = ([zero; V], [zero; V], [zero; V]);
-                // Σ_k p_lo·V_lo, Σ_k p_lo and min_k V_lo.
-                let (mut sum, mut mass, mut least) =
-                    ([zero; V], [zero; V], [splat(f64::INFINITY); V]);
-                for k in (0..c).rev() {
-                    let (mut x, mut y, mut z) = ([zero; V], [zero; V], [zero; V]);
-                    let (here, above) = if k % 2 == 0 { (0, 1) } else { (1, 0) };
-                    if k > 0 {
-                        let row = &rows[(k - 1) * q * per..k * q * per];
-                        for (j, &g) in sp.singles.iter().enumerate() {
-                            let p = &row[g * per + h..][..V];
-                            let (mw, mu, muu) = (
-                                splat(sp.single_w[j]),
-                                splat(sp.single_wu[j]),
-                                splat(sp.single_wuu[j]),
-                            );
-                            for v in 0..V {
-                                x[v] = simd.mul_add_e_f64s(p[v], muu, x[v]);
-                                y[v] = simd.mul_add_e_f64s(p[v], mu, y[v]);
-                                z[v] = simd.mul_add_e_f64s(p[v], mw, z[v]);
-                            }
-                        }
-                        for v in 0..V {
-                            ax[v] = simd.add_f64s(ax[v], x[v]);
-                            ay[v] = simd.add_f64s(ay[v], y[v]);
-                            az[v] = simd.add_f64s(az[v], z[v]);
-                        }
-                        for (e, &g) in ends.iter().enumerate() {
-                            let p = &row[g * per + h..][..V];
-                            for v in 0..V {
-                                s[here][e][v] = simd.add_f64s(s[above][e][v], p[v]);
-                            }
-                        }
-                    } else {
-                        for v in 0..V {
-                            x[v] = simd.sub_f64s(splat(cuu), ax[v]);
-                            y[v] = simd.sub_f64s(splat(cu), ay[v]);
-                            z[v] = simd.sub_f64s(splat(cw), az[v]);
-                        }
-                        s[here][..ends.len()].fill([splat(1.0); V]);
-                    }
-                    let (sk, sn) = (&s[here], &s[above]);
-                    // Π: the singles' d + σ (σ in `lift`), the tails' M.
-                    let mut big = z;
-                    for v in 0..V {
-                        x[v] = simd.sub_f64s(x[v], dx);
-                        y[v] = simd.sub_f64s(y[v], dy);
-                        z[v] = simd.sub_f64s(z[v], dz);
-                    }
-                    for &(ia, ib, [mw, mu, muu]) in &sp.tails {
-                        for v in 0..V {
-                            let m = simd.sub_f64s(simd.sub_f64s(sk[ia][v], sn[ib][v]), sigma_v);
-                            let hi = simd.add_f64s(simd.sub_f64s(sk[ib][v], sn[ia][v]), sigma_v);
-                            x[v] = simd.mul_add_e_f64s(m, splat(muu), x[v]);
-                            y[v] = simd.mul_add_e_f64s(m, splat(mu), y[v]);
-                            z[v] = simd.mul_add_e_f64s(m, splat(mw), z[v]);
-                            big[v] = simd.mul_add_e_f64s(hi, splat(mw), big[v]);
-                        }
-                    }
-                    for v in 0..V {
-                        // S_k(θ̂) ≥ max(S_k(x_a), S_k(x_b) − λ·(x_b − θ̂)),
-                        // S_{k+1}(θ̂) ≤ min(S_{k+1}(x_b), S_{k+1}(x_a) + λ·(θ̂ − x_a)).
-                        let (left, right) = (
-                            simd.mul_f64s(slopes[h + v], gap_a),
-                            simd.mul_f64s(slopes[h + v], gap_b),
-                        );
-                        let upper = simd.max_f64s(sk[sa][v], simd.sub_f64s(sk[sb][v], right));
-                        let lower = simd.min_f64s(sn[sb][v], simd.add_f64s(sn[sa][v], left));
-                        let x = simd.sub_f64s(x[v], rx);
-                        let y = simd.add_f64s(simd.abs_f64s(y[v]), ry);
-                        let z = simd.sub_f64s(z[v], rz);
-                        let pi = simd.mul_f64s(simd.add_f64s(big[v], lift), grow);
-                        // (X − Y²/Z)/Π = (XZ − Y²)/(ZΠ), one division; `XZ` for
-                        // `|XZ|` (when `X ≤ 0` both give `v ≤ 0`, so 0).
-                        let xz = simd.mul_f64s(x, z);
-                        let yy = simd.mul_f64s(simd.mul_f64s(y, y), over);
-                        let n = simd.sub_f64s(simd.mul_f64s(xz, under), yy);
-                        let var = simd.sub_f64s(simd.div_f64s(n, simd.mul_f64s(z, pi)), floor);
-                        // NaN (never for finite rows) fails the comparisons: 0.
-                        let valid = simd.and_m64s(
-                            simd.greater_than_f64s(z, tiny),
-                            simd.greater_than_f64s(var, zero),
-                        );
-                        let var = simd.select_f64s(valid, var, zero);
-                        let p = simd.sub_f64s(simd.sub_f64s(upper, lower), sigma_v);
-                        // (`max` gives 0 for NaN, of lanes without a slope.)
-                        let p = simd.max_f64s(p, zero);
-                        sum[v] = simd.mul_add_e_f64s(p, var, sum[v]);
-                        mass[v] = simd.add_f64s(mass[v], p);
-                        least[v] = simd.min_f64s(least[v], var);
-                    }
-                }
-                for v in 0..V {
-                    let rest = simd.sub_f64s(one, mass[v]);
-                    let rest = simd.max_f64s(rest, zero);
-                    total[h + v] = simd.mul_add_e_f64s(rest, least[v], sum[v]);
-                }
-            }
+            let lanes = bucket(simd, &margins, step, spread, group, b);
             for ((cap, &slope), &epv) in caps[start..end]
                 .iter_mut()
                 .zip(&group.slopes[start..end])
@@ -426,6 +356,142 @@ impl WithSimd for Caps<'_, '_> {
             }
         }
     }
+}
+
+/// Per lane of bucket `b`, the lower bound of `EPV` before its last
+/// rounding (module doc).
+#[inline(always)]
+fn bucket<S: Simd>(
+    simd: S,
+    m: &Margins<S>,
+    step: &Step<'_>,
+    sp: &Spread,
+    group: &Group,
+    b: usize,
+) -> [f64; BUCKET_SIZE] {
+    const L: usize = BUCKET_SIZE;
+    let q = step.w.len();
+    let c = group.categories;
+    let zero = m.zero;
+    // Vectors per row of L lanes.
+    let per = L / (std::mem::size_of::<S::f64s>() / std::mem::size_of::<f64>());
+    let (sa, sb) = sp.slots;
+    let ends = &sp.ends[..sp.ends.len().min(MAX_ENDS)];
+    // P_k (k ≥ 1) of node g, vector h at ((k − 1)·q + g)·per + h.
+    let (rows, _) = S::as_simd_f64s(group.lanes(b, q));
+    let (start, end) = group.buckets[b];
+    let (start, end) = (start as usize, end as usize);
+    let mut slopes = [0.0; L];
+    slopes[..end - start].copy_from_slice(&group.slopes[start..end]);
+    let (slopes, _) = S::as_simd_f64s(&slopes);
+    let mut lanes = [0.0; L];
+    let (total, _) = S::as_mut_simd_f64s(&mut lanes);
+    for h in (0..per).step_by(V) {
+        // S at the ends: `s[k % 2]` holds S_k, `s[(k + 1) % 2]` S_{k+1}
+        // (S_c = 0).
+        let mut s = [[[zero; V]; MAX_ENDS]; 2];
+        // The singles' moments summed over the categories above k.
+        let (mut ax, mut ay, mut az) = ([zero; V], [zero; V], [zero; V]);
+        // Σ_k p_lo·V_lo, Σ_k p_lo and min_k V_lo.
+        let (mut sum, mut mass, mut least) =
+            ([zero; V], [zero; V], [simd.splat_f64s(f64::INFINITY); V]);
+        for k in (0..c).rev() {
+            let (mut x, mut y, mut z) = ([zero; V], [zero; V], [zero; V]);
+            let (here, above) = if k % 2 == 0 { (0, 1) } else { (1, 0) };
+            if k > 0 {
+                let row = &rows[(k - 1) * q * per..k * q * per];
+                for (j, &g) in sp.singles.iter().enumerate() {
+                    let p = &row[g * per + h..][..V];
+                    let (mw, mu, muu) = (
+                        simd.splat_f64s(sp.single_w[j]),
+                        simd.splat_f64s(sp.single_wu[j]),
+                        simd.splat_f64s(sp.single_wuu[j]),
+                    );
+                    for v in 0..V {
+                        x[v] = simd.mul_add_e_f64s(p[v], muu, x[v]);
+                        y[v] = simd.mul_add_e_f64s(p[v], mu, y[v]);
+                        z[v] = simd.mul_add_e_f64s(p[v], mw, z[v]);
+                    }
+                }
+                for v in 0..V {
+                    ax[v] = simd.add_f64s(ax[v], x[v]);
+                    ay[v] = simd.add_f64s(ay[v], y[v]);
+                    az[v] = simd.add_f64s(az[v], z[v]);
+                }
+                for (e, &g) in ends.iter().enumerate() {
+                    let p = &row[g * per + h..][..V];
+                    for v in 0..V {
+                        s[here][e][v] = simd.add_f64s(s[above][e][v], p[v]);
+                    }
+                }
+            } else {
+                for v in 0..V {
+                    x[v] = simd.sub_f64s(m.cuu, ax[v]);
+                    y[v] = simd.sub_f64s(m.cu, ay[v]);
+                    z[v] = simd.sub_f64s(m.cw, az[v]);
+                }
+                s[here][..ends.len()].fill([simd.splat_f64s(1.0); V]);
+            }
+            let (sk, sn) = (&s[here], &s[above]);
+            // Π: the singles' d + σ (σ in `lift`), the tails' M.
+            let mut big = z;
+            for v in 0..V {
+                x[v] = simd.sub_f64s(x[v], m.dx);
+                y[v] = simd.sub_f64s(y[v], m.dy);
+                z[v] = simd.sub_f64s(z[v], m.dz);
+            }
+            for &(ia, ib, [mw, mu, muu]) in &sp.tails {
+                let (mw, mu, muu) = (
+                    simd.splat_f64s(mw),
+                    simd.splat_f64s(mu),
+                    simd.splat_f64s(muu),
+                );
+                for v in 0..V {
+                    let lo = simd.sub_f64s(simd.sub_f64s(sk[ia][v], sn[ib][v]), m.sigma);
+                    let hi = simd.add_f64s(simd.sub_f64s(sk[ib][v], sn[ia][v]), m.sigma);
+                    x[v] = simd.mul_add_e_f64s(lo, muu, x[v]);
+                    y[v] = simd.mul_add_e_f64s(lo, mu, y[v]);
+                    z[v] = simd.mul_add_e_f64s(lo, mw, z[v]);
+                    big[v] = simd.mul_add_e_f64s(hi, mw, big[v]);
+                }
+            }
+            for v in 0..V {
+                // S_k(θ̂) ≥ max(S_k(x_a), S_k(x_b) − λ·(x_b − θ̂)),
+                // S_{k+1}(θ̂) ≤ min(S_{k+1}(x_b), S_{k+1}(x_a) + λ·(θ̂ − x_a)).
+                let left = simd.mul_f64s(slopes[h + v], m.gap_a);
+                let right = simd.mul_f64s(slopes[h + v], m.gap_b);
+                let upper = simd.max_f64s(sk[sa][v], simd.sub_f64s(sk[sb][v], right));
+                let lower = simd.min_f64s(sn[sb][v], simd.add_f64s(sn[sa][v], left));
+                let x = simd.sub_f64s(x[v], m.rx);
+                let y = simd.add_f64s(simd.abs_f64s(y[v]), m.ry);
+                let z = simd.sub_f64s(z[v], m.rz);
+                let pi = simd.mul_f64s(simd.add_f64s(big[v], m.lift), m.grow);
+                // (X − Y²/Z)/Π = (XZ − Y²)/(ZΠ), one division; `XZ` for
+                // `|XZ|` (when `X ≤ 0` both give `v ≤ 0`, so 0).
+                let xz = simd.mul_f64s(x, z);
+                let yy = simd.mul_f64s(simd.mul_f64s(y, y), m.over);
+                let n = simd.sub_f64s(simd.mul_f64s(xz, m.under), yy);
+                let var = simd.sub_f64s(simd.div_f64s(n, simd.mul_f64s(z, pi)), m.floor);
+                // NaN (never for finite rows) fails the comparisons: 0.
+                let valid = simd.and_m64s(
+                    simd.greater_than_f64s(z, m.tiny),
+                    simd.greater_than_f64s(var, zero),
+                );
+                let var = simd.select_f64s(valid, var, zero);
+                let p = simd.sub_f64s(simd.sub_f64s(upper, lower), m.sigma);
+                // (`max` gives 0 for NaN, of lanes without a slope.)
+                let p = simd.max_f64s(p, zero);
+                sum[v] = simd.mul_add_e_f64s(p, var, sum[v]);
+                mass[v] = simd.add_f64s(mass[v], p);
+                least[v] = simd.min_f64s(least[v], var);
+            }
+        }
+        for v in 0..V {
+            let rest = simd.max_f64s(simd.sub_f64s(m.one, mass[v]), zero);
+            total[h + v] = simd.mul_add_e_f64s(rest, least[v], sum[v]);
+        }
+    }
+    lanes
 }
 
 #[cfg(test)]
